@@ -1,0 +1,305 @@
+"""Data steps: fetch a dataset's raw files (verified), and prepare a fixed train/validation/test split.
+
+Supported sources: Fashion-MNIST and MNIST as IDX files, or the user's own .npz holding
+x_train, y_train, x_test, y_test. The validation set is carved from the training set with a fixed
+seed; the test set is never used for training, early stopping or calibration.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tinyopt.errors import UserError
+from tinyopt.files import atomic_path, sha256_file
+from tinyopt.lineage import dvc_hash
+from tinyopt.params import DataParams
+from tinyopt.steps import StepRecord, outputs_of, step_task
+
+SPLITS = ("train-images", "train-labels", "test-images", "test-labels")
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """Where an IDX dataset comes from and how to recognise its files."""
+
+    files: dict[str, str]  # split -> file name
+    # A file passes if either its decompressed IDX payload has the known sha256 (independent of how it
+    # was gzipped: Debian recompresses) or the .gz itself has the canonical md5.
+    idx_sha256: dict[str, str] = field(default_factory=dict)
+    gz_md5: dict[str, str] = field(default_factory=dict)
+    local_dir: Optional[str] = None
+    debian_package: Optional[str] = None
+    mirrors: tuple[str, ...] = ()
+
+
+_NAMES = dict(
+    zip(
+        SPLITS,
+        (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+    )
+)
+
+IDX_DATASETS = {
+    "fashion-mnist": IdxDataset(
+        files=_NAMES,
+        idx_sha256={
+            "train-images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test-images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test-labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        gz_md5={
+            "train-images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels": "25c81989df183df01b3e8a0aad5dffbe",
+            "test-images": "bef4ecab320f06d8554ea6380940ec79",
+            "test-labels": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        local_dir="/usr/share/datasets/fashion-mnist",
+        debian_package="dataset-fashion-mnist",
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+    "mnist": IdxDataset(
+        files=_NAMES,
+        gz_md5={
+            "train-images": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels": "d53e105ee54ea40749a09fcbcd1e9432",
+            "test-images": "9fb629c4189551a2d022fa330f9573f3",
+            "test-labels": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+}
+
+NPZ_FILE = "data.npz"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class DatasetRecord(StepRecord):
+    name: str
+    directory: str
+    version: str  # DVC's md5 of the raw directory, as dvc.lock records it
+
+
+class PreparedRecord(StepRecord):
+    path: str
+    dataset: str
+    dataset_version: str
+    num_train: int
+    num_val: int
+    num_test: int
+    input_shape: list[int]
+    num_classes: int
+
+
+# ---------------------------------------------------------------------------------------------------
+# IDX parsing and verification
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse an IDX file (gzipped or not) into an array; a corrupt file raises UserError naming it."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path}: cannot be read ({exc}); delete it and run `tinyopt fetch` again") from None
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in dtypes:
+        raise UserError(f"{path}: not an IDX file (bad magic number); delete it and run `tinyopt fetch` again")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(dtypes[raw[2]])
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise UserError(
+            f"{path}: truncated or padded IDX file ({len(raw)} bytes, header says {expected}); "
+            "delete it and run `tinyopt fetch` again"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _checksum_ok(spec: IdxDataset, split: str, path: Path) -> bool:
+    if split in spec.gz_md5 and hashlib.md5(path.read_bytes()).hexdigest() == spec.gz_md5[split]:
+        return True
+    if split in spec.idx_sha256:
+        try:
+            payload = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError, zlib.error):
+            return False
+        return hashlib.sha256(payload).hexdigest() == spec.idx_sha256[split]
+    return False
+
+
+def verify_idx_dir(name: str, directory: Path) -> None:
+    """Check that every file of an IDX dataset is present and has a known checksum."""
+    spec = IDX_DATASETS[name]
+    for split, file_name in spec.files.items():
+        path = directory / file_name
+        if not path.is_file():
+            raise UserError(f"{path}: missing {name} file; run `tinyopt fetch` to restore it")
+        if not _checksum_ok(spec, split, path):
+            raise UserError(
+                f"{path}: checksum mismatch (corrupt or not the {name} file); delete it and run `tinyopt fetch`"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fetch
+
+
+def _download(url: str, target: Path) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+        shutil.copyfileobj(response, out)
+
+
+def _gather_idx(name: str, staging: Path) -> None:
+    spec = IDX_DATASETS[name]
+    local = Path(spec.local_dir) if spec.local_dir else None
+    for file_name in spec.files.values():
+        if local and (local / file_name).is_file():
+            shutil.copyfile(local / file_name, staging / file_name)
+            continue
+        errors = []
+        for mirror in spec.mirrors:
+            try:
+                _download(mirror + file_name, staging / file_name)
+                break
+            except OSError as exc:
+                errors.append(f"{mirror}: {exc}")
+        else:
+            hint = f"install the Debian package {spec.debian_package} (apt-get install {spec.debian_package}) or " if spec.debian_package else ""
+            raise UserError(
+                f"cannot get {name} file {file_name}: not found locally and no mirror answered; "
+                f"{hint}connect this machine to the internet and run `tinyopt fetch` again"
+            )
+
+
+def _check_npz(path: Path) -> None:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise UserError(f"{path}: the .npz lacks {', '.join(missing)} (it needs {', '.join(NPZ_KEYS)})")
+            lengths = {key: archive[key].shape[0] for key in NPZ_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({exc}); point data.path at a valid file") from None
+    if lengths["x_train"] != lengths["y_train"] or lengths["x_test"] != lengths["y_test"]:
+        raise UserError(f"{path}: x and y have different lengths ({lengths}); fix the file")
+
+
+def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
+    """Make `out_root/<dataset>/` hold the dataset's verified raw files and return its version.
+
+    Files already there and intact are kept; otherwise they are copied from the local source (the
+    Debian package, or the user's .npz) or downloaded, verified, and moved in as a whole.
+    """
+    target = out_root / params.dataset
+    if params.dataset == "npz":
+        source = Path(params.path)  # type: ignore[arg-type]
+        if not source.is_file():
+            raise UserError(f"{source}: no such file (data.path in params.yaml must point at your .npz)")
+        _check_npz(source)
+        if not (target / NPZ_FILE).is_file() or sha256_file(target / NPZ_FILE) != sha256_file(source):
+            with atomic_path(target / NPZ_FILE) as tmp:
+                shutil.copyfile(source, tmp)
+    else:
+        try:
+            verify_idx_dir(params.dataset, target)
+        except UserError:
+            out_root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out_root, prefix=f".{params.dataset}.") as staging:
+                _gather_idx(params.dataset, Path(staging))
+                verify_idx_dir(params.dataset, Path(staging))
+                if target.exists():
+                    shutil.rmtree(target)
+                Path(staging).rename(target)
+                Path(staging).mkdir()  # so TemporaryDirectory's clean-up finds what it made
+    files = sorted(p for p in target.iterdir() if p.is_file())
+    return DatasetRecord(
+        name=params.dataset, directory=str(target), version=dvc_hash(target), outputs=outputs_of(*files)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prepare
+
+
+def load_raw(dataset: str, directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x_train, y_train, x_test, y_test from a fetched dataset directory, verified first."""
+    if dataset == "npz":
+        path = directory / NPZ_FILE
+        if not path.is_file():
+            raise UserError(f"{path}: missing; run `tinyopt fetch` to copy your .npz in")
+        _check_npz(path)
+        with np.load(path, allow_pickle=False) as archive:
+            return tuple(archive[key] for key in NPZ_KEYS)  # type: ignore[return-value]
+    verify_idx_dir(dataset, directory)
+    files = IDX_DATASETS[dataset].files
+    return tuple(read_idx(directory / files[split]) for split in SPLITS)  # type: ignore[return-value]
+
+
+def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> PreparedRecord:
+    """Split into train / validation / test with a fixed seed and write one .npz (atomically)."""
+    x_train, y_train, x_test, y_test = load_raw(params.dataset, raw_dir)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x_train))
+    if params.train_limit:
+        order = order[: params.train_limit]
+    num_val = max(1, int(round(len(order) * params.validation_fraction)))
+    val_idx, train_idx = order[:num_val], order[num_val:]
+    if params.test_limit:
+        x_test, y_test = x_test[: params.test_limit], y_test[: params.test_limit]
+    labels = np.concatenate([y_train, y_test])
+    num_classes = int(labels.max()) + 1 if labels.size and np.issubdtype(labels.dtype, np.integer) else 0
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                x_train=x_train[train_idx], y_train=y_train[train_idx],
+                x_val=x_train[val_idx], y_val=y_train[val_idx],
+                x_test=x_test, y_test=y_test,
+            )  # fmt: skip
+    return PreparedRecord(
+        path=str(out),
+        dataset=params.dataset,
+        dataset_version=dvc_hash(raw_dir),
+        num_train=len(train_idx),
+        num_val=num_val,
+        num_test=len(x_test),
+        input_shape=list(x_train.shape[1:]),
+        num_classes=num_classes,
+        outputs=outputs_of(out),
+    )
+
+
+def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
+    """The prepared split, with images scaled to [0, 1] float32 (uint8 inputs are divided by 255)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: missing prepared data; run `tinyopt prepare` (or `tinyopt run`)")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key in ("x_train", "x_val", "x_test"):
+        x = arrays[key]
+        arrays[key] = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    return arrays
+
+
+fetch_task = step_task(fetch_dataset, retries=2)
+prepare_task = step_task(prepare_dataset)

@@ -1,0 +1,170 @@
+"""The front door: `tinyopt run` runs the whole pipeline; the other commands run one step each
+(dvc.yaml's stages call them, so DVC and Prefect run the very same step functions)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from tinyopt import layout
+from tinyopt.errors import UserError
+
+
+def _configure_prefect() -> None:
+    # Task results (the cache) live in the project, so a fresh clone starts cold and `make clean` resets it.
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(layout.PREFECT_STORAGE.resolve()))
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; a user's mistake needs only its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors_in_prefect_logs() -> None:
+    for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
+    for handler in logging.getLogger("prefect").handlers:
+        handler.addFilter(_NoTracebackForUserErrors())
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"tinyopt: error: {exc}", err=True)
+            sys.exit(2)
+
+
+params_option = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+    help="the params file (the one place for knobs)",
+)
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="tinyopt")
+def main() -> None:
+    """tinyopt: train, optimize and benchmark neural networks for microcontrollers."""
+
+
+@main.command()
+@params_option
+def run(params_path: str) -> None:
+    """Run the whole pipeline as the Prefect flow `optimize`."""
+    from tinyopt import tracking
+    from tinyopt.params import load_params
+
+    load_params(params_path)  # fail on a bad params file before starting any machinery
+    tracking.check_reachable()
+    _configure_prefect()
+    from flows.optimize import optimize
+
+    _quiet_user_errors_in_prefect_logs()
+    summary = optimize(params_path=params_path)
+    baseline = summary["baseline"]
+    click.echo(
+        f"\nrun {summary['run_id']}: baseline accuracy {baseline['accuracy']:.4f} "
+        f"({baseline['raw_bytes']:,} bytes, {baseline['gzip_bytes']:,} gzip bytes)\n"
+        f"summary: {layout.REPORTS / summary['run_id'] / 'summary.json'}\n"
+        f"MLflow: {summary['mlflow_tracking_uri']} (experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+    )
+
+
+@main.command()
+@params_option
+@click.option("--out", "out_root", default=str(layout.DATA_ROOT), show_default=True, type=click.Path(file_okay=False))
+def fetch(params_path: str, out_root: str) -> None:
+    """Fetch the dataset's raw files into DATA_ROOT/<dataset>/ and verify them."""
+    from tasks.data import fetch_dataset
+    from tinyopt.params import load_params
+
+    record = fetch_dataset(load_params(params_path).data, Path(out_root))
+    click.echo(f"{record.directory}: {record.name}, version {record.version}")
+
+
+@main.command()
+@params_option
+@click.option("--raw", "raw_dir", default=None, type=click.Path(file_okay=False), help="default: data/<dataset>")
+@click.option("--out", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
+    """Split the raw data into train / validation / test (fixed seed)."""
+    from tasks.data import prepare_dataset
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    raw = Path(raw_dir) if raw_dir else layout.DATA_ROOT / params.data.dataset
+    record = prepare_dataset(raw, params.data, params.seed, Path(out))
+    click.echo(f"{record.path}: {record.num_train} train / {record.num_val} val / {record.num_test} test")
+
+
+@main.command()
+@params_option
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
+def train(params_path: str, prepared: str, out_dir: str) -> None:
+    """Train the baseline model and save it as OUT_DIR/model.keras."""
+    from tasks.train import train_baseline
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    record = train_baseline(Path(prepared), params.model, params.train, params.seed, Path(out_dir))
+    click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test accuracy {record.keras_test_accuracy:.4f}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--conversion", default="float32", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def convert(model_path: str, conversion: str, out: str) -> None:
+    """Convert a Keras model file to .tflite."""
+    from tasks.convert import convert_model
+
+    record = convert_model(Path(model_path), conversion, Path(out))
+    click.echo(f"{record.tflite_path}: {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)")
+
+
+@main.command()
+@click.option("--tflite", "tflite_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON here")
+def evaluate(tflite_path: str, prepared: str, out: str | None) -> None:
+    """Accuracy of a .tflite file on the held-out test split, by running the file itself."""
+    from tasks.evaluate import evaluate_tflite
+    from tinyopt.files import write_json
+
+    record = evaluate_tflite(Path(tflite_path), Path(prepared))
+    if out:
+        write_json(out, record.model_dump(exclude={"outputs"}))
+    click.echo(f"{record.tflite_path}: accuracy {record.accuracy:.4f} on {record.num_test} test examples")
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(port: int, host: str) -> None:
+    """Start the MLflow UI on the project's tracking store."""
+    from tinyopt import tracking
+
+    uri = tracking.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({uri}): open it in a browser")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", layout.MLFLOW_ARTIFACTS.resolve().as_uri(),
+               "--host", host, "--port", str(port)]  # fmt: skip
+    click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
+    raise SystemExit(subprocess.call(command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per model variant.
+
+The store is a local SQLite file (mlflow.db, artifacts in mlartifacts/) unless MLFLOW_TRACKING_URI
+names another, e.g. a tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+from tinyopt import layout
+from tinyopt.errors import UserError
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.MLFLOW_DB.resolve()}"
+
+
+def check_reachable(uri: Optional[str] = None, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a remote tracking server does not answer (MLflow itself would
+    retry for minutes before giving up)."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset MLFLOW_TRACKING_URI "
+            "to use the local store"
+        ) from None
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+def experiment_id(name: str) -> str:
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        # Keep a local store's artifacts beside its database, not wherever the process happens to run.
+        artifact_location = layout.MLFLOW_ARTIFACTS.resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: Optional[str] = None) -> str:
+    tags = dict(tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_run_data(
+    run_id: str,
+    params: Mapping[str, object] = {},
+    metrics: Mapping[str, float] = {},
+    artifacts: Iterable[Path] = (),
+) -> None:
+    from mlflow.entities import Metric, Param
+
+    mlflow_client = client()
+    now_ms = int(time.time() * 1000)
+    mlflow_client.log_batch(
+        run_id,
+        params=[Param(key, str(value)) for key, value in params.items()],
+        metrics=[Metric(key, float(value), now_ms, 0) for key, value in metrics.items() if value is not None],
+    )
+    for artifact in artifacts:
+        mlflow_client.log_artifact(run_id, str(artifact))
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)
