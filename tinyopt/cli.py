@@ -18,6 +18,8 @@ from tinyopt.errors import UserError
 def _configure_prefect() -> None:
     # Task results (the cache) live in the project, so a fresh clone starts cold and `make clean` resets it.
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(layout.PREFECT_STORAGE.resolve()))
+    # The ephemeral server's telemetry cannot reach its host from offline machines and logs an error.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 class _NoTracebackForUserErrors(logging.Filter):

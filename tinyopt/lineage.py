@@ -7,8 +7,10 @@ import tempfile
 from pathlib import Path
 
 
-def git_commit(cwd: str | Path = ".") -> str:
-    """The checked-out commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The commit of tinyopt's own code (the code version), with '-dirty' when tracked files differ from
+    it; 'unknown' when the code is not in a git checkout."""
+    cwd = cwd or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

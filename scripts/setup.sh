@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what tinyopt needs on a fresh machine: the Fashion-MNIST Debian package (when we can) and
+# a Python 3.11 virtual environment at .venv with the pinned dependencies. Safe to run again: it only
+# reinstalls when requirements.lock or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATASET_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -d "$DATASET_DIR" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing the Debian package dataset-fashion-mnist"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: note: $DATASET_DIR is missing. Install it with 'sudo apt-get install dataset-fashion-mnist'"
+    echo "       (Debian/Ubuntu), or let 'tinyopt fetch' download Fashion-MNIST on a machine with internet."
+  fi
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: error: tinyopt needs Python 3.11 (TensorFlow 2.21 + tfmot); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+stamp=.venv/.tinyopt-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-64)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+echo "setup: installing Python dependencies into .venv (a few minutes the first time)"
+.venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+echo "$want" > "$stamp"

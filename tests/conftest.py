@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated project directory with small params, and helpers to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+TINYOPT = [sys.executable, "-m", "tinyopt"]
+
+needs_fashion = pytest.mark.skipif(
+    not FASHION_DIR.is_dir(), reason="needs the Debian package dataset-fashion-mnist (make setup installs it)"
+)
+
+
+def full_params(**overrides: dict) -> dict:
+    """The repository's params.yaml with sections overridden (DVC needs every key present)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    return params
+
+
+SMALL = dict(seed=7, data={"train_limit": 1200, "test_limit": 400}, train={"epochs": 2})
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """Tests never touch the user's MLflow server or Prefect home."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path_factory.getbasetemp() / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", raising=False)
+
+
+def make_project(root: Path, **overrides) -> Path:
+    """A project directory holding params.yaml (small by default) and the DVC files."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = full_params(**(overrides or SMALL))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        TINYOPT + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def copy_repo(dest: Path) -> Path:
+    """The tracked files of this repository (as a clean clone has them), in a fresh git repository."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest

@@ -1,0 +1,122 @@
+"""The `optimize` flow end to end on a small slice, through the CLI, with a real (SQLite) MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, make_project, needs_fashion, run_cli
+
+pytestmark = [pytest.mark.slow, needs_fashion]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("project"))
+    result = run_cli(["run"], cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root
+
+
+def summary_of(root: Path) -> dict:
+    return json.loads((root / "reports" / "latest" / "summary.json").read_text())
+
+
+def mlflow_client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_summary_records_the_run_data_and_baseline(project):
+    summary = summary_of(project)
+    assert (project / "reports" / summary["run_id"] / "summary.json").read_text() == (
+        project / "reports" / "latest" / "summary.json"
+    ).read_text()
+    assert summary["dataset"]["name"] == "fashion-mnist"
+    assert summary["dataset"]["version"].endswith(".dir")
+    assert (summary["dataset"]["num_train"], summary["dataset"]["num_val"], summary["dataset"]["num_test"]) == (
+        1080, 120, 400,
+    )  # fmt: skip
+    baseline = summary["baseline"]
+    assert baseline["chain"] == ["train", "float32"]
+    assert (project / baseline["model"]).is_file() and (project / baseline["tflite"]).is_file()
+    assert baseline["raw_bytes"] == (project / baseline["tflite"]).stat().st_size
+    assert 0.3 < baseline["accuracy"] <= 1.0
+    assert summary["variants"] == [baseline]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert summary["git_commit"].removesuffix("-dirty") == head  # the code version, not the project dir's
+    assert len(summary["params_hash"]) == 16
+
+
+def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
+    summary = summary_of(project)
+    client = mlflow_client(project)
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    for key in ("git_commit", "dataset", "dataset_version", "params_hash"):
+        assert parent.data.tags[key] == str(
+            {"git_commit": summary["git_commit"], "dataset": "fashion-mnist",
+             "dataset_version": summary["dataset"]["version"], "params_hash": summary["params_hash"]}[key]
+        )  # fmt: skip
+    child = client.get_run(summary["baseline"]["mlflow_run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.metrics["accuracy"] == pytest.approx(summary["baseline"]["accuracy"])
+    assert child.data.metrics["raw_bytes"] == summary["baseline"]["raw_bytes"]
+    for key in ("gzip_bytes", "train_seconds", "keras_accuracy", "num_params"):
+        assert key in child.data.metrics
+    assert child.data.params["train.epochs"] == "2" and child.data.params["seed"] == "7"
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert artifacts == {"model.keras", "model.tflite"}
+    # Local store: artifacts beside the database, in the project.
+    assert (project / "mlartifacts").is_dir()
+
+
+def test_second_run_with_nothing_changed_reuses_every_step(project):
+    model = project / "artifacts" / "baseline" / "model.keras"
+    before = model.stat().st_mtime_ns
+    result = run_cli(["run"], cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert model.stat().st_mtime_ns == before  # not retrained
+    assert result.stdout.count("Cached(type=COMPLETED)") + result.stderr.count("Cached(type=COMPLETED)") == 5
+
+
+def test_changed_params_retrain_and_deleted_outputs_are_rebuilt(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    model = project / "artifacts" / "baseline" / "model.keras"
+    before = model.stat().st_mtime_ns
+    (project / "artifacts" / "baseline" / "model.tflite").unlink()
+    result = run_cli(["run"], cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert model.stat().st_mtime_ns != before
+    assert summary_of(project)["baseline"]["epochs_run"] == 1
+    assert (project / "artifacts" / "baseline" / "model.tflite").is_file()
+
+
+def test_unreachable_tracking_server_is_one_line_before_any_work(tmp_path):
+    root = make_project(tmp_path / "p")
+    result = run_cli(["run"], cwd=root, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tinyopt: error: MLflow tracking server http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused); "
+        "start it, or unset MLFLOW_TRACKING_URI to use the local store"
+    ]
+    assert sorted(os.listdir(root)) == ["params.yaml"]
+
+
+def test_a_corrupt_dataset_stops_the_flow_with_one_line(tmp_path, monkeypatch):
+    """A corrupt file that cannot be re-fetched: the user sees which file and what to do."""
+    root = make_project(tmp_path / "p", data={"dataset": "npz", "path": str(tmp_path / "broken.npz")})
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
+    result = run_cli(["run"], cwd=root)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"tinyopt: error: {tmp_path / 'broken.npz'}: not a readable .npz file" in result.stderr
+    assert not (root / "reports").exists() and not (root / "data" / "npz").exists()

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tinyopt.errors import UserError
+from tinyopt.params import Params, load_params, parse_params
+
+
+def test_repository_params_are_valid_and_match_defaults():
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+def test_digest_changes_with_any_knob():
+    assert Params().digest() == Params().digest()
+    assert Params().digest() != parse_params({"train": {"epochs": 3}}).digest()
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"trian": {"epochs": 1}}, "unknown key 'trian'"),
+        ({"train": {"epoch": 1}}, "unknown key 'train.epoch'"),
+        ({"train": {"epochs": "many"}}, "'train.epochs': Input should be a valid integer"),
+        ({"train": {"epochs": 0}}, "'train.epochs': Input should be greater than or equal to 1, got 0"),
+        ({"train": {"learning_rate": -1}}, "'train.learning_rate': Input should be greater than 0"),
+        ({"data": {"validation_fraction": 0.9}}, "'data.validation_fraction': Input should be less than 0.5"),
+        ({"data": {"dataset": "cifar"}}, "'data.dataset' must be one of 'fashion-mnist', 'mnist' or 'npz'"),
+        ({"data": {"dataset": "npz"}}, "data.path is required when data.dataset is npz"),
+        ({"data": {"path": "x.npz"}}, "data.path is only used when data.dataset is npz"),
+        ([1, 2], "the top level must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(raw, expected):
+    with pytest.raises(UserError) as info:
+        parse_params(raw, "params.yaml")
+    message = str(info.value)
+    assert message.startswith("params.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\ntrain:\n  epochs: [1,\n")
+    with pytest.raises(UserError, match=r"not valid YAML at line \d+"):
+        load_params(bad)
+
+
+def test_missing_params_file(tmp_path: Path):
+    with pytest.raises(UserError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_a_bad_params_file_in_one_line_without_traceback(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: -3\n")
+    result = run_cli(["run"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "tinyopt: error: params.yaml: 'train.epochs': Input should be greater than or equal to 1, got -3"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    # Nothing was started or written.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
