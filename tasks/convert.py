@@ -1,57 +1,109 @@
-"""Convert step: a Keras model file to a .tflite file with the TFLite converter."""
+"""Convert step: a Keras model to a .tflite file with one post-training conversion, plus its C array.
+
+Integer conversions calibrate on training examples only (never validation or test data).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt.errors import UserError
+import numpy as np
+
+from tasks.c_array import write_c_array
+from tinyopt.errors import NotApplicable, UserError
 from tinyopt.files import gzip_size, write_bytes
+from tinyopt.models import load_model
+from tinyopt.params import CONVERSION_STEPS
 from tinyopt.steps import StepRecord, outputs_of, step_task
 
-CONVERSIONS = ("float32",)
+CONVERSIONS = CONVERSION_STEPS
+NEEDS_CALIBRATION = ("int8_fallback", "int8", "int16x8")
 
 
 class ConvertRecord(StepRecord):
     conversion: str
     tflite_path: str
+    c_source: str
+    c_header: str
     raw_bytes: int
     gzip_bytes: int
+    input_dtype: str
+    output_dtype: str
+    calibration_samples: int
 
 
-def load_keras_model(path: str | Path):
-    """Load a saved Keras model, or raise UserError naming the file when it is missing or broken."""
+def calibration_set(prepared: Path, samples: int, seed: int) -> np.ndarray:
+    """`samples` training examples, drawn with a fixed seed."""
+    from tasks.data import load_prepared
+
+    x_train = load_prepared(prepared)["x_train"]
+    rng = np.random.default_rng(seed)
+    return x_train[rng.choice(len(x_train), size=min(samples, len(x_train)), replace=False)]
+
+
+def configure(converter, conversion: str, calibration: np.ndarray | None) -> None:
+    """Set the TFLite converter up for one of the six conversions."""
     import tensorflow as tf
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such model file; train it first (`tinyopt train`) or fix the path")
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged file; all mean the same here.
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable Keras model ({reason}); re-train or re-export it") from None
+    if conversion == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if conversion == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if conversion == "dynamic_range":
+        return  # weights int8, activations float at run time (hybrid kernels)
+
+    def representative():
+        for sample in calibration:
+            yield [sample[np.newaxis].astype(np.float32)]
+
+    converter.representative_dataset = representative
+    if conversion == "int8":  # full integer, int8 input and output: what a microcontroller wants
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif conversion == "int16x8":  # int16 activations, int8 weights; float input and output
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    # int8_fallback: int8 kernels where possible, float ops allowed, float input and output.
 
 
-def convert_model(model_path: Path, conversion: str, out_path: Path) -> ConvertRecord:
-    """Write the model as .tflite (atomically) with the given post-training conversion."""
+def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: Path | None = None,
+                  calibration_samples: int = 500, seed: int = 0) -> ConvertRecord:  # fmt: skip
+    """Write the model as .tflite (atomically) with the given conversion, and its C array beside it."""
     import tensorflow as tf
 
     if conversion not in CONVERSIONS:
         raise UserError(f"unknown conversion '{conversion}'; choose one of {', '.join(CONVERSIONS)}")
-    model = load_keras_model(model_path)
+    calibration = None
+    if conversion in NEEDS_CALIBRATION:
+        if prepared is None:
+            raise UserError(f"the {conversion} conversion calibrates on training data: pass the prepared data")
+        calibration = calibration_set(prepared, calibration_samples, seed)
+    model = load_model(model_path)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    configure(converter, conversion, calibration)
     try:
         blob = converter.convert()
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:300]
-        raise UserError(f"{model_path}: the TFLite converter rejected the model ({reason})") from None
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise NotApplicable(f"the TFLite converter rejects this model for {conversion}: {reason}") from None
     write_bytes(out_path, blob)
+    source, header = write_c_array(out_path, out_path.with_suffix(".cc"), out_path.with_suffix(".h"))
+    from tinyopt.litert import load_interpreter
+
+    interpreter = load_interpreter(out_path)
     return ConvertRecord(
         conversion=conversion,
         tflite_path=str(out_path),
+        c_source=str(source),
+        c_header=str(header),
         raw_bytes=out_path.stat().st_size,
         gzip_bytes=gzip_size(out_path),
-        outputs=outputs_of(out_path),
+        input_dtype=np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+        output_dtype=np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
+        calibration_samples=len(calibration) if calibration is not None else 0,
+        outputs=outputs_of(out_path, source, header),
     )
 
 

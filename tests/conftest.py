@@ -25,13 +25,25 @@ def full_params(**overrides: dict) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in overrides.items():
         if isinstance(values, dict):
-            params[section].update(values)
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    params[section][key].update(value)
+                else:
+                    params[section][key] = value
         else:
             params[section] = values
     return params
 
 
-SMALL = dict(seed=7, data={"train_limit": 1200, "test_limit": 400}, train={"epochs": 2})
+SMALL = dict(
+    seed=7,
+    data={"train_limit": 1200, "test_limit": 400},
+    train={"epochs": 2},
+    techniques={"prune": {"fine_tune_epochs": 1}, "cluster": {"fine_tune_epochs": 1}, "qat": {"fine_tune_epochs": 1}},
+    conversion={"calibration_samples": 100},
+    plan=[["float32"], ["int8"], ["prune", "int8"], ["prune", "float16"], ["prune", "sp_cluster", "int8"],
+          ["qat", "int16x8"]],
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

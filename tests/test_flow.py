@@ -20,6 +20,7 @@ def project(tmp_path_factory) -> Path:
     root = make_project(tmp_path_factory.mktemp("project"))
     result = run_cli(["run"], cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (root / "first-run.log").write_text(result.stdout + result.stderr)
     return root
 
 
@@ -44,14 +45,40 @@ def test_summary_records_the_run_data_and_baseline(project):
         1080, 120, 400,
     )  # fmt: skip
     baseline = summary["baseline"]
-    assert baseline["chain"] == ["train", "float32"]
+    assert baseline["chain"] == ["train", "float32"] and baseline["name"] == "base-float32"
     assert (project / baseline["model"]).is_file() and (project / baseline["tflite"]).is_file()
     assert baseline["raw_bytes"] == (project / baseline["tflite"]).stat().st_size
     assert 0.3 < baseline["accuracy"] <= 1.0
-    assert summary["variants"] == [baseline]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert summary["git_commit"].removesuffix("-dirty") == head  # the code version, not the project dir's
     assert len(summary["params_hash"]) == 16
+
+
+def test_every_chain_of_the_plan_is_a_variant_or_a_skip_with_its_reason(project):
+    summary = summary_of(project)
+    names = [v["name"] for v in summary["variants"]]
+    assert names == ["base-float32", "base-int8", "prune-int8", "prune-float16", "prune-sp_cluster-int8"]
+    assert summary["skipped"] == [{
+        "name": "qat-int16x8", "chain": ["train", "qat", "int16x8"],
+        "reason": "the TFLite converter rejects this model for int16x8: "
+                  "Quantization to 16x8-bit not yet supported for op: 'DEQUANTIZE'.",
+    }]  # fmt: skip
+    by_name = {v["name"]: v for v in summary["variants"]}
+    pruned = by_name["prune-int8"]
+    assert pruned["chain"] == ["train", "prune", "int8"] and pruned["parent_variant"] == "base-int8"
+    assert pruned["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert (pruned["input_dtype"], pruned["output_dtype"]) == ("int8", "int8")
+    assert pruned["gzip_bytes"] < 0.6 * by_name["base-int8"]["gzip_bytes"]  # where pruning shows its gain
+    assert max(by_name["prune-sp_cluster-int8"]["unique_weights"].values()) <= 17
+    for variant in summary["variants"]:
+        assert (project / variant["tflite"]).is_file() and (project / variant["c_source"]).is_file()
+
+
+def test_shared_prefixes_are_trained_once(project):
+    # prune-int8, prune-float16 and prune-sp_cluster-int8 share one pruned model.
+    assert len(list((project / "artifacts" / "models").iterdir())) == 3  # prune, prune-sp_cluster, qat
+    log = (project / "first-run.log").read_text()
+    assert log.count("Task run 'prune-magnitude-") == 1
 
 
 def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
@@ -72,7 +99,14 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
         assert key in child.data.metrics
     assert child.data.params["train.epochs"] == "2" and child.data.params["seed"] == "7"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert artifacts == {"model.keras", "model.tflite"}
+    assert artifacts == {"model.keras", "base-float32.tflite", "base-float32.cc", "base-float32.h"}
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(run.data.tags["variant"] for run in children) == sorted(v["name"] for v in summary["variants"])
+    pruned = next(run for run in children if run.data.tags["variant"] == "prune-sp_cluster-int8")
+    assert pruned.data.tags["parent_variant"] == "prune-int8"
+    assert pruned.data.tags["chain"] == "train > prune > sp_cluster > int8"
+    assert pruned.data.params["prune.target_sparsity"] == "0.8" and pruned.data.params["sp_cluster.clusters"] == "16"
+    assert {"sparsity", "unique_weights.conv2d", "unique_weights.dense", "gzip_bytes"} <= set(pruned.data.metrics)
     # Local store: artifacts beside the database, in the project.
     assert (project / "mlartifacts").is_dir()
 
@@ -83,21 +117,35 @@ def test_second_run_with_nothing_changed_reuses_every_step(project):
     result = run_cli(["run"], cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert model.stat().st_mtime_ns == before  # not retrained
-    assert result.stdout.count("Cached(type=COMPLETED)") + result.stderr.count("Cached(type=COMPLETED)") == 5
+    log = result.stdout + result.stderr
+    # fetch, prepare, train, 2 techniques + qat, 6 conversions, 5 evaluations: all from the cache.
+    assert log.count("Cached(type=COMPLETED)") == 17, log[-3000:]
+    ran = [line for line in log.splitlines() if "Task run" in line and "Finished in state Completed()" in line]
+    assert all("log-variant" in line for line in ran), ran  # only the MLflow logging ran again
 
 
-def test_changed_params_retrain_and_deleted_outputs_are_rebuilt(project):
+def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):
+    tflite = project / summary_of(project)["variants"][2]["tflite"]  # prune-int8
+    tflite.unlink()
+    result = run_cli(["run"], cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tflite.is_file()
+    ran = [line.split("'")[1].rsplit("-", 1)[0] for line in (result.stdout + result.stderr).splitlines()
+           if "Task run" in line and "Finished in state Completed()" in line and "log-variant" not in line]  # fmt: skip
+    assert ran == ["convert-model"]
+
+
+def test_changed_params_retrain_everything_downstream(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["epochs"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     model = project / "artifacts" / "baseline" / "model.keras"
     before = model.stat().st_mtime_ns
-    (project / "artifacts" / "baseline" / "model.tflite").unlink()
     result = run_cli(["run"], cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert model.stat().st_mtime_ns != before
     assert summary_of(project)["baseline"]["epochs_run"] == 1
-    assert (project / "artifacts" / "baseline" / "model.tflite").is_file()
+    assert "Cached(type=COMPLETED)" in result.stdout + result.stderr  # fetch and prepare did not change
 
 
 def test_unreachable_tracking_server_is_one_line_before_any_work(tmp_path):

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.convert import convert_model, load_keras_model
+from tasks.convert import convert_model
 from tasks.data import fetch_dataset, load_prepared, prepare_dataset
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, run_cli
 from tinyopt import litert
 from tinyopt.errors import UserError
+from tinyopt.models import load_model as load_keras_model
 from tinyopt.params import DataParams, ModelParams, TrainParams
 
 pytestmark = needs_fashion

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from tinyopt import layout
-from tinyopt.errors import UserError
+from tinyopt.errors import NotApplicable, UserError
 
 
 def _configure_prefect() -> None:
@@ -32,6 +32,15 @@ class _NoTracebackForUserErrors(logging.Filter):
         return True
 
 
+def _quiet_library_warnings() -> None:
+    # TensorFlow, tf-keras and tfmot warn about their own internals (legacy formats, deprecations);
+    # none of it is actionable for a tinyopt user.
+    import warnings
+
+    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras"):
+        warnings.filterwarnings("ignore", module=module)
+
+
 def _quiet_user_errors_in_prefect_logs() -> None:
     for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
@@ -43,7 +52,7 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except UserError as exc:
+        except (UserError, NotApplicable) as exc:
             click.echo(f"tinyopt: error: {exc}", err=True)
             sys.exit(2)
 
@@ -73,13 +82,28 @@ def run(params_path: str) -> None:
     from flows.optimize import optimize
 
     _quiet_user_errors_in_prefect_logs()
+    _quiet_library_warnings()
     summary = optimize(params_path=params_path)
-    baseline = summary["baseline"]
+    click.echo("\n" + variants_table(summary))
+    for skip in summary.get("skipped", []):
+        click.echo(f"skipped {skip['name']}: {skip['reason']}")
     click.echo(
-        f"\nrun {summary['run_id']}: baseline accuracy {baseline['accuracy']:.4f} "
-        f"({baseline['raw_bytes']:,} bytes, {baseline['gzip_bytes']:,} gzip bytes)\n"
+        f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
         f"summary: {layout.REPORTS / summary['run_id'] / 'summary.json'}\n"
         f"MLflow: {summary['mlflow_tracking_uri']} (experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+    )
+
+
+def variants_table(summary: dict) -> str:
+    """A compact table of every variant: what `tinyopt run` shows when it ends."""
+    rows = [("variant", "bytes", "gzip", "accuracy", "in/out")]
+    for v in summary["variants"]:
+        rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['accuracy']:.4f}",
+                     f"{v['input_dtype']}/{v['output_dtype']}"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
     )
 
 
@@ -126,13 +150,23 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
 
 @main.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--conversion", default="float32", show_default=True)
+@click.option("--conversion", default="float32", show_default=True,
+              help="float32, float16, dynamic_range, int8_fallback, int8 or int16x8")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def convert(model_path: str, conversion: str, out: str) -> None:
-    """Convert a Keras model file to .tflite."""
-    from tasks.convert import convert_model
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False),
+              help="training data to calibrate integer conversions on")
+@params_option
+def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
+    """Convert a Keras model file to .tflite (and a C array beside it)."""
+    from tasks.convert import NEEDS_CALIBRATION, convert_model
+    from tinyopt.params import load_params
 
-    record = convert_model(Path(model_path), conversion, Path(out))
+    calibration: dict = {}
+    if conversion in NEEDS_CALIBRATION:
+        params = load_params(params_path)
+        calibration = dict(prepared=Path(prepared), calibration_samples=params.conversion.calibration_samples,
+                           seed=params.seed)  # fmt: skip
+    record = convert_model(Path(model_path), conversion, Path(out), **calibration)
     click.echo(f"{record.tflite_path}: {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)")
 
 

@@ -7,3 +7,8 @@ its traceback.
 
 class UserError(Exception):
     """A problem in the user's input, with a message that says what is wrong and how to fix it."""
+
+
+class NotApplicable(Exception):
+    """A technique that cannot apply to this model (e.g. separable convolutions in a model with no
+    Conv2D). The pipeline reports it as skipped, with this reason, and runs the rest of the plan."""

@@ -53,6 +53,138 @@ class TrainParams(Section):
     )
 
 
+class PruneParams(Section):
+    """Magnitude pruning (tfmot prune_low_magnitude) with a sparsity schedule, then fine-tuning."""
+
+    target_sparsity: float = Field(default=0.8, gt=0.0, lt=1.0)
+    initial_sparsity: float = Field(default=0.5, ge=0.0, lt=1.0, description="where polynomial_decay starts")
+    schedule: Literal["polynomial_decay", "constant"] = "polynomial_decay"
+    # Chosen on the validation split: 1e-3 for 4 epochs kept 0.888 of 0.902 validation accuracy at 80%
+    # sparsity, where 1e-4 for 2 epochs kept 0.86.
+    fine_tune_epochs: int = Field(default=4, ge=1, le=100)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _initial_below_target(self) -> "PruneParams":
+        if self.schedule == "polynomial_decay" and self.initial_sparsity >= self.target_sparsity:
+            raise ValueError("techniques.prune.initial_sparsity must be below target_sparsity")
+        return self
+
+
+class StructuredPruneParams(Section):
+    """2:4 structured pruning (two zeros in every block of four weights)."""
+
+    fine_tune_epochs: int = Field(default=2, ge=1, le=100)
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+
+
+class ClusterParams(Section):
+    """Weight clustering (tfmot cluster_weights); also used by sparsity-preserving `sp_cluster`."""
+
+    clusters: int = Field(default=16, ge=2, le=256)
+    init: Literal["kmeans_plus_plus", "linear", "density_based", "random"] = "kmeans_plus_plus"
+    fine_tune_epochs: int = Field(default=2, ge=1, le=100)
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+
+
+class QatParams(Section):
+    """Quantization-aware training; also the collaborative pqat, cqat and pcqat."""
+
+    fine_tune_epochs: int = Field(default=2, ge=1, le=100)
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+
+
+class SeparableParams(Section):
+    """Rebuild with depthwise-separable convolutions in place of Conv2D and retrain from scratch."""
+
+    epochs: Optional[int] = Field(default=None, ge=1, le=1000, description="null: the same as train.epochs")
+
+
+class GraphParams(Section):
+    """Fold BatchNormalization and separate activations into the preceding convolution or dense layer."""
+
+
+class Techniques(Section):
+    prune: PruneParams = PruneParams()
+    prune_2_4: StructuredPruneParams = StructuredPruneParams()
+    cluster: ClusterParams = ClusterParams()
+    qat: QatParams = QatParams()
+    separable: SeparableParams = SeparableParams()
+    graph: GraphParams = GraphParams()
+
+
+class ConversionParams(Section):
+    calibration_samples: int = Field(
+        default=500, ge=1, le=100000, description="training examples used to calibrate integer conversions"
+    )
+
+
+# Which settings section each technique step reads.
+TECHNIQUE_SETTINGS = {
+    "prune": "prune", "prune_2_4": "prune_2_4", "cluster": "cluster", "sp_cluster": "cluster",
+    "qat": "qat", "pqat": "qat", "cqat": "qat", "pcqat": "qat", "separable": "separable", "graph": "graph",
+}  # fmt: skip
+QAT_STEPS = ("qat", "pqat", "cqat", "pcqat")
+PRUNE_STEPS = ("prune", "prune_2_4")
+CLUSTER_STEPS = ("cluster", "sp_cluster")
+CONVERSION_STEPS = ("float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8")
+ALL_CONVERSIONS = [[c] for c in CONVERSION_STEPS]
+
+DEFAULT_PLAN = (
+    [[c] for c in CONVERSION_STEPS]
+    + [[t, c] for t in ("prune", "cluster", "qat", "separable") for c in CONVERSION_STEPS]
+    + [
+        ["prune", "pqat", "int8"],
+        ["prune", "sp_cluster", "int8"],
+        ["prune", "sp_cluster", "pcqat", "int8"],
+        ["cluster", "cqat", "int8"],
+        ["prune_2_4", "int8"],
+        ["graph", "float32"],
+    ]
+)
+
+
+def check_chain(chain: list[str]) -> None:
+    """Raise ValueError (with the reason) for a chain that cannot be run."""
+    shown = "[" + ", ".join(chain) + "]"
+    if not chain:
+        raise ValueError("an empty chain; a chain ends with a conversion, e.g. [prune, int8]")
+    for step in chain:
+        if step not in TECHNIQUE_SETTINGS and step not in CONVERSION_STEPS:
+            raise ValueError(
+                f"unknown step '{step}' in {shown}; techniques: {', '.join(TECHNIQUE_SETTINGS)}; "
+                f"conversions: {', '.join(CONVERSION_STEPS)}"
+            )
+    conversions = [step for step in chain if step in CONVERSION_STEPS]
+    if len(conversions) != 1:
+        raise ValueError(f"{shown} has {len(conversions)} conversions; a chain ends with exactly one")
+    if chain[-1] not in CONVERSION_STEPS:
+        raise ValueError(f"{shown}: the conversion '{conversions[0]}' must be the last step")
+    techniques = chain[:-1]
+    if len(set(techniques)) != len(techniques):
+        raise ValueError(f"{shown} repeats a technique")
+    if "separable" in techniques and techniques[0] != "separable":
+        raise ValueError(f"{shown}: separable rebuilds and retrains the model, so it must come first")
+    quantizing = [step for step in techniques if step in QAT_STEPS]
+    if len(quantizing) > 1 or (quantizing and techniques[-1] != quantizing[0]):
+        raise ValueError(f"{shown}: one quantization-aware step, and it must be the last technique")
+    earlier = set()
+    needs = {
+        "sp_cluster": (PRUNE_STEPS, "a pruning step"),
+        "pqat": (PRUNE_STEPS, "a pruning step"),
+        "cqat": (CLUSTER_STEPS, "a clustering step"),
+        "pcqat": (("sp_cluster",), "prune then sp_cluster"),
+    }
+    for step in techniques:
+        if step in needs and not earlier & set(needs[step][0]):
+            raise ValueError(f"{shown}: {step} keeps what an earlier step made, so it needs {needs[step][1]} before it")
+        if step in CLUSTER_STEPS and earlier & set(CLUSTER_STEPS):
+            raise ValueError(f"{shown} clusters twice")
+        if step in PRUNE_STEPS and earlier & set(PRUNE_STEPS):
+            raise ValueError(f"{shown} prunes twice")
+        earlier.add(step)
+
+
 class TrackingParams(Section):
     experiment: str = Field(default="tinyopt", min_length=1)
 
@@ -63,6 +195,22 @@ class Params(Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()
+    techniques: Techniques = Techniques()
+    conversion: ConversionParams = ConversionParams()
+    plan: list[list[str]] = Field(default_factory=lambda: [list(chain) for chain in DEFAULT_PLAN])
+
+    @model_validator(mode="after")
+    def _valid_plan(self) -> "Params":
+        seen = set()
+        for index, chain in enumerate(self.plan):
+            try:
+                check_chain(chain)
+            except ValueError as exc:
+                raise ValueError(f"plan[{index}]: {exc}") from None
+            if tuple(chain) in seen:
+                raise ValueError(f"plan[{index}]: [{', '.join(chain)}] is listed twice")
+            seen.add(tuple(chain))
+        return self
 
     def digest(self) -> str:
         """A stable hash of every knob, recorded as lineage on each run."""

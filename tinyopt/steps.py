@@ -8,9 +8,14 @@ dataset or params section runs it again.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,10 +42,11 @@ def outputs_of(*paths: Path) -> dict[str, str]:
 
 def _fingerprint(value: Any) -> str:
     if isinstance(value, Path):
+        # The name counts too: two variants whose files happen to be identical keep separate records.
         if value.is_file():
-            return "file:" + sha256_file(value)
+            return f"file:{value}:{sha256_file(value)}"
         if value.is_dir():
-            return "dir:" + sha256_tree(value)
+            return f"dir:{value}:{sha256_tree(value)}"
         return "missing:" + str(value)
     if isinstance(value, BaseModel):
         return value.model_dump_json()
@@ -49,26 +55,108 @@ def _fingerprint(value: Any) -> str:
     return repr(value)
 
 
+OWN_PACKAGES = ("tinyopt", "tasks", "flows")
+
+
+_CODE_VERSION_LOCK = threading.Lock()  # ast.parse is not thread-safe on CPython 3.11
+
+
+def code_version(module_name: str) -> str:
+    """Digest of a module's source and of every tinyopt module it imports, transitively: a change in
+    any code a step runs invalidates its cache, and a change elsewhere does not."""
+    with _CODE_VERSION_LOCK:
+        return _code_version(module_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version(module_name: str) -> str:
+    seen: set[str] = set()
+    pending = [module_name]
+    while pending:
+        name = pending.pop()
+        module = sys.modules.get(name) or importlib.import_module(name)
+        if name in seen or not getattr(module, "__file__", None):
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            pending += [n for n in names if n.split(".")[0] in OWN_PACKAGES and _is_module(n)]
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _is_module(name: str) -> bool:
+    """True for `tasks.train`, false for `tasks.train.fit` (a name imported from a module)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
 def cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Key = the step's module source + tinyopt version + every input, input files by content.
+    """Key = the code the step runs + tinyopt version + every input, input files by content.
 
     Parameters named `out*` are where the step writes: they count by name, not by what is there now.
     """
-    fn = context.task.fn
+    fn = inspect.unwrap(context.task.fn)
     digest = hashlib.sha256(tinyopt.__version__.encode())
-    digest.update(inspect.getsource(sys.modules[fn.__module__]).encode())
+    digest.update(code_version(fn.__module__).encode())
     for name in sorted(parameters):
         value = parameters[name]
         fingerprint = str(value) if name.startswith("out") else _fingerprint(value)
         digest.update(f"{name}={fingerprint}\n".encode())
-    return f"{fn.__module__}.{fn.__name__}-{digest.hexdigest()[:32]}"
+    key = f"{fn.__module__}.{fn.__name__}-{digest.hexdigest()[:32]}"
+    _forget_if_outputs_changed(getattr(context, "result_store", None), key)
+    return key
+
+
+def _forget_if_outputs_changed(store: Any, key: str) -> None:
+    """A cached record whose files were deleted or overwritten since is dropped, so the step runs again."""
+    if store is None:
+        return
+    try:
+        if not store.exists(key):
+            return
+        record = store.read(key).result
+    except Exception:  # an unreadable cache entry is as good as none
+        record = None
+    if isinstance(record, StepRecord) and record.intact():
+        return
+    for storage in (store.metadata_storage, store.result_storage):
+        resolve = getattr(storage, "_resolve_path", None)
+        if resolve is not None:
+            Path(resolve(key)).unlink(missing_ok=True)
+
+
+class SkippedRecord(StepRecord):
+    """What a technique step returns when it cannot apply to the model (cached like any result)."""
+
+    reason: str
 
 
 def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
-    """Wrap a plain step function as a Prefect task (cached on inputs and code version)."""
+    """Wrap a plain step function as a Prefect task (cached on inputs and code version).
+
+    A step that raises NotApplicable completes with a SkippedRecord instead of failing: the flow
+    reports the reason and runs the rest of the plan.
+    """
     from prefect import task
 
-    from tinyopt.errors import UserError
+    from tinyopt.errors import NotApplicable, UserError
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NotApplicable as exc:
+            return SkippedRecord(reason=str(exc))
 
     def retry_unless_user_error(_task: Any, _run: Any, state: Any) -> bool:
         # A wrong input stays wrong on the next try: only retry what may be transient.
@@ -85,12 +173,5 @@ def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
         options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
     if cache:
         options.update(cache_key_fn=cache_key, persist_result=True)
-    return task(**options)(fn)
+    return task(**options)(run)
 
-
-def run_step(step: Any, **kwargs: Any) -> Any:
-    """Run a cached step; if its cached outputs were deleted or overwritten since, run it again."""
-    record = step(**kwargs)
-    if isinstance(record, StepRecord) and not record.intact():
-        record = step.with_options(refresh_cache=True)(**kwargs)
-    return record

@@ -1,0 +1,71 @@
+"""The plan: chains validated at load, shared prefixes trained once, names and lineage."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import plan as planning
+from tinyopt.errors import UserError
+from tinyopt.params import DEFAULT_PLAN, Params, parse_params
+
+
+@pytest.mark.parametrize(
+    "chain, expected",
+    [
+        (["int8", "prune"], "the conversion 'int8' must be the last step"),
+        (["prune"], "has 0 conversions"),
+        (["prune", "int8", "float16"], "has 2 conversions"),
+        (["magic", "int8"], "unknown step 'magic'"),
+        (["qat", "prune", "int8"], "one quantization-aware step, and it must be the last technique"),
+        (["pqat", "int8"], "pqat keeps what an earlier step made, so it needs a pruning step before it"),
+        (["cluster", "pcqat", "int8"], "needs prune then sp_cluster before it"),
+        (["sp_cluster", "int8"], "needs a pruning step before it"),
+        (["prune", "separable", "int8"], "separable rebuilds and retrains the model, so it must come first"),
+        (["prune", "prune", "int8"], "repeats a technique"),
+        ([], "an empty chain"),
+    ],
+)
+def test_invalid_chains_are_rejected_at_load_with_the_reason(chain, expected):
+    with pytest.raises(UserError) as info:
+        parse_params({"plan": [["float32"], chain]})
+    assert str(info.value).startswith("params.yaml: plan[1]: ")
+    assert expected in str(info.value)
+
+
+def test_a_chain_listed_twice_is_rejected():
+    with pytest.raises(UserError, match=r"plan\[2\]: \[prune, int8\] is listed twice"):
+        parse_params({"plan": [["int8"], ["prune", "int8"], ["prune", "int8"]]})
+
+
+def test_default_plan_covers_every_component_of_the_paper():
+    steps = {step for chain in DEFAULT_PLAN for step in chain}
+    assert steps == {"float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8", "prune",
+                     "prune_2_4", "cluster", "sp_cluster", "qat", "pqat", "cqat", "pcqat", "separable", "graph"}  # fmt: skip
+    for technique in ("prune", "cluster", "qat", "separable"):
+        assert {chain[-1] for chain in DEFAULT_PLAN if chain[:-1] == [technique]} == {
+            "float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8"
+        }
+
+
+def test_shared_prefixes_are_one_model_each():
+    chains = [["prune", "int8"], ["prune", "float16"], ["prune", "sp_cluster", "int8"],
+              ["prune", "sp_cluster", "pcqat", "int8"], ["cluster", "int8"]]  # fmt: skip
+    assert planning.technique_prefixes(chains) == [
+        ("cluster",), ("prune",), ("prune", "sp_cluster"), ("prune", "sp_cluster", "pcqat")
+    ]
+
+
+def test_names_paths_and_parents():
+    assert planning.variant_name(["int8"]) == "base-int8"
+    assert planning.variant_name(["prune", "sp_cluster", "int8"]) == "prune-sp_cluster-int8"
+    assert planning.parent_variant(["prune", "sp_cluster", "int8"]) == "prune-int8"
+    assert planning.parent_variant(["prune", "int8"]) == "base-int8"
+    assert str(planning.variant_tflite(["prune", "int8"])) == "artifacts/variants/prune-int8/prune-int8.tflite"
+    assert planning.chains(parse_params({"plan": [["int8"]]})) == [["float32"], ["int8"]]  # baseline always there
+
+
+def test_chain_params_hold_one_param_per_step_setting():
+    flat = planning.chain_params(["prune", "cluster", "int8"], Params())
+    assert flat["chain"] == "train > prune > cluster > int8"
+    assert flat["prune.target_sparsity"] == 0.8 and flat["cluster.clusters"] == 16
+    assert flat["calibration_samples"] == 500 and "qat.fine_tune_epochs" not in flat

@@ -1,0 +1,211 @@
+"""Each optimization technique and conversion does what it claims, checked on the models themselves."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.c_array import write_c_array
+from tasks.cluster import cluster_model
+from tasks.convert import convert_model
+from tasks.data import fetch_dataset, load_prepared, prepare_dataset
+from tasks.evaluate import evaluate_tflite
+from tasks.graph import fold_layers, optimize_graph
+from tasks.prune import prune_2_4, prune_magnitude
+from tasks.qat import quantize_aware_train
+from tasks.separable import make_separable
+from tasks.train import train_baseline
+from tests.conftest import needs_fashion
+from tinyopt.errors import NotApplicable
+from tinyopt.litert import load_interpreter
+from tinyopt.models import kernels, load_model
+from tinyopt.params import ClusterParams, DataParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
+
+pytestmark = needs_fashion
+TRAIN = TrainParams(epochs=1, batch_size=64)
+SEED = 13
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    params = DataParams(train_limit=1500, test_limit=300)
+    record = fetch_dataset(params, root / "data")
+    return Path(prepare_dataset(Path(record.directory), params, seed=SEED, out=root / "prepared.npz").path)
+
+
+@pytest.fixture(scope="module")
+def base(prepared, tmp_path_factory) -> Path:
+    return Path(train_baseline(prepared, ModelParams(), TRAIN, SEED, tmp_path_factory.mktemp("base")).model_path)
+
+
+@pytest.fixture(scope="module")
+def pruned(prepared, base, tmp_path_factory):
+    settings = PruneParams(target_sparsity=0.75, initial_sparsity=0.3, fine_tune_epochs=1)
+    return prune_magnitude(base, prepared, settings, TRAIN, SEED, tmp_path_factory.mktemp("pruned"))
+
+
+def test_pruned_model_has_the_target_sparsity_after_stripping(pruned):
+    model = load_model(pruned.model_path)
+    assert not any("prune" in type(layer).__name__.lower() for layer in model.layers)  # wrappers stripped
+    for name, kernel in kernels(model).items():
+        assert np.mean(kernel == 0) == pytest.approx(0.75, abs=0.01), name
+    assert pruned.sparsity == pytest.approx(0.75, abs=0.01)
+
+
+def test_2_4_pruning_leaves_two_zeros_in_every_block_of_four(prepared, base, tmp_path):
+    record = prune_2_4(base, prepared, StructuredPruneParams(fine_tune_epochs=1), TRAIN, SEED, tmp_path)
+    dense = kernels(load_model(record.model_path))["dense"]  # (2028 inputs, 10 outputs)
+    blocks = dense.T.reshape(10, -1, 4)  # blocks of four consecutive input weights per output
+    assert (np.sum(blocks == 0, axis=-1) >= 2).all()
+    assert "left dense: conv2d" in record.notes  # one input channel: 2:4 cannot apply, and we say so
+
+
+def test_clustered_layers_have_at_most_n_unique_values(prepared, base, tmp_path):
+    record = cluster_model(base, prepared, ClusterParams(clusters=8, fine_tune_epochs=1), TRAIN, SEED, tmp_path)
+    for name, kernel in kernels(load_model(record.model_path)).items():
+        assert np.unique(kernel).size <= 8, name
+    assert max(record.unique_weights.values()) <= 8
+
+
+def test_sparsity_preserving_clustering_keeps_the_pruned_zeros(prepared, pruned, tmp_path):
+    record = cluster_model(Path(pruned.model_path), prepared, ClusterParams(clusters=8, fine_tune_epochs=1), TRAIN,
+                           SEED, tmp_path, preserve_sparsity=True)  # fmt: skip
+    before, after = kernels(load_model(pruned.model_path)), kernels(load_model(record.model_path))
+    for name in before:
+        assert ((before[name] == 0) <= (after[name] == 0)).all(), name  # every zero stays zero
+        assert np.unique(after[name]).size <= 8 + 1  # the clusters, plus the preserved zero
+    assert record.sparsity >= pruned.sparsity
+
+
+def tensor_dtypes(path: Path) -> set[str]:
+    return {np.dtype(t["dtype"]).name for t in load_interpreter(path).get_tensor_details()}
+
+
+def test_full_integer_int8_has_int8_io_and_no_float_tensors(prepared, pruned, tmp_path):
+    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, 100, SEED)
+    assert (record.input_dtype, record.output_dtype) == ("int8", "int8")
+    assert tensor_dtypes(tmp_path / "m.tflite") <= {"int8", "int32"}  # no float op anywhere
+
+
+def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
+    sizes = {}
+    for conversion, io, must_have in [
+        ("float32", "float32", {"float32"}), ("float16", "float32", {"float16"}),
+        ("dynamic_range", "float32", {"int8", "float32"}), ("int8_fallback", "float32", {"int8", "float32"}),
+        ("int16x8", "float32", {"int16", "int8"}),
+    ]:  # fmt: skip
+        record = convert_model(base, conversion, tmp_path / f"{conversion}.tflite", prepared, 50, SEED)
+        assert record.input_dtype == io and record.output_dtype == io, conversion
+        assert must_have <= tensor_dtypes(tmp_path / f"{conversion}.tflite"), conversion
+        assert record.calibration_samples == (50 if conversion in ("int8_fallback", "int16x8") else 0)
+        sizes[conversion] = record.raw_bytes
+    assert sizes["float16"] < 0.6 * sizes["float32"] and sizes["dynamic_range"] < 0.35 * sizes["float32"]
+
+
+def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path):
+    settings = QatParams(fine_tune_epochs=1)
+    qat = quantize_aware_train(base, prepared, "qat", settings, TRAIN, SEED, tmp_path / "qat")
+    pqat = quantize_aware_train(Path(pruned.model_path), prepared, "pqat", settings, TRAIN, SEED, tmp_path / "pqat")
+    assert Path(qat.model_path).is_dir()  # SavedModel: tfmot's wrappers do not survive .keras
+    for record in (qat, pqat):
+        converted = convert_model(Path(record.model_path), "int8", tmp_path / f"{record.step}.tflite", prepared, 50, SEED)
+        assert converted.input_dtype == "int8"
+        assert evaluate_tflite(Path(converted.tflite_path), prepared).accuracy > 0.5
+    assert pqat.sparsity == pytest.approx(pruned.sparsity, abs=0.01)  # PQAT keeps the zeros
+
+
+def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared, pruned, tmp_path):
+    """evaluate_tflite's figure equals a plain LiteRT loop over the test set, one example at a time."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, 100, SEED)
+    data = load_prepared(prepared)
+    interpreter = Interpreter(model_path=record.tflite_path)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    correct = 0
+    for x, y in zip(data["x_test"], data["y_test"]):
+        interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None])
+        interpreter.invoke()
+        correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == y)
+    assert evaluate_tflite(Path(record.tflite_path), prepared).accuracy == pytest.approx(correct / len(data["y_test"]))
+
+
+def test_a_chain_is_reproducible_with_the_same_seed(prepared, base, pruned, tmp_path):
+    settings = PruneParams(target_sparsity=0.75, initial_sparsity=0.3, fine_tune_epochs=1)
+    again = prune_magnitude(base, prepared, settings, TRAIN, SEED, tmp_path / "again")
+    for a, b in zip(load_model(pruned.model_path).get_weights(), load_model(again.model_path).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    first = convert_model(Path(pruned.model_path), "int8", tmp_path / "a.tflite", prepared, 100, SEED)
+    second = convert_model(Path(again.model_path), "int8", tmp_path / "b.tflite", prepared, 100, SEED)
+    assert Path(first.tflite_path).read_bytes() == Path(second.tflite_path).read_bytes()
+
+
+def test_separable_replaces_conv2d_and_reports_it(prepared, base, tmp_path):
+    from tinyopt.params import SeparableParams
+
+    record = make_separable(base, prepared, SeparableParams(epochs=1), TRAIN, SEED, tmp_path)
+    layers = [type(layer).__name__ for layer in load_model(record.model_path).layers]
+    assert "SeparableConv2D" in layers and "Conv2D" not in layers
+    assert "retrained all layers from scratch" in record.notes and "20,410 -> 20,323" in record.notes
+
+
+def test_separable_on_a_model_without_conv2d_is_not_applicable(prepared, tmp_path):
+    import tensorflow as tf
+
+    from tinyopt.models import save_model
+    from tinyopt.params import SeparableParams
+
+    mlp = tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)])
+    save_model(mlp, tmp_path / "mlp.keras")
+    with pytest.raises(NotApplicable, match="no Conv2D"):
+        make_separable(tmp_path / "mlp.keras", prepared, SeparableParams(epochs=1), TRAIN, SEED, tmp_path / "out")
+
+
+def test_graph_folds_batch_norm_and_activation_without_changing_outputs():
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    model = tf.keras.Sequential([
+        layers.InputLayer((12, 12, 3)), layers.Conv2D(8, 3, use_bias=False, name="conv"),
+        layers.BatchNormalization(name="bn"), layers.Activation("relu", name="act"), layers.Flatten(), layers.Dense(4),
+    ])  # fmt: skip
+    rng = np.random.default_rng(0)
+    bn = model.layers[1]
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8), rng.uniform(0.5, 2, 8)])
+    folded, changes = fold_layers(model)
+    assert [type(layer).__name__ for layer in folded.layers] == ["Conv2D", "Flatten", "Dense"]
+    assert changes == ["folded bn into conv", "fused act (relu) into conv"]
+    x = rng.random((5, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_graph_step_on_the_paper_cnn_says_nothing_changed(prepared, base, tmp_path):
+    from tinyopt.params import GraphParams
+
+    record = optimize_graph(base, prepared, GraphParams(), tmp_path)
+    assert record.notes.startswith("nothing to fold")
+    assert "the converted graph is unchanged" in record.notes
+
+
+def test_c_array_compiles_and_holds_the_model_bytes(base, tmp_path):
+    if not shutil.which("g++"):
+        pytest.skip("needs g++")
+    tflite = tmp_path / "base-float32.tflite"
+    convert_model(base, "float32", tflite)
+    source, header = tflite.with_suffix(".cc"), tflite.with_suffix(".h")
+    assert "alignas(16) const unsigned char g_base_float32_model[]" in source.read_text()
+    main = tmp_path / "main.cc"
+    main.write_text(
+        '#include <cstdio>\n#include "base-float32.h"\n'
+        "int main() { std::fwrite(g_base_float32_model, 1, g_base_float32_model_len, stdout); return 0; }\n"
+    )
+    subprocess.run(["g++", "-std=c++17", "-o", str(tmp_path / "dump"), str(main), str(source)], check=True, cwd=tmp_path)
+    dumped = subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True).stdout
+    assert dumped == tflite.read_bytes()
