@@ -31,9 +31,9 @@ def main() -> None:
 
     project = Path(args.keep or tempfile.mkdtemp(prefix="tinyopt-bench-"))
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.params, project / "params.yaml")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    tinyopt = [sys.executable, "-m", "tinyopt", "run"]
+    # The params file stays where it is: relative paths in it (reference.dir) are relative to it.
+    tinyopt = [sys.executable, "-m", "tinyopt", "run", "--params", str(Path(args.params).resolve())]
     results = []
     for label in args.runs.split(","):
         started = time.perf_counter()
@@ -47,7 +47,7 @@ def main() -> None:
     summary = json.loads((project / "reports" / "latest" / "summary.json").read_text())
     print(f"\nvariants: {len(summary['variants'])}, skipped: {len(summary.get('skipped', []))}, "
           f"cpu cores: {os.cpu_count()}, project: {project}")  # fmt: skip
-    print(done.stdout[done.stdout.find("variant "):].split("\nrun ")[0])
+    print(done.stdout[done.stdout.find("model "):].split("\nrun ")[0])
     print(json.dumps(results))
     if not args.keep:
         shutil.rmtree(project, ignore_errors=True)

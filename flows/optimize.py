@@ -11,17 +11,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import plan as planning
+from flows import summary as summarize
 from tasks.cluster import cluster_task
+from tasks.benchmark import benchmark_task, measure_latency
 from tasks.convert import convert_task
-from tasks.data import fetch_task, prepare_task
+from tasks.data import fetch_task, load_prepared, prepare_task
 from tasks.evaluate import evaluate_task
 from tasks.graph import graph_task
 from tasks.prune import prune_2_4_task, prune_task
 from tasks.qat import qat_task
+from tasks.reference import find_references
+from tasks.report import write_report
+from tasks.select import select
 from tasks.separable import separable_task
 from tasks.train import ModelRecord, train_task
 from tinyopt import layout, tracking
@@ -45,6 +51,9 @@ def log_variant(parent_run_id: str, experiment: str, name: str, tags: dict, para
     return run_id
 
 
+latency_task = task(name="measure-latency")(measure_latency)  # a measurement of this run: never cached
+
+
 def submit_technique(step: str, parent: ModelRecord, prepared: Path, params: Params, out_dir: Path):
     """Start the technique `step` on the parent model; returns its Prefect future."""
     common = dict(parent=Path(parent.model_path), prepared=prepared, out_dir=out_dir)
@@ -64,13 +73,13 @@ def submit_technique(step: str, parent: ModelRecord, prepared: Path, params: Par
     raise AssertionError(f"no task for technique {step}")  # params validation makes this unreachable
 
 
-def write_summary(summary: dict, run_id: str, reports: Path = layout.REPORTS) -> Path:
-    path = write_json(reports / run_id / "summary.json", summary)
+def publish_latest(files: list[Path], reports: Path = layout.REPORTS) -> None:
+    """Copy a run's report files to reports/latest/, each replaced atomically."""
     latest = reports / "latest"
     latest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, latest / ".summary.json.tmp")
-    (latest / ".summary.json.tmp").replace(latest / "summary.json")
-    return path
+    for path in files:
+        shutil.copyfile(path, latest / f".{path.name}.tmp")
+        (latest / f".{path.name}.tmp").replace(latest / path.name)
 
 
 @flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -106,7 +115,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
                 conversions[planning.variant_name(chain)] = (chain, convert_task.submit(
                     model_path=Path(models[prefix].model_path), conversion=chain[-1],
                     out_path=planning.variant_tflite(chain), prepared=prepared_path,
-                    calibration_samples=params.conversion.calibration_samples, seed=params.seed,
+                    settings=params.conversion, seed=params.seed,
                 ))  # fmt: skip
 
     def submit_evaluations(block: bool) -> None:
@@ -143,6 +152,40 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
             submit_evaluations(block=False)
     submit_evaluations(block=True)
 
+    # Edge benchmark of every variant and reference model (in parallel), then host latency of all of
+    # them in one sequential harness, once nothing else runs.
+    references, reference_note = find_references(params.reference, dataset.name, prepared.input_shape)
+    if reference_note:
+        logger.info(reference_note)
+    reference_names = {path.stem: path for path in references}
+    reference_evaluations = {name: evaluate_task.submit(tflite_path=path, prepared=prepared_path)
+                             for name, path in reference_names.items()}  # fmt: skip
+    edges = {name: benchmark_task.submit(tflite_path=Path(conversions[name][1].result().tflite_path),
+                                         prepared=prepared_path) for name in evaluations}  # fmt: skip
+    edges.update({f"ref:{name}": benchmark_task.submit(tflite_path=path, prepared=prepared_path)
+                  for name, path in reference_names.items()})  # fmt: skip
+    edge_records = {name: future.result() for name, future in edges.items()}
+    evaluated = {name: future.result() for name, future in evaluations.items()}
+    reference_evaluated = {name: future.result() for name, future in reference_evaluations.items()}
+    sample = load_prepared(prepared_path)["x_test"][0]
+    latencies = latency_task(tflite_paths=[Path(e.tflite_path) for e in edge_records.values()], sample=sample,
+                             warmup=params.benchmark.latency_warmup, repeats=params.benchmark.latency_repeats)  # fmt: skip
+
+    variants = []
+    for chain in chains:  # in the plan's order
+        name = planning.variant_name(chain)
+        if name in evaluated:
+            converted, edge = conversions[name][1].result(), edge_records[name]
+            variants.append(summarize.variant_record(chain, models[tuple(chain[:-1])], converted, evaluated[name], edge,
+                                                     latencies[edge.tflite_path], params))  # fmt: skip
+    reference_records = [
+        summarize.model_record(name, str(path), None, reference_evaluated[name], edge_records[f"ref:{name}"],
+                               latencies[edge_records[f"ref:{name}"].tflite_path], params)
+        for name, path in reference_names.items()
+    ]  # fmt: skip
+    base = next(v for v in variants if v["name"] == "base-float32")
+    picks = select(variants, base["val_accuracy"], params.objectives)
+
     lineage = {
         "tinyopt.run_id": run_id,
         "git_commit": commit,
@@ -152,54 +195,35 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
     }
     parent_run_id = tracking.start_run(params.tracking.experiment, f"pipeline {run_id}", lineage)
     try:
-        variants, log_futures = [], []
-        for chain in chains:  # in the plan's order
-            name = planning.variant_name(chain)
-            if name not in evaluations:
-                continue
-            converted, evaluation = conversions[name][1].result(), evaluations[name].result()
-            node = models[tuple(chain[:-1])]
-            variant = {
-                "name": name,
-                "chain": ["train", *chain],
-                "model": node.model_path,
-                "tflite": converted.tflite_path,
-                "c_source": converted.c_source,
-                "raw_bytes": converted.raw_bytes,
-                "gzip_bytes": converted.gzip_bytes,
-                "accuracy": evaluation.accuracy,
-                "keras_accuracy": node.keras_test_accuracy,
-                "input_dtype": converted.input_dtype,
-                "output_dtype": converted.output_dtype,
-                "sparsity": node.sparsity,
-                "unique_weights": node.unique_weights,
-                "params": node.num_params,
-                "notes": node.notes,
-                "parent_variant": planning.parent_variant(chain),
-            }
-            variants.append(variant)
-            metrics = {
-                "accuracy": evaluation.accuracy, "keras_accuracy": node.keras_test_accuracy,
-                "val_accuracy": node.val_accuracy, "raw_bytes": converted.raw_bytes,
-                "gzip_bytes": converted.gzip_bytes, "sparsity": node.sparsity, "num_params": node.num_params,
-                "train_seconds": node.train_seconds,
-                **{f"unique_weights.{layer}": count for layer, count in node.unique_weights.items()},
-            }  # fmt: skip
-            tags = {**lineage, "variant": name, "chain": " > ".join(variant["chain"]),
-                    "parent_variant": variant["parent_variant"], "input_dtype": converted.input_dtype}  # fmt: skip
-            if node.notes:
-                tags["notes"] = node.notes[:5000]
-            artifacts = [Path(converted.tflite_path), Path(converted.c_source), Path(converted.c_header)]
-            if name == "base-float32":
-                artifacts.append(Path(node.model_path))
+        log_futures = []
+        for variant in variants:
+            chain = variant["chain"][1:]
+            picked = [objective for objective, pick in picks.items() if pick["variant"] == variant["name"]]
+            tags = {**lineage, "variant": variant["name"], "chain": " > ".join(variant["chain"]),
+                    "parent_variant": variant["parent_variant"], "input_dtype": variant["input_dtype"],
+                    "tflm_runs": str(variant["tflm_runs"]).lower(), "kind": "variant",
+                    **{f"pick.{objective}": "true" for objective in picked}}  # fmt: skip
+            if variant["notes"]:
+                tags["notes"] = variant["notes"][:5000]
+            if variant["tflm_error"]:
+                tags["tflm_error"] = variant["tflm_error"][:5000]
+            artifacts = [Path(variant["tflite"]), Path(variant["c_source"]), Path(variant["c_source"]).with_suffix(".h")]
+            if variant["name"] == "base-float32":
+                artifacts.append(Path(variant["model"]))
             log_futures.append(log_variant.submit(
-                parent_run_id, params.tracking.experiment, name, tags=tags,
-                params=planning.chain_params(chain, params), metrics=metrics, artifacts=artifacts,
+                parent_run_id, params.tracking.experiment, variant["name"], tags=tags,
+                params=planning.chain_params(chain, params), metrics=summarize.metrics_of(variant), artifacts=artifacts,
             ))  # fmt: skip
-        for variant, future in zip(variants, log_futures):
-            variant["mlflow_run_id"] = future.result()
+        for reference in reference_records:
+            log_futures.append(log_variant.submit(
+                parent_run_id, params.tracking.experiment, f"reference {reference['name']}",
+                tags={**lineage, "variant": f"ref:{reference['name']}", "kind": "reference",
+                      "tflm_runs": str(reference["tflm_runs"]).lower(), "source": reference["tflite"]},
+                params={"reference_file": reference["tflite"]}, metrics=summarize.metrics_of(reference), artifacts=[],
+            ))  # fmt: skip
+        for record, future in zip([*variants, *reference_records], log_futures):
+            record["mlflow_run_id"] = future.result()
 
-        base = next(v for v in variants if v["name"] == "base-float32")
         summary = {
             "run_id": run_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -215,23 +239,36 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
                 "num_val": prepared.num_val,
                 "num_test": prepared.num_test,
             },
-            "baseline": {**base, "val_accuracy": baseline.val_accuracy, "train_seconds": baseline.train_seconds,
+            "baseline": {**base, "val_accuracy": base["val_accuracy"], "train_seconds": baseline.train_seconds,
                          "epochs_run": baseline.epochs_run},  # fmt: skip
             "variants": variants,
             "skipped": [
                 {"name": name, "chain": ["train", *chain], "reason": reason} for name, (chain, reason) in skipped.items()
             ],
+            "picks": picks,
+            "reference": reference_records,
+            "reference_note": reference_note,
+            "comparisons": summarize.comparisons(variants, reference_records, params.reference.counterparts),
+            "headline": summarize.headline(variants, reference_records),
+            "devices": {name: profile.model_dump() for name, profile in params.devices.items()},
         }
-        summary_path = write_summary(summary, run_id)
+        summary_path = write_json(layout.REPORTS / run_id / "summary.json", summary)
+        report_files = write_report(summary, summary_path.parent)
+        publish_latest([summary_path, *report_files])
         tracking.log_run_data(
             parent_run_id,
             params={"params_hash": params.digest(), "variants": len(variants), "skipped": len(skipped)},
             metrics={"baseline_accuracy": base["accuracy"]},
-            artifacts=[summary_path],
+            artifacts=[summary_path, *report_files],
         )
+        pick_tags = {f"pick.{objective}": pick["variant"] or "none" for objective, pick in picks.items()}
+        for key, value in pick_tags.items():
+            tracking.client().set_tag(parent_run_id, key, value)
         if skipped:
             tracking.client().set_tag(parent_run_id, "skipped", "; ".join(
                 f"{name}: {reason}" for name, (_, reason) in skipped.items())[:5000])  # fmt: skip
+        create_markdown_artifact(markdown=report_files[0].read_text(), key="tinyopt-report",
+                                 description=f"tinyopt run {run_id}")  # fmt: skip
     except BaseException:
         tracking.end_run(parent_run_id, "FAILED")
         raise

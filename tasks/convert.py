@@ -13,7 +13,7 @@ from tasks.c_array import write_c_array
 from tinyopt.errors import NotApplicable, UserError
 from tinyopt.files import gzip_size, write_bytes
 from tinyopt.models import load_model
-from tinyopt.params import CONVERSION_STEPS
+from tinyopt.params import CONVERSION_STEPS, ConversionParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
 
 CONVERSIONS = CONVERSION_STEPS
@@ -69,7 +69,7 @@ def configure(converter, conversion: str, calibration: np.ndarray | None) -> Non
 
 
 def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: Path | None = None,
-                  calibration_samples: int = 500, seed: int = 0) -> ConvertRecord:  # fmt: skip
+                  settings: ConversionParams = ConversionParams(), seed: int = 0) -> ConvertRecord:  # fmt: skip
     """Write the model as .tflite (atomically) with the given conversion, and its C array beside it."""
     import tensorflow as tf
 
@@ -79,15 +79,25 @@ def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: P
     if conversion in NEEDS_CALIBRATION:
         if prepared is None:
             raise UserError(f"the {conversion} conversion calibrates on training data: pass the prepared data")
-        calibration = calibration_set(prepared, calibration_samples, seed)
+        calibration = calibration_set(prepared, settings.calibration_samples, seed)
     model = load_model(model_path)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if settings.batch_size:
+        spec = tf.TensorSpec([settings.batch_size, *model.input_shape[1:]], model.inputs[0].dtype)
+
+        def serve(x):
+            return model(x, training=False)
+
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([tf.function(serve).get_concrete_function(spec)], model)
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     configure(converter, conversion, calibration)
     try:
         blob = converter.convert()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise NotApplicable(f"the TFLite converter rejects this model for {conversion}: {reason}") from None
+    if settings.strip_names:
+        blob = strip_names(blob)
     write_bytes(out_path, blob)
     source, header = write_c_array(out_path, out_path.with_suffix(".cc"), out_path.with_suffix(".h"))
     from tinyopt.litert import load_interpreter
@@ -105,6 +115,15 @@ def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: P
         calibration_samples=len(calibration) if calibration is not None else 0,
         outputs=outputs_of(out_path, source, header),
     )
+
+
+def strip_names(blob: bytes) -> bytes:
+    """The same model without tensor and subgraph names (TFLite's own strip_strings)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    flatbuffer_utils.strip_strings(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 convert_task = step_task(convert_model)

@@ -43,6 +43,8 @@ SMALL = dict(
     conversion={"calibration_samples": 100},
     plan=[["float32"], ["int8"], ["prune", "int8"], ["prune", "float16"], ["prune", "sp_cluster", "int8"],
           ["qat", "int16x8"]],
+    reference={"dir": str(REPO.parent / "shared" / "reference" / "seed-cnn1")},
+    benchmark={"latency_warmup": 5, "latency_repeats": 30},
 )  # fmt: skip
 
 

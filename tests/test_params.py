@@ -8,7 +8,17 @@ from tinyopt.params import Params, load_params, parse_params
 
 
 def test_repository_params_are_valid_and_match_defaults():
-    assert load_params(REPO / "params.yaml") == Params()
+    loaded = load_params(REPO / "params.yaml")
+    assert loaded.model_copy(update={"reference": Params().reference}) == Params()
+    assert loaded.reference.dir == str(REPO.parent / "shared" / "reference" / "seed-cnn1")
+
+
+def test_relative_paths_are_relative_to_the_params_file(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "params.yaml").write_text("data: {dataset: npz, path: my.npz}\nreference: {dir: refs}\n")
+    params = load_params(tmp_path / "sub" / "params.yaml")
+    assert params.data.path == str(tmp_path / "sub" / "my.npz")
+    assert params.reference.dir == str(tmp_path / "sub" / "refs")
 
 
 def test_digest_changes_with_any_knob():

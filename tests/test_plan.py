@@ -67,5 +67,5 @@ def test_names_paths_and_parents():
 def test_chain_params_hold_one_param_per_step_setting():
     flat = planning.chain_params(["prune", "cluster", "int8"], Params())
     assert flat["chain"] == "train > prune > cluster > int8"
-    assert flat["prune.target_sparsity"] == 0.8 and flat["cluster.clusters"] == 16
+    assert flat["prune.target_sparsity"] == 0.7 and flat["cluster.clusters"] == 16
     assert flat["calibration_samples"] == 500 and "qat.fine_tune_epochs" not in flat

@@ -23,7 +23,7 @@ from tests.conftest import needs_fashion
 from tinyopt.errors import NotApplicable
 from tinyopt.litert import load_interpreter
 from tinyopt.models import kernels, load_model
-from tinyopt.params import ClusterParams, DataParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
+from tinyopt.params import ClusterParams, ConversionParams, DataParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
 
 pytestmark = needs_fashion
 TRAIN = TrainParams(epochs=1, batch_size=64)
@@ -87,7 +87,7 @@ def tensor_dtypes(path: Path) -> set[str]:
 
 
 def test_full_integer_int8_has_int8_io_and_no_float_tensors(prepared, pruned, tmp_path):
-    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, 100, SEED)
+    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
     assert (record.input_dtype, record.output_dtype) == ("int8", "int8")
     assert tensor_dtypes(tmp_path / "m.tflite") <= {"int8", "int32"}  # no float op anywhere
 
@@ -99,7 +99,7 @@ def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
         ("dynamic_range", "float32", {"int8", "float32"}), ("int8_fallback", "float32", {"int8", "float32"}),
         ("int16x8", "float32", {"int16", "int8"}),
     ]:  # fmt: skip
-        record = convert_model(base, conversion, tmp_path / f"{conversion}.tflite", prepared, 50, SEED)
+        record = convert_model(base, conversion, tmp_path / f"{conversion}.tflite", prepared, ConversionParams(calibration_samples=50), SEED)
         assert record.input_dtype == io and record.output_dtype == io, conversion
         assert must_have <= tensor_dtypes(tmp_path / f"{conversion}.tflite"), conversion
         assert record.calibration_samples == (50 if conversion in ("int8_fallback", "int16x8") else 0)
@@ -113,7 +113,7 @@ def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path
     pqat = quantize_aware_train(Path(pruned.model_path), prepared, "pqat", settings, TRAIN, SEED, tmp_path / "pqat")
     assert Path(qat.model_path).is_dir()  # SavedModel: tfmot's wrappers do not survive .keras
     for record in (qat, pqat):
-        converted = convert_model(Path(record.model_path), "int8", tmp_path / f"{record.step}.tflite", prepared, 50, SEED)
+        converted = convert_model(Path(record.model_path), "int8", tmp_path / f"{record.step}.tflite", prepared, ConversionParams(calibration_samples=50), SEED)
         assert converted.input_dtype == "int8"
         assert evaluate_tflite(Path(converted.tflite_path), prepared).accuracy > 0.5
     assert pqat.sparsity == pytest.approx(pruned.sparsity, abs=0.01)  # PQAT keeps the zeros
@@ -123,7 +123,7 @@ def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared,
     """evaluate_tflite's figure equals a plain LiteRT loop over the test set, one example at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
-    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, 100, SEED)
+    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
     data = load_prepared(prepared)
     interpreter = Interpreter(model_path=record.tflite_path)
     interpreter.allocate_tensors()
@@ -142,8 +142,8 @@ def test_a_chain_is_reproducible_with_the_same_seed(prepared, base, pruned, tmp_
     again = prune_magnitude(base, prepared, settings, TRAIN, SEED, tmp_path / "again")
     for a, b in zip(load_model(pruned.model_path).get_weights(), load_model(again.model_path).get_weights()):
         np.testing.assert_array_equal(a, b)
-    first = convert_model(Path(pruned.model_path), "int8", tmp_path / "a.tflite", prepared, 100, SEED)
-    second = convert_model(Path(again.model_path), "int8", tmp_path / "b.tflite", prepared, 100, SEED)
+    first = convert_model(Path(pruned.model_path), "int8", tmp_path / "a.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
+    second = convert_model(Path(again.model_path), "int8", tmp_path / "b.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
     assert Path(first.tflite_path).read_bytes() == Path(second.tflite_path).read_bytes()
 
 

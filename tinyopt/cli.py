@@ -87,19 +87,25 @@ def run(params_path: str) -> None:
     click.echo("\n" + variants_table(summary))
     for skip in summary.get("skipped", []):
         click.echo(f"skipped {skip['name']}: {skip['reason']}")
+    if summary.get("reference_note"):
+        click.echo(summary["reference_note"])
+    click.echo("")
+    for objective, pick in summary["picks"].items():
+        click.echo(f"pick {objective}: {pick['variant'] or 'none'} ({pick['why']})")
     click.echo(
         f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
-        f"summary: {layout.REPORTS / summary['run_id'] / 'summary.json'}\n"
+        f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
         f"MLflow: {summary['mlflow_tracking_uri']} (experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
     )
 
 
 def variants_table(summary: dict) -> str:
-    """A compact table of every variant: what `tinyopt run` shows when it ends."""
-    rows = [("variant", "bytes", "gzip", "accuracy", "in/out")]
-    for v in summary["variants"]:
+    """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
+    rows = [("model", "bytes", "gzip", "accuracy", "p50 us", "in/out", "TFLM arena")]
+    for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
+        arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
         rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['accuracy']:.4f}",
-                     f"{v['input_dtype']}/{v['output_dtype']}"))  # fmt: skip
+                     f"{v['latency_us_p50']:.1f}", f"{v['input_dtype']}/{v['output_dtype']}", arena))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -157,16 +163,14 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
               help="training data to calibrate integer conversions on")
 @params_option
 def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
-    """Convert a Keras model file to .tflite (and a C array beside it)."""
+    """Convert a Keras model file to .tflite (and a C array beside it), with params.yaml's conversion
+    settings."""
     from tasks.convert import NEEDS_CALIBRATION, convert_model
     from tinyopt.params import load_params
 
-    calibration: dict = {}
-    if conversion in NEEDS_CALIBRATION:
-        params = load_params(params_path)
-        calibration = dict(prepared=Path(prepared), calibration_samples=params.conversion.calibration_samples,
-                           seed=params.seed)  # fmt: skip
-    record = convert_model(Path(model_path), conversion, Path(out), **calibration)
+    params = load_params(params_path)
+    calibration = Path(prepared) if conversion in NEEDS_CALIBRATION else None
+    record = convert_model(Path(model_path), conversion, Path(out), calibration, params.conversion, params.seed)
     click.echo(f"{record.tflite_path}: {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)")
 
 
@@ -183,6 +187,50 @@ def evaluate(tflite_path: str, prepared: str, out: str | None) -> None:
     if out:
         write_json(out, record.model_dump(exclude={"outputs"}))
     click.echo(f"{record.tflite_path}: accuracy {record.accuracy:.4f} on {record.num_test} test examples")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False),
+              help="the prepared data (its test split scores accuracy)")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
+@params_option
+def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
+    """Benchmark .tflite files (or directories of them) in the pipeline's own harness."""
+    from flows.summary import model_record
+    from tasks.benchmark import benchmark_tflite, measure_latency
+    from tasks.data import load_prepared
+    from tasks.evaluate import evaluate_tflite
+    from tinyopt.files import write_json
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(path.glob("*.tflite"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory")
+    if not files:
+        raise UserError(f"no .tflite files in {', '.join(paths)}")
+    _quiet_library_warnings()
+    sample = load_prepared(prepared)["x_test"][0]
+    edges = {str(f): benchmark_tflite(f, Path(prepared)) for f in files}
+    evaluations = {str(f): evaluate_tflite(f, Path(prepared)) for f in files}
+    latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
+    records = [model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params)
+               for f in files]  # fmt: skip
+    from tasks.report import _model_rows
+
+    rows = _model_rows(records)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if json_out:
+        write_json(json_out, records)
 
 
 @main.command()

@@ -24,7 +24,8 @@ def load_interpreter(path: str | Path, num_threads: int = 1):
     return interpreter
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float inputs as the model's input tensor wants them (quantized with its scale and zero point)."""
     dtype = detail["dtype"]
     if np.issubdtype(dtype, np.integer) and x.dtype.kind == "f":
         scale, zero_point = detail["quantization"]
@@ -42,20 +43,23 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 
 def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Outputs of the .tflite model for float inputs `x` (quantized in and dequantized out as the
-    model's own input/output tensors require), computed in batches."""
+    model's own input/output tensors require), in batches, or one by one for a batch-1 model."""
     interpreter = load_interpreter(path)
     input_detail = interpreter.get_input_details()[0]
+    if input_detail["shape_signature"][0] == 1:  # converted for a fixed batch of one, as for an MCU
+        batch_size = 1
     outputs = []
     current = None
+    output_detail = interpreter.get_output_details()[0]
     for start in range(0, len(x), batch_size):
         chunk = x[start : start + batch_size]
-        if current != len(chunk):
+        if current != len(chunk) and batch_size > 1:
             interpreter.resize_tensor_input(input_detail["index"], [len(chunk), *input_detail["shape"][1:]])
             interpreter.allocate_tensors()
             current = len(chunk)
             input_detail = interpreter.get_input_details()[0]
             output_detail = interpreter.get_output_details()[0]
-        interpreter.set_tensor(input_detail["index"], _quantize(chunk, input_detail))
+        interpreter.set_tensor(input_detail["index"], quantize_input(chunk, input_detail))
         interpreter.invoke()
         outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs)

@@ -1,0 +1,166 @@
+"""The edge benchmark, device fit, selection and report, on real files (ours and the paper's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
+from tasks.fit import fit_verdict
+from tasks.report import markdown, pareto_front
+from tasks.select import select
+from tests.conftest import REPO, make_project, needs_fashion, run_cli
+from tinyopt.params import DEFAULT_DEVICES, Objective
+
+REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="needs ../shared/reference/seed-cnn1")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    from tasks.data import fetch_dataset, prepare_dataset
+    from tinyopt.params import DataParams
+
+    root = tmp_path_factory.mktemp("data")
+    params = DataParams(train_limit=200, test_limit=100)
+    record = fetch_dataset(params, root / "data")
+    return Path(prepare_dataset(Path(record.directory), params, seed=0, out=root / "prepared.npz").path)
+
+
+@needs_reference
+def test_graph_facts_count_the_paper_cnn_parameters_and_macs():
+    facts = graph_facts(REFERENCE / "base-f32.tflite")
+    assert facts["params"] == 20410  # as the paper states
+    assert facts["macs"] == 26 * 26 * 12 * 9 + 2028 * 10  # conv 3x3x1 over 26x26x12, dense 2028 -> 10
+    # That converter wrote the one-channel Conv2D as a depthwise convolution: same MACs either way.
+    assert {"DEPTHWISE_CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "RESHAPE"} <= set(facts["ops"])
+    assert graph_facts(REFERENCE / "base-f16.tflite")["params"] == 20410  # counted through DEQUANTIZE
+
+
+@needs_reference
+@needs_fashion
+@pytest.mark.parametrize(
+    "name, runs, reason",
+    [
+        ("base-int8-floatio", True, None),
+        ("base-f32", True, None),
+        ("base-f16", False, "DEQUANTIZE"),
+        ("base-dynrange", False, "FULLY_CONNECTED"),
+        ("qat-f32", False, "FAKE_QUANT"),
+    ],
+)
+def test_tflm_verdict_arena_and_agreement_with_litert(prepared, name, runs, reason):
+    record = benchmark_tflite(REFERENCE / f"{name}.tflite", prepared)
+    assert record.tflm_runs is runs
+    if runs:
+        assert record.arena_bytes and record.arena_verified  # the recorded arena is enough on its own
+        assert record.tflm_top1_agreement == 1.0
+        assert record.tflm_max_abs_diff < 0.05
+    else:
+        assert reason in record.tflm_error and record.arena_bytes is None
+
+
+@needs_reference
+@needs_fashion
+def test_latency_harness_reports_percentiles_and_the_int16_slowdown(prepared, tmp_path):
+    from tasks.data import load_prepared
+
+    files = [REFERENCE / "base-int8-floatio.tflite", REFERENCE / "base-f32.tflite"]
+    timings = measure_latency(files, load_prepared(prepared)["x_test"][0], warmup=5, repeats=50)
+    for path in files:
+        figures = timings[str(path)]
+        assert 0 < figures["latency_us_p50"] <= figures["latency_us_p99"]
+        assert figures["latency_runs"] == 50
+
+
+def test_fit_verdicts_name_the_budget_and_the_overrun():
+    nano, uno = DEFAULT_DEVICES["nano33ble"], DEFAULT_DEVICES["uno"]
+    assert fit_verdict(23_000, True, 12_000, nano)["fits"] is True
+    verdict = fit_verdict(23_000, True, 12_000, uno)
+    assert verdict["fits"] is False
+    assert verdict["reason"] == f"flash over by {23_000 + 50_000 - 32 * 1024:,} bytes ({73_000:,} needed of {32 * 1024:,})"
+    sram = fit_verdict(1_000, True, 300_000, nano)
+    assert sram["reason"].startswith("SRAM over by")
+    refused = fit_verdict(20_000, False, None, nano, "Node DEQUANTIZE (number 1) failed to prepare; more")
+    assert refused == {"fits": False, "reason": "TFLM cannot run it (Node DEQUANTIZE (number 1) failed to prepare)",
+                       "flash_needed": None, "ram_needed": None}  # fmt: skip
+
+
+def variant(name, val, gzip, tflm=True, fits=True, latency=10.0):
+    return {"name": name, "val_accuracy": val, "accuracy": val, "gzip_bytes": gzip, "raw_bytes": gzip * 2,
+            "tflm_runs": tflm, "fits": {"nano33ble": fits}, "latency_us_p50": latency, "arena_bytes": 1000}  # fmt: skip
+
+
+def test_selection_applies_constraints_and_explains_the_pick():
+    variants = [variant("a", 0.90, 18000), variant("b", 0.895, 7000), variant("c", 0.86, 5000),
+                variant("d", 0.91, 40000, tflm=False, fits=False)]  # fmt: skip
+    picks = select(variants, 0.90, {
+        "ota": Objective(metric="gzip_bytes", goal="min", max_accuracy_drop=0.01, tflm_only=True),
+        "best": Objective(metric="accuracy", goal="max"),
+        "nano": Objective(metric="accuracy", goal="max", profile="nano33ble"),
+        "impossible": Objective(metric="gzip_bytes", goal="min", max_accuracy_drop=0.0, tflm_only=True, profile="nano33ble"),
+    })  # fmt: skip
+    assert picks["ota"]["variant"] == "b" and picks["ota"]["runner_up"] == "a" and picks["ota"]["candidates"] == 2
+    assert "lowest gzip_bytes (7000) of 2 variants meeting: TFLM runs it;" in picks["ota"]["why"]
+    assert picks["best"]["variant"] == "d" and picks["nano"]["variant"] == "a"
+    assert picks["impossible"]["variant"] == "a"  # exactly at the baseline passes a zero-drop limit
+    assert select([variant("c", 0.5, 10)], 0.9, {"x": Objective(metric="accuracy", goal="max", max_accuracy_drop=0.1)})[
+        "x"]["variant"] is None
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(100, 0.80), (50, 0.85), (200, 0.90), (60, 0.84), (300, 0.89)]
+    assert sorted(pareto_front(points)) == [1, 2]
+
+
+@needs_reference
+@needs_fashion
+def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared):
+    make_project(tmp_path)
+    out = tmp_path / "bench.json"
+    result = run_cli(["bench", str(REFERENCE / "base-int8-floatio.tflite"), str(REFERENCE / "qat-f32.tflite"),
+                      "--prepared", str(prepared), "--json", str(out)], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = {r["name"]: r for r in json.loads(out.read_text())}
+    assert records["base-int8-floatio"]["tflm_runs"] and records["base-int8-floatio"]["fits"]["nano33ble"]
+    assert not records["qat-f32"]["tflm_runs"] and not any(records["qat-f32"]["fits"].values())
+    assert "base-int8-floatio" in result.stdout and "FAKE_QUANT" in result.stdout
+    missing = run_cli(["bench", str(tmp_path / "nothing.tflite")], cwd=tmp_path)
+    assert missing.returncode == 2 and "nothing.tflite: no such file or directory" in missing.stderr
+
+
+def test_report_markdown_has_every_section():
+    record = dict(variant("base-int8", 0.9, 17000), input_dtype="int8", output_dtype="int8", params=20410, macs=93288,
+                  latency_us_p99=12.0, tflm_error=None, chain=["train", "int8"], notes="")  # fmt: skip
+    summary = {"run_id": "r1", "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1,
+               "num_test": 1}, "git_commit": "c", "params_hash": "h", "variants": [record],
+               "reference": [dict(record, name="ref")], "picks": {"ota": {"variant": "base-int8", "value": 17000,
+               "why": "because"}}, "comparisons": [{"reference": "ref", "ours": "base-int8", "size_ratio": 1.0,
+               "gzip_ratio": 1.0, "accuracy_diff": 0.0, "latency_ratio": 1.0}], "skipped": []}  # fmt: skip
+    text = markdown(summary)
+    for heading in ("## Picks", "## Variants", "## Reference models", "## Ours beside the reference", "## How to read this"):
+        assert heading in text
+    assert "| base-int8 | 34,000 | 17,000 | 0.9000 |" in text
+    assert "not device latency" in text
+
+
+def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference():
+    from flows.summary import headline
+
+    def model(name, raw, gzip, acc, tflm=True, io="int8", latency=10.0):
+        return {"name": name, "raw_bytes": raw, "gzip_bytes": gzip, "accuracy": acc, "tflm_runs": tflm,
+                "input_dtype": io, "output_dtype": io, "latency_us_p50": latency, "arena_bytes": 1}  # fmt: skip
+
+    references = [model("ref-best", 23224, 17098, 0.8964, io="float32", latency=8.0),
+                  model("ref-small", 23208, 7549, 0.8878, io="float32", latency=5.0),
+                  model("ref-undeployable", 20000, 5000, 0.95, tflm=False)]  # fmt: skip
+    ours = [model("a", 22632, 16627, 0.8994), model("b", 23300, 16000, 0.90), model("c", 22000, 7000, 0.89),
+            model("d", 22000, 7000, 0.95, io="float32"), model("e", 22000, 6000, 0.85)]  # fmt: skip
+    best, small = headline(ours, references)
+    assert best["reference"] == "ref-best"
+    assert [m["name"] for m in best["ours"]] == ["a"]  # b is larger, c less accurate, d has float I/O
+    assert small["reference"] == "ref-small" and [m["name"] for m in small["ours"]] == ["c"]
+    assert small["ours"][0]["latency_ratio_to_fastest_reference"] == 2.0
