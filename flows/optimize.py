@@ -33,7 +33,7 @@ from tasks.train import ModelRecord, train_task
 from tinyopt import layout, tracking
 from tinyopt.files import write_json
 from tinyopt.lineage import git_commit
-from tinyopt.params import QAT_STEPS, Params, load_params
+from tinyopt.params import QAT_STEPS, Params, load_params, with_inputs
 from tinyopt.steps import SkippedRecord
 
 
@@ -57,7 +57,7 @@ latency_task = task(name="measure-latency")(measure_latency)  # a measurement of
 def submit_technique(step: str, parent: ModelRecord, prepared: Path, params: Params, out_dir: Path):
     """Start the technique `step` on the parent model; returns its Prefect future."""
     common = dict(parent=Path(parent.model_path), prepared=prepared, out_dir=out_dir)
-    techniques, trained = params.techniques, dict(train=params.train, seed=params.seed)
+    techniques, trained = params.techniques, dict(train=params.train, task=params.task, seed=params.seed)
     if step == "prune":
         return prune_task.submit(settings=techniques.prune, **trained, **common)
     if step == "prune_2_4":
@@ -69,7 +69,7 @@ def submit_technique(step: str, parent: ModelRecord, prepared: Path, params: Par
     if step == "separable":
         return separable_task.submit(settings=techniques.separable, **trained, **common)
     if step == "graph":
-        return graph_task.submit(settings=techniques.graph, **common)
+        return graph_task.submit(settings=techniques.graph, task=params.task, **common)
     raise AssertionError(f"no task for technique {step}")  # params validation makes this unreachable
 
 
@@ -83,10 +83,12 @@ def publish_latest(files: list[Path], reports: Path = layout.REPORTS) -> None:
 
 
 @flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=4))
-def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> dict:
-    """Run the pipeline end to end and return its summary (also written to reports/<run-id>/)."""
+def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, model: Optional[str] = None,
+             data: Optional[str] = None) -> dict:  # fmt: skip
+    """Run the pipeline end to end and return its summary (also written to reports/<run-id>/).
+    `model` and `data` override params.yaml's model.path and data (see tinyopt.params.with_inputs)."""
     logger = get_run_logger()
-    params = load_params(params_path)
+    params = with_inputs(load_params(params_path), model, data)
     run_id = run_id or new_run_id()
     commit = git_commit()
 
@@ -98,7 +100,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
     logger.info("data: %s %s, %d train / %d val / %d test", prepared.dataset, prepared.dataset_version,
                 prepared.num_train, prepared.num_val, prepared.num_test)  # fmt: skip
     baseline = train_task(
-        prepared=prepared_path, model_params=params.model, train_params=params.train, seed=params.seed,
+        prepared=prepared_path, model_params=params.model, train_params=params.train, task=params.task, seed=params.seed,
         out_dir=planning.model_dir(()),
     )  # fmt: skip
 
@@ -129,7 +131,8 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
                 skipped[name] = (conversions[name][0], record.reason)
                 logger.warning("skipped %s: %s", name, record.reason)
             else:
-                evaluations[name] = evaluate_task.submit(tflite_path=Path(record.tflite_path), prepared=prepared_path)
+                evaluations[name] = evaluate_task.submit(tflite_path=Path(record.tflite_path), prepared=prepared_path,
+                                                         metric=params.task.score_metric)  # fmt: skip
 
     submit_conversions(())
     prefixes = planning.technique_prefixes(chains)
@@ -158,7 +161,8 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
     if reference_note:
         logger.info(reference_note)
     reference_names = {path.stem: path for path in references}
-    reference_evaluations = {name: evaluate_task.submit(tflite_path=path, prepared=prepared_path)
+    reference_evaluations = {name: evaluate_task.submit(tflite_path=path, prepared=prepared_path,
+                                                        metric=params.task.score_metric)
                              for name, path in reference_names.items()}  # fmt: skip
     edges = {name: benchmark_task.submit(tflite_path=Path(conversions[name][1].result().tflite_path),
                                          prepared=prepared_path) for name in evaluations}  # fmt: skip
@@ -184,7 +188,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
         for name, path in reference_names.items()
     ]  # fmt: skip
     base = next(v for v in variants if v["name"] == "base-float32")
-    picks = select(variants, base["val_accuracy"], params.objectives)
+    picks = select(variants, base["val_score"], base["metric"], params.objectives)
 
     lineage = {
         "tinyopt.run_id": run_id,
@@ -239,8 +243,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
                 "num_val": prepared.num_val,
                 "num_test": prepared.num_test,
             },
-            "baseline": {**base, "val_accuracy": base["val_accuracy"], "train_seconds": baseline.train_seconds,
-                         "epochs_run": baseline.epochs_run},  # fmt: skip
+            "baseline": {**base, "train_seconds": baseline.train_seconds, "epochs_run": baseline.epochs_run},
             "variants": variants,
             "skipped": [
                 {"name": name, "chain": ["train", *chain], "reason": reason} for name, (chain, reason) in skipped.items()
@@ -258,7 +261,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None) -> 
         tracking.log_run_data(
             parent_run_id,
             params={"params_hash": params.digest(), "variants": len(variants), "skipped": len(skipped)},
-            metrics={"baseline_accuracy": base["accuracy"]},
+            metrics={f"baseline_{base['metric']}": base["score"]},
             artifacts=[summary_path, *report_files],
         )
         pick_tags = {f"pick.{objective}": pick["variant"] or "none" for objective, pick in picks.items()}

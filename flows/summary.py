@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from flows import plan as planning
 from tasks.fit import fits_all
+from tinyopt.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import Params
 
 EDGE_FIELDS = ("params", "macs", "ops", "tflm_runs", "tflm_error", "arena_bytes", "arena_verified",
@@ -21,8 +22,10 @@ def model_record(name: str, tflite: str, converted: Any, evaluation: Any, edge: 
         "tflite": tflite,
         "raw_bytes": edge.raw_bytes,
         "gzip_bytes": edge.gzip_bytes,
-        "accuracy": evaluation.accuracy,
-        "val_accuracy": evaluation.val_accuracy,
+        "metric": evaluation.metric,
+        "score": evaluation.score,
+        "val_score": evaluation.val_score,
+        evaluation.metric: evaluation.score,  # the task's metric under its own name too (accuracy, mae, auc)
         "latency_us_p50": latency["latency_us_p50"],
         "latency_us_p99": latency["latency_us_p99"],
         "input_dtype": edge.input_dtype,
@@ -45,7 +48,7 @@ def variant_record(chain: list[str], node: Any, converted: Any, evaluation: Any,
         chain=["train", *chain],
         model=node.model_path,
         c_source=converted.c_source,
-        keras_accuracy=node.keras_test_accuracy,
+        keras_score=node.keras_score,
         train_seconds=node.train_seconds,
         sparsity=node.sparsity,
         unique_weights=node.unique_weights,
@@ -69,7 +72,7 @@ def comparisons(variants: list[dict], references: list[dict], counterparts: dict
             "ours": mine["name"],
             "size_ratio": mine["raw_bytes"] / reference["raw_bytes"],
             "gzip_ratio": mine["gzip_bytes"] / reference["gzip_bytes"],
-            "accuracy_diff": round(mine["accuracy"] - reference["accuracy"], 6),
+            "score_diff": round(mine["score"] - reference["score"], 6),
             "latency_ratio": round(mine["latency_us_p50"] / reference["latency_us_p50"], 3),
         })  # fmt: skip
     return rows
@@ -78,9 +81,10 @@ def comparisons(variants: list[dict], references: list[dict], counterparts: dict
 def metrics_of(record: dict) -> dict[str, float]:
     """Every numeric figure of a record, as MLflow metrics."""
     metrics = {key: float(record[key]) for key in (
-        "accuracy", "val_accuracy", "raw_bytes", "gzip_bytes", "latency_us_p50", "latency_us_p99", "params", "macs",
-        "arena_bytes", "tflm_top1_agreement", "tflm_max_abs_diff", "keras_accuracy", "sparsity", "train_seconds",
+        "score", "val_score", "raw_bytes", "gzip_bytes", "latency_us_p50", "latency_us_p99", "params", "macs",
+        "arena_bytes", "tflm_top1_agreement", "tflm_max_abs_diff", "keras_score", "sparsity", "train_seconds",
     ) if record.get(key) is not None}  # fmt: skip
+    metrics[record["metric"]] = float(record["score"])  # also under its own name: accuracy, mae or auc
     metrics["tflm_runs"] = float(record["tflm_runs"])
     metrics.update({f"fits.{profile}": float(ok) for profile, ok in record["fits"].items()})
     metrics.update({f"unique_weights.{layer}": float(n) for layer, n in record.get("unique_weights", {}).items()})
@@ -99,20 +103,22 @@ def headline(variants: list[dict], references: list[dict]) -> list[dict]:
     ours = [v for v in variants if v["tflm_runs"] and v["input_dtype"] == "int8" and v["output_dtype"] == "int8"]
     if not deployable:
         return []
-    best = max(deployable, key=lambda r: (r["accuracy"], -r["raw_bytes"]))
-    smallest = min(deployable, key=lambda r: (r["gzip_bytes"], -r["accuracy"]))
+    metric = deployable[0]["metric"]
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    best = max(deployable, key=lambda r: (sign * r["score"], -r["raw_bytes"]))
+    smallest = min(deployable, key=lambda r: (r["gzip_bytes"], -sign * r["score"]))
     rows = []
     for reference, claim, beats in (
-        (best, "more accurate at no more bytes",
-         lambda v, r: v["accuracy"] > r["accuracy"] and v["raw_bytes"] <= r["raw_bytes"]),
-        (smallest, "smaller gzip payload at no less accuracy",
-         lambda v, r: v["gzip_bytes"] < r["gzip_bytes"] and v["accuracy"] >= r["accuracy"]),
+        (best, f"better {metric} at no more bytes",
+         lambda v, r: better(metric, v["score"], r["score"]) and v["raw_bytes"] <= r["raw_bytes"]),
+        (smallest, f"smaller gzip payload at no worse {metric}",
+         lambda v, r: v["gzip_bytes"] < r["gzip_bytes"] and not better(metric, r["score"], v["score"])),
     ):  # fmt: skip
         winners = sorted((v for v in ours if beats(v, reference)), key=lambda v: v["name"])
         rows.append({
-            "reference": reference["name"], "claim": claim,
-            "reference_figures": {k: reference[k] for k in ("raw_bytes", "gzip_bytes", "accuracy", "latency_us_p50")},
-            "ours": [{k: v[k] for k in ("name", "raw_bytes", "gzip_bytes", "accuracy", "latency_us_p50", "arena_bytes")}
+            "reference": reference["name"], "claim": claim, "metric": metric,
+            "reference_figures": {k: reference[k] for k in ("raw_bytes", "gzip_bytes", "score", "latency_us_p50")},
+            "ours": [{k: v[k] for k in ("name", "raw_bytes", "gzip_bytes", "score", "latency_us_p50", "arena_bytes")}
                      for v in winners],
         })  # fmt: skip
     fastest = min(deployable, key=lambda r: r["latency_us_p50"])

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from tinyopt.errors import UserError
-from tinyopt.files import atomic_path, sha256_file
+from tinyopt.files import atomic_path, sha256_file, sha256_tree
 from tinyopt.lineage import dvc_hash
 from tinyopt.params import DataParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
@@ -203,14 +203,34 @@ def _check_npz(path: Path) -> None:
         raise UserError(f"{path}: x and y have different lengths ({lengths}); fix the file")
 
 
+def _copy_tree(source: Path, target: Path, staging_root: Path) -> None:
+    """Replace `target` by a copy of `source`, moved in whole (never half-copied)."""
+    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f".{target.name}."))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
     """Make `out_root/<dataset>/` hold the dataset's verified raw files and return its version.
 
     Files already there and intact are kept; otherwise they are copied from the local source (the
-    Debian package, or the user's .npz) or downloaded, verified, and moved in as a whole.
+    Debian package, or the user's files) or downloaded, verified, and moved in as a whole.
     """
     target = out_root / params.dataset
-    if params.dataset == "npz":
+    if params.dataset in ("idx", "images"):
+        source = Path(params.path)  # type: ignore[arg-type]
+        if not source.is_dir():
+            raise UserError(f"{source}: no such directory (data.path must point at your {params.dataset} directory)")
+        (_load_user_idx if params.dataset == "idx" else _load_images)(source, params)  # refuse bad data early
+        out_root.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir() or sha256_tree(target) != sha256_tree(source):
+            _copy_tree(source, target, out_root)
+    elif params.dataset == "npz":
         source = Path(params.path)  # type: ignore[arg-type]
         if not source.is_file():
             raise UserError(f"{source}: no such file (data.path in params.yaml must point at your .npz)")
@@ -240,8 +260,85 @@ def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
 # Prepare
 
 
-def load_raw(dataset: str, directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _find_one(directory: Path, patterns: tuple[str, ...], what: str) -> Path:
+    for pattern in patterns:
+        found = sorted(directory.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UserError(f"{directory}: several files match {pattern} ({', '.join(p.name for p in found)}); keep one")
+    raise UserError(f"{directory}: no {what} file (expected a name like {patterns[0]})")
+
+
+def _load_user_idx(directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
+    """A directory of four IDX files named as MNIST names them (gzipped or not)."""
+    files = (
+        _find_one(directory, ("train-images*", "*train*images*"), "training images"),
+        _find_one(directory, ("train-labels*", "*train*labels*"), "training labels"),
+        _find_one(directory, ("t10k-images*", "test-images*", "*test*images*"), "test images"),
+        _find_one(directory, ("t10k-labels*", "test-labels*", "*test*labels*"), "test labels"),
+    )
+    x_train, y_train, x_test, y_test = (read_idx(f) for f in files)
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise UserError(f"{directory}: images and labels differ in count; fix the IDX files")
+    return x_train, y_train, x_test, y_test
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _read_class_dirs(root: Path) -> tuple[list[np.ndarray], list[int], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images, labels, shape = [], [], None
+    for label, name in enumerate(classes):
+        for file in sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(file) as image:
+                    array = np.asarray(image.convert("L" if image.mode in ("L", "1", "P", "I;16") else "RGB"))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise UserError(f"{file}: not a readable image ({exc}); remove or replace it") from None
+            if shape is not None and array.shape != shape:
+                raise UserError(f"{file}: {array.shape[1]}x{array.shape[0]} pixels, the others are "
+                                f"{shape[1]}x{shape[0]}; resize the images to one size")  # fmt: skip
+            shape = array.shape
+            images.append(array)
+            labels.append(label)
+    return images, labels, classes
+
+
+def _load_images(directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
+    """One sub-directory of images per class; with train/ and test/ sub-directories, those are the
+    split, otherwise `test_fraction` of each class (seeded by file order) is the test set."""
+    if (directory / "train").is_dir() and (directory / "test").is_dir():
+        x_train, y_train, classes = _read_class_dirs(directory / "train")
+        x_test, y_test, test_classes = _read_class_dirs(directory / "test")
+        if classes != test_classes:
+            raise UserError(f"{directory}: train/ and test/ have different class folders ({classes} vs {test_classes})")
+        arrays = (x_train, y_train, x_test, y_test)
+    else:
+        images, labels, classes = _read_class_dirs(directory)
+        fraction = params.test_fraction if params else 0.2
+        rng = np.random.default_rng(0)
+        test = np.zeros(len(images), dtype=bool)
+        for label in set(labels):
+            members = np.flatnonzero(np.asarray(labels) == label)
+            test[rng.choice(members, size=max(1, int(round(len(members) * fraction))), replace=False)] = True
+        arrays = ([i for i, t in zip(images, test) if not t], [l for l, t in zip(labels, test) if not t],
+                  [i for i, t in zip(images, test) if t], [l for l, t in zip(labels, test) if t])  # fmt: skip
+    if len(classes) < 2 or not arrays[0] or not arrays[2]:
+        raise UserError(f"{directory}: needs at least two class folders with images in both splits")
+    x_train, y_train, x_test, y_test = arrays
+    return np.stack(x_train), np.asarray(y_train), np.stack(x_test), np.asarray(y_test)
+
+
+def load_raw(dataset: str, directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
     """x_train, y_train, x_test, y_test from a fetched dataset directory, verified first."""
+    if dataset == "idx":
+        return _load_user_idx(directory)
+    if dataset == "images":
+        return _load_images(directory, params)
     if dataset == "npz":
         path = directory / NPZ_FILE
         if not path.is_file():
@@ -256,7 +353,9 @@ def load_raw(dataset: str, directory: Path) -> tuple[np.ndarray, np.ndarray, np.
 
 def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> PreparedRecord:
     """Split into train / validation / test with a fixed seed and write one .npz (atomically)."""
-    x_train, y_train, x_test, y_test = load_raw(params.dataset, raw_dir)
+    x_train, y_train, x_test, y_test = load_raw(params.dataset, raw_dir, params)
+    y_train, y_test = _sparse_if_one_hot(y_train), _sparse_if_one_hot(y_test)
+    scale = params.input_scale or (1 / 255 if x_train.dtype == np.uint8 else 1.0)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_train))
     if params.train_limit:
@@ -273,7 +372,7 @@ def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> 
                 handle,
                 x_train=x_train[train_idx], y_train=y_train[train_idx],
                 x_val=x_train[val_idx], y_val=y_train[val_idx],
-                x_test=x_test, y_test=y_test,
+                x_test=x_test, y_test=y_test, input_scale=np.float64(scale),
             )  # fmt: skip
     return PreparedRecord(
         path=str(out),
@@ -288,16 +387,24 @@ def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> 
     )
 
 
+def _sparse_if_one_hot(y: np.ndarray) -> np.ndarray:
+    """One-hot labels become class indices; anything else is kept."""
+    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        return np.argmax(y, axis=1)
+    return y
+
+
 def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
-    """The prepared split, with images scaled to [0, 1] float32 (uint8 inputs are divided by 255)."""
+    """The prepared split with inputs as float32, scaled as prepared (8-bit data to [0, 1] by default)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: missing prepared data; run `tinyopt prepare` (or `tinyopt run`)")
     with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
+    scale = float(arrays.pop("input_scale", 1 / 255))
     for key in ("x_train", "x_val", "x_test"):
         x = arrays[key]
-        arrays[key] = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        arrays[key] = (x.astype(np.float64) * scale).astype(np.float32) if x.dtype.kind in "iub" or scale != 1             else x.astype(np.float32)  # fmt: skip
     return arrays
 
 

@@ -1,29 +1,32 @@
-"""Evaluate step: accuracy of a converted .tflite file, computed by running the file itself with
-LiteRT, on the held-out test split (reported) and on the validation split (used to pick models)."""
+"""Evaluate step: the task's metric for a converted .tflite file, computed by running the file itself
+with LiteRT, on the held-out test split (reported) and on the validation split (used to pick models)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tinyopt import litert
+from tinyopt.metrics import score
 from tinyopt.steps import StepRecord, step_task
 
 
 class EvalRecord(StepRecord):
     tflite_path: str
-    accuracy: float
-    val_accuracy: float
+    metric: str
+    score: float
+    val_score: float
     num_test: int
 
 
-def evaluate_tflite(tflite_path: Path, prepared: Path) -> EvalRecord:
+def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy") -> EvalRecord:
     from tasks.data import load_prepared
 
     data = load_prepared(prepared)
     return EvalRecord(
         tflite_path=str(tflite_path),
-        accuracy=round(litert.accuracy(tflite_path, data["x_test"], data["y_test"]), 6),
-        val_accuracy=round(litert.accuracy(tflite_path, data["x_val"], data["y_val"]), 6),
+        metric=metric,
+        score=round(score(metric, data["y_test"], litert.predict(tflite_path, data["x_test"])), 6),
+        val_score=round(score(metric, data["y_val"], litert.predict(tflite_path, data["x_val"])), 6),
         num_test=len(data["y_test"]),
     )
 

@@ -14,7 +14,7 @@ import numpy as np
 from tasks.train import TRAINING_LOCK, ModelRecord, record_model
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import GraphParams
+from tinyopt.params import TaskParams, GraphParams
 from tinyopt.steps import step_task
 
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "Conv1D", "Dense")
@@ -83,7 +83,7 @@ def tflite_op_counts(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def optimize_graph(parent: Path, prepared: Path, settings: GraphParams, out_dir: Path) -> ModelRecord:
+def optimize_graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams, out_dir: Path) -> ModelRecord:
     from tasks.data import load_prepared
 
     data = load_prepared(prepared)
@@ -97,7 +97,7 @@ def optimize_graph(parent: Path, prepared: Path, settings: GraphParams, out_dir:
         else:
             effect = f"converted graph ops {before} -> {after}"
         notes = ("; ".join(changes) if changes else "nothing to fold") + f"; {keras_layers}; {effect}"
-        return record_model(folded, data, "graph", out_dir / "model.keras", parent=parent, notes=notes)
+        return record_model(folded, data, task, "graph", out_dir / "model.keras", parent=parent, notes=notes)
 
 
 graph_task = step_task(optimize_graph)

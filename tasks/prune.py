@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_classification, fit, record_model, set_seeds
+from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import PruneParams, StructuredPruneParams, TrainParams
+from tinyopt.params import TaskParams, PruneParams, StructuredPruneParams, TrainParams
 from tinyopt.steps import step_task
 
 
 def _prune_and_fine_tune(parent: Path, prepared: Path, step: str, wrap, epochs: int, learning_rate: float,
-                         train: TrainParams, seed: int, out_dir: Path, notes: str = "") -> ModelRecord:  # fmt: skip
+                         train: TrainParams, task: TaskParams, seed: int, out_dir: Path,
+                         notes: str = "") -> ModelRecord:  # fmt: skip
     import tensorflow_model_optimization as tfmot
 
     from tasks.data import load_prepared
@@ -21,17 +22,20 @@ def _prune_and_fine_tune(parent: Path, prepared: Path, step: str, wrap, epochs: 
     with TRAINING_LOCK:
         set_seeds(seed)
         # A fresh copy of the parent: tfmot wrappers share layers with the model they wrap.
-        pruned = wrap(load_model(parent))
-        compile_for_classification(pruned, learning_rate)
+        try:
+            pruned = wrap(load_model(parent))
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise NotApplicable(f"tfmot cannot prune this model: {str(exc).splitlines()[0][:200]}") from None
+        compile_for_task(pruned, task, learning_rate)
         epochs_run, seconds = fit(pruned, data, epochs, train.batch_size,
                                   callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),))  # fmt: skip
         stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-        return record_model(stripped, data, step, out_dir / "model.keras", parent=parent, epochs_run=epochs_run,
+        return record_model(stripped, data, task, step, out_dir / "model.keras", parent=parent, epochs_run=epochs_run,
                             train_seconds=seconds, notes=notes)  # fmt: skip
 
 
-def prune_magnitude(parent: Path, prepared: Path, settings: PruneParams, train: TrainParams, seed: int,
-                    out_dir: Path) -> ModelRecord:  # fmt: skip
+def prune_magnitude(parent: Path, prepared: Path, settings: PruneParams, train: TrainParams, task: TaskParams,
+                    seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
     """Prune the smallest weights to `target_sparsity` over the fine-tuning epochs, then strip."""
     import math
 
@@ -56,11 +60,11 @@ def prune_magnitude(parent: Path, prepared: Path, settings: PruneParams, train: 
         return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
 
     return _prune_and_fine_tune(parent, prepared, "prune", wrap, settings.fine_tune_epochs, settings.learning_rate,
-                                train, seed, out_dir)  # fmt: skip
+                                train, task, seed, out_dir)  # fmt: skip
 
 
-def prune_2_4(parent: Path, prepared: Path, settings: StructuredPruneParams, train: TrainParams, seed: int,
-              out_dir: Path) -> ModelRecord:  # fmt: skip
+def prune_2_4(parent: Path, prepared: Path, settings: StructuredPruneParams, train: TrainParams, task: TaskParams,
+              seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
     """2:4 structured pruning of every layer whose weights allow it (input depth a multiple of 4)."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
@@ -85,7 +89,7 @@ def prune_2_4(parent: Path, prepared: Path, settings: StructuredPruneParams, tra
 
     notes = f"2:4 on {', '.join(eligible)}" + (f"; left dense: {', '.join(skipped)} (input depth not a multiple of 4)" if skipped else "")
     return _prune_and_fine_tune(parent, prepared, "prune_2_4", wrap, settings.fine_tune_epochs,
-                                settings.learning_rate, train, seed, out_dir, notes)  # fmt: skip
+                                settings.learning_rate, train, task, seed, out_dir, notes)  # fmt: skip
 
 
 prune_task = step_task(prune_magnitude)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_classification, fit, record_model, set_seeds
+from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import QatParams, TrainParams
+from tinyopt.params import TaskParams, QatParams, TrainParams
 from tinyopt.steps import step_task
 
 
@@ -30,7 +30,7 @@ def _scheme(step: str):
 
 
 def quantize_aware_train(parent: Path, prepared: Path, step: str, settings: QatParams, train: TrainParams,
-                         seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
+                         task: TaskParams, seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
     """Insert fake-quantization (int8) and fine-tune; saved as a SavedModel directory."""
     import tensorflow_model_optimization as tfmot
 
@@ -44,9 +44,9 @@ def quantize_aware_train(parent: Path, prepared: Path, step: str, settings: QatP
             model = quantization.quantize_apply(quantization.quantize_annotate_model(load_model(parent)), _scheme(step))
         except (ValueError, RuntimeError, TypeError) as exc:
             raise NotApplicable(f"tfmot cannot quantize this model: {str(exc).splitlines()[0][:200]}") from None
-        compile_for_classification(model, settings.learning_rate)
+        compile_for_task(model, task, settings.learning_rate)
         epochs_run, seconds = fit(model, data, settings.fine_tune_epochs, train.batch_size)
-        return record_model(model, data, step, out_dir / "model.savedmodel", parent=parent, epochs_run=epochs_run,
+        return record_model(model, data, task, step, out_dir / "model.savedmodel", parent=parent, epochs_run=epochs_run,
                             train_seconds=seconds)  # fmt: skip
 
 

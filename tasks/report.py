@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 
 from tinyopt.files import atomic_path
+from tinyopt.metrics import HIGHER_IS_BETTER
 
 HOST_LATENCY_NOTE = (
     "Latency is host latency: the LiteRT interpreter on this machine's x86 CPU, one thread, batch 1, "
@@ -28,31 +29,35 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot(summary: dict, out_dir: Path) -> list[Path]:
-    """accuracy-vs-gzip.png (with the Pareto front of our variants) and accuracy-vs-arena.png."""
+    """score-vs-gzip.png (with the Pareto front of our variants) and score-vs-arena.png: the task's
+    metric (accuracy, MAE or AUC) on the test set against the payload and the arena."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ours, reference = summary["variants"], summary.get("reference", [])
+    metric = ours[0]["metric"] if ours else "accuracy"
     written = []
     for x_key, x_label, file_name in [
-        ("gzip_bytes", "gzip -9 bytes (over-the-air payload)", "accuracy-vs-gzip.png"),
-        ("arena_bytes", "TFLM tensor arena bytes (models TFLM runs)", "accuracy-vs-arena.png"),
+        ("gzip_bytes", "gzip -9 bytes (over-the-air payload)", "score-vs-gzip.png"),
+        ("arena_bytes", "TFLM tensor arena bytes (models TFLM runs)", "score-vs-arena.png"),
     ]:
         figure, axes = plt.subplots(figsize=(9, 6))
         for group, marker, label in ((ours, "o", "tinyopt"), (reference, "x", "reference (paper)")):
             shown = [v for v in group if v.get(x_key)]
-            axes.scatter([v[x_key] for v in shown], [v["accuracy"] for v in shown], marker=marker, label=label)
+            axes.scatter([v[x_key] for v in shown], [v["score"] for v in shown], marker=marker, label=label)
             for v in shown:
-                axes.annotate(v["name"], (v[x_key], v["accuracy"]), fontsize=6, alpha=0.7)
-        points = [(v[x_key], v["accuracy"]) for v in ours if v.get(x_key)]
+                axes.annotate(v["name"], (v[x_key], v["score"]), fontsize=6, alpha=0.7)
+        # The front: no other variant is both smaller and better (for MAE, lower is better).
+        sign = 1 if HIGHER_IS_BETTER[metric] else -1
+        points = [(v[x_key], sign * v["score"]) for v in ours if v.get(x_key)]
         front = sorted((points[i] for i in pareto_front(points)))
         if front:
-            axes.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="Pareto front (ours)")
+            axes.plot([p[0] for p in front], [sign * p[1] for p in front], "--", color="gray", label="Pareto front (ours)")
         axes.set_xscale("log")
         axes.set_xlabel(x_label)
-        axes.set_ylabel("top-1 accuracy on the test set (the .tflite itself)")
+        axes.set_ylabel(f"{metric} on the test set (the .tflite itself)")
         axes.legend()
         axes.grid(alpha=0.3)
         axes.set_title(f"run {summary['run_id']}")
@@ -84,12 +89,13 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _model_rows(models: list[dict]) -> list[list[str]]:
-    rows = [["model", "bytes", "gzip", "accuracy", "p50 us", "p99 us", "in/out", "TFLM", "arena", "params", "MACs",
+    metric = models[0]["metric"] if models else "score"
+    rows = [["model", "bytes", "gzip", metric, "p50 us", "p99 us", "in/out", "TFLM", "arena", "params", "MACs",
              "fits"]]  # fmt: skip
     for v in models:
         tflm = "yes" if v["tflm_runs"] else "no: " + (v["tflm_error"] or "").split(";")[0][:60]
         fits = ", ".join(name for name, ok in v.get("fits", {}).items() if ok) or "none"
-        rows.append([v["name"], _fmt(v["raw_bytes"]), _fmt(v["gzip_bytes"]), _fmt(v["accuracy"], "acc"),
+        rows.append([v["name"], _fmt(v["raw_bytes"]), _fmt(v["gzip_bytes"]), _fmt(v["score"], "acc"),
                      _fmt(v.get("latency_us_p50")), _fmt(v.get("latency_us_p99")),
                      f"{v['input_dtype']}/{v['output_dtype']}", tflm, _fmt(v.get("arena_bytes")),
                      _fmt(v["params"]), _fmt(v["macs"]), fits])  # fmt: skip
@@ -104,8 +110,9 @@ def markdown(summary: dict) -> str:
         f"{summary['dataset']['num_train']:,} train / {summary['dataset']['num_val']:,} validation / "
         f"{summary['dataset']['num_test']:,} test examples. Code {summary['git_commit']}, params {summary['params_hash']}. "
         f"Measured on {platform.machine()} with {os.cpu_count()} cores ({platform.platform()}).",
-        "Accuracy is top-1 on the full held-out test set, computed by running each .tflite file itself with "
-        "LiteRT; picks use accuracy on the validation split, so choosing never looks at the test set.",
+        f"Scores ({ours[0]['metric'] if ours else 'accuracy'}) are on the full held-out test set, computed by "
+        "running each .tflite file itself with LiteRT; picks use the validation split, so choosing never "
+        "looks at the test set.",
         "## Picks",
         _table([["objective", "variant", "value", "why"]] + [
             [name, pick["variant"] or "none", _fmt(pick["value"]), pick["why"]] for name, pick in summary["picks"].items()
@@ -115,19 +122,19 @@ def markdown(summary: dict) -> str:
     ]
     if reference:
         parts += ["## Reference models, measured in the same run and harness", _table(_model_rows(reference))]
-        head = [["reference", "ours", "size ratio", "gzip ratio", "accuracy diff (points)", "latency ratio"]]
+        head = [["reference", "ours", "size ratio", "gzip ratio", "score difference", "latency ratio"]]
         for row in summary.get("comparisons", []):
             head.append([row["reference"], row["ours"], f"{row['size_ratio']:.3f}", f"{row['gzip_ratio']:.3f}",
-                         f"{row['accuracy_diff'] * 100:+.2f}", _fmt(row["latency_ratio"])])  # fmt: skip
+                         f"{row['score_diff']:+.4f}", _fmt(row["latency_ratio"])])  # fmt: skip
         parts += ["## Ours beside the reference (ours / reference)", _table(head)]
         for row in summary.get("headline", []):
             figures = row["reference_figures"]
-            found = ", ".join(f"{m['name']} ({m['raw_bytes']:,} bytes, {m['gzip_bytes']:,} gzip, {m['accuracy']:.4f}, "
+            found = ", ".join(f"{m['name']} ({m['raw_bytes']:,} bytes, {m['gzip_bytes']:,} gzip, {m['score']:.4f}, "
                               f"{m['latency_ratio_to_fastest_reference']:.2f}x the latency of {row['fastest_reference']})"
                               for m in row["ours"]) or "none"  # fmt: skip
             parts.append(f"**Against {row['reference']}** ({figures['raw_bytes']:,} bytes, {figures['gzip_bytes']:,} "
-                         f"gzip, {figures['accuracy']:.4f}): ours that TFLM runs with int8 input and output, "
-                         f"{row['claim']} (test accuracy; listed, not chosen): {found}.")  # fmt: skip
+                         f"gzip, {figures['score']:.4f}): ours that TFLM runs with int8 input and output, "
+                         f"{row['claim']} (on the test set; listed, not chosen): {found}.")  # fmt: skip
     elif summary.get("reference_note"):
         parts += ["## Reference models", summary["reference_note"]]
     if summary.get("skipped"):
@@ -146,8 +153,8 @@ def markdown(summary: dict) -> str:
         "50 KB of flash by default) against flash, and the measured arena plus an estimated 8 KB of runtime "
         "RAM against SRAM. The runtime figures are estimates; the model and arena figures are measured.",
         "- Pruning and clustering do not shrink a .tflite file; they shrink its gzip size.",
-        "![accuracy vs gzip bytes](accuracy-vs-gzip.png)",
-        "![accuracy vs arena bytes](accuracy-vs-arena.png)",
+        "![score vs gzip bytes](score-vs-gzip.png)",
+        "![score vs arena bytes](score-vs-arena.png)",
     ]
     return "\n\n".join(parts) + "\n"
 

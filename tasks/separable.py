@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_classification, fit, record_model, set_seeds
+from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import SeparableParams, TrainParams
+from tinyopt.params import TaskParams, SeparableParams, TrainParams
 from tinyopt.steps import step_task
 
 
@@ -34,8 +34,8 @@ def to_separable(model):
     return rebuilt, replaced
 
 
-def make_separable(parent: Path, prepared: Path, settings: SeparableParams, train: TrainParams, seed: int,
-                   out_dir: Path) -> ModelRecord:  # fmt: skip
+def make_separable(parent: Path, prepared: Path, settings: SeparableParams, train: TrainParams, task: TaskParams,
+                   seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
     from tasks.data import load_prepared
 
     data = load_prepared(prepared)
@@ -45,12 +45,12 @@ def make_separable(parent: Path, prepared: Path, settings: SeparableParams, trai
         model, replaced = to_separable(original)
         if not replaced:
             raise NotApplicable("the model has no Conv2D layer to replace")
-        compile_for_classification(model, train.learning_rate)
+        compile_for_task(model, task, train.learning_rate)
         epochs_run, seconds = fit(model, data, settings.epochs or train.epochs, train.batch_size,
                                   train.early_stopping_patience)  # fmt: skip
         notes = (f"replaced {', '.join(replaced)} by SeparableConv2D and retrained all layers from scratch; "
                  f"parameters {original.count_params():,} -> {model.count_params():,}")  # fmt: skip
-        return record_model(model, data, "separable", out_dir / "model.keras", parent=parent, epochs_run=epochs_run,
+        return record_model(model, data, task, "separable", out_dir / "model.keras", parent=parent, epochs_run=epochs_run,
                             train_seconds=seconds, notes=notes)  # fmt: skip
 
 

@@ -11,9 +11,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from tinyopt.errors import UserError
 from tinyopt.files import atomic_path
-from tinyopt.models import save_model, weight_stats
-from tinyopt.params import ModelParams, TrainParams
+from tinyopt.metrics import score
+from tinyopt.models import load_model, save_model, weight_stats
+from tinyopt.params import ModelParams, TaskParams, TrainParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
 
 # Keras seeds and graph state are process-wide: techniques running in parallel threads train one at a
@@ -29,8 +33,9 @@ class ModelRecord(StepRecord):
     parent_path: Optional[str] = None
     epochs_run: int = 0
     train_seconds: float = 0.0
-    val_accuracy: float
-    keras_test_accuracy: float
+    metric: str
+    val_score: float  # the task's metric on the validation split (Keras model)
+    keras_score: float  # the same on the test split
     num_params: int
     sparsity: float
     unique_weights: dict[str, int]
@@ -63,14 +68,30 @@ def build_paper_cnn(input_shape: tuple[int, ...], num_classes: int, params: Mode
     )
 
 
-def compile_for_classification(model, learning_rate: float) -> None:
+def _final_activation(model) -> str:
+    config = model.layers[-1].get_config() if model.layers else {}
+    inner = config.get("layer", {}).get("config", config)  # tfmot wrappers keep the layer's config inside
+    return str(inner.get("activation", "linear"))
+
+
+def compile_for_task(model, task: TaskParams, learning_rate: float) -> None:
+    """Adam with the task's loss; outputs are logits unless the last layer applies softmax/sigmoid."""
     import tensorflow as tf
 
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    losses = tf.keras.losses
+    activation = _final_activation(model)
+    outputs = int(np.prod(model.output_shape[1:]))
+    if task.kind == "regression":
+        loss = losses.MeanSquaredError()
+    elif task.kind == "anomaly" or outputs == 1:
+        loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
+    else:
+        loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss)
+
+
+def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
+    return score(task.score_metric, y, model.predict(x, batch_size=1024, verbose=0))
 
 
 def fit(model, data: dict, epochs: int, batch_size: int, patience: int = 0, callbacks: tuple = ()) -> tuple[int, float]:
@@ -90,20 +111,18 @@ def fit(model, data: dict, epochs: int, batch_size: int, patience: int = 0, call
 
 
 def record_model(
-    model, data: dict, step: str, out_path: Path, *, parent: Optional[Path] = None, epochs_run: int = 0,
-    train_seconds: float = 0.0, notes: str = "", stats_model=None,
+    model, data: dict, task: TaskParams, step: str, out_path: Path, *, parent: Optional[Path] = None,
+    epochs_run: int = 0, train_seconds: float = 0.0, notes: str = "", stats_model=None,
 ) -> ModelRecord:  # fmt: skip
-    """Evaluate, save (atomically) and describe a model; `stats_model` is the one whose weights count
+    """Score, save (atomically) and describe a model; `stats_model` is the one whose weights count
     (e.g. the stripped model, when `model` still carries training wrappers)."""
-    compile_for_classification(model, 1e-3)  # only for evaluate(); the optimizer is not used
-    _, val_accuracy = model.evaluate(data["x_val"], data["y_val"], verbose=0)
-    _, test_accuracy = model.evaluate(data["x_test"], data["y_test"], verbose=0)
     files = save_model(model, out_path)
     stats = weight_stats(stats_model or model)
     record = dict(
         step=step, model_path=str(out_path), parent_path=str(parent) if parent else None,
-        epochs_run=epochs_run, train_seconds=train_seconds, val_accuracy=round(float(val_accuracy), 6),
-        keras_test_accuracy=round(float(test_accuracy), 6), notes=notes, **stats,
+        epochs_run=epochs_run, train_seconds=train_seconds, metric=task.score_metric,
+        val_score=round(keras_score(model, data["x_val"], data["y_val"], task), 6),
+        keras_score=round(keras_score(model, data["x_test"], data["y_test"], task), 6), notes=notes, **stats,
     )  # fmt: skip
     summary_path = out_path.parent / "model.json"
     with atomic_path(summary_path) as tmp:
@@ -111,22 +130,40 @@ def record_model(
     return ModelRecord(**record, outputs=outputs_of(*files, summary_path))
 
 
-def train_baseline(
-    prepared: Path, model_params: ModelParams, train_params: TrainParams, seed: int, out_dir: Path
-) -> ModelRecord:
-    """Train the base model and save it as out_dir/model.keras, with its figures in model.json."""
+def check_model_fits_data(model, data: dict) -> None:
+    """A user's model must take the data's inputs; say which shapes disagree if it does not."""
+    expected, given = tuple(model.input_shape[1:]), tuple(data["x_train"].shape[1:])
+    if len(model.inputs) != 1:
+        raise UserError(f"the model has {len(model.inputs)} inputs; tinyopt handles models with one input")
+    if expected != given and not (len(expected) == len(given) and all(e in (None, g) for e, g in zip(expected, given))):
+        raise UserError(f"the model takes inputs of shape {expected}, the data has {given}; give data the model was built for")
+
+
+def train_baseline(prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int,
+                   out_dir: Path) -> ModelRecord:  # fmt: skip
+    """The baseline, saved as out_dir/model.keras with its figures in model.json: the user's model
+    (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch."""
     from tasks.data import load_prepared
 
     data = load_prepared(prepared)
     with TRAINING_LOCK:
         set_seeds(seed)
-        num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
-        model = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params)
-        compile_for_classification(model, train_params.learning_rate)
-        epochs_run, seconds = fit(
-            model, data, train_params.epochs, train_params.batch_size, train_params.early_stopping_patience
-        )
-        return record_model(model, data, "train", out_dir / "model.keras", epochs_run=epochs_run, train_seconds=seconds)
+        if model_params.path:
+            model = load_model(model_params.path)
+            check_model_fits_data(model, data)
+            epochs, notes = model_params.fine_tune_epochs, f"your model {model_params.path}"
+        else:
+            if task.kind != "classification":
+                raise UserError(f"the built-in paper-cnn is a classifier; for a {task.kind} task give your model (model.path)")
+            num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
+            model = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params)
+            epochs, notes = train_params.epochs, ""
+        epochs_run, seconds = 0, 0.0
+        if epochs:
+            compile_for_task(model, task, train_params.learning_rate)
+            epochs_run, seconds = fit(model, data, epochs, train_params.batch_size, train_params.early_stopping_patience)
+        return record_model(model, data, task, "train", out_dir / "model.keras", epochs_run=epochs_run,
+                            train_seconds=seconds, notes=notes)  # fmt: skip
 
 
 train_task = step_task(train_baseline)

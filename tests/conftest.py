@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tinyopt  # noqa: F401  (tf-keras, as tfmot needs, before any test imports TensorFlow)
+
 REPO = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 TINYOPT = [sys.executable, "-m", "tinyopt"]

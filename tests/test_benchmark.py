@@ -90,25 +90,37 @@ def test_fit_verdicts_name_the_budget_and_the_overrun():
 
 
 def variant(name, val, gzip, tflm=True, fits=True, latency=10.0):
-    return {"name": name, "val_accuracy": val, "accuracy": val, "gzip_bytes": gzip, "raw_bytes": gzip * 2,
+    return {"name": name, "val_score": val, "score": val, "metric": "accuracy", "gzip_bytes": gzip, "raw_bytes": gzip * 2,
             "tflm_runs": tflm, "fits": {"nano33ble": fits}, "latency_us_p50": latency, "arena_bytes": 1000}  # fmt: skip
 
 
 def test_selection_applies_constraints_and_explains_the_pick():
     variants = [variant("a", 0.90, 18000), variant("b", 0.895, 7000), variant("c", 0.86, 5000),
                 variant("d", 0.91, 40000, tflm=False, fits=False)]  # fmt: skip
-    picks = select(variants, 0.90, {
-        "ota": Objective(metric="gzip_bytes", goal="min", max_accuracy_drop=0.01, tflm_only=True),
-        "best": Objective(metric="accuracy", goal="max"),
-        "nano": Objective(metric="accuracy", goal="max", profile="nano33ble"),
-        "impossible": Objective(metric="gzip_bytes", goal="min", max_accuracy_drop=0.0, tflm_only=True, profile="nano33ble"),
+    picks = select(variants, 0.90, "accuracy", {
+        "ota": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.01, tflm_only=True),
+        "best": Objective(metric="score", goal="best"),
+        "nano": Objective(metric="score", goal="best", profile="nano33ble"),
+        "impossible": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.0, tflm_only=True, profile="nano33ble"),
     })  # fmt: skip
     assert picks["ota"]["variant"] == "b" and picks["ota"]["runner_up"] == "a" and picks["ota"]["candidates"] == 2
     assert "lowest gzip_bytes (7000) of 2 variants meeting: TFLM runs it;" in picks["ota"]["why"]
+    assert "highest validation accuracy (0.91)" in picks["best"]["why"]
     assert picks["best"]["variant"] == "d" and picks["nano"]["variant"] == "a"
     assert picks["impossible"]["variant"] == "a"  # exactly at the baseline passes a zero-drop limit
-    assert select([variant("c", 0.5, 10)], 0.9, {"x": Objective(metric="accuracy", goal="max", max_accuracy_drop=0.1)})[
-        "x"]["variant"] is None
+    assert select([variant("c", 0.5, 10)], 0.9, "accuracy",
+                  {"x": Objective(metric="score", goal="best", max_score_drop=0.1)})["x"]["variant"] is None
+
+
+def test_selection_follows_the_metric_direction_for_errors():
+    variants = [dict(variant("a", 0.30, 9000), metric="mae"), dict(variant("b", 0.20, 9500), metric="mae"),
+                dict(variant("c", 0.26, 5000), metric="mae")]  # fmt: skip
+    picks = select(variants, 0.25, "mae", {
+        "best": Objective(metric="score", goal="best"),
+        "small": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.02),
+    })  # fmt: skip
+    assert picks["best"]["variant"] == "b" and picks["best"]["why"].startswith("lowest validation mae (0.2)")
+    assert picks["small"]["variant"] == "c"  # 0.01 worse than the baseline's 0.25: allowed; a is 0.05 worse
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -139,7 +151,7 @@ def test_report_markdown_has_every_section():
                "num_test": 1}, "git_commit": "c", "params_hash": "h", "variants": [record],
                "reference": [dict(record, name="ref")], "picks": {"ota": {"variant": "base-int8", "value": 17000,
                "why": "because"}}, "comparisons": [{"reference": "ref", "ours": "base-int8", "size_ratio": 1.0,
-               "gzip_ratio": 1.0, "accuracy_diff": 0.0, "latency_ratio": 1.0}], "skipped": []}  # fmt: skip
+               "gzip_ratio": 1.0, "score_diff": 0.0, "latency_ratio": 1.0}], "skipped": []}  # fmt: skip
     text = markdown(summary)
     for heading in ("## Picks", "## Variants", "## Reference models", "## Ours beside the reference", "## How to read this"):
         assert heading in text
@@ -151,7 +163,7 @@ def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference()
     from flows.summary import headline
 
     def model(name, raw, gzip, acc, tflm=True, io="int8", latency=10.0):
-        return {"name": name, "raw_bytes": raw, "gzip_bytes": gzip, "accuracy": acc, "tflm_runs": tflm,
+        return {"name": name, "raw_bytes": raw, "gzip_bytes": gzip, "score": acc, "metric": "accuracy", "tflm_runs": tflm,
                 "input_dtype": io, "output_dtype": io, "latency_us_p50": latency, "arena_bytes": 1}  # fmt: skip
 
     references = [model("ref-best", 23224, 17098, 0.8964, io="float32", latency=8.0),

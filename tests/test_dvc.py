@@ -31,7 +31,7 @@ def test_dvc_repro_on_a_small_slice(tmp_path):
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"fetch", "prepare", "train", "convert"}
     evaluation = json.loads((root / "artifacts" / "baseline" / "eval.json").read_text())
-    assert evaluation["num_test"] == 400 and evaluation["accuracy"] > 0.3
+    assert evaluation["num_test"] == 400 and evaluation["metric"] == "accuracy" and evaluation["score"] > 0.3
     status = dvc(["status"], cwd=root)
     assert "up to date" in status.stdout, status.stdout
     again = dvc(["repro"], cwd=root)

@@ -48,7 +48,7 @@ def test_summary_records_the_run_data_and_baseline(project):
     assert baseline["chain"] == ["train", "float32"] and baseline["name"] == "base-float32"
     assert (project / baseline["model"]).is_file() and (project / baseline["tflite"]).is_file()
     assert baseline["raw_bytes"] == (project / baseline["tflite"]).stat().st_size
-    assert 0.3 < baseline["accuracy"] <= 1.0
+    assert 0.3 < baseline["accuracy"] <= 1.0 and baseline["accuracy"] == baseline["score"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert summary["git_commit"].removesuffix("-dirty") == head  # the code version, not the project dir's
     assert len(summary["params_hash"]) == 16
@@ -114,7 +114,7 @@ def test_reference_models_are_measured_in_the_same_run(project):
     assert row["ours"] == "base-float32" and row["latency_ratio"] > 0
     report = (project / "reports" / "latest" / "report.md").read_text()
     assert "## Reference models, measured in the same run and harness" in report
-    for plot in ("accuracy-vs-gzip.png", "accuracy-vs-arena.png"):
+    for plot in ("score-vs-gzip.png", "score-vs-arena.png"):
         assert (project / "reports" / "latest" / plot).stat().st_size > 10_000
 
 
@@ -139,7 +139,7 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.metrics["accuracy"] == pytest.approx(summary["baseline"]["accuracy"])
     assert child.data.metrics["raw_bytes"] == summary["baseline"]["raw_bytes"]
-    for key in ("gzip_bytes", "train_seconds", "keras_accuracy", "params", "macs", "latency_us_p50", "fits.nano33ble"):
+    for key in ("gzip_bytes", "train_seconds", "keras_score", "score", "params", "macs", "latency_us_p50", "fits.nano33ble"):
         assert key in child.data.metrics
     assert child.data.params["train.epochs"] == "2" and child.data.params["seed"] == "7"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -149,7 +149,7 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
         [v["name"] for v in summary["variants"]] + [f"ref:{r['name']}" for r in summary["reference"]]
     )
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "summary.json", "report.md", "accuracy-vs-gzip.png", "accuracy-vs-arena.png"
+        "summary.json", "report.md", "score-vs-gzip.png", "score-vs-arena.png"
     }
     ota = summary["picks"]["smallest-ota"]["variant"]
     picked = next(run for run in children if run.data.tags["variant"] == ota)

@@ -35,9 +35,10 @@ def test_digest_changes_with_any_knob():
         ({"train": {"epochs": 0}}, "'train.epochs': Input should be greater than or equal to 1, got 0"),
         ({"train": {"learning_rate": -1}}, "'train.learning_rate': Input should be greater than 0"),
         ({"data": {"validation_fraction": 0.9}}, "'data.validation_fraction': Input should be less than 0.5"),
-        ({"data": {"dataset": "cifar"}}, "'data.dataset' must be one of 'fashion-mnist', 'mnist' or 'npz'"),
+        ({"data": {"dataset": "cifar"}}, "'data.dataset' must be one of 'fashion-mnist', 'mnist', 'npz', 'idx' or 'images'"),
         ({"data": {"dataset": "npz"}}, "data.path is required when data.dataset is npz"),
-        ({"data": {"path": "x.npz"}}, "data.path is only used when data.dataset is npz"),
+        ({"data": {"path": "x.npz"}}, "data.path is only used when data.dataset is one of npz, idx, images"),
+        ({"task": {"kind": "regression", "metric": "accuracy"}}, "task.metric accuracy does not score a regression task"),
         ([1, 2], "the top level must be a mapping"),
     ],
 )

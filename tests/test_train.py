@@ -15,7 +15,7 @@ from tests.conftest import needs_fashion, run_cli
 from tinyopt import litert
 from tinyopt.errors import UserError
 from tinyopt.models import load_model as load_keras_model
-from tinyopt.params import DataParams, ModelParams, TrainParams
+from tinyopt.params import DataParams, ModelParams, TaskParams, TrainParams
 
 pytestmark = needs_fashion
 TINY = TrainParams(epochs=2, batch_size=32)
@@ -31,7 +31,7 @@ def prepared(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
-    return train_baseline(prepared, ModelParams(), TINY, seed=11, out_dir=tmp_path_factory.mktemp("baseline"))
+    return train_baseline(prepared, ModelParams(), TINY, TaskParams(), seed=11, out_dir=tmp_path_factory.mktemp("baseline"))
 
 
 def test_training_writes_the_paper_cnn_and_learns(trained):
@@ -39,12 +39,12 @@ def test_training_writes_the_paper_cnn_and_learns(trained):
     assert [type(layer).__name__ for layer in model.layers] == ["Reshape", "Conv2D", "MaxPooling2D", "Flatten", "Dense"]
     assert trained.num_params == 20410  # the paper's 20,410 parameters
     assert trained.epochs_run == 2
-    assert trained.keras_test_accuracy > 0.5  # ten classes: chance is 0.1
+    assert trained.metric == "accuracy" and trained.keras_score > 0.5  # ten classes: chance is 0.1
     assert trained.intact()
 
 
 def test_same_seed_gives_the_same_model(prepared, trained, tmp_path):
-    again = train_baseline(prepared, ModelParams(), TINY, seed=11, out_dir=tmp_path)
+    again = train_baseline(prepared, ModelParams(), TINY, TaskParams(), seed=11, out_dir=tmp_path)
     first, second = load_keras_model(trained.model_path), load_keras_model(again.model_path)
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -56,7 +56,7 @@ def test_float32_tflite_matches_keras_on_the_test_set(prepared, trained, tmp_pat
     assert 0 < converted.gzip_bytes < converted.raw_bytes
     evaluation = evaluate_tflite(tmp_path / "model.tflite", prepared)
     assert evaluation.num_test == 500
-    assert evaluation.accuracy == pytest.approx(trained.keras_test_accuracy, abs=0.004)
+    assert evaluation.score == pytest.approx(trained.keras_score, abs=0.004)
     x = load_prepared(prepared)["x_test"][:64]
     keras_logits = load_keras_model(trained.model_path).predict(x, verbose=0)
     np.testing.assert_allclose(litert.predict(tmp_path / "model.tflite", x), keras_logits, atol=1e-4)

@@ -71,19 +71,22 @@ def main() -> None:
 
 @main.command()
 @params_option
-def run(params_path: str) -> None:
+@click.option("--model", "model_path", default=None, type=click.Path(), help="your trained Keras model (.keras, .h5, SavedModel)")
+@click.option("--data", "data_path", default=None, type=click.Path(),
+              help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class")
+def run(params_path: str, model_path: str | None, data_path: str | None) -> None:
     """Run the whole pipeline as the Prefect flow `optimize`."""
     from tinyopt import tracking
-    from tinyopt.params import load_params
+    from tinyopt.params import load_params, with_inputs
 
-    load_params(params_path)  # fail on a bad params file before starting any machinery
+    with_inputs(load_params(params_path), model_path, data_path)  # fail on bad input before starting any machinery
     tracking.check_reachable()
     _configure_prefect()
     from flows.optimize import optimize
 
     _quiet_user_errors_in_prefect_logs()
     _quiet_library_warnings()
-    summary = optimize(params_path=params_path)
+    summary = optimize(params_path=params_path, model=model_path, data=data_path)
     click.echo("\n" + variants_table(summary))
     for skip in summary.get("skipped", []):
         click.echo(f"skipped {skip['name']}: {skip['reason']}")
@@ -101,10 +104,11 @@ def run(params_path: str) -> None:
 
 def variants_table(summary: dict) -> str:
     """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
-    rows = [("model", "bytes", "gzip", "accuracy", "p50 us", "in/out", "TFLM arena")]
+    metric = summary["variants"][0]["metric"] if summary["variants"] else "score"
+    rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena")]
     for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
         arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
-        rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['accuracy']:.4f}",
+        rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['score']:.4f}",
                      f"{v['latency_us_p50']:.1f}", f"{v['input_dtype']}/{v['output_dtype']}", arena))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -150,8 +154,8 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
     from tinyopt.params import load_params
 
     params = load_params(params_path)
-    record = train_baseline(Path(prepared), params.model, params.train, params.seed, Path(out_dir))
-    click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test accuracy {record.keras_test_accuracy:.4f}")
+    record = train_baseline(Path(prepared), params.model, params.train, params.task, params.seed, Path(out_dir))
+    click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test {record.metric} {record.keras_score:.4f}")
 
 
 @main.command()
@@ -178,21 +182,23 @@ def convert(model_path: str, conversion: str, out: str, prepared: str, params_pa
 @click.option("--tflite", "tflite_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON here")
-def evaluate(tflite_path: str, prepared: str, out: str | None) -> None:
-    """Accuracy of a .tflite file on the held-out test split, by running the file itself."""
+@params_option
+def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str) -> None:
+    """The task's metric for a .tflite file on the held-out test split, by running the file itself."""
     from tasks.evaluate import evaluate_tflite
     from tinyopt.files import write_json
+    from tinyopt.params import load_params
 
-    record = evaluate_tflite(Path(tflite_path), Path(prepared))
+    record = evaluate_tflite(Path(tflite_path), Path(prepared), load_params(params_path).task.score_metric)
     if out:
         write_json(out, record.model_dump(exclude={"outputs"}))
-    click.echo(f"{record.tflite_path}: accuracy {record.accuracy:.4f} on {record.num_test} test examples")
+    click.echo(f"{record.tflite_path}: {record.metric} {record.score:.4f} on {record.num_test} test examples")
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False),
-              help="the prepared data (its test split scores accuracy)")
+              help="the prepared data (its test split scores the models)")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
 @params_option
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
@@ -219,7 +225,7 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     _quiet_library_warnings()
     sample = load_prepared(prepared)["x_test"][0]
     edges = {str(f): benchmark_tflite(f, Path(prepared)) for f in files}
-    evaluations = {str(f): evaluate_tflite(f, Path(prepared)) for f in files}
+    evaluations = {str(f): evaluate_tflite(f, Path(prepared), params.task.score_metric) for f in files}
     latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
     records = [model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params)
                for f in files]  # fmt: skip

@@ -65,6 +65,3 @@ def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarr
     return np.concatenate(outputs)
 
 
-def accuracy(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of the .tflite file itself on (x, y)."""
-    return float(np.mean(np.argmax(predict(path, x), axis=-1) == y.reshape(-1)))

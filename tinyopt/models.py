@@ -15,6 +15,8 @@ import numpy as np
 
 from tinyopt.errors import UserError
 
+# What tf-keras says when it meets a Keras 3 file: its config keys and class paths.
+KERAS3_MARKS = ("DTypePolicy", "batch_shape", "keras.src.models")
 KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Dense")
 
 
@@ -30,7 +32,13 @@ def load_model(path: str | Path):
         with tfmot.quantization.keras.quantize_scope():
             return tf.keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged file; all mean the same here.
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        if any(mark in text for mark in KERAS3_MARKS):
+            raise UserError(
+                f"{path}: saved by Keras 3, and tfmot optimizes Keras 2 (tf-keras) models only; build and save "
+                "it with `import tf_keras as keras` (or TF_USE_LEGACY_KERAS=1 before importing TensorFlow)"
+            ) from None
+        reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
         raise UserError(f"{path}: not a loadable Keras model ({reason}); re-train or re-export it") from None
 
 

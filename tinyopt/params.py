@@ -19,10 +19,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+USER_DATASETS = ("npz", "idx", "images")
+
+
 class DataParams(Section):
-    dataset: Literal["fashion-mnist", "mnist", "npz"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "mnist", "npz", "idx", "images"] = "fashion-mnist"
     path: Optional[str] = Field(
-        default=None, description="the user's .npz file (x_train, y_train, x_test, y_test) when dataset is npz"
+        default=None,
+        description="your data: a .npz (x_train, y_train, x_test, y_test), a directory of IDX files, or a "
+        "directory of images with one sub-directory per class",
+    )
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=0.9, description="images only: share held out as the test set when there is no test/ directory"
+    )
+    input_scale: Optional[float] = Field(
+        default=None, gt=0.0, description="inputs are multiplied by this; null: 1/255 for 8-bit data, else 1"
     )
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     train_limit: Optional[int] = Field(
@@ -32,17 +43,41 @@ class DataParams(Section):
 
     @model_validator(mode="after")
     def _npz_needs_path(self) -> "DataParams":
-        if self.dataset == "npz" and not self.path:
-            raise ValueError("data.path is required when data.dataset is npz")
-        if self.dataset != "npz" and self.path:
-            raise ValueError("data.path is only used when data.dataset is npz")
+        if self.dataset in USER_DATASETS and not self.path:
+            raise ValueError(f"data.path is required when data.dataset is {self.dataset}")
+        if self.dataset not in USER_DATASETS and self.path:
+            raise ValueError(f"data.path is only used when data.dataset is one of {', '.join(USER_DATASETS)}")
         return self
 
 
 class ModelParams(Section):
-    architecture: Literal["paper-cnn"] = "paper-cnn"
+    path: Optional[str] = Field(
+        default=None, description="your trained Keras model (.keras, .h5 or SavedModel directory): the baseline"
+    )
+    fine_tune_epochs: int = Field(default=0, ge=0, le=1000, description="with path: train it further first (0: as given)")
+    architecture: Literal["paper-cnn"] = Field(default="paper-cnn", description="the model trained when path is null")
     conv_filters: int = Field(default=12, ge=1, le=512)
     kernel_size: int = Field(default=3, ge=1, le=11)
+
+
+class TaskParams(Section):
+    """What the model predicts, and how it is scored."""
+
+    kind: Literal["classification", "regression", "anomaly"] = "classification"
+    metric: Optional[Literal["accuracy", "mae", "auc"]] = Field(
+        default=None, description="null: accuracy for classification, mae for regression, auc for anomaly"
+    )
+
+    @model_validator(mode="after")
+    def _metric_fits_kind(self) -> "TaskParams":
+        allowed = {"classification": ("accuracy",), "regression": ("mae",), "anomaly": ("auc",)}[self.kind]
+        if self.metric is not None and self.metric not in allowed:
+            raise ValueError(f"task.metric {self.metric} does not score a {self.kind} task (use {allowed[0]})")
+        return self
+
+    @property
+    def score_metric(self) -> str:
+        return self.metric or {"classification": "accuracy", "regression": "mae", "anomaly": "auc"}[self.kind]
 
 
 class TrainParams(Section):
@@ -230,22 +265,23 @@ DEFAULT_DEVICES = {
 class Objective(Section):
     """One way to pick the best variant: a metric to minimise or maximise, under constraints."""
 
-    metric: Literal["accuracy", "gzip_bytes", "raw_bytes", "latency_us_p50", "arena_bytes"]
-    goal: Literal["min", "max"]
-    max_accuracy_drop: Optional[float] = Field(
-        default=None, ge=0.0, le=1.0,
-        description="at most this far below the baseline's validation accuracy (0.005 = half a point)",
+    metric: Literal["score", "gzip_bytes", "raw_bytes", "latency_us_p50", "arena_bytes"]
+    goal: Literal["min", "max", "best"] = Field(description="best: the score's own direction (max accuracy, min MAE)")
+    max_score_drop: Optional[float] = Field(
+        default=None, ge=0.0,
+        description="at most this much worse than the baseline's validation score, in the metric's units "
+        "(0.005 = half a point of accuracy)",
     )
     tflm_only: bool = Field(default=False, description="only variants TensorFlow Lite Micro runs")
     profile: Optional[str] = Field(default=None, description="only variants that fit this device profile")
 
 
 DEFAULT_OBJECTIVES = {
-    "smallest-ota": Objective(metric="gzip_bytes", goal="min", max_accuracy_drop=0.01, tflm_only=True),
-    "most-accurate": Objective(metric="accuracy", goal="max"),
-    "most-accurate-deployable": Objective(metric="accuracy", goal="max", tflm_only=True),
-    "fastest": Objective(metric="latency_us_p50", goal="min", max_accuracy_drop=0.005),
-    "best-on-nano33ble": Objective(metric="accuracy", goal="max", profile="nano33ble"),
+    "smallest-ota": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.01, tflm_only=True),
+    "most-accurate": Objective(metric="score", goal="best"),
+    "most-accurate-deployable": Objective(metric="score", goal="best", tflm_only=True),
+    "fastest": Objective(metric="latency_us_p50", goal="min", max_score_drop=0.005),
+    "best-on-nano33ble": Objective(metric="score", goal="best", profile="nano33ble"),
 }
 
 
@@ -276,6 +312,7 @@ class TrackingParams(Section):
 class Params(Section):
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     data: DataParams = DataParams()
+    task: TaskParams = TaskParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()
@@ -357,6 +394,27 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return _resolve_paths(params, path.parent)
 
 
+def with_inputs(params: Params, model: Optional[str] = None, data: Optional[str] = None) -> Params:
+    """params with the command line's --model and --data applied: a .npz file, a directory of IDX
+    files, or a directory of images with one sub-directory per class."""
+    if model:
+        if not Path(model).exists():
+            raise UserError(f"{model}: no such model file (--model takes a .keras or .h5 file or a SavedModel directory)")
+        params = params.model_copy(update={"model": params.model.model_copy(update={"path": os.path.abspath(model)})})
+    if data:
+        path = Path(data)
+        if path.is_file():
+            kind = "npz"
+        elif path.is_dir():
+            kind = "idx" if any("idx" in p.name for p in path.iterdir()) else "images"
+        else:
+            raise UserError(f"{data}: no such file or directory (--data takes a .npz, or a directory of IDX files or images)")
+        params = params.model_copy(update={"data": DataParams.model_validate(
+            {**params.data.model_dump(), "dataset": kind, "path": os.path.abspath(data)}
+        )})  # fmt: skip
+    return params
+
+
 def _resolve_paths(params: Params, base: Path) -> Params:
     """Relative paths in a params file mean relative to that file, wherever the pipeline runs."""
 
@@ -365,5 +423,6 @@ def _resolve_paths(params: Params, base: Path) -> Params:
 
     return params.model_copy(update={
         "data": params.data.model_copy(update={"path": resolve(params.data.path)}),
+        "model": params.model.model_copy(update={"path": resolve(params.model.path)}),
         "reference": params.reference.model_copy(update={"dir": resolve(params.reference.dir)}),
     })  # fmt: skip
