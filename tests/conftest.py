@@ -60,6 +60,16 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", raising=False)
 
 
+def prepare_fashion_slice(root: Path, train_limit: int, test_limit: int, seed: int) -> Path:
+    """A prepared slice of Fashion-MNIST (fetched from the Debian package) under root."""
+    from tasks.data import fetch_dataset, prepare_dataset
+    from tinyopt.params import DataParams
+
+    params = DataParams(train_limit=train_limit, test_limit=test_limit)
+    record = fetch_dataset(params, root / "data")
+    return Path(prepare_dataset(Path(record.directory), params, seed=seed, out=root / "prepared.npz").path)
+
+
 def make_project(root: Path, **overrides) -> Path:
     """A project directory holding params.yaml (small by default) and the DVC files."""
     root.mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
 from tasks.fit import fit_verdict
 from tasks.report import markdown, pareto_front
 from tasks.select import select
-from tests.conftest import REPO, make_project, needs_fashion, run_cli
+from tests.conftest import prepare_fashion_slice, REPO, make_project, needs_fashion, run_cli
 from tinyopt.params import DEFAULT_DEVICES, Objective
 
 REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
@@ -21,13 +20,7 @@ needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="needs ../sh
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from tasks.data import fetch_dataset, prepare_dataset
-    from tinyopt.params import DataParams
-
-    root = tmp_path_factory.mktemp("data")
-    params = DataParams(train_limit=200, test_limit=100)
-    record = fetch_dataset(params, root / "data")
-    return Path(prepare_dataset(Path(record.directory), params, seed=0, out=root / "prepared.npz").path)
+    return prepare_fashion_slice(tmp_path_factory.mktemp("data"), 200, 100, seed=0)
 
 
 @needs_reference

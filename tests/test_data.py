@@ -15,7 +15,7 @@ import pytest
 
 from tasks import data
 from tasks.data import IdxDataset, fetch_dataset, load_prepared, prepare_dataset, read_idx
-from tests.conftest import FASHION_DIR, needs_fashion, run_cli
+from tests.conftest import needs_fashion, run_cli
 from tinyopt.errors import UserError
 from tinyopt.params import DataParams
 
@@ -184,8 +184,8 @@ def test_split_is_seeded_disjoint_and_leaves_the_test_set_alone(tmp_path: Path, 
     raw = Path(record.directory)
     params = DataParams(dataset="mnist", validation_fraction=0.2)
     first = prepare_dataset(raw, params, seed=3, out=tmp_path / "a.npz")
-    again = prepare_dataset(raw, params, seed=3, out=tmp_path / "b.npz")
-    other = prepare_dataset(raw, params, seed=4, out=tmp_path / "c.npz")
+    prepare_dataset(raw, params, seed=3, out=tmp_path / "b.npz")
+    prepare_dataset(raw, params, seed=4, out=tmp_path / "c.npz")
     assert (first.num_train, first.num_val, first.num_test) == (80, 20, 30)
     a, b, c = (load_prepared(tmp_path / name) for name in ("a.npz", "b.npz", "c.npz"))
     for key in a:

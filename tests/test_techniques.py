@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.c_array import write_c_array
 from tasks.cluster import cluster_model
 from tasks.convert import convert_model
-from tasks.data import fetch_dataset, load_prepared, prepare_dataset
+from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
 from tasks.graph import fold_layers, optimize_graph
 from tasks.prune import prune_2_4, prune_magnitude
 from tasks.qat import quantize_aware_train
 from tasks.separable import make_separable
 from tasks.train import train_baseline
-from tests.conftest import needs_fashion
+from tests.conftest import prepare_fashion_slice, needs_fashion
 from tinyopt.errors import NotApplicable
 from tinyopt.litert import load_interpreter
 from tinyopt.models import kernels, load_model
-from tinyopt.params import TaskParams, ClusterParams, ConversionParams, DataParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
+from tinyopt.params import TaskParams, ClusterParams, ConversionParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
 
 pytestmark = needs_fashion
 TRAIN = TrainParams(epochs=1, batch_size=64)
@@ -34,10 +33,7 @@ SEED = 13
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    params = DataParams(train_limit=1500, test_limit=300)
-    record = fetch_dataset(params, root / "data")
-    return Path(prepare_dataset(Path(record.directory), params, seed=SEED, out=root / "prepared.npz").path)
+    return prepare_fashion_slice(tmp_path_factory.mktemp("data"), 1500, 300, seed=SEED)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +198,7 @@ def test_c_array_compiles_and_holds_the_model_bytes(base, tmp_path):
         pytest.skip("needs g++")
     tflite = tmp_path / "base-float32.tflite"
     convert_model(base, "float32", tflite)
-    source, header = tflite.with_suffix(".cc"), tflite.with_suffix(".h")
+    source = tflite.with_suffix(".cc")
     assert "alignas(16) const unsigned char g_base_float32_model[]" in source.read_text()
     main = tmp_path / "main.cc"
     main.write_text(

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from tasks.convert import convert_model
-from tasks.data import fetch_dataset, load_prepared, prepare_dataset
+from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
-from tests.conftest import needs_fashion, run_cli
+from tests.conftest import prepare_fashion_slice, needs_fashion, run_cli
 from tinyopt import litert
 from tinyopt.errors import UserError
 from tinyopt.models import load_model as load_keras_model
-from tinyopt.params import DataParams, ModelParams, TaskParams, TrainParams
+from tinyopt.params import ModelParams, TaskParams, TrainParams
 
 pytestmark = needs_fashion
 TINY = TrainParams(epochs=2, batch_size=32)
@@ -23,10 +23,7 @@ TINY = TrainParams(epochs=2, batch_size=32)
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    params = DataParams(train_limit=1500, test_limit=500)
-    record = fetch_dataset(params, root / "data")
-    return Path(prepare_dataset(Path(record.directory), params, seed=5, out=root / "prepared.npz").path)
+    return prepare_fashion_slice(tmp_path_factory.mktemp("data"), 1500, 500, seed=5)
 
 
 @pytest.fixture(scope="module")
