@@ -240,6 +240,116 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
 
 
 @main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="a directory outside the project")
+def keygen(out_dir: str) -> None:
+    """Make an Ed25519 key pair for signing manifests (keep signing.key out of the repository)."""
+    from tinyopt import signing
+
+    if signing._inside_project(Path(out_dir)):
+        raise UserError(f"{out_dir}: inside the project; keys must live outside it (e.g. ~/.tinyopt-keys)")
+    private, public = signing.generate_keys(Path(out_dir))
+    click.echo(f"private key: {private} (export TINYOPT_SIGNING_KEY_FILE={private})\npublic key: {public} (give it to devices)")
+
+
+@main.command()
+@click.option("--variant", default=None, help="a variant of the run (default: the pick of --objective)")
+@click.option("--objective", default="best-on-nano33ble", show_default=True, help="whose pick to register")
+@click.option("--profile", default=None, help="the target device profile (default: the objective's, else nano33ble)")
+@click.option("--name", "model_name", default=None, help="registered model name (default: <dataset>-<profile>)")
+@click.option("--summary", "summary_path", default=str(layout.REPORTS / "latest" / "summary.json"), show_default=True)
+@params_option
+def register(variant: str | None, objective: str, profile: str | None, model_name: str | None, summary_path: str,
+             params_path: str) -> None:  # fmt: skip
+    """Register a picked variant in MLflow's model registry (alias: candidate)."""
+    from tasks.registry import load_summary, register_variant
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    summary = load_summary(Path(summary_path))
+    if variant is None:
+        pick = summary["picks"].get(objective)
+        if not pick or not pick["variant"]:
+            raise UserError(f"objective '{objective}' picked nothing in run {summary['run_id']}; pass --variant")
+        variant = pick["variant"]
+        profile = profile or (params.objectives[objective].profile if objective in params.objectives else None)
+    done = register_variant(summary, variant, profile or "nano33ble", model_name)
+    click.echo(f"registered {done['variant']} as {done['model']} version {done['version']} (alias {done['alias']})")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--version", required=True, type=int)
+@click.option("--channel", required=True)
+@click.option("--force", is_flag=True, help="publish even if the channel's gate refuses (needs --reason)")
+@click.option("--reason", default=None, help="why the gate is overridden (recorded in the manifest and registry)")
+@params_option
+def promote(model: str, version: int, channel: str, force: bool, reason: str | None, params_path: str) -> None:
+    """Publish a registered model version to a fleet channel (signed manifest on S3)."""
+    if force and not reason:
+        raise UserError("--force needs --reason: the override is recorded")
+    _configure_prefect()
+    from flows.promote import promote as promote_flow
+
+    _quiet_user_errors_in_prefect_logs()
+    done = promote_flow(model, version, channel, params_path, reason if force else None)
+    click.echo(f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]})")
+
+
+@main.command()
+@click.option("--channel", default=None, help="download the channel's manifest and model from S3, as a device does")
+@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="or check these files")
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False))
+@click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False))
+@click.option("--into", default="fleet-download", show_default=True, help="where --channel keeps what it downloaded")
+@params_option
+def verify(channel: str | None, manifest_path: str | None, model_path: str | None, public_key: str, into: str,
+           params_path: str) -> None:  # fmt: skip
+    """Check a manifest's signature and its model's hash, the way a device would."""
+    import json
+
+    from tasks import promote as promotion
+    from tinyopt import signing
+    from tinyopt.params import load_params
+
+    key = signing.load_public_key(Path(public_key))
+    if channel:
+        manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
+    elif manifest_path and model_path:
+        try:
+            document = json.loads(Path(manifest_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{manifest_path}: not a readable manifest ({exc})") from None
+        manifest = promotion.verify(document, Path(model_path).read_bytes(), key)
+    else:
+        raise UserError("give --channel, or both --manifest and --model")
+    click.echo(f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]}, signature good")
+
+
+@main.command()
+@click.argument("channel")
+@params_option
+def rollback(channel: str, params_path: str) -> None:
+    """Serve the channel's previous manifest again."""
+    from tasks.promote import rollback as roll_back
+    from tinyopt.params import load_params
+
+    done = roll_back(channel, load_params(params_path))
+    click.echo(f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]})")
+
+
+@main.command()
+@params_option
+def status(params_path: str) -> None:
+    """What each fleet channel serves now."""
+    from tasks.promote import status as channel_status
+    from tinyopt.params import load_params
+
+    for row in channel_status(load_params(params_path)):
+        serves = f"{row['serves']} ({row['score']}, sha256 {row['sha256'][:12]}, {row['created']})" if row["serves"] else "nothing"
+        click.echo(f"{row['channel']}: {serves}; {row['history']} manifests published")
+
+
+@main.command()
 @click.option("--port", default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:

@@ -305,6 +305,26 @@ class BenchmarkParams(Section):
     latency_repeats: int = Field(default=300, ge=20, le=1000000)
 
 
+class ChannelParams(Section):
+    """A release channel devices poll: the device profile its models must fit, and whether it is gated."""
+
+    profile: str = "nano33ble"
+    gated: bool = Field(
+        default=False, description="refuse a model that does not fit, or that scores worse (the task's metric) than what it serves"
+    )
+
+
+class FleetParams(Section):
+    """Where promoted models go: an S3 bucket (AWS, MinIO, any S3-compatible store)."""
+
+    bucket: str = Field(default="tinyopt-fleet", min_length=3)
+    prefix: str = Field(default="fleet", description="key prefix inside the bucket")
+    endpoint_url: Optional[str] = Field(default=None, description="null: AWS, or AWS_ENDPOINT_URL if set")
+    region: str = "us-east-1"
+    channels: dict[str, ChannelParams] = Field(default_factory=lambda: {
+        "canary": ChannelParams(), "stable": ChannelParams(gated=True)})  # fmt: skip
+
+
 class TrackingParams(Section):
     experiment: str = Field(default="tinyopt", min_length=1)
 
@@ -323,6 +343,7 @@ class Params(Section):
     objectives: dict[str, Objective] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
     reference: ReferenceParams = ReferenceParams()
     benchmark: BenchmarkParams = BenchmarkParams()
+    fleet: FleetParams = FleetParams()
 
     @model_validator(mode="after")
     def _valid_plan(self) -> "Params":
@@ -335,6 +356,9 @@ class Params(Section):
             if tuple(chain) in seen:
                 raise ValueError(f"plan[{index}]: [{', '.join(chain)}] is listed twice")
             seen.add(tuple(chain))
+        for name, channel in self.fleet.channels.items():
+            if channel.profile not in self.devices:
+                raise ValueError(f"fleet.channels.{name}.profile: no device profile '{channel.profile}'")
         for name, objective in self.objectives.items():
             if objective.profile and objective.profile not in self.devices:
                 raise ValueError(

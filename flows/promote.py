@@ -1,0 +1,20 @@
+"""The `promote` flow: publish a registered model version to a fleet channel (the same function the
+`tinyopt promote` command runs), as a Prefect flow so that releases show up beside the runs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from prefect import flow, task
+
+from tasks import promote as promotion
+from tinyopt.params import load_params
+
+
+@flow(name="promote")
+def promote(model: str, version: int, channel: str, params_path: str = "params.yaml",
+            force_reason: Optional[str] = None) -> dict:  # fmt: skip
+    params = load_params(params_path)
+    # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
+    publish = task(name="publish", retries=1, retry_delay_seconds=5)(promotion.promote)
+    return publish(model, version, channel, params, force_reason)

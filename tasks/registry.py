@@ -1,0 +1,87 @@
+"""Registry step: record a picked variant as a version of a registered model in MLflow's registry.
+
+One registered model per target (e.g. fashion-mnist-nano33ble); each version points at the variant's
+run (its .tflite and C array are that run's artifacts) and carries the benchmark record and the
+lineage as tags. The newest registration gets the alias `candidate`; promotion moves `canary` and
+`production`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from tinyopt import tracking
+from tinyopt.errors import UserError
+from tinyopt.files import sha256_file
+
+RECORD_KEYS = ("name", "metric", "score", "val_score", "raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes",
+               "tflm_runs", "input_dtype", "output_dtype", "params", "macs", "fits", "chain")  # fmt: skip
+
+
+def load_summary(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: no such run summary; run `tinyopt run` first or pass --summary")
+    return json.loads(path.read_text())
+
+
+def register_variant(summary: dict, variant: str, profile: str, model_name: Optional[str] = None) -> dict:
+    """Register `variant` of a pipeline run for the device `profile`; returns name, version, alias."""
+    records = {v["name"]: v for v in summary["variants"]}
+    if variant not in records:
+        raise UserError(f"no variant '{variant}' in run {summary['run_id']} (variants: {', '.join(records)})")
+    record = records[variant]
+    if profile not in record["fits"]:
+        raise UserError(f"no device profile '{profile}' in run {summary['run_id']} (profiles: {', '.join(record['fits'])})")
+    name = model_name or f"{summary['dataset']['name']}-{profile}"
+    client = tracking.client()
+    if not _exists(client, name):
+        client.create_registered_model(name, description=f"tinyopt models for {profile}")
+    run = client.get_run(record["mlflow_run_id"])
+    compact = {key: record.get(key) for key in RECORD_KEYS}
+    tags = {
+        "variant": variant, "profile": profile, "tflite": Path(record["tflite"]).name,
+        "sha256": sha256_file(record["tflite"]), "fits": str(record["fits"][profile]).lower(),
+        "record": json.dumps(compact, sort_keys=True)[:5000], "pipeline_run": summary["run_id"],
+        "git_commit": summary["git_commit"], "dataset": summary["dataset"]["name"],
+        "dataset_version": summary["dataset"]["version"], "params_hash": summary["params_hash"],
+    }  # fmt: skip
+    version = client.create_model_version(name, source=run.info.artifact_uri, run_id=run.info.run_id, tags=tags,
+                                          description=f"{variant} from pipeline run {summary['run_id']}")  # fmt: skip
+    client.set_registered_model_alias(name, "candidate", version.version)
+    return {"model": name, "version": int(version.version), "alias": "candidate", "variant": variant}
+
+
+def _exists(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def model_version(name: str, version: int) -> tuple[dict, dict]:
+    """(tags, compact record) of a registered version; UserError when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracking.client().get_model_version(name, str(version))
+    except MlflowException:
+        raise UserError(f"no version {version} of registered model '{name}' (register one with `tinyopt register`)") from None
+    return dict(found.tags), json.loads(found.tags["record"])
+
+
+def download_model(name: str, version: int, into: Path) -> Path:
+    """The version's .tflite, fetched from its run's artifacts and checked against the registered hash."""
+    import mlflow
+
+    tags, _ = model_version(name, version)
+    found = tracking.client().get_model_version(name, str(version))
+    path = Path(mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=tags["tflite"], dst_path=str(into),
+                                                    tracking_uri=tracking.tracking_uri()))  # fmt: skip
+    if sha256_file(path) != tags["sha256"]:
+        raise UserError(f"{name} version {version}: the stored model does not match its registered sha256")
+    return path

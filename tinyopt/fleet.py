@@ -1,0 +1,88 @@
+"""The fleet bucket: content-addressed model objects and signed channel manifests, on S3 via boto3.
+
+Layout under the prefix:
+  models/<sha256>.tflite                    the model bytes, named by their hash (written once)
+  channels/<channel>/manifest.json          what devices on the channel download now
+  channels/<channel>/history/<n>.json       every manifest ever published there, numbered
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from tinyopt.errors import UserError
+from tinyopt.params import FleetParams
+
+
+class FleetStore:
+    def __init__(self, settings: FleetParams):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = settings.bucket, settings.prefix.strip("/")
+        # Transient errors (throttling, 5xx, dropped connections) are retried with exponential backoff.
+        self.s3 = boto3.client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+            config=Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        )  # fmt: skip
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            if code == "NoSuchBucket":
+                raise UserError(f"s3://{self.bucket}: no such bucket; create it or set fleet.bucket") from None
+            raise UserError(f"s3://{self.bucket}: {what} failed ({code}: {exc.response['Error'].get('Message', '')})") from None
+        except BotoCoreError as exc:
+            raise UserError(f"S3 {what} failed: {exc} (check fleet.endpoint_url and your AWS credentials)") from None
+
+    def get(self, key: str) -> Optional[bytes]:
+        response = self._call(f"reading {key}", self.s3.get_object, Key=key)
+        return None if response is None else response["Body"].read()
+
+    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+        self._call(f"writing {key}", self.s3.put_object, Key=key, Body=body, ContentType=content_type)
+
+    def exists(self, key: str) -> bool:
+        return self._call(f"checking {key}", self.s3.head_object, Key=key) is not None
+
+    def list(self, prefix: str) -> list[str]:
+        keys, token = [], None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._call(f"listing {prefix}", self.s3.list_objects_v2, Prefix=prefix, **extra) or {}
+            keys += [item["Key"] for item in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+    def get_json(self, key: str) -> Optional[dict]:
+        body = self.get(key)
+        return None if body is None else json.loads(body)
+
+    def put_json(self, key: str, document: dict) -> bytes:
+        body = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+        self.put(key, body, "application/json")
+        return body
+
+    # The layout
+    def model_key(self, sha256: str) -> str:
+        return self.key("models", f"{sha256}.tflite")
+
+    def manifest_key(self, channel: str) -> str:
+        return self.key("channels", channel, "manifest.json")
+
+    def history(self, channel: str) -> list[str]:
+        return self.list(self.key("channels", channel, "history") + "/")
+
+    def channels(self) -> list[str]:
+        return sorted({k.split("/")[-2] for k in self.list(self.key("channels") + "/") if k.endswith("/manifest.json")})
