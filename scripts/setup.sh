@@ -5,15 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATASET_DIR=/usr/share/datasets/fashion-mnist
-if [ ! -d "$DATASET_DIR" ]; then
+# Debian packages: the Fashion-MNIST files, and Chromium for the browser test of the MLflow UI.
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing the Debian package dataset-fashion-mnist"
+    echo "setup: installing Debian packages: ${need[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "setup: note: $DATASET_DIR is missing. Install it with 'sudo apt-get install dataset-fashion-mnist'"
-    echo "       (Debian/Ubuntu), or let 'tinyopt fetch' download Fashion-MNIST on a machine with internet."
+    echo "setup: note: missing Debian packages ${need[*]}. Install them with 'sudo apt-get install ${need[*]}'"
+    echo "       (Fashion-MNIST can also be downloaded by 'tinyopt fetch' on a machine with internet;"
+    echo "       without chromium the browser test is skipped)."
   fi
 fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,12 @@ def prepare_fashion_slice(root: Path, train_limit: int, test_limit: int, seed: i
     params = DataParams(train_limit=train_limit, test_limit=test_limit)
     record = fetch_dataset(params, root / "data")
     return Path(prepare_dataset(Path(record.directory), params, seed=seed, out=root / "prepared.npz").path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_project(root: Path, **overrides) -> Path:

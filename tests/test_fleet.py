@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_repo, full_params, make_project, needs_fashion, run_cli
+from tests.conftest import copy_repo, free_port, full_params, make_project, needs_fashion, run_cli
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 BUCKET = "tinyopt-fleet-test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

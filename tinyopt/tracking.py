@@ -52,7 +52,9 @@ def experiment_id(name: str) -> str:
     if tracking_uri().startswith("sqlite:"):
         # Keep a local store's artifacts beside its database, not wherever the process happens to run.
         artifact_location = layout.MLFLOW_ARTIFACTS.resolve().as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+    # Open it in the UI's model-training view (MLflow 3 would otherwise show its GenAI overview).
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location,
+                                           tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: Optional[str] = None) -> str:
