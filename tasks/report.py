@@ -115,7 +115,8 @@ def markdown(summary: dict) -> str:
         "looks at the test set.",
         "## Picks",
         _table([["objective", "variant", "value", "why"]] + [
-            [name, pick["variant"] or "none", _fmt(pick["value"]), pick["why"]] for name, pick in summary["picks"].items()
+            [name, pick["variant"] or "none", _fmt(pick["value"], "acc" if pick["metric"].startswith("validation") else ""),
+             pick["why"]] for name, pick in summary["picks"].items()
         ]),  # fmt: skip
         "## Variants",
         _table(_model_rows(ours)),
