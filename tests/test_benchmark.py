@@ -142,7 +142,7 @@ def test_report_markdown_has_every_section():
                   latency_us_p99=12.0, tflm_error=None, chain=["train", "int8"], notes="")  # fmt: skip
     summary = {"run_id": "r1", "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1,
                "num_test": 1}, "git_commit": "c", "params_hash": "h", "variants": [record],
-               "reference": [dict(record, name="ref")], "picks": {"ota": {"variant": "base-int8", "value": 17000,
+               "reference": [dict(record, name="ref")], "picks": {"ota": {"variant": "base-int8", "value": 17000, "metric": "gzip_bytes",
                "why": "because"}}, "comparisons": [{"reference": "ref", "ours": "base-int8", "size_ratio": 1.0,
                "gzip_ratio": 1.0, "score_diff": 0.0, "latency_ratio": 1.0}], "skipped": []}  # fmt: skip
     text = markdown(summary)
