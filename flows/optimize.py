@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +34,7 @@ from tasks.train import ModelRecord, train_task
 from tinyopt import layout, tracking
 from tinyopt.files import write_json
 from tinyopt.lineage import git_commit
-from tinyopt.params import QAT_STEPS, Params, load_params, with_inputs
+from tinyopt.params import QAT_STEPS, Params, RunnerParams, load_params, with_inputs
 from tinyopt.steps import SkippedRecord
 
 
@@ -82,6 +83,18 @@ def publish_latest(files: list[Path], reports: Path = layout.REPORTS) -> None:
         (latest / f".{path.name}.tmp").replace(latest / path.name)
 
 
+def task_runner(settings: RunnerParams):
+    """The Prefect task runner params.yaml asks for."""
+    if settings.kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=settings.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if settings.address:
+        return DaskTaskRunner(address=settings.address)
+    # One thread per worker process: TensorFlow uses the cores itself.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True})
+
+
 @flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, model: Optional[str] = None,
              data: Optional[str] = None) -> dict:  # fmt: skip
@@ -105,6 +118,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
     )  # fmt: skip
 
     chains = planning.chains(params)
+    stage_started = time.perf_counter()  # the variant stage: techniques, conversions, evaluations
     models: dict[planning.Prefix, ModelRecord] = {(): baseline}
     skipped: dict[str, tuple[list[str], str]] = {}  # model or variant name -> (chain, reason)
     conversions: dict[str, tuple[list[str], Any]] = {}  # variant name -> (chain, conversion future)
@@ -154,6 +168,10 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
                 submit_conversions(prefix)
             submit_evaluations(block=False)
     submit_evaluations(block=True)
+    for future in evaluations.values():
+        future.wait()
+    variant_stage_seconds = round(time.perf_counter() - stage_started, 1)
+    logger.info("variant stage: %.1f s on %s", variant_stage_seconds, params.runner.kind)
 
     # Edge benchmark of every variant and reference model (in parallel), then host latency of all of
     # them in one sequential harness, once nothing else runs.
@@ -254,6 +272,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             "comparisons": summarize.comparisons(variants, reference_records, params.reference.counterparts),
             "headline": summarize.headline(variants, reference_records),
             "devices": {name: profile.model_dump() for name, profile in params.devices.items()},
+            "timings": {"variant_stage_seconds": variant_stage_seconds, "runner": params.runner.model_dump()},
         }
         summary_path = write_json(layout.REPORTS / run_id / "summary.json", summary)
         report_files = write_report(summary, summary_path.parent)

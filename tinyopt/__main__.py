@@ -1,3 +1,5 @@
 from tinyopt.cli import main
 
-main()
+# Guarded: Dask's worker processes re-import the main module, and must not run the CLI again.
+if __name__ == "__main__":
+    main()

@@ -82,11 +82,12 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     with_inputs(load_params(params_path), model_path, data_path)  # fail on bad input before starting any machinery
     tracking.check_reachable()
     _configure_prefect()
-    from flows.optimize import optimize
+    from flows.optimize import optimize, task_runner
 
     _quiet_user_errors_in_prefect_logs()
     _quiet_library_warnings()
-    summary = optimize(params_path=params_path, model=model_path, data=data_path)
+    runner = task_runner(load_params(params_path).runner)
+    summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
     click.echo("\n" + variants_table(summary))
     for skip in summary.get("skipped", []):
         click.echo(f"skipped {skip['name']}: {skip['reason']}")

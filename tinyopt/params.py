@@ -325,6 +325,14 @@ class FleetParams(Section):
         "canary": ChannelParams(), "stable": ChannelParams(gated=True)})  # fmt: skip
 
 
+class RunnerParams(Section):
+    """Where the tasks of a run execute: threads in this process, or a Dask cluster."""
+
+    kind: Literal["threads", "dask"] = "threads"
+    workers: int = Field(default=4, ge=1, le=256, description="threads, or the processes of a local Dask cluster")
+    address: Optional[str] = Field(default=None, description="dask: a scheduler to use (tcp://host:8786); null starts a local cluster")
+
+
 class TrackingParams(Section):
     experiment: str = Field(default="tinyopt", min_length=1)
 
@@ -344,6 +352,7 @@ class Params(Section):
     reference: ReferenceParams = ReferenceParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     fleet: FleetParams = FleetParams()
+    runner: RunnerParams = RunnerParams()
 
     @model_validator(mode="after")
     def _valid_plan(self) -> "Params":
