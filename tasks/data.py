@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -21,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from tinyopt.errors import UserError
-from tinyopt.files import atomic_path, sha256_file, sha256_tree
+from tinyopt.files import atomic_dir, atomic_path, sha256_file, sha256_tree
 from tinyopt.lineage import dvc_hash
 from tinyopt.params import DataParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
@@ -203,18 +202,6 @@ def _check_npz(path: Path) -> None:
         raise UserError(f"{path}: x and y have different lengths ({lengths}); fix the file")
 
 
-def _copy_tree(source: Path, target: Path, staging_root: Path) -> None:
-    """Replace `target` by a copy of `source`, moved in whole (never half-copied)."""
-    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f".{target.name}."))
-    try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
     """Make `out_root/<dataset>/` hold the dataset's verified raw files and return its version.
 
@@ -227,9 +214,9 @@ def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
         if not source.is_dir():
             raise UserError(f"{source}: no such directory (data.path must point at your {params.dataset} directory)")
         (_load_user_idx if params.dataset == "idx" else _load_images)(source, params)  # refuse bad data early
-        out_root.mkdir(parents=True, exist_ok=True)
         if not target.is_dir() or sha256_tree(target) != sha256_tree(source):
-            _copy_tree(source, target, out_root)
+            with atomic_dir(target) as staging:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
     elif params.dataset == "npz":
         source = Path(params.path)  # type: ignore[arg-type]
         if not source.is_file():
@@ -242,14 +229,9 @@ def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
         try:
             verify_idx_dir(params.dataset, target)
         except UserError:
-            out_root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=out_root, prefix=f".{params.dataset}.") as staging:
-                _gather_idx(params.dataset, Path(staging))
-                verify_idx_dir(params.dataset, Path(staging))
-                if target.exists():
-                    shutil.rmtree(target)
-                Path(staging).rename(target)
-                Path(staging).mkdir()  # so TemporaryDirectory's clean-up finds what it made
+            with atomic_dir(target) as staging:
+                _gather_idx(params.dataset, staging)
+                verify_idx_dir(params.dataset, staging)
     files = sorted(p for p in target.iterdir() if p.is_file())
     return DatasetRecord(
         name=params.dataset, directory=str(target), version=dvc_hash(target), outputs=outputs_of(*files)

@@ -88,7 +88,7 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
-def _model_rows(models: list[dict]) -> list[list[str]]:
+def model_rows(models: list[dict]) -> list[list[str]]:
     metric = models[0]["metric"] if models else "score"
     rows = [["model", "bytes", "gzip", metric, "p50 us", "p99 us", "in/out", "TFLM", "arena", "params", "MACs",
              "fits"]]  # fmt: skip
@@ -119,10 +119,10 @@ def markdown(summary: dict) -> str:
              pick["why"]] for name, pick in summary["picks"].items()
         ]),  # fmt: skip
         "## Variants",
-        _table(_model_rows(ours)),
+        _table(model_rows(ours)),
     ]
     if reference:
-        parts += ["## Reference models, measured in the same run and harness", _table(_model_rows(reference))]
+        parts += ["## Reference models, measured in the same run and harness", _table(model_rows(reference))]
         head = [["reference", "ours", "size ratio", "gzip ratio", "score difference", "latency ratio"]]
         for row in summary.get("comparisons", []):
             head.append([row["reference"], row["ours"], f"{row['size_ratio']:.3f}", f"{row['gzip_ratio']:.3f}",

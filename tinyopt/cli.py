@@ -111,6 +111,11 @@ def variants_table(summary: dict) -> str:
         arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
         rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['score']:.4f}",
                      f"{v['latency_us_p50']:.1f}", f"{v['input_dtype']}/{v['output_dtype']}", arena))  # fmt: skip
+    return aligned(rows)
+
+
+def aligned(rows) -> str:
+    """Rows of strings as columns: the first left-aligned, the others right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -230,12 +235,9 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
     records = [model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params)
                for f in files]  # fmt: skip
-    from tasks.report import _model_rows
+    from tasks.report import model_rows
 
-    rows = _model_rows(records)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(aligned(model_rows(records)))
     if json_out:
         write_json(json_out, records)
 

@@ -7,13 +7,13 @@ SavedModel directories: tfmot's quantize wrappers do not survive a `.keras` or `
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tinyopt.errors import UserError
+from tinyopt.files import atomic_dir
 
 # What tf-keras says when it meets a Keras 3 file: its config keys and class paths.
 KERAS3_MARKS = ("DTypePolicy", "batch_shape", "keras.src.models")
@@ -52,14 +52,8 @@ def save_model(model, path: Path) -> list[Path]:
             model.save(tmp)
             tmp.replace(path)
         return [path]
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_dir(path) as staging:
         model.save(staging, save_format="tf")
-        if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
