@@ -32,6 +32,25 @@ def gate(channel: str, record: dict, profile: str, current: Optional[dict]) -> O
     return None
 
 
+def replaces_production(candidate: dict, production: Optional[dict], profile: str) -> tuple[bool, str]:
+    """Should the new pick `candidate` (a variant record with its sha256) replace what production
+    serves? Only if it fits `profile` and scores strictly better; returns (yes or no, why)."""
+    label = f"{candidate['name']} ({candidate['metric']} {candidate['score']:.4f})"
+    if not candidate["fits"].get(profile, False):
+        return False, f"the new pick {label} does not fit {profile}"
+    if production is None:
+        return True, f"nothing in production yet; {label} fits {profile}"
+    serving = f"production serves {production['model_name']} v{production['version']} ({production['name']}, " \
+              f"{production['metric']} {production['score']:.4f})"  # fmt: skip
+    if production["sha256"] == candidate["sha256"]:
+        return False, f"{serving}: the same model as the new pick"
+    if production["metric"] != candidate["metric"]:
+        return False, f"{serving}: another metric than the new pick's; compare them by hand"
+    if not better(candidate["metric"], candidate["score"], production["score"]):
+        return False, f"{serving}: the new pick {label} is not better"
+    return True, f"the new pick {label} beats what {serving}"
+
+
 def promote(name: str, version: int, channel: str, params: Params, force_reason: Optional[str] = None) -> dict:
     """Publish version `version` of registered model `name` to `channel`; returns what was done."""
     if channel not in params.fleet.channels:

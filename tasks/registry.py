@@ -74,6 +74,18 @@ def model_version(name: str, version: int) -> tuple[dict, dict]:
     return dict(found.tags), json.loads(found.tags["record"])
 
 
+def serving(name: str, alias: str = "production") -> Optional[dict]:
+    """What the alias points at: {'model_name', 'version', 'sha256', **record}, or None when nothing does."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracking.client().get_model_version_by_alias(name, alias)
+    except MlflowException:  # no such registered model, or no version holds the alias
+        return None
+    return {**json.loads(found.tags["record"]), "model_name": name, "version": int(found.version),
+            "sha256": found.tags["sha256"]}  # fmt: skip
+
+
 def download_model(name: str, version: int, into: Path) -> Path:
     """The version's .tflite, fetched from its run's artifacts and checked against the registered hash."""
     import mlflow

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    """Until something listens on 127.0.0.1:port (a server the test started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
 def make_project(root: Path, **overrides) -> Path:
     """A project directory holding params.yaml (small by default) and the DVC files."""
     root.mkdir(parents=True, exist_ok=True)
@@ -100,3 +113,31 @@ def copy_repo(dest: Path) -> Path:
             shutil.copy2(REPO / name, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+BUCKET = "tinyopt-fleet-test"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-compatible HTTP server on loopback, with the fleet bucket created."""
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(credentials)
+    wait_for_port(port)
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> tuple[Path, Path]:
+    from tinyopt.signing import generate_keys
+
+    return generate_keys(tmp_path_factory.mktemp("keys"))

@@ -4,50 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_repo, free_port, full_params, make_project, needs_fashion, run_cli
+from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_fashion, run_cli
 
 pytestmark = [pytest.mark.slow, needs_fashion]
-BUCKET = "tinyopt-fleet-test"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """A real S3-compatible HTTP server on loopback, with the fleet bucket created."""
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(credentials)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> tuple[Path, Path]:
-    from tinyopt.signing import generate_keys
-
-    return generate_keys(tmp_path_factory.mktemp("keys"))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, s3_endpoint) -> Path:
     """A pipeline run on a small slice, with the fleet pointed at the loopback S3 server."""

@@ -39,6 +39,10 @@ def test_digest_changes_with_any_knob():
         ({"data": {"dataset": "npz"}}, "data.path is required when data.dataset is npz"),
         ({"data": {"path": "x.npz"}}, "data.path is only used when data.dataset is one of npz, idx, images"),
         ({"task": {"kind": "regression", "metric": "accuracy"}}, "task.metric accuracy does not score a regression task"),
+        ({"schedule": {"cron": "every night"}}, "schedule.cron: 'every night' is not a cron expression"),
+        ({"schedule": {"timezone": "Mars/Olympus"}}, "schedule.timezone: unknown time zone 'Mars/Olympus'"),
+        ({"schedule": {"objective": "cheapest"}}, "schedule.objective: no objective 'cheapest' (objectives: smallest-ota,"),
+        ({"schedule": {"channel": "beta"}}, "schedule.channel: no channel 'beta' (channels: canary, stable)"),
         ([1, 2], "the top level must be a mapping"),
     ],
 )

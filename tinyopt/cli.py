@@ -352,6 +352,72 @@ def status(params_path: str) -> None:
         click.echo(f"{row['channel']}: {serves}; {row['history']} manifests published")
 
 
+def _prefect_server() -> str:
+    """The Prefect server's API URL; one line when none is configured or it does not answer
+    (deployments and schedules live on a server, not on the ephemeral API `tinyopt run` uses)."""
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    if not api:
+        raise UserError("deployments need a Prefect server: start one (`prefect server start`) and set "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api")  # fmt: skip
+    try:
+        urllib.request.urlopen(api.rstrip("/") + "/health", timeout=5).read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"Prefect server {api} is unreachable ({getattr(exc, 'reason', exc)}); start it, or fix PREFECT_API_URL") from None
+    return api
+
+
+@main.command()
+@params_option
+def serve(params_path: str) -> None:
+    """Serve the `reoptimize` deployments (nightly per schedule.cron, and on demand) from this
+    process: it creates them on the Prefect server and runs their flow runs, until stopped."""
+    from tinyopt import tracking
+    from tinyopt.params import load_params
+
+    load_params(params_path)
+    tracking.check_reachable()
+    api = _prefect_server()
+    _configure_prefect()
+    from prefect import serve as prefect_serve
+
+    from flows.reoptimize import deployments
+
+    made = deployments(params_path)
+    click.echo(f"serving {', '.join('reoptimize/' + d.name for d in made)} on {api} (Ctrl-C stops)")
+    prefect_serve(*made, print_starting_message=False)
+
+
+@main.command()
+@click.option("--pool", required=True, help="a Prefect work pool (created as a process pool if missing)")
+@params_option
+def deploy(pool: str, params_path: str) -> None:
+    """Create the `reoptimize` deployments on a work pool; `prefect worker start --pool POOL` runs them."""
+    from tinyopt.params import load_params
+
+    load_params(params_path)
+    api = _prefect_server()
+    from prefect import deploy as prefect_deploy
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from flows.reoptimize import deployments
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    made = deployments(params_path, for_worker=True)
+    prefect_deploy(*made, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
+    click.echo(f"deployed {', '.join('reoptimize/' + d.name for d in made)} to pool {pool} on {api}")
+
+
 @main.command()
 @click.option("--port", default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)

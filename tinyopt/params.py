@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -333,6 +334,35 @@ class RunnerParams(Section):
     address: Optional[str] = Field(default=None, description="dask: a scheduler to use (tcp://host:8786); null starts a local cluster")
 
 
+class ScheduleParams(Section):
+    """The `reoptimize` deployments (tinyopt serve / tinyopt deploy): when the nightly one runs, whose
+    pick it compares with what the registry's `production` alias serves, and where a better one goes."""
+
+    cron: Optional[str] = Field(default="0 2 * * *", description="the nightly run; null: on-demand only")
+    timezone: str = "UTC"
+    objective: str = Field(default="best-on-nano33ble", description="the objective whose pick may replace production")
+    channel: Optional[str] = Field(
+        default="stable", description="where a better pick is published (through its gate); null: report only, promote nothing"
+    )
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> "ScheduleParams":
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from cronsim import CronSim, CronSimError
+
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, dt.datetime.now())
+            except CronSimError as exc:
+                raise ValueError(f"schedule.cron: {self.cron!r} is not a cron expression ({exc}); e.g. '0 2 * * *'") from None
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"schedule.timezone: unknown time zone {self.timezone!r} (e.g. UTC, Europe/Berlin)") from None
+        return self
+
+
 class TrackingParams(Section):
     experiment: str = Field(default="tinyopt", min_length=1)
 
@@ -353,6 +383,7 @@ class Params(Section):
     benchmark: BenchmarkParams = BenchmarkParams()
     fleet: FleetParams = FleetParams()
     runner: RunnerParams = RunnerParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")
     def _valid_plan(self) -> "Params":
@@ -374,6 +405,10 @@ class Params(Section):
                     f"objectives.{name}.profile: no device profile '{objective.profile}' "
                     f"(profiles: {', '.join(self.devices)})"
                 )
+        if self.schedule.objective not in self.objectives:
+            raise ValueError(f"schedule.objective: no objective '{self.schedule.objective}' (objectives: {', '.join(self.objectives)})")
+        if self.schedule.channel is not None and self.schedule.channel not in self.fleet.channels:
+            raise ValueError(f"schedule.channel: no channel '{self.schedule.channel}' (channels: {', '.join(self.fleet.channels)})")
         return self
 
     def digest(self) -> str:

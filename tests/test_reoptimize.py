@@ -1,0 +1,58 @@
+"""The re-optimization decision and its deployments, without a server (tests/test_schedule.py runs
+them on a real Prefect server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import full_params
+from tasks.promote import replaces_production
+
+PICK = {"name": "qat-int8", "metric": "accuracy", "score": 0.8994, "fits": {"nano33ble": True, "uno": False}, "sha256": "aa"}
+PRODUCTION = {"model_name": "fashion-mnist-nano33ble", "version": 4, "name": "base-int8", "metric": "accuracy",
+              "score": 0.8971, "sha256": "bb"}  # fmt: skip
+
+
+def test_a_better_pick_that_fits_replaces_production():
+    replace, why = replaces_production(PICK, PRODUCTION, "nano33ble")
+    assert replace
+    assert why == ("the new pick qat-int8 (accuracy 0.8994) beats what production serves fashion-mnist-nano33ble v4 "
+                   "(base-int8, accuracy 0.8971)")  # fmt: skip
+    assert replaces_production(PICK, None, "nano33ble") == (True, "nothing in production yet; qat-int8 (accuracy 0.8994) fits nano33ble")
+
+
+def test_production_stays_unless_the_pick_is_strictly_better_and_fits():
+    assert replaces_production(PICK, dict(PRODUCTION, score=0.8994), "nano33ble")[1].endswith("is not better")
+    assert replaces_production(PICK, dict(PRODUCTION, score=0.91), "nano33ble")[0] is False
+    assert replaces_production(PICK, dict(PRODUCTION, sha256="aa"), "nano33ble")[1].endswith("the same model as the new pick")
+    assert replaces_production(PICK, None, "uno") == (False, "the new pick qat-int8 (accuracy 0.8994) does not fit uno")
+    assert not replaces_production(PICK, dict(PRODUCTION, metric="mae"), "nano33ble")[0]  # unlike metrics: a person decides
+    mae = dict(PICK, metric="mae", score=0.20)
+    assert replaces_production(mae, dict(PRODUCTION, metric="mae", score=0.25), "nano33ble")[0]  # lower error is better
+
+
+def write_params(root: Path, **schedule) -> Path:
+    params = full_params(schedule=dict(full_params()["schedule"], **schedule))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root / "params.yaml"
+
+
+def test_deployments_follow_the_schedule_section(tmp_path):
+    from flows.reoptimize import deployments
+
+    path = write_params(tmp_path, cron="30 3 * * 1-5", timezone="Europe/Berlin")
+    on_demand, nightly = deployments(str(path))
+    assert (on_demand.name, on_demand.schedules) == ("on-demand", [])
+    assert nightly.name == "nightly" and len(nightly.schedules) == 1
+    assert (nightly.schedules[0].schedule.cron, nightly.schedules[0].schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
+    for deployment in (on_demand, nightly):
+        assert deployment.entrypoint == "flows.reoptimize.reoptimize"  # importable from any working directory
+        assert deployment.parameters == {"params_path": str(path.resolve())}
+        assert deployment.concurrency_limit == 1
+    (worker_job,) = deployments(str(write_params(tmp_path, cron=None)), for_worker=True)
+    assert worker_job.name == "on-demand" and worker_job.job_variables == {
+        "working_dir": str(tmp_path.resolve()),
+        "env": {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path.resolve() / ".tinyopt" / "prefect-results")},
+    }
