@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the Fashion-MNIST files, and Chromium for the browser test of the MLflow UI.
+# Debian packages: the Fashion-MNIST files; for the tests, Chromium (the MLflow UI in a browser) and
+# PostgreSQL (MLflow's and Prefect's backend, as infra/docker-compose.yml runs them).
 need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || need+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${need[*]}"
@@ -17,7 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "setup: note: missing Debian packages ${need[*]}. Install them with 'sudo apt-get install ${need[*]}'"
     echo "       (Fashion-MNIST can also be downloaded by 'tinyopt fetch' on a machine with internet;"
-    echo "       without chromium the browser test is skipped)."
+    echo "       without chromium or postgresql the browser test or the infra test is skipped)."
   fi
 fi
 

@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -125,9 +126,10 @@ def _forget_if_outputs_changed(store: Any, key: str) -> None:
         if not store.exists(key):
             return
         record = store.read(key).result
-    except Exception:  # an unreadable cache entry is as good as none
-        record = None
-    if isinstance(record, StepRecord) and record.intact():
+    except Exception as exc:  # left to Prefect's own lookup: only a record known to be stale is dropped
+        logging.getLogger("tinyopt.cache").warning("cache entry %s unreadable (%s); leaving it to Prefect", key, exc)
+        return
+    if not isinstance(record, StepRecord) or record.intact():
         return
     for storage in (store.metadata_storage, store.result_storage):
         resolve = getattr(storage, "_resolve_path", None)
