@@ -150,10 +150,10 @@ def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
     assert done["forced"]
     store = FleetStore(env.fleet)
     assert store.get_json(store.manifest_key("tiny"))["manifest"]["forced"]["reason"] == "bench demo board"
-    by_name = {v["name"]: v for v in summary(project)["variants"]}
-    better, worse = sorted(("base-int8", "prune-int8"), key=lambda n: -by_name[n]["score"])
-    if by_name[better]["score"] == by_name[worse]["score"]:
-        pytest.skip("the two variants score the same on this slice")
+    by_score = sorted(summary(project)["variants"], key=lambda v: -v["score"])  # all fit nano33ble
+    better, worse = by_score[0]["name"], by_score[-1]["name"]
+    if by_score[0]["score"] == by_score[-1]["score"]:
+        pytest.skip("every variant scores the same on this slice")
     promote("fashion-mnist-nano33ble", register(project, better), "stable", env)
     with pytest.raises(UserError, match="stable serves fashion-mnist-nano33ble"):
         promote("fashion-mnist-nano33ble", register(project, worse), "stable", env)
