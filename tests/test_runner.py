@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, needs_fashion, run_cli
+from tests.conftest import free_port, make_project, needs_fashion, run_cli, wait_for_port
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 
@@ -23,13 +28,42 @@ def fingerprints(root) -> dict:
     return {v["name"]: (v["score"], hashlib.sha256((root / v["tflite"]).read_bytes()).hexdigest()) for v in summary["variants"]}
 
 
-def test_dask_and_threads_give_identical_variants(tmp_path):
-    results = {}
-    for runner in ({"kind": "threads", "workers": 4}, {"kind": "dask", "workers": 2}):
-        root = make_project(tmp_path / runner["kind"], runner=runner, **SMALL)
+@pytest.fixture(scope="module")
+def on_threads(tmp_path_factory) -> dict:
+    root = make_project(tmp_path_factory.mktemp("threads"), runner={"kind": "threads", "workers": 4}, **SMALL)
+    done = run_cli(["run"], cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return fingerprints(root)
+
+
+def test_a_local_dask_cluster_gives_identical_variants(on_threads, tmp_path):
+    root = make_project(tmp_path, runner={"kind": "dask", "workers": 2}, **SMALL)
+    done = run_cli(["run"], cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on dask" in done.stdout + done.stderr  # the flow says where the stage ran
+    assert fingerprints(root) == on_threads
+    assert set(on_threads) == {"base-float32", "base-int8", "prune-int8", "cluster-int8"}
+
+
+def test_a_dask_scheduler_at_an_address_gives_identical_variants(on_threads, tmp_path):
+    """A cluster the pipeline did not start: `dask scheduler` and a `dask worker` process, which run
+    in the project directory (a shared filesystem, in a real cluster) with its task-result store."""
+    port = free_port()
+    dask = str(Path(sys.executable).parent / "dask")
+    root = make_project(tmp_path / "project", runner={"kind": "dask", "address": f"tcp://127.0.0.1:{port}"}, **SMALL)
+    env = {**os.environ, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(root / ".tinyopt" / "prefect-results")}
+    with (tmp_path / "dask.log").open("w") as log:
+        scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for_port(port)
+        worker = subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+                                  cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
         done = run_cli(["run"], cwd=root)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f"on {runner['kind']}" in done.stdout + done.stderr  # the flow says where the stage ran
-        results[runner["kind"]] = fingerprints(root)
-    assert results["threads"] == results["dask"]
-    assert set(results["dask"]) == {"base-float32", "base-int8", "prune-int8", "cluster-int8"}
+        assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "dask.log").read_text()[-2000:]
+        assert fingerprints(root) == on_threads
+        assert "Task run" in (tmp_path / "dask.log").read_text()  # the tasks ran in the worker process
+    finally:
+        for process in (worker, scheduler):
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
