@@ -29,7 +29,9 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
     summary = optimize.with_options(task_runner=task_runner(params.runner))(params_path=params_path, data=data)
 
     pick = summary["picks"][settings.objective]
-    profile = params.objectives[settings.objective].profile or params.fleet.channels[settings.channel or "stable"].profile
+    # The device the pick must fit: the objective's, else the channel's, else the default profile.
+    channel_profile = params.fleet.channels[settings.channel].profile if settings.channel else "nano33ble"
+    profile = params.objectives[settings.objective].profile or channel_profile
     model_name = f"{summary['dataset']['name']}-{profile}"
     decision = {"run_id": summary["run_id"], "objective": settings.objective, "profile": profile,
                 "model_name": model_name, "pick": pick["variant"], "channel": settings.channel}  # fmt: skip

@@ -80,8 +80,12 @@ def serving(name: str, alias: str = "production") -> Optional[dict]:
 
     try:
         found = tracking.client().get_model_version_by_alias(name, alias)
-    except MlflowException:  # no such registered model, or no version holds the alias
-        return None
+    except MlflowException as exc:
+        # No such registered model, or no version holds the alias. Anything else (a server that does
+        # not answer) must not read as "nothing in production".
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     return {**json.loads(found.tags["record"]), "model_name": name, "version": int(found.version),
             "sha256": found.tags["sha256"]}  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import full_params
@@ -56,3 +57,21 @@ def test_deployments_follow_the_schedule_section(tmp_path):
         "working_dir": str(tmp_path.resolve()),
         "env": {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path.resolve() / ".tinyopt" / "prefect-results")},
     }
+
+
+def test_production_lookup_tells_none_from_an_error(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import serving
+    from tinyopt import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert serving("no-such-model") is None
+    tracking.client().create_registered_model("fashion-mnist-nano33ble")
+    assert serving("fashion-mnist-nano33ble") is None  # a model, but no version holds `production`
+    # A tracking server that does not answer is an error, never "nothing in production" (which would publish).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(MlflowException, match="failed"):
+        serving("fashion-mnist-nano33ble")
