@@ -5,8 +5,6 @@ of Prefect, an S3 HTTP endpoint (moto) for MLflow's artifacts, and the pipeline 
 from __future__ import annotations
 
 import json
-import tempfile
-from fnmatch import fnmatchcase
 import os
 import re
 import shlex
@@ -14,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import full_params
 from tasks.promote import replaces_production
+from tests.conftest import full_params
 
 PICK = {"name": "qat-int8", "metric": "accuracy", "score": 0.8994, "fits": {"nano33ble": True, "uno": False}, "sha256": "aa"}
 PRODUCTION = {"model_name": "fashion-mnist-nano33ble", "version": 4, "name": "base-int8", "metric": "accuracy",
