@@ -35,7 +35,7 @@ from tinyopt import layout, tracking
 from tinyopt.files import write_json
 from tinyopt.lineage import git_commit
 from tinyopt.params import QAT_STEPS, Params, RunnerParams, load_params, with_inputs
-from tinyopt.steps import SkippedRecord
+from tinyopt.steps import SkippedRecord, compute_code_versions
 
 
 def new_run_id() -> str:
@@ -103,6 +103,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
     logger = get_run_logger()
     params = with_inputs(load_params(params_path), model, data)
     run_id = run_id or new_run_id()
+    compute_code_versions()
     commit = git_commit()
 
     dataset = fetch_task(params=params.data, out_root=layout.DATA_ROOT)

@@ -21,6 +21,7 @@ def project(tmp_path_factory) -> Path:
     result = run_cli(["run"], cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (root / "first-run.log").write_text(result.stdout + result.stderr)
+    assert "Error encountered when computing cache key" not in result.stdout + result.stderr  # every step cached
     return root
 
 

@@ -60,6 +60,7 @@ OWN_PACKAGES = ("tinyopt", "tasks", "flows")
 
 
 _CODE_VERSION_LOCK = threading.Lock()  # ast.parse is not thread-safe on CPython 3.11
+_STEP_MODULES: set[str] = set()  # modules of the functions step_task wrapped
 
 
 def code_version(module_name: str) -> str:
@@ -67,6 +68,13 @@ def code_version(module_name: str) -> str:
     any code a step runs invalidates its cache, and a change elsewhere does not."""
     with _CODE_VERSION_LOCK:
         return _code_version(module_name)
+
+
+def compute_code_versions() -> None:
+    """Digest every step module's code now, in the calling thread. The flow calls this before it
+    submits tasks: a cache key that failed in a worker thread would leave that step uncached."""
+    for module_name in sorted(_STEP_MODULES):
+        code_version(module_name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,6 +178,7 @@ def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
             return True
         return False
 
+    _STEP_MODULES.add(fn.__module__)
     options: dict[str, Any] = {"name": fn.__name__.replace("_", "-"), "retries": retries}
     if retries:
         options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
