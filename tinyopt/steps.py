@@ -50,7 +50,10 @@ def _fingerprint(value: Any) -> str:
             return f"dir:{value}:{sha256_tree(value)}"
         return "missing:" + str(value)
     if isinstance(value, BaseModel):
-        return value.model_dump_json()
+        # A params section naming the user's files (data.path, model.path) counts them by content:
+        # new data or a retrained model at the same path must not be served from the cache.
+        named = getattr(value, "path", None)
+        return value.model_dump_json() + (_fingerprint(Path(named)) if isinstance(named, str) else "")
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_fingerprint(v) for v in value) + "]"
     return repr(value)
