@@ -80,7 +80,7 @@ def deployments(params_path: str = "params.yaml", for_worker: bool = False) -> l
     if for_worker:  # a process worker runs it in the project, with the project's task cache (as `tinyopt run` has it)
         common["job_variables"] = {"working_dir": str(params_file.parent), "env": {
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(params_file.parent / layout.PREFECT_STORAGE)}}  # fmt: skip
-    made = [reoptimize.to_deployment(name="on-demand", description="re-optimize now (tinyopt trigger, or Run in the Prefect UI)", **common)]
+    made = [reoptimize.to_deployment(name="on-demand", description="re-optimize now: prefect deployment run reoptimize/on-demand, or Run in the Prefect UI", **common)]
     if params.schedule.cron:
         made.append(reoptimize.to_deployment(
             name="nightly", schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),

@@ -355,19 +355,15 @@ def status(params_path: str) -> None:
 def _prefect_server() -> str:
     """The Prefect server's API URL; one line when none is configured or it does not answer
     (deployments and schedules live on a server, not on the ephemeral API `tinyopt run` uses)."""
-    import urllib.error
-    import urllib.request
-
     from prefect.settings import get_current_settings
+
+    from tinyopt.health import require_healthy
 
     api = get_current_settings().api.url
     if not api:
         raise UserError("deployments need a Prefect server: start one (`prefect server start`) and set "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")  # fmt: skip
-    try:
-        urllib.request.urlopen(api.rstrip("/") + "/health", timeout=5).read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise UserError(f"Prefect server {api} is unreachable ({getattr(exc, 'reason', exc)}); start it, or fix PREFECT_API_URL") from None
+    require_healthy(api, "Prefect server", "start it, or fix PREFECT_API_URL")
     return api
 
 

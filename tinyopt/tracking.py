@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 from tinyopt import layout
-from tinyopt.errors import UserError
+from tinyopt.health import require_healthy
 
 
 def tracking_uri() -> str:
@@ -25,16 +23,8 @@ def check_reachable(uri: Optional[str] = None, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when a remote tracking server does not answer (MLflow itself would
     retry for minutes before giving up)."""
     uri = uri or tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset MLFLOW_TRACKING_URI "
-            "to use the local store"
-        ) from None
+    if uri.startswith(("http://", "https://")):
+        require_healthy(uri, "MLflow tracking server", "start it, or unset MLFLOW_TRACKING_URI to use the local store", timeout)
 
 
 def client():
