@@ -1,0 +1,395 @@
+/* tinyopt's int8 kernels for generated models: plain C99, no heap, no C library.
+ *
+ * The arithmetic is TFLite's integer arithmetic as TensorFlow Lite Micro's reference kernels compute it
+ * (MultiplyByQuantizedMultiplier with two roundings, gemmlowp's fixed-point softmax), so that outputs are
+ * bit-exact with TFLM. The generator folds each layer's input offset into its bias (bias - zp * sum(w))
+ * and pads convolutions with the input zero point, so the inner loops multiply raw int8 values; on cores
+ * with the DSP extension (Cortex-M4/M7/M55) the dot products use SXTB16 + SMLAD, two MACs per instruction.
+ */
+#ifndef TINYOPT_KERNELS_H
+#define TINYOPT_KERNELS_H
+
+#include <stdint.h>
+
+#if defined(__ARM_FEATURE_DSP) && !defined(TINYOPT_PORTABLE)
+#include <arm_acle.h>
+#define TINYOPT_DSP 1
+/* SXTB16 of the word rotated by 8: bytes 1 and 3 as two int16 (one instruction; GCC 12 has no __ror). */
+static inline __attribute__((always_inline)) uint32_t to_sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+#endif
+
+#define TO_INLINE static inline __attribute__((always_inline))
+
+TO_INLINE uint32_t to_load32(const void *p) {
+  uint32_t v;
+  __builtin_memcpy(&v, p, 4); /* one LDR on cores that allow unaligned loads */
+  return v;
+}
+
+/* gemmlowp's SaturatingRoundingDoublingHighMul. */
+TO_INLINE int32_t to_srdhm(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  int64_t ab = (int64_t)a * (int64_t)b;
+  int32_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* gemmlowp's RoundingDivideByPOT: round half away from zero. */
+TO_INLINE int32_t to_rdbpot(int32_t x, int exponent) {
+  int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  int32_t remainder = x & mask;
+  int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLM's MultiplyByQuantizedMultiplier (double rounding). */
+TO_INLINE int32_t to_mbqm(int32_t x, int32_t multiplier, int shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  return to_rdbpot(to_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+/* Requantize an accumulator to int8. When the activation floor is at or above the output zero point
+ * (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is monotonic and MBQM(0) = 0. */
+TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
+                            int32_t act_max) {
+  if (act_min >= out_zp && acc <= 0) return (int8_t)act_min;
+  int32_t v = to_mbqm(acc, multiplier, shift) + out_zp;
+  v = v < act_min ? act_min : v;
+  v = v > act_max ? act_max : v;
+  return (int8_t)v;
+}
+
+/* sum(a[i] * b[i]) over n int8 values, n a multiple of 4. */
+TO_INLINE int32_t to_dot4(const int8_t *a, const int8_t *b, int n, int32_t acc) {
+#ifdef TINYOPT_DSP
+  for (int i = 0; i < n; i += 4) {
+    uint32_t x = to_load32(a + i), y = to_load32(b + i);
+    acc = __smlad(__sxtb16(x), __sxtb16(y), acc);
+    acc = __smlad(to_sxtb16_ror8(x), to_sxtb16_ror8(y), acc);
+  }
+#else
+  for (int i = 0; i < n; i++) acc += (int32_t)a[i] * b[i];
+#endif
+  return acc;
+}
+
+/* Two dot products that share the vector a (two output channels per pass over the input). */
+TO_INLINE void to_dot4x2(const int8_t *a, const int8_t *b0, const int8_t *b1, int n, int32_t *acc0,
+                         int32_t *acc1) {
+#ifdef TINYOPT_DSP
+  int32_t s0 = *acc0, s1 = *acc1;
+  for (int i = 0; i < n; i += 4) {
+    uint32_t x = to_load32(a + i), y0 = to_load32(b0 + i), y1 = to_load32(b1 + i);
+    uint32_t xe = __sxtb16(x), xo = to_sxtb16_ror8(x);
+    s0 = __smlad(xe, __sxtb16(y0), s0);
+    s0 = __smlad(xo, to_sxtb16_ror8(y0), s0);
+    s1 = __smlad(xe, __sxtb16(y1), s1);
+    s1 = __smlad(xo, to_sxtb16_ror8(y1), s1);
+  }
+  *acc0 = s0;
+  *acc1 = s1;
+#else
+  *acc0 = to_dot4(a, b0, n, *acc0);
+  *acc1 = to_dot4(a, b1, n, *acc1);
+#endif
+}
+
+/* Sparse dot product: the generator lists each row's non-zero weights as (index, value) runs. */
+TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint16_t *idx, const int8_t *val, int nnz, int32_t acc) {
+  for (int i = 0; i < nnz; i++) acc += (int32_t)a[idx[i]] * val[i];
+  return acc;
+}
+
+/* Dense layers: out[o] = requant(bias[o] + sum_k in[k] * w[o][k]); rows padded to kp (a multiple of 4). */
+TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32_t *bias, int kp, int outs,
+                                  const int32_t *mult, const int8_t *shift, int per_channel, int32_t out_zp,
+                                  int32_t act_min, int32_t act_max, int8_t *out) {
+  int o = 0;
+  for (; o + 1 < outs; o += 2) {
+    int32_t a0 = bias[o], a1 = bias[o + 1];
+    to_dot4x2(in, w + o * kp, w + (o + 1) * kp, kp, &a0, &a1);
+    int c0 = per_channel ? o : 0, c1 = per_channel ? o + 1 : 0;
+    out[o] = to_requant(a0, mult[c0], shift[c0], out_zp, act_min, act_max);
+    out[o + 1] = to_requant(a1, mult[c1], shift[c1], out_zp, act_min, act_max);
+  }
+  for (; o < outs; o++) {
+    int c = per_channel ? o : 0;
+    out[o] = to_requant(to_dot4(in, w + o * kp, kp, bias[o]), mult[c], shift[c], out_zp, act_min, act_max);
+  }
+}
+
+TO_INLINE void to_fully_connected_sparse(const int8_t *in, const uint16_t *row_start, const uint16_t *idx,
+                                         const int8_t *val, const int32_t *bias, int outs, const int32_t *mult,
+                                         const int8_t *shift, int per_channel, int32_t out_zp, int32_t act_min,
+                                         int32_t act_max, int8_t *out) {
+  for (int o = 0; o < outs; o++) {
+    int c = per_channel ? o : 0, s = row_start[o];
+    int32_t acc = to_dot_sparse(in, idx + s, val + s, row_start[o + 1] - s, bias[o]);
+    out[o] = to_requant(acc, mult[c], shift[c], out_zp, act_min, act_max);
+  }
+}
+
+/* Convolution geometry (NHWC, batch 1). */
+typedef struct {
+  int ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, dh, dw, ph, pw;
+} to_geom;
+
+/* Gather one output pixel's receptive field (kh * kw * ic values, padded with pad to kp). */
+TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int8_t pad, int kp, int8_t *col) {
+  int8_t *c = col;
+  for (int ky = 0; ky < g->kh; ky++) {
+    int iy = oy * g->sh - g->ph + ky * g->dh;
+    for (int kx = 0; kx < g->kw; kx++) {
+      int ix = ox * g->sw - g->pw + kx * g->dw;
+      if (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) {
+        const int8_t *p = in + (iy * g->iw + ix) * g->ic;
+        for (int i = 0; i < g->ic; i++) *c++ = p[i];
+      } else {
+        for (int i = 0; i < g->ic; i++) *c++ = pad;
+      }
+    }
+  }
+  while (c < col + kp) *c++ = 0;
+}
+
+/* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col per pixel, then one dot product per
+ * output channel; weights are [oc][kp]. */
+TO_INLINE void to_conv(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
+                       int8_t pad, const int32_t *mult, const int8_t *shift, int32_t out_zp, int32_t act_min,
+                       int32_t act_max, int8_t *col, int8_t *out) {
+  for (int oy = 0; oy < g->oh; oy++) {
+    for (int ox = 0; ox < g->ow; ox++) {
+      to_im2col(in, g, oy, ox, pad, kp, col);
+      int8_t *o = out + (oy * g->ow + ox) * g->oc;
+      int c = 0;
+      for (; c + 1 < g->oc; c += 2) {
+        int32_t a0 = bias[c], a1 = bias[c + 1];
+        to_dot4x2(col, w + c * kp, w + (c + 1) * kp, kp, &a0, &a1);
+        o[c] = to_requant(a0, mult[c], shift[c], out_zp, act_min, act_max);
+        o[c + 1] = to_requant(a1, mult[c + 1], shift[c + 1], out_zp, act_min, act_max);
+      }
+      for (; c < g->oc; c++)
+        o[c] = to_requant(to_dot4(col, w + c * kp, kp, bias[c]), mult[c], shift[c], out_zp, act_min, act_max);
+    }
+  }
+}
+
+/* DEPTHWISE_CONV_2D, general case: output channel c reads input channel c / depth_multiplier; weights are
+ * [kh][kw][oc] as in the .tflite. Out-of-bounds taps use the input zero point (folded into the bias). */
+TO_INLINE void to_depthwise(const int8_t *in, const to_geom *g, int depth_multiplier, const int8_t *w,
+                            const int32_t *bias, int8_t pad, const int32_t *mult, const int8_t *shift,
+                            int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+  for (int oy = 0; oy < g->oh; oy++) {
+    for (int ox = 0; ox < g->ow; ox++) {
+      int8_t *o = out + (oy * g->ow + ox) * g->oc;
+      for (int c = 0; c < g->oc; c++) {
+        int32_t acc = bias[c];
+        int ci = c / depth_multiplier;
+        for (int ky = 0; ky < g->kh; ky++) {
+          int iy = oy * g->sh - g->ph + ky * g->dh;
+          for (int kx = 0; kx < g->kw; kx++) {
+            int ix = ox * g->sw - g->pw + kx * g->dw;
+            int32_t x = (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) ? in[(iy * g->iw + ix) * g->ic + ci] : pad;
+            acc += x * w[(ky * g->kw + kx) * g->oc + c];
+          }
+        }
+        o[c] = to_requant(acc, mult[c], shift[c], out_zp, act_min, act_max);
+      }
+    }
+  }
+}
+
+/* MAX_POOL_2D / AVERAGE_POOL_2D over valid taps only, as TFLM's reference kernels. */
+TO_INLINE void to_pool(const int8_t *in, const to_geom *g, int average, int32_t act_min, int32_t act_max,
+                       int8_t *out) {
+  for (int oy = 0; oy < g->oh; oy++) {
+    int y0 = oy * g->sh - g->ph, ky0 = y0 < 0 ? -y0 : 0, ky1 = g->ih - y0 < g->kh ? g->ih - y0 : g->kh;
+    for (int ox = 0; ox < g->ow; ox++) {
+      int x0 = ox * g->sw - g->pw, kx0 = x0 < 0 ? -x0 : 0, kx1 = g->iw - x0 < g->kw ? g->iw - x0 : g->kw;
+      for (int c = 0; c < g->ic; c++) {
+        int32_t acc = average ? 0 : -128, count = 0;
+        for (int ky = ky0; ky < ky1; ky++) {
+          const int8_t *row = in + ((y0 + ky) * g->iw + x0) * g->ic + c;
+          for (int kx = kx0; kx < kx1; kx++) {
+            int32_t v = row[kx * g->ic];
+            if (average) acc += v;
+            else if (v > acc) acc = v;
+            count++;
+          }
+        }
+        if (average && count) acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+        acc = acc < act_min ? act_min : acc;
+        acc = acc > act_max ? act_max : acc;
+        out[(oy * g->ow + ox) * g->ic + c] = (int8_t)acc;
+      }
+    }
+  }
+}
+
+/* ADD of two same-shape int8 tensors (TFLM's AddElementwise, left shift 20). */
+TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
+                      int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
+                      int32_t act_min, int32_t act_max, int8_t *out) {
+  for (int i = 0; i < n; i++) {
+    int32_t x = to_mbqm((a[i] + a_off) * (1 << 20), a_mult, a_shift);
+    int32_t y = to_mbqm((b[i] + b_off) * (1 << 20), b_mult, b_shift);
+    int32_t v = to_mbqm(x + y, out_mult, out_shift) + out_zp;
+    v = v < act_min ? act_min : v;
+    v = v > act_max ? act_max : v;
+    out[i] = (int8_t)v;
+  }
+}
+
+/* Round half away from zero without a C library (TfLiteRound). */
+TO_INLINE double to_round(double d) {
+  double t = (double)(int64_t)d, diff = d - t;
+  if (diff >= 0.5) t += 1.0;
+  if (diff <= -0.5) t -= 1.0;
+  return t;
+}
+
+TO_INLINE float to_roundf(float f) {
+  float t = (float)(int32_t)f, diff = f - t;
+  if (diff >= 0.5f) t += 1.0f;
+  if (diff <= -0.5f) t -= 1.0f;
+  return t;
+}
+
+/* QUANTIZE float -> int8 (TFLM's AffineQuantize: round(x / scale) in double, plus the zero point).
+ * A float estimate decides every value whose quotient is not within 1e-3 of a rounding tie; only those
+ * near a tie pay for the exact double division (soft-float on single-precision FPUs). */
+TO_INLINE void to_quantize(const float *in, int n, double scale, float inv_scale, int32_t zp, int8_t *out) {
+  for (int i = 0; i < n; i++) {
+    float f = in[i] * inv_scale;
+    int32_t q;
+    if (f > 400.0f) q = 127 - zp + 1;
+    else if (f < -400.0f) q = -128 - zp - 1;
+    else {
+      float t = (float)(int32_t)f, frac = f - t;
+      frac = frac < 0 ? -frac : frac;
+      if (frac > 0.501f || frac < 0.499f) q = (int32_t)to_roundf(f);
+      else q = (int32_t)to_round((double)in[i] / scale);
+    }
+    q += zp;
+    q = q < -128 ? -128 : q;
+    q = q > 127 ? 127 : q;
+    out[i] = (int8_t)q;
+  }
+}
+
+/* DEQUANTIZE int8 -> float: scale * (q - zp) is exact in float for 8-bit q, as TFLM's double product. */
+TO_INLINE void to_dequantize(const int8_t *in, int n, float scale, int32_t zp, float *out) {
+  for (int i = 0; i < n; i++) out[i] = scale * (float)(in[i] - zp);
+}
+
+/* gemmlowp fixed point, as TFLite's int8 softmax uses it. */
+TO_INLINE int32_t to_rounding_half_sum(int32_t a, int32_t b) {
+  int64_t sum = (int64_t)a + b;
+  int64_t sign = sum >= 0 ? 1 : -1;
+  return (int32_t)((sum + sign) / 2);
+}
+
+TO_INLINE int32_t to_sat_shift_left(int32_t x, int exponent) {
+  int32_t threshold = (int32_t)((1u << (31 - exponent)) - 1);
+  if (x > threshold) return INT32_MAX;
+  if (x < -threshold) return INT32_MIN;
+  return (int32_t)((uint32_t)x << exponent);
+}
+
+/* exp(x) for x in [-1/4, 0) in Q0.31. */
+TO_INLINE int32_t to_exp_quarter(int32_t a) {
+  const int32_t constant_term = 1895147668, one_third = 715827883;
+  int32_t x = a + (1 << 28);
+  int32_t x2 = to_srdhm(x, x), x3 = to_srdhm(x2, x), x4 = to_srdhm(x2, x2);
+  int32_t x4_over_4 = to_rdbpot(x4, 2);
+  int32_t poly = to_rdbpot(to_srdhm(x4_over_4 + x3, one_third) + x2, 1);
+  return constant_term + to_srdhm(constant_term, x + poly);
+}
+
+/* gemmlowp's exp_on_negative_values for a Q5.26 input, result in Q0.31. */
+TO_INLINE int32_t to_exp_on_negative(int32_t a) {
+  const int32_t quarter = 1 << 24, mask = quarter - 1;
+  int32_t a_mod = (a & mask) - quarter;
+  int32_t result = to_exp_quarter(to_sat_shift_left(a_mod, 5));
+  int32_t remainder = a_mod - a;
+  static const int32_t multipliers[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+  for (int k = 0; k < 7; k++) /* the barrel shifter: exp(-2^e) for e = -2..+4 */
+    if (remainder & (1 << (24 + k))) result = to_srdhm(result, multipliers[k]);
+  return a == 0 ? INT32_MAX : result;
+}
+
+/* 1 / (1 + x) for x in [0, 1), Q0.31 in and out (Newton-Raphson, three steps). */
+TO_INLINE int32_t to_one_over_one_plus_x(int32_t a) {
+  int32_t half_denominator = to_rounding_half_sum(a, INT32_MAX);
+  int32_t x = 1515870810 + to_srdhm(half_denominator, -1010580540);
+  for (int i = 0; i < 3; i++) {
+    int32_t one_minus = (1 << 29) - to_srdhm(half_denominator, x);
+    x = x + to_sat_shift_left(to_srdhm(x, one_minus), 2);
+  }
+  return to_sat_shift_left(x, 1);
+}
+
+/* SOFTMAX int8 -> int8 (TFLM's reference: gemmlowp fixed point, 5 integer bits for differences). */
+TO_INLINE void to_softmax(const int8_t *in, int outer, int depth, int32_t input_multiplier, int input_left_shift,
+                          int32_t diff_min, int8_t *out) {
+  for (int i = 0; i < outer; i++) {
+    const int8_t *x = in + i * depth;
+    int8_t *y = out + i * depth;
+    int32_t max_in_row = -128;
+    for (int c = 0; c < depth; c++) max_in_row = x[c] > max_in_row ? x[c] : max_in_row;
+    int32_t sum_of_exps = 0; /* Q12.19 */
+    for (int c = 0; c < depth; c++) {
+      int32_t diff = x[c] - max_in_row;
+      if (diff >= diff_min) {
+        int32_t scaled = to_srdhm((int32_t)((uint32_t)diff << input_left_shift), input_multiplier);
+        sum_of_exps += to_rdbpot(to_exp_on_negative(scaled), 12);
+      }
+    }
+    int headroom_plus_one = __builtin_clz((uint32_t)sum_of_exps);
+    int num_bits_over_unit = 12 - headroom_plus_one;
+    int32_t shifted_sum_minus_one = (int32_t)(((uint32_t)sum_of_exps << headroom_plus_one) - (1u << 31));
+    int32_t shifted_scale = to_one_over_one_plus_x(shifted_sum_minus_one);
+    for (int c = 0; c < depth; c++) {
+      int32_t diff = x[c] - max_in_row;
+      if (diff >= diff_min) {
+        int32_t scaled = to_srdhm((int32_t)((uint32_t)diff << input_left_shift), input_multiplier);
+        int32_t e = to_exp_on_negative(scaled);
+        int32_t v = to_rdbpot(to_srdhm(shifted_scale, e), num_bits_over_unit + 31 - 8) - 128;
+        y[c] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+      } else {
+        y[c] = -128;
+      }
+    }
+  }
+}
+
+/* MEAN over the inner axes of [outer][n][depth] (TFLM's QuantizedMeanOrSum: float rescale). */
+TO_INLINE void to_mean(const int8_t *in, int outer, int n, int depth, int32_t in_zp, float scale, int32_t out_zp,
+                       int32_t *sum, int8_t *out) {
+  const float bias = (float)(-in_zp) * scale;
+  for (int o = 0; o < outer; o++) {
+    for (int c = 0; c < depth; c++) sum[c] = 0;
+    for (int k = 0; k < n; k++)
+      for (int c = 0; c < depth; c++) sum[c] += in[(o * n + k) * depth + c];
+    for (int c = 0; c < depth; c++) {
+      float mean = (float)sum[c] / (float)n;
+      float r = to_roundf(mean * scale + bias) + (float)out_zp;
+      r = r > 127.0f ? 127.0f : r;
+      r = r < -128.0f ? -128.0f : r;
+      out[o * depth + c] = (int8_t)r;
+    }
+  }
+}
+
+TO_INLINE void to_copy(const void *src, int n, void *dst) {
+  const uint8_t *s = (const uint8_t *)src;
+  uint8_t *d = (uint8_t *)dst;
+  if (s != d)
+    for (int i = 0; i < n; i++) d[i] = s[i];
+}
+
+#endif
