@@ -443,14 +443,14 @@ def _emit_mean(em: _Emitter, op: Op) -> None:
     axes = sorted(int(a) % len(inp.shape) for a in axis.data.reshape(-1))
     rank = len(inp.shape)
     inner = list(range(1, rank - 1))
-    if inp.shape[0] != 1 or axes != inner or (op.options and op.options.keepDims and rank == 4):
-        raise NotApplicable("the MCU code generator handles MEAN over the spatial axes without keep_dims only")
-    if inp.zero_point == out.zero_point and float(inp.scales[0]) == float(out.scales[0]):
-        raise NotApplicable("the MCU code generator does not handle MEAN with equal input and output quantization")
+    if inp.shape[0] != 1 or axes != inner:
+        raise NotApplicable("the MCU code generator handles MEAN over the inner (spatial) axes only")
     depth = inp.shape[-1]
     n = inp.size // depth
-    scale = np.float32(inp.scales[0]) / np.float32(out.scales[0])
-    em.body.append(f"  to_mean({em.ptr(op.inputs[0])}, 1, {n}, {depth}, {inp.zero_point}, {c_float(scale)}, "
+    mult, shift = quantize_multiplier(float(inp.scales[0]) / float(out.scales[0]))
+    fold = min(n.bit_length() - 1, 32, 31 + shift)  # TFLM folds 1/n into the multiplier this way
+    mult, shift = (mult << fold) // n, shift - fold
+    em.body.append(f"  to_mean({em.ptr(op.inputs[0])}, 1, {n}, {depth}, {inp.zero_point}, {mult}, {shift}, "
                    f"{out.zero_point}, (int32_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
                    f"{em.ptr(op.outputs[0])});")  # fmt: skip
 

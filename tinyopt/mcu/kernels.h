@@ -367,20 +367,17 @@ TO_INLINE void to_softmax(const int8_t *in, int outer, int depth, int32_t input_
   }
 }
 
-/* MEAN over the inner axes of [outer][n][depth] (TFLM's QuantizedMeanOrSum: float rescale). */
-TO_INLINE void to_mean(const int8_t *in, int outer, int n, int depth, int32_t in_zp, float scale, int32_t out_zp,
-                       int32_t *sum, int8_t *out) {
-  const float bias = (float)(-in_zp) * scale;
+/* MEAN over the inner axes of [outer][n][depth] (TFLM's QuantizedMeanOrSumExtraArgs: the 1/n is folded into
+ * the output multiplier by the generator). */
+TO_INLINE void to_mean(const int8_t *in, int outer, int n, int depth, int32_t in_zp, int32_t mult, int shift,
+                       int32_t out_zp, int32_t *sum, int8_t *out) {
   for (int o = 0; o < outer; o++) {
     for (int c = 0; c < depth; c++) sum[c] = 0;
     for (int k = 0; k < n; k++)
       for (int c = 0; c < depth; c++) sum[c] += in[(o * n + k) * depth + c];
     for (int c = 0; c < depth; c++) {
-      float mean = (float)sum[c] / (float)n;
-      float r = to_roundf(mean * scale + bias) + (float)out_zp;
-      r = r > 127.0f ? 127.0f : r;
-      r = r < -128.0f ? -128.0f : r;
-      out[o * depth + c] = (int8_t)r;
+      int32_t v = to_mbqm(sum[c] - in_zp * n, mult, shift) + out_zp;
+      out[o * depth + c] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
     }
   }
 }
