@@ -23,6 +23,7 @@ from tinyopt.mcu.graph import Graph, Op, Tensor, load_graph
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
                  "EXPAND_DIMS", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "ADD", "MEAN")  # fmt: skip
 ALIAS_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")  # same bytes, new shape: no code, shared storage
+WIDE_WEIGHTS_MAX = 2048  # convolutions with at most this many weights store them as int16 (see to_conv16)
 SPARSE_DENSITY = 0.3  # below this share of non-zero weights, (index, value) lists beat dense rows
 ALIGN = 8
 
@@ -240,7 +241,7 @@ def _scratch_bytes(em: _Emitter, op: Op) -> int:
     if op.kind == "CONV_2D" or (op.kind == "DEPTHWISE_CONV_2D" and em.t(op.inputs[0]).shape[-1] == 1):
         w = em.t(op.inputs[1])
         k = int(np.prod(w.shape[1:])) if op.kind == "CONV_2D" else int(np.prod(w.shape[1:3]))
-        return _round4(k)
+        return 2 * _round4(k)  # int8 columns, or int16 ones for convolutions with few weights
     if op.kind == "MEAN":
         return 4 * em.t(op.inputs[0]).shape[-1]
     return 0
@@ -325,6 +326,16 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
         em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
         return
     k = weights.shape[1]
+    if weights.size <= WIDE_WEIGHTS_MAX:
+        kp = k + (k % 2)
+        wide = np.zeros((oc, kp), dtype=np.int16)
+        wide[:, :k] = weights
+        em.consts.append(c_array("int16_t", wn, wide))
+        em.body.append(f"    to_conv16({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
+                       f"{act_min}, {act_max}, (int16_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
+                       f"{em.ptr(op.outputs[0])}); }}")  # fmt: skip
+        em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
+        return
     kp = _round4(k)
     padded = np.zeros((oc, kp), dtype=np.int8)
     padded[:, :k] = weights

@@ -52,12 +52,17 @@ TO_INLINE int32_t to_mbqm(int32_t x, int32_t multiplier, int shift) {
   return to_rdbpot(to_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
-/* Requantize an accumulator to int8. When the activation floor is at or above the output zero point
- * (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is monotonic and MBQM(0) = 0. */
+/* Requantize an accumulator to int8: TFLM's MBQM, in fewer instructions. Multipliers are positive, so
+ * SRDHM's one saturating case (both operands INT32_MIN) cannot occur, and its truncating division of
+ * ab + nudge by 2^31 equals an arithmetic shift of ab + 2^30 for either sign. When the activation floor is at
+ * or above the output zero point (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is
+ * monotonic and MBQM(0) = 0. */
 TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
                             int32_t act_max) {
   if (act_min >= out_zp && acc <= 0) return (int8_t)act_min;
-  int32_t v = to_mbqm(acc, multiplier, shift) + out_zp;
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  int32_t x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
+  int32_t v = to_rdbpot(x, right) + out_zp;
   v = v < act_min ? act_min : v;
   v = v > act_max ? act_max : v;
   return (int8_t)v;
@@ -141,15 +146,25 @@ typedef struct {
 /* Gather one output pixel's receptive field (kh * kw * ic values, padded with pad to kp). */
 TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int8_t pad, int kp, int8_t *col) {
   int8_t *c = col;
-  for (int ky = 0; ky < g->kh; ky++) {
-    int iy = oy * g->sh - g->ph + ky * g->dh;
-    for (int kx = 0; kx < g->kw; kx++) {
-      int ix = ox * g->sw - g->pw + kx * g->dw;
-      if (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) {
-        const int8_t *p = in + (iy * g->iw + ix) * g->ic;
-        for (int i = 0; i < g->ic; i++) *c++ = p[i];
-      } else {
-        for (int i = 0; i < g->ic; i++) *c++ = pad;
+  int y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw;
+  if (y0 >= 0 && x0 >= 0 && y0 + (g->kh - 1) * g->dh < g->ih && x0 + (g->kw - 1) * g->dw < g->iw) {
+    /* the whole window is inside the input: no bounds checks */
+    for (int ky = 0; ky < g->kh; ky++) {
+      const int8_t *row = in + ((y0 + ky * g->dh) * g->iw + x0) * g->ic;
+      for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic)
+        for (int i = 0; i < g->ic; i++) *c++ = row[i];
+    }
+  } else {
+    for (int ky = 0; ky < g->kh; ky++) {
+      int iy = y0 + ky * g->dh;
+      for (int kx = 0; kx < g->kw; kx++) {
+        int ix = x0 + kx * g->dw;
+        if (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) {
+          const int8_t *p = in + (iy * g->iw + ix) * g->ic;
+          for (int i = 0; i < g->ic; i++) *c++ = p[i];
+        } else {
+          for (int i = 0; i < g->ic; i++) *c++ = pad;
+        }
       }
     }
   }
@@ -174,6 +189,42 @@ TO_INLINE void to_conv(const int8_t *in, const to_geom *g, const int8_t *w, cons
       }
       for (; c < g->oc; c++)
         o[c] = to_requant(to_dot4(col, w + c * kp, kp, bias[c]), mult[c], shift[c], out_zp, act_min, act_max);
+    }
+  }
+}
+
+/* Convolutions with few weights (a first layer: one input channel, a 3x3 kernel): the generator stores the
+ * weights widened to int16 (a few hundred bytes more flash), and the receptive field is gathered as int16
+ * once per pixel, so each SMLAD takes two MACs straight from two loads, with no unpacking. */
+TO_INLINE int32_t to_dot16(const int16_t *a, const int16_t *b, int n, int32_t acc) {
+#ifdef TINYOPT_DSP
+#pragma GCC unroll 16
+  for (int i = 0; i < n; i += 2) acc = __smlad(to_load32(a + i), to_load32(b + i), acc);
+#else
+  for (int i = 0; i < n; i++) acc += (int32_t)a[i] * b[i];
+#endif
+  return acc;
+}
+
+TO_INLINE void to_conv16(const int8_t *in, const to_geom *g, const int16_t *w, const int32_t *bias, int kp,
+                         int8_t pad, const int32_t *mult, const int8_t *shift, int32_t out_zp, int32_t act_min,
+                         int32_t act_max, int16_t *col, int8_t *out) {
+  for (int oy = 0; oy < g->oh; oy++) {
+    for (int ox = 0; ox < g->ow; ox++) {
+      int16_t *c = col;
+      for (int ky = 0; ky < g->kh; ky++) {
+        int iy = oy * g->sh - g->ph + ky * g->dh;
+        for (int kx = 0; kx < g->kw; kx++) {
+          int ix = ox * g->sw - g->pw + kx * g->dw;
+          int inside = iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw;
+          const int8_t *p = in + (iy * g->iw + ix) * g->ic;
+          for (int i = 0; i < g->ic; i++) *c++ = inside ? p[i] : pad;
+        }
+      }
+      while (c < col + kp) *c++ = 0;
+      int8_t *o = out + (oy * g->ow + ox) * g->oc;
+      for (int ch = 0; ch < g->oc; ch++)
+        o[ch] = to_requant(to_dot16(col, w + ch * kp, kp, bias[ch]), mult[ch], shift[ch], out_zp, act_min, act_max);
     }
   }
 }
