@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from prefect import flow, task
 
 from tasks import promote as promotion
+from tinyopt.errors import UserError
 from tinyopt.params import load_params
+
+
+def not_a_user_error(task, task_run, state) -> bool:
+    """Retry what may be transient; a user's mistake fails the same way twice."""
+    return not isinstance(getattr(state, "data", None), UserError)
 
 
 @flow(name="promote")
@@ -16,5 +23,7 @@ def promote(model: str, version: int, channel: str, params_path: str = "params.y
             force_reason: Optional[str] = None) -> dict:  # fmt: skip
     params = load_params(params_path)
     # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
-    publish = task(name="publish", retries=1, retry_delay_seconds=5)(promotion.promote)
-    return publish(model, version, channel, params, force_reason)
+    publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=not_a_user_error)(
+        promotion.promote
+    )
+    return publish(model, version, channel, params, force_reason, Path(params_path).resolve().parent)

@@ -1,25 +1,32 @@
-"""Promotion: publish a registered model version to a fleet channel, safely.
+"""Promotion: publish a registered model version to a fleet channel, safely; roll back; what a device checks.
 
 Order of writes: the model object (content-addressed, then read back and checked), then the signed
-manifest into the channel's history, then the channel's current manifest. A failure anywhere leaves
-the previous manifest in place and valid; running the same promotion again is a no-op.
+manifest into the channel's history (history/<sequence>.json), then the channel's current manifest,
+then the registry alias. A failure anywhere leaves the previous manifest in place and valid; running
+the same promotion again completes it (and moves the alias), then changes nothing.
+
+The signer trusts nothing in the bucket it has not verified with the public half of its own key: the
+next sequence number is one more than the highest verified one in the history (or current), the
+gate's score and a manifest's `previous` come only from a verified manifest. See tinyopt.manifest for
+what a device checks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from tasks.registry import download_model, model_version
-from tinyopt import signing, tracking
+from tasks.registry import download_model, model_version, move_alias
+from tinyopt import manifest as manifests
+from tinyopt import signing
 from tinyopt.errors import UserError
 from tinyopt.fleet import FleetStore
+from tinyopt.files import write_bytes
 from tinyopt.metrics import better
-from tinyopt.params import Params
+from tinyopt.params import Params, check_name
 
 
 def gate(channel: str, record: dict, profile: str, current: Optional[dict]) -> Optional[str]:
@@ -51,19 +58,101 @@ def replaces_production(candidate: dict, production: Optional[dict], profile: st
     return True, f"the new pick {label} beats what {serving}"
 
 
-def promote(name: str, version: int, channel: str, params: Params, force_reason: Optional[str] = None) -> dict:
-    """Publish version `version` of registered model `name` to `channel`; returns what was done."""
+def trusted(store: FleetStore, key: str, channel: str, public_key, sequence: Optional[int] = None) -> Optional[dict]:
+    """The manifest stored at `key` if it verifies, is schema 2, is for `channel` (and has `sequence`,
+    when given); None for anything else (missing, tampered, foreign)."""
+    body = store.get(key)
+    if body is None:
+        return None
+    try:
+        found, _ = signing.open_envelope(body, public_key)
+        manifests.check_fields(found)
+    except UserError:
+        return None
+    ok = found["channel"] == channel and (sequence is None or found["sequence"] == sequence)
+    return found if ok else None
+
+
+def latest_signed(store: FleetStore, channel: str, public_key) -> Optional[dict]:
+    """The highest-numbered history entry that verifies and carries its file's number as its sequence
+    (an entry copied under another number does not count)."""
+    for key in reversed(store.history(channel)):
+        stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+        found = trusted(store, key, channel, public_key, int(stem)) if stem.isdigit() else None
+        if found:
+            return found
+    return None
+
+
+def channel_state(store: FleetStore, channel: str, public_key) -> dict:
+    """What the signer may believe about a channel: the current manifest if it verifies, the latest
+    verified history entry, and the next sequence number."""
+    current = trusted(store, store.manifest_key(channel), channel, public_key)
+    latest = latest_signed(store, channel, public_key)
+    highest = max([m["sequence"] for m in (current, latest) if m] or [0])
+    if current and latest and latest["sequence"] > current["sequence"]:
+        # A later entry that did not replace this one means this one is an old manifest copied back;
+        # one that did is an interrupted promote's (it never became current), and this one stands.
+        if (latest.get("replaces") or {}).get("sequence") != current["sequence"]:
+            current = None
+    return {"current": current, "latest": latest, "next": highest + 1,
+            "tampered": current is None and store.exists(store.manifest_key(channel))}  # fmt: skip
+
+
+def publish(store: FleetStore, channel: str, manifest: dict, private_key) -> None:
+    """History entry first, then current: a failure between the two leaves the old current valid."""
+    body = signing.sign(manifest, private_key)
+    store.put(store.key("channels", channel, "history", f"{manifest['sequence']:06d}.json"), body, "application/json")
+    store.put(store.manifest_key(channel), body, "application/json")
+
+
+def stamp(channel: str, sequence: int, params: Params, private_key) -> dict:
+    """The signed fields every new manifest starts with: schema, channel, sequence, creation, expiry, key id."""
+    created = manifests.now()
+    expiry = created + dt.timedelta(days=params.fleet.ttl_days(channel))
+    return {"schema": manifests.SCHEMA, "channel": channel, "sequence": sequence,
+            "created": manifests.timestamp(created), "expires": manifests.timestamp(expiry),
+            "key_id": signing.public_key_id(private_key.public_key())}  # fmt: skip
+
+
+def alias_for(channel: str) -> str:
+    return "production" if channel == "stable" else channel
+
+
+def _fresh(current: dict, params: Params) -> bool:
+    """More than half of the channel's time to live left: no need to re-sign yet."""
+    left = manifests.expires(current) - manifests.now()
+    return left > dt.timedelta(days=params.fleet.ttl_days(current["channel"])) / 2
+
+
+def promote(name: str, version: int, channel: str, params: Params, force_reason: Optional[str] = None,
+            project: Optional[Path] = None) -> dict:  # fmt: skip
+    """Publish version `version` of registered model `name` to `channel`; returns what was done.
+    Promoting what the channel serves again re-signs it when its manifest is tampered with, is not the
+    latest signed one, or has less than half its time to live left; otherwise it only makes sure the
+    registry alias points at it ("unchanged")."""
+    check_name("model", name)
     if channel not in params.fleet.channels:
         raise UserError(f"no channel '{channel}' (channels: {', '.join(params.fleet.channels)}; see fleet.channels)")
     settings = params.fleet.channels[channel]
     tags, record = model_version(name, version)
-    signing.load_private_key()  # a missing signing key fails before anything is written
+    private_key = signing.load_private_key(project)  # a missing signing key fails before anything is written
     store = FleetStore(params.fleet)
-    current_document = store.get_json(store.manifest_key(channel))
-    current = current_document["manifest"] if current_document else None
-    if current and current["sha256"] == tags["sha256"] and current["version"] == version and current["model_name"] == name:
-        return {"status": "unchanged", "channel": channel, "version": version, "sha256": tags["sha256"]}
-    refusal = gate(channel, record, settings.profile, current) if settings.gated else None
+    state = channel_state(store, channel, private_key.public_key())
+    current = state["current"]
+    # What the channel is known to serve: its current manifest if genuine, else the last one we signed.
+    known = current or state["latest"]
+    same = current and (current["model_name"], current["version"], current["sha256"]) == (name, version, tags["sha256"])
+    if same and current["sequence"] == state["next"] - 1 and _fresh(current, params):
+        moved = move_alias(name, version, alias_for(channel), channel, None)
+        return {"status": "alias moved" if moved else "unchanged", "channel": channel, "version": version,
+                "sha256": tags["sha256"], "sequence": current["sequence"]}  # fmt: skip
+    refusal = None
+    if settings.gated:
+        if state["tampered"] and known is None:
+            refusal = "its current manifest does not verify and no signed history does: nothing to compare with"
+        else:
+            refusal = gate(channel, record, settings.profile, known)
     if refusal and not force_reason:
         raise UserError(f"{channel} refuses {name} v{version}: {refusal}; to override, pass --force --reason '...'")
 
@@ -76,78 +165,106 @@ def promote(name: str, version: int, channel: str, params: Params, force_reason:
     if hashlib.sha256(store.get(model_key) or b"").hexdigest() != sha:  # read back: never point at a bad object
         raise UserError(f"s3://{store.bucket}/{model_key}: the uploaded model does not match its sha256; nothing was published")
 
+    # Re-signing the model already served keeps its predecessor, so a rollback still goes back past it.
+    previous = (known or {}).get("previous") if known and known["sha256"] == sha else manifests.summary(known)
     manifest = {
-        "schema": 1, "channel": channel, "model_name": name, "version": version, "sha256": sha, "size": len(blob),
+        **stamp(channel, state["next"], params, private_key),
+        "model_name": name, "version": version, "sha256": sha, "size": len(blob),
         "model_key": model_key, "metric": record["metric"], "score": record["score"],
         "metrics": {k: record.get(k) for k in ("raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes", "params", "macs")},
         "profile": settings.profile, "fits": record["fits"].get(settings.profile, False), "variant": tags["variant"],
         "lineage": {k: tags.get(k) for k in ("pipeline_run", "git_commit", "dataset", "dataset_version", "params_hash")},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "previous": {"version": current["version"], "sha256": current["sha256"]} if current else None,
+        "previous": previous, "replaces": manifests.summary(known), "rollback_from": None,
         "forced": {"reason": force_reason, "refusal": refusal} if refusal else None,
     }  # fmt: skip
-    signed = signing.sign(manifest)
-    number = len(store.history(channel)) + 1
-    store.put_json(store.key("channels", channel, "history", f"{number:06d}.json"), signed)
-    store.put_json(store.manifest_key(channel), signed)
-
-    client = tracking.client()
-    client.set_registered_model_alias(name, "production" if channel == "stable" else channel, str(version))
-    client.set_model_version_tag(name, str(version), f"published.{channel}", manifest["created"])
-    if refusal:
-        client.set_model_version_tag(name, str(version), f"forced.{channel}", f"{force_reason} (gate said: {refusal})"[:5000])
-    return {"status": "published", "channel": channel, "version": version, "sha256": sha, "history": number,
-            "forced": bool(refusal)}  # fmt: skip
+    publish(store, channel, manifest, private_key)
+    replaced = known["model_name"] if known and known["model_name"] != name else None
+    move_alias(name, version, alias_for(channel), channel, replaced, published=manifest["created"],
+               forced=f"{force_reason} (gate said: {refusal})" if refusal else None)  # fmt: skip
+    return {"status": "repaired" if state["tampered"] else "published", "channel": channel, "version": version,
+            "sha256": sha, "sequence": manifest["sequence"], "forced": bool(refusal)}  # fmt: skip
 
 
-def rollback(channel: str, params: Params) -> dict:
-    """Serve the manifest published before the current one again (it keeps its original signature)."""
+def rollback(channel: str, params: Params, project: Optional[Path] = None) -> dict:
+    """Publish a NEW manifest (the next sequence number, so devices accept it) that serves what the
+    channel served before its current model: the current manifest's `previous`, not the history entry
+    before it (an interrupted promote can leave an entry that never became current)."""
+    if channel not in params.fleet.channels:
+        raise UserError(f"no channel '{channel}' (channels: {', '.join(params.fleet.channels)}; see fleet.channels)")
+    private_key = signing.load_private_key(project)
     store = FleetStore(params.fleet)
-    current = store.get(store.manifest_key(channel))
+    state = channel_state(store, channel, private_key.public_key())
+    current = state["current"]
     if current is None:
+        if state["tampered"]:
+            raise UserError(f"channel '{channel}': its current manifest does not verify, so there is nothing "
+                            "trustworthy to roll back from; promote the version it should serve (that re-signs it)")
         raise UserError(f"channel '{channel}' serves nothing yet: nothing to roll back")
-    history = store.history(channel)
-    bodies = [store.get(key) for key in history]
-    position = next((i for i in range(len(bodies) - 1, -1, -1) if json.loads(bodies[i]) == json.loads(current)), None)
-    if not position:  # None (not in history) or 0 (the first ever published)
+    before = current.get("previous")
+    if not before:
         raise UserError(f"channel '{channel}' has no earlier manifest to roll back to")
-    previous = bodies[position - 1]
-    store.put(store.manifest_key(channel), previous, "application/json")
-    restored = json.loads(previous)["manifest"]
-    return {"channel": channel, "version": restored["version"], "sha256": restored["sha256"], "model_name": restored["model_name"]}
+    restored = trusted(store, store.key("channels", channel, "history", f"{before['sequence']:06d}.json"), channel,
+                       private_key.public_key(), before["sequence"])  # fmt: skip
+    if restored is None or restored["sha256"] != before["sha256"]:
+        raise UserError(f"channel '{channel}': history entry {before['sequence']} ({before['model_name']} "
+                        f"v{before['version']}) is missing or does not verify; promote the version to serve instead")
+    if not store.exists(restored["model_key"]):
+        raise UserError(f"s3://{store.bucket}/{restored['model_key']}: the earlier model is gone; "
+                        "promote a version instead")
+    manifest = {**restored, **stamp(channel, state["next"], params, private_key),
+                "replaces": manifests.summary(current), "rollback_from": manifests.summary(current)}  # fmt: skip
+    publish(store, channel, manifest, private_key)
+    replaced = current["model_name"] if current["model_name"] != restored["model_name"] else None
+    move_alias(restored["model_name"], restored["version"], alias_for(channel), channel, replaced)
+    return {"channel": channel, "version": restored["version"], "sha256": restored["sha256"],
+            "model_name": restored["model_name"], "sequence": manifest["sequence"]}  # fmt: skip
 
 
-def status(params: Params) -> list[dict]:
-    """What each channel serves now."""
+def status(params: Params, public_key=None) -> list[dict]:
+    """What each channel serves now (and, given the public key, whether its manifest verifies)."""
     store = FleetStore(params.fleet)
     rows = []
     for channel in sorted(set(store.channels()) | set(params.fleet.channels)):
-        document = store.get_json(store.manifest_key(channel))
-        manifest = document["manifest"] if document else None
-        rows.append({"channel": channel, "serves": manifest and f"{manifest['model_name']} v{manifest['version']}",
-                     "sha256": manifest and manifest["sha256"], "created": manifest and manifest["created"],
-                     "score": manifest and f"{manifest['metric']} {manifest['score']:.4f}",
+        body = store.get(store.manifest_key(channel))
+        shown = body and signing.peek(body)
+        check = None
+        if body is not None and public_key is not None:
+            try:
+                manifests.check_manifest(body, public_key, channel, {})
+                check = "verified"
+            except UserError as exc:
+                check = f"DOES NOT VERIFY: {exc}"
+        rows.append({"channel": channel, "published": body is not None, "manifest": shown, "check": check,
                      "history": len(store.history(channel))})  # fmt: skip
     return rows
 
 
-def verify(document: dict, model: bytes, public_key) -> dict:
-    """What a device does: the signature must verify, and the model must match its size and hash."""
-    manifest = signing.check(document, public_key)
-    if len(model) != manifest["size"] or hashlib.sha256(model).hexdigest() != manifest["sha256"]:
-        raise UserError("the model does not match the manifest (size or sha256): it was altered or is another file")
+def verify(published: bytes | dict, model: bytes, public_key, channel: str, state_path: Path,
+           clock: Optional[dt.datetime] = None) -> dict:  # fmt: skip
+    """What a device does with a manifest and a model it has (files): every check of
+    tinyopt.manifest, then the sequence is recorded in `state_path`; nothing is written on failure."""
+    accepted = manifests.read_state(state_path)
+    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
+    manifests.check_model(manifest, model)
+    manifests.accept(state_path, manifest, payload, accepted)
     return manifest
 
 
-def download_and_verify(channel: str, params: Params, public_key, into: Path) -> dict:
-    """Fetch the channel's manifest and model as a device would, verify both, keep them in `into`."""
+def download_and_verify(channel: str, params: Params, public_key, into: Path,
+                        clock: Optional[dt.datetime] = None) -> dict:  # fmt: skip
+    """Fetch the channel's manifest and model as a device would, verify both, keep them in `into`
+    with the device's state file (`into`/state.json) written last."""
     store = FleetStore(params.fleet)
-    document = store.get_json(store.manifest_key(channel))
-    if document is None:
+    published = store.get(store.manifest_key(channel))
+    if published is None:
         raise UserError(f"channel '{channel}' serves nothing yet")
-    model = store.get(document["manifest"]["model_key"]) or b""
-    manifest = verify(document, model, public_key)
-    into.mkdir(parents=True, exist_ok=True)
-    (into / "manifest.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    (into / f"{manifest['sha256']}.tflite").write_bytes(model)
+    state_path = into / "state.json"
+    accepted = manifests.read_state(state_path)
+    # The model's key comes from the verified payload only.
+    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
+    model = store.get(manifest["model_key"]) or b""
+    manifests.check_model(manifest, model)
+    write_bytes(into / f"{manifest['sha256']}.tflite", model)
+    write_bytes(into / "manifest.json", published)
+    manifests.accept(state_path, manifest, payload, accepted)
     return manifest

@@ -15,15 +15,28 @@ from typing import Optional
 from tinyopt import tracking
 from tinyopt.errors import UserError
 from tinyopt.files import sha256_file
+from tinyopt.params import check_name
 
 RECORD_KEYS = ("name", "metric", "score", "val_score", "raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes",
                "tflm_runs", "input_dtype", "output_dtype", "params", "macs", "fits", "chain")  # fmt: skip
 
 
 def load_summary(path: Path) -> dict:
+    """A run's summary.json; UserError if it is missing, unreadable, or not a tinyopt run summary."""
     if not path.is_file():
         raise UserError(f"{path}: no such run summary; run `tinyopt run` first or pass --summary")
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = "empty file" if not path.read_bytes().strip() else f"not JSON: {str(exc).splitlines()[0][:120]}"
+        raise UserError(f"{path}: not a readable run summary ({reason}); pass the summary.json a `tinyopt run` "
+                        "wrote (reports/<run-id>/summary.json)") from None  # fmt: skip
+    needed = ("run_id", "variants", "picks", "dataset", "git_commit", "params_hash")
+    missing = [key for key in needed if key not in summary] if isinstance(summary, dict) else list(needed)
+    if missing or not isinstance(summary["variants"], list) or not isinstance(summary["picks"], dict):
+        raise UserError(f"{path}: not a tinyopt run summary (missing or malformed: {', '.join(missing) or 'variants, picks'}); "
+                        "pass the summary.json a `tinyopt run` wrote")  # fmt: skip
+    return summary
 
 
 def register_variant(summary: dict, variant: str, profile: str, model_name: Optional[str] = None) -> dict:
@@ -32,9 +45,12 @@ def register_variant(summary: dict, variant: str, profile: str, model_name: Opti
     if variant not in records:
         raise UserError(f"no variant '{variant}' in run {summary['run_id']} (variants: {', '.join(records)})")
     record = records[variant]
+    if not Path(record.get("tflite", "")).is_file():
+        raise UserError(f"variant '{variant}' of run {summary['run_id']}: its .tflite {record.get('tflite')} is gone; "
+                        "run `tinyopt run` again")  # fmt: skip
     if profile not in record["fits"]:
         raise UserError(f"no device profile '{profile}' in run {summary['run_id']} (profiles: {', '.join(record['fits'])})")
-    name = model_name or f"{summary['dataset']['name']}-{profile}"
+    name = check_name("model", model_name or f"{summary['dataset']['name']}-{profile}")
     client = tracking.client()
     if not _exists(client, name):
         client.create_registered_model(name, description=f"tinyopt models for {profile}")
@@ -69,7 +85,10 @@ def model_version(name: str, version: int) -> tuple[dict, dict]:
 
     try:
         found = tracking.client().get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            reason = str(exc).splitlines()[0][:300]
+            raise UserError(f"the model registry failed ({reason}); check MLFLOW_TRACKING_URI") from None
         raise UserError(f"no version {version} of registered model '{name}' (register one with `tinyopt register`)") from None
     return dict(found.tags), json.loads(found.tags["record"])
 
@@ -88,6 +107,31 @@ def serving(name: str, alias: str = "production") -> Optional[dict]:
         raise
     return {**json.loads(found.tags["record"]), "model_name": name, "version": int(found.version),
             "sha256": found.tags["sha256"]}  # fmt: skip
+
+
+def move_alias(name: str, version: int, alias: str, channel: str, replaced: Optional[str] = None,
+               published: Optional[str] = None, forced: Optional[str] = None) -> bool:
+    """Point `alias` of `name` at `version` (True when it moved); take it off `replaced`, the model the
+    channel served before, when that is another registered model; tag the version with the
+    publication. A failure is one line saying the fleet is published and how to finish."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    try:
+        moved = (serving(name, alias) or {}).get("version") != version
+        if moved:
+            client.set_registered_model_alias(name, alias, str(version))
+        if replaced and serving(replaced, alias):
+            client.delete_registered_model_alias(replaced, alias)
+        if published:
+            client.set_model_version_tag(name, str(version), f"published.{channel}", published)
+        if forced:
+            client.set_model_version_tag(name, str(version), f"forced.{channel}", forced[:5000])
+    except (MlflowException, OSError) as exc:
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise UserError(f"{channel} is published, but the registry step failed (alias '{alias}' of {name} -> "
+                        f"v{version}: {reason}); run the same command again to finish it") from None  # fmt: skip
+    return moved
 
 
 def download_model(name: str, version: int, into: Path) -> Path:

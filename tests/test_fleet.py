@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_fashion, run_cli
+from tinyopt.signing import peek
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 @pytest.fixture(scope="module")
@@ -63,14 +65,16 @@ def test_cli_register_promote_verify_status_rollback(project, keys, s3_endpoint)
         assert f"canary: published cli-model v{version}" in published.stdout
     device = run_cli(["verify", "--channel", "canary", "--public-key", str(keys[1]), "--into", "device"], cwd=project)
     assert device.returncode == 0 and "verified: cli-model v2" in device.stdout
-    manifest = json.loads((project / "device" / "manifest.json").read_text())["manifest"]
+    manifest = peek((project / "device" / "manifest.json").read_bytes())
     assert (project / "device" / f"{manifest['sha256']}.tflite").is_file()
+    assert json.loads((project / "device" / "state.json").read_text())["channels"]["canary"]["sequence"] == 2
     assert manifest["previous"]["version"] == 1 and manifest["lineage"]["pipeline_run"] == summary(project)["run_id"]
     assert "canary: cli-model v2" in run_cli(["status"], cwd=project).stdout
-    back = run_cli(["rollback", "canary"], cwd=project)
+    back = run_cli(["rollback", "canary"], cwd=project, env=cli_env)
     assert back.returncode == 0 and "canary: back to cli-model v1" in back.stdout
-    assert "verified: cli-model v1" in run_cli(["verify", "--channel", "canary", "--public-key", str(keys[1])], cwd=project).stdout
-    nothing = run_cli(["rollback", "canary"], cwd=project)
+    again = run_cli(["verify", "--channel", "canary", "--public-key", str(keys[1]), "--into", "device"], cwd=project)
+    assert "verified: cli-model v1" in again.stdout and "sequence 3" in again.stdout  # a rollback is a newer manifest
+    nothing = run_cli(["rollback", "canary"], cwd=project, env=cli_env)
     assert nothing.returncode == 2 and "no earlier manifest to roll back to" in nothing.stderr
 
 
@@ -85,30 +89,31 @@ def test_registered_version_links_back_to_its_run(env, project):
     assert json.loads(found.tags["record"])["arena_bytes"] == record["arena_bytes"]
 
 
-def test_tampered_model_or_manifest_is_rejected(env, project, keys):
+def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
     from tasks.promote import promote, verify
     from tinyopt.errors import UserError
     from tinyopt.fleet import FleetStore
-    from tinyopt.signing import load_public_key
+    from tinyopt.signing import canonical, load_public_key
 
     version = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", version, "canary", env)
     store = FleetStore(env.fleet)
-    document = store.get_json(store.manifest_key("canary"))
-    model = store.get(document["manifest"]["model_key"])
-    public = load_public_key(keys[1])
-    assert verify(document, model, public)["version"] == version
+    published = store.get(store.manifest_key("canary"))
+    model = store.get(peek(published)["model_key"])
+    public, state = load_public_key(keys[1]), tmp_path / "state.json"
     flipped = bytearray(model)
     flipped[len(flipped) // 2] ^= 0x01
     with pytest.raises(UserError, match="does not match the manifest"):
-        verify(document, bytes(flipped), public)
-    forged = json.loads(json.dumps(document))
-    forged["manifest"]["score"] = 0.999
+        verify(published, bytes(flipped), public, "canary", state)
+    assert not state.exists()  # nothing accepted, nothing recorded
+    forged = json.loads(published)
+    forged["payload"] = base64.b64encode(canonical(dict(peek(published), score=0.999))).decode()
     with pytest.raises(UserError, match="signature does not verify"):
-        verify(forged, model, public)
+        verify(forged, model, public, "canary", state)
+    assert verify(published, model, public, "canary", state)["version"] == version
 
 
-def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch):
+def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch, tmp_path):
     from tasks.promote import promote, verify
     from tinyopt.fleet import FleetStore
     from tinyopt.signing import load_public_key
@@ -128,8 +133,9 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
         promote("fashion-mnist-nano33ble", new, "canary", env)
     monkeypatch.setattr(FleetStore, "put", real_put)
     store = FleetStore(env.fleet)
-    document = store.get_json(store.manifest_key("canary"))
-    assert verify(document, store.get(document["manifest"]["model_key"]), load_public_key(keys[1]))["version"] == old
+    published = store.get(store.manifest_key("canary"))
+    model = store.get(peek(published)["model_key"])
+    assert verify(published, model, load_public_key(keys[1]), "canary", tmp_path / "state.json")["version"] == old
     # Running the promotion again completes it; running it once more changes nothing.
     assert promote("fashion-mnist-nano33ble", new, "canary", env)["status"] == "published"
     history = len(store.history("canary"))
@@ -149,7 +155,7 @@ def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
     done = promote("fashion-mnist-nano33ble", version, "tiny", env, force_reason="bench demo board")
     assert done["forced"]
     store = FleetStore(env.fleet)
-    assert store.get_json(store.manifest_key("tiny"))["manifest"]["forced"]["reason"] == "bench demo board"
+    assert peek(store.get(store.manifest_key("tiny")))["forced"]["reason"] == "bench demo board"
     by_score = sorted(summary(project)["variants"], key=lambda v: -v["score"])  # all fit nano33ble
     better, worse = by_score[0]["name"], by_score[-1]["name"]
     if by_score[0]["score"] == by_score[-1]["score"]:

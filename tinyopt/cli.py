@@ -16,10 +16,9 @@ from tinyopt.errors import NotApplicable, UserError
 
 
 def _configure_prefect() -> None:
-    # Task results (the cache) live in the project, so a fresh clone starts cold and `make clean` resets it.
-    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(layout.PREFECT_STORAGE.resolve()))
-    # The ephemeral server's telemetry cannot reach its host from offline machines and logs an error.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from tinyopt import prefect_home
+
+    prefect_home.configure()
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -76,15 +75,26 @@ def main() -> None:
               help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class")
 def run(params_path: str, model_path: str | None, data_path: str | None) -> None:
     """Run the whole pipeline as the Prefect flow `optimize`."""
-    from tinyopt import tracking
+    from tinyopt import console, prefect_home, tracking
+
+    # Before anything imports Prefect (it reads its settings once, and creates its home) and before any
+    # work: every place the run writes can be written.
+    prefect_home.set_defaults()
+    layout.require_writable(_run_writes())
+    _configure_prefect()
+    from tasks.preflight import check_inputs
     from tinyopt.params import load_params, with_inputs
 
-    with_inputs(load_params(params_path), model_path, data_path)  # fail on bad input before starting any machinery
+    # Bad params, data or model fail here, in seconds, before any machinery starts or anything is written.
+    _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
     tracking.check_reachable()
-    _configure_prefect()
+    console.filter_native_stderr()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its 'Creating initial MLflow database tables'
+    prefect_home.start_api()
     from flows.optimize import optimize, task_runner
 
     _quiet_user_errors_in_prefect_logs()
+    console.quiet_prefect_task_finished()
     _quiet_library_warnings()
     runner = task_runner(load_params(params_path).runner)
     summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
@@ -101,6 +111,22 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
         f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
         f"MLflow: {summary['mlflow_tracking_uri']} (experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
     )
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"tinyopt: warning: {warning}", err=True)
+
+
+def _run_writes() -> list[Path]:
+    """The directories a run writes (checked before it starts)."""
+    from tinyopt import tracking
+
+    places = [layout.DATA_ROOT, layout.ARTIFACTS, layout.REPORTS, Path(os.environ["PREFECT_HOME"]),
+              Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])]  # fmt: skip
+    if tracking.tracking_uri().startswith("sqlite:"):
+        places += [layout.MLFLOW_DB.parent, layout.MLFLOW_ARTIFACTS]
+    return places
 
 
 def variants_table(summary: dict) -> str:
@@ -141,11 +167,12 @@ def fetch(params_path: str, out_root: str) -> None:
 @click.option("--out", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
 def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
     """Split the raw data into train / validation / test (fixed seed)."""
-    from tasks.data import prepare_dataset
+    from tasks.data import check_data, load_raw, prepare_dataset
     from tinyopt.params import load_params
 
     params = load_params(params_path)
     raw = Path(raw_dir) if raw_dir else layout.DATA_ROOT / params.data.dataset
+    _warn(check_data(load_raw(params.data.dataset, raw, params.data), params.data, params.seed, params.task, str(raw))[1])
     record = prepare_dataset(raw, params.data, params.seed, Path(out))
     click.echo(f"{record.path}: {record.num_train} train / {record.num_val} val / {record.num_test} test")
 
@@ -156,10 +183,14 @@ def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
 @click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
 def train(params_path: str, prepared: str, out_dir: str) -> None:
     """Train the baseline model and save it as OUT_DIR/model.keras."""
+    from tasks.data import load_prepared
+    from tasks.preflight import check_prepared
     from tasks.train import train_baseline
     from tinyopt.params import load_params
 
     params = load_params(params_path)
+    if params.model.path:
+        check_prepared(params, load_prepared(prepared))  # a model file that crashes its loader fails here, in one line
     record = train_baseline(Path(prepared), params.model, params.train, params.task, params.seed, Path(out_dir))
     click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test {record.metric} {record.keras_score:.4f}")
 
@@ -244,13 +275,17 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
 
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="a directory outside the project")
-def keygen(out_dir: str) -> None:
+@click.option("--force", is_flag=True, help="replace an existing key pair (devices then need the new signing.pub)")
+@params_option
+def keygen(out_dir: str, force: bool, params_path: str) -> None:
     """Make an Ed25519 key pair for signing manifests (keep signing.key out of the repository)."""
     from tinyopt import signing
 
-    if signing._inside_project(Path(out_dir)):
-        raise UserError(f"{out_dir}: inside the project; keys must live outside it (e.g. ~/.tinyopt-keys)")
-    private, public = signing.generate_keys(Path(out_dir))
+    project = signing.project_of(Path(params_path))
+    if signing.inside_project(Path(out_dir), project):
+        raise UserError(f"{out_dir}: inside the project or a git working tree; keys must live outside both "
+                        "(e.g. ~/.tinyopt-keys)")  # fmt: skip
+    private, public = signing.generate_keys(Path(out_dir).expanduser(), force)
     click.echo(f"private key: {private} (export TINYOPT_SIGNING_KEY_FILE={private})\npublic key: {public} (give it to devices)")
 
 
@@ -265,8 +300,10 @@ def register(variant: str | None, objective: str, profile: str | None, model_nam
              params_path: str) -> None:  # fmt: skip
     """Register a picked variant in MLflow's model registry (alias: candidate)."""
     from tasks.registry import load_summary, register_variant
-    from tinyopt.params import load_params
+    from tinyopt.params import check_name, load_params
 
+    if model_name:
+        check_name("model", model_name)
     params = load_params(params_path)
     summary = load_summary(Path(summary_path))
     if variant is None:
@@ -287,69 +324,103 @@ def register(variant: str | None, objective: str, profile: str | None, model_nam
 @click.option("--reason", default=None, help="why the gate is overridden (recorded in the manifest and registry)")
 @params_option
 def promote(model: str, version: int, channel: str, force: bool, reason: str | None, params_path: str) -> None:
-    """Publish a registered model version to a fleet channel (signed manifest on S3)."""
+    """Publish a registered model version to a fleet channel (signed manifest on S3); promoting what a
+    channel serves again re-signs it when needed (near expiry, tampered with)."""
+    from tinyopt.params import check_name, load_params
+
+    check_name("model", model)
     if force and not reason:
         raise UserError("--force needs --reason: the override is recorded")
+    load_params(params_path)  # a bad params file is one line before Prefect starts
     _configure_prefect()
     from flows.promote import promote as promote_flow
 
     _quiet_user_errors_in_prefect_logs()
     done = promote_flow(model, version, channel, params_path, reason if force else None)
-    click.echo(f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]})")
+    click.echo(f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]}, "
+               f"sequence {done['sequence']})")  # fmt: skip
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 @main.command()
-@click.option("--channel", default=None, help="download the channel's manifest and model from S3, as a device does")
-@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="or check these files")
+@click.option("--channel", required=True, help="the channel this device is on (a manifest for another is rejected)")
+@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False),
+              help="check this manifest file (with --model) instead of downloading the channel's from S3")
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False))
-@click.option("--into", default="fleet-download", show_default=True, help="where --channel keeps what it downloaded")
+@click.option("--into", default="fleet-download", show_default=True,
+              help="where a download keeps the model, manifest and state")  # fmt: skip
+@click.option("--state", "state_path", default=None, type=click.Path(dir_okay=False),
+              help="the device's last accepted sequence (default: INTO/state.json, or state.json beside --model)")
 @params_option
-def verify(channel: str | None, manifest_path: str | None, model_path: str | None, public_key: str, into: str,
-           params_path: str) -> None:  # fmt: skip
-    """Check a manifest's signature and its model's hash, the way a device would."""
-    import json
-
+def verify(channel: str, manifest_path: str | None, model_path: str | None, public_key: str, into: str,
+           state_path: str | None, params_path: str) -> None:  # fmt: skip
+    """Check a manifest and its model the way a device does: signature, channel, expiry, sequence
+    (no downgrade), size and sha256; then record the sequence in the state file."""
     from tasks import promote as promotion
     from tinyopt import signing
-    from tinyopt.params import load_params
+    from tinyopt.params import check_name, load_params
 
+    check_name("channel", channel)
+    if bool(manifest_path) != bool(model_path):
+        raise UserError("give both --manifest and --model (files), or neither (download the channel from S3)")
     key = signing.load_public_key(Path(public_key))
-    if channel:
-        manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
-    elif manifest_path and model_path:
-        try:
-            document = json.loads(Path(manifest_path).read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{manifest_path}: not a readable manifest ({exc})") from None
-        manifest = promotion.verify(document, Path(model_path).read_bytes(), key)
+    if manifest_path:
+        state = Path(state_path) if state_path else Path(model_path).parent / "state.json"
+        published, model = _read_file(manifest_path, "manifest"), _read_file(model_path, "model")
+        manifest = promotion.verify(published, model, key, channel, state)
     else:
-        raise UserError("give --channel, or both --manifest and --model")
-    click.echo(f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]}, signature good")
+        if state_path and Path(state_path) != Path(into) / "state.json":
+            raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
+        manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
+    click.echo(f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
+               f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
+               "signature good")  # fmt: skip
 
 
 @main.command()
 @click.argument("channel")
 @params_option
 def rollback(channel: str, params_path: str) -> None:
-    """Serve the channel's previous manifest again."""
+    """Publish a new manifest that serves what the channel served before its current model."""
     from tasks.promote import rollback as roll_back
     from tinyopt.params import load_params
 
-    done = roll_back(channel, load_params(params_path))
-    click.echo(f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]})")
+    done = roll_back(channel, load_params(params_path), Path(params_path).resolve().parent)
+    click.echo(f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
+               f"sequence {done['sequence']})")  # fmt: skip
 
 
 @main.command()
+@click.option("--public-key", "public_key", default=None, type=click.Path(dir_okay=False),
+              help="also check each channel's manifest with it (signature, schema, expiry)")
 @params_option
-def status(params_path: str) -> None:
+def status(public_key: str | None, params_path: str) -> None:
     """What each fleet channel serves now."""
     from tasks.promote import status as channel_status
+    from tinyopt import signing
     from tinyopt.params import load_params
 
-    for row in channel_status(load_params(params_path)):
-        serves = f"{row['serves']} ({row['score']}, sha256 {row['sha256'][:12]}, {row['created']})" if row["serves"] else "nothing"
-        click.echo(f"{row['channel']}: {serves}; {row['history']} manifests published")
+    key = signing.load_public_key(Path(public_key)) if public_key else None
+    for row in channel_status(load_params(params_path), key):
+        shown = row["manifest"]
+        if not row["published"]:
+            serves = "nothing"
+        elif shown is None or "model_name" not in shown:
+            serves = "an unreadable manifest (promote again to re-sign it)"
+        else:
+            serves = (f"{shown['model_name']} v{shown['version']} ({shown.get('metric')} {shown.get('score')}, "
+                      f"sha256 {str(shown.get('sha256'))[:12]}, sequence {shown.get('sequence')}, "
+                      f"expires {shown.get('expires')})")  # fmt: skip
+        unchecked = " [not verified: pass --public-key]" if row["published"] else ""
+        check = f" [{row['check']}]" if row["check"] else unchecked
+        click.echo(f"{row['channel']}: {serves}{check}; {row['history']} manifests published")
 
 
 def _prefect_server() -> str:
@@ -417,18 +488,37 @@ def deploy(pool: str, params_path: str) -> None:
 @main.command()
 @click.option("--port", default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def ui(port: int, host: str) -> None:
-    """Start the MLflow UI on the project's tracking store."""
+@params_option
+def ui(port: int, host: str, params_path: str) -> None:
+    """Start the MLflow UI on the project's tracking store, and print where its runs are."""
     from tinyopt import tracking
+    from tinyopt.params import TrackingParams, load_params
 
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({uri}): open it in a browser")
+        raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({tracking.shown(uri)}): open it in a browser")
+    experiment = load_params(params_path).tracking.experiment if Path(params_path).is_file() else TrackingParams().experiment
+    # An offline tool: no usage data leaves the machine, from the server or from the UI it serves (its
+    # UI telemetry follows the server's setting).
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_LOGGING_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--default-artifact-root", layout.MLFLOW_ARTIFACTS.resolve().as_uri(),
                "--host", host, "--port", str(port)]  # fmt: skip
     click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
-    raise SystemExit(subprocess.call(command))
+    click.echo(ui_runs_url(f"http://{host}:{port}", uri, experiment))
+    raise SystemExit(subprocess.call(command, env=env))
+
+
+def ui_runs_url(base: str, tracking_uri: str, experiment: str) -> str:
+    """Where a person sees the pipeline's runs: the experiment's runs table in MLflow 3's model-training
+    view (its home page and an experiment's plain URL open the GenAI view: traces, no runs)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        return f"no runs yet in experiment '{experiment}' (`tinyopt run` first); then: {base}/#/?workflowType=machine_learning"
+    return f"runs: {base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
 if __name__ == "__main__":

@@ -10,14 +10,29 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tinyopt.errors import UserError
+
+
+def _number_not_bool(annotation: object) -> bool:
+    """True for int and float fields (optional or not), which must not take YAML's true/false."""
+    kinds = set(getattr(annotation, "__args__", ())) | {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class Section(BaseModel):
     # Unknown keys are errors: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # Pydantic reads YAML's true as 1 (and 1.0): `epochs: true` must not quietly mean one epoch.
+        if isinstance(value, bool) and _number_not_bool(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_for_number", "Input should be a number, not true/false")
+        return value
 
 
 USER_DATASETS = ("npz", "idx", "images")
@@ -306,12 +321,29 @@ class BenchmarkParams(Section):
     latency_repeats: int = Field(default=300, ge=20, le=1000000)
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def check_name(kind: str, name: str) -> str:
+    """`name` if it is safe as one S3 key or registry path segment: letters, digits, '.', '_', '-'
+    (no '/', no '..', no spaces); a one-line UserError otherwise."""
+    import re
+
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or ".." in name:
+        raise UserError(f"{kind} {name!r}: use letters, digits, '.', '_' and '-' only, starting with a letter or "
+                        "digit (no '/', '..' or spaces)")  # fmt: skip
+    return name
+
+
 class ChannelParams(Section):
     """A release channel devices poll: the device profile its models must fit, and whether it is gated."""
 
     profile: str = "nano33ble"
     gated: bool = Field(
         default=False, description="refuse a model that does not fit, or that scores worse (the task's metric) than what it serves"
+    )
+    manifest_ttl_days: Optional[int] = Field(
+        default=None, ge=1, le=3650, description="how long devices accept a manifest (null: fleet.manifest_ttl_days)"
     )
 
 
@@ -322,8 +354,23 @@ class FleetParams(Section):
     prefix: str = Field(default="fleet", description="key prefix inside the bucket")
     endpoint_url: Optional[str] = Field(default=None, description="null: AWS, or AWS_ENDPOINT_URL if set")
     region: str = "us-east-1"
+    manifest_ttl_days: int = Field(
+        default=30, ge=1, le=3650, description="a device rejects a manifest older than this: re-promote to re-sign it"
+    )
     channels: dict[str, ChannelParams] = Field(default_factory=lambda: {
         "canary": ChannelParams(), "stable": ChannelParams(gated=True)})  # fmt: skip
+
+    @model_validator(mode="after")
+    def _valid_channel_names(self) -> "FleetParams":
+        for name in self.channels:
+            try:
+                check_name("fleet.channels: channel", name)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def ttl_days(self, channel: str) -> int:
+        return self.channels[channel].manifest_ttl_days or self.manifest_ttl_days
 
 
 class RunnerParams(Section):
@@ -446,13 +493,37 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise UserError(f"{source}: {_describe(first)}{suffix}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently: a knob set twice would run with whichever came later)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; a missing file means all defaults."""
+    """Read and validate params.yaml (it must exist and hold a mapping: `{}` means all defaults)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such params file (copy params.yaml from the repository or pass --params)")
+    if path.is_dir():
+        raise UserError(f"{path}: a directory, not a params file (pass --params FILE)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read as text ({exc}); fix or replace it") from None
+    if not text.strip():
+        raise UserError(f"{path}: empty file; copy params.yaml from the repository (or write {{}} for all defaults)")
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -474,7 +545,8 @@ def with_inputs(params: Params, model: Optional[str] = None, data: Optional[str]
         if path.is_file():
             kind = "npz"
         elif path.is_dir():
-            kind = "idx" if any("idx" in p.name for p in path.iterdir()) else "images"
+            # IDX data is files named like MNIST's; a class folder named "idx..." is still images.
+            kind = "idx" if any(p.is_file() and "idx" in p.name for p in path.iterdir()) else "images"
         else:
             raise UserError(f"{data}: no such file or directory (--data takes a .npz, or a directory of IDX files or images)")
         params = params.model_copy(update={"data": DataParams.model_validate(
