@@ -359,11 +359,9 @@ def _emit_fully_connected(em: _Emitter, op: Op) -> None:
     bias = _bias(em, op, outs)
     folded = bias - inp.zero_point * weights.astype(np.int64).sum(axis=1)
     per_channel = len(w.scales) > 1
-    if per_channel:
-        mults, shifts = _per_channel_multipliers(inp, w, out, outs)
-    else:  # GetQuantizedConvolutionMultipler: the scale product is taken in float, then divided in double
-        mults, shifts = map(list, zip(quantize_multiplier(float(np.float32(inp.scale) * np.float32(w.scale))
-                                                          / float(out.scales[0]))))  # fmt: skip
+    # TFLM's FULLY_CONNECTED takes its multipliers as convolutions do (input_scale * filter_scale / output_scale
+    # in double); the float product of older versions differs in the last bit (1 LSB on 1 of 10,000 images).
+    mults, shifts = _per_channel_multipliers(inp, w, out, outs if per_channel else 1)
     act_min, act_max = activation_range(op.options.fusedActivationFunction, out.scale, out.zero_point)
     m, s = _emit_requant_consts(em, op, mults, shifts)
     b = em.const_name(op, "bias")
