@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import urllib.request
 import zipfile
@@ -22,7 +23,7 @@ import numpy as np
 from tinyopt.errors import UserError
 from tinyopt.files import atomic_dir, atomic_path, sha256_file, sha256_tree
 from tinyopt.lineage import dvc_hash
-from tinyopt.params import DataParams
+from tinyopt.params import USER_DATASETS, DataParams, TaskParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
 
 SPLITS = ("train-images", "train-labels", "test-images", "test-labels")
@@ -189,17 +190,162 @@ def _gather_idx(name: str, staging: Path) -> None:
             )
 
 
-def _check_npz(path: Path) -> None:
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+    """x_train, y_train, x_test, y_test of a user's .npz; UserError if it is not one."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single .npy array, not an .npz archive; save your data with "
+                            f"np.savez(path, {'=..., '.join(NPZ_KEYS)}=...)")  # fmt: skip
+        with archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise UserError(f"{path}: the .npz lacks {', '.join(missing)} (it needs {', '.join(NPZ_KEYS)})")
-            lengths = {key: archive[key].shape[0] for key in NPZ_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({exc}); point data.path at a valid file") from None
-    if lengths["x_train"] != lengths["y_train"] or lengths["x_test"] != lengths["y_test"]:
-        raise UserError(f"{path}: x and y have different lengths ({lengths}); fix the file")
+            arrays = tuple(archive[key] for key in NPZ_KEYS)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable .npz file ({reason}); point data.path at a valid file") from None
+    check_arrays(arrays, str(path))
+    return arrays
+
+
+def _kind_of(array: np.ndarray) -> str:
+    return {"U": "text", "S": "bytes", "O": "Python object", "c": "complex", "M": "date", "m": "time"}.get(
+        array.dtype.kind, str(array.dtype)
+    )
+
+
+def check_arrays(arrays: tuple[np.ndarray, ...], source: str) -> None:
+    """What every task needs of x_train, y_train, x_test, y_test: one entry per example, numbers only
+    (finite ones), as many labels as inputs, and test examples shaped like the training ones."""
+    named = dict(zip(NPZ_KEYS, arrays))
+    for key, array in named.items():
+        if array.ndim == 0:
+            raise UserError(f"{source}: {key} is a single value (a 0-d array); it needs one entry per example")
+        if len(array) == 0:
+            raise UserError(f"{source}: {key} is empty; it needs at least one example")
+        if array.dtype.kind not in "biuf":
+            raise UserError(f"{source}: {key} holds {_kind_of(array)} values; it must hold numbers "
+                            "(class labels as integers 0..K-1)")  # fmt: skip
+    for x in ("x_train", "x_test"):
+        if named[x].ndim < 2:
+            raise UserError(f"{source}: {x} has shape {named[x].shape}: one number per example; reshape it to "
+                            f"({len(named[x])}, 1) for a single feature")  # fmt: skip
+    for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
+        if len(named[x]) != len(named[y]):
+            raise UserError(f"{source}: {x} has {len(named[x])} examples and {y} {len(named[y])}; they must match")
+    for a, b in (("x_train", "x_test"), ("y_train", "y_test")):
+        if named[a].shape[1:] != named[b].shape[1:]:
+            raise UserError(f"{source}: each {a} entry has shape {named[a].shape[1:]}, each {b} entry "
+                            f"{named[b].shape[1:]}; train and test must be shaped alike")  # fmt: skip
+    for key, array in named.items():
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if bad.any():
+                raise UserError(f"{source}: {key} has NaN or infinite values in {int(bad.sum())} examples (the first "
+                                f"at index {int(np.flatnonzero(bad)[0])}); clean or drop them")  # fmt: skip
+
+
+def class_labels(y: np.ndarray, key: str, source: str) -> tuple[np.ndarray, Optional[int]]:
+    """Classification labels as integer class indices, and the width of one-hot labels (None for
+    indices). Integral floats (1.0) are taken as the indices they spell; anything else is an error."""
+    width = None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2:
+        if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            raise UserError(f"{source}: {key} has shape {y.shape} but is not one-hot (one 1 per row); give class "
+                            "indices, or set task.kind: regression for several targets")  # fmt: skip
+        y, width = np.argmax(y, axis=1), y.shape[1]
+    elif y.ndim > 2:
+        raise UserError(f"{source}: {key} has shape {y.shape}; classification labels are class indices or one-hot rows")
+    if y.dtype.kind == "f":
+        fractional = y != np.round(y)
+        if fractional.any():
+            first = int(np.flatnonzero(fractional)[0])
+            raise UserError(f"{source}: {key} holds non-integer labels ({y[first]:g} at index {first}); "
+                            "classification needs class indices 0..K-1 (task.kind: regression for continuous targets)")
+    y = y.astype(np.int64)
+    if (y < 0).any():
+        first = int(np.flatnonzero(y < 0)[0])
+        raise UserError(f"{source}: {key} holds negative labels ({y[first]} at index {first}); "
+                        "classes are numbered 0..K-1")
+    return y, width
+
+
+def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) -> Optional[dict]:
+    """The labels fit the task. For classification and anomaly: {'train': ..., 'test': ...} as class
+    indices, 'classes' (how many) and 'one_hot' (width, or None); None for regression."""
+    _, y_train, _, y_test = arrays
+    if task.kind == "regression":
+        return None
+    train, width = class_labels(y_train, "y_train", source)
+    test, test_width = class_labels(y_test, "y_test", source)
+    if width != test_width:
+        raise UserError(f"{source}: y_train is {_label_form(width)} and y_test {_label_form(test_width)}; "
+                        "give both alike")
+    if len(np.unique(train)) < 2:
+        raise UserError(f"{source}: y_train holds a single class ({int(train[0])}); a {task.kind} task needs "
+                        "at least two")
+    if task.kind == "anomaly":
+        for key, y in (("y_train", train), ("y_test", test)):
+            if not np.isin(y, (0, 1)).all():
+                others = sorted(set(np.unique(y).tolist()) - {0, 1})[:5]
+                raise UserError(f"{source}: {key} holds labels other than 0 and 1 ({others}); an anomaly task "
+                                "scores against 0 (normal) and 1 (anomaly)")
+        if len(np.unique(test)) < 2:
+            raise UserError(f"{source}: y_test holds only label {int(test[0])}; AUC needs normal (0) and anomalous (1) "
+                            "test examples")  # fmt: skip
+    classes = width or int(max(train.max(), test.max())) + 1
+    return {"train": train, "test": test, "classes": classes, "one_hot": width}
+
+
+def _label_form(width: Optional[int]) -> str:
+    return f"one-hot with {width} columns" if width else "class indices"
+
+
+def split_indices(num_examples: int, params: DataParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into the training set: a seeded permutation, cut to train_limit,
+    with validation_fraction of it (at least one example) for validation."""
+    order = np.random.default_rng(seed).permutation(num_examples)
+    if params.train_limit:
+        order = order[: params.train_limit]
+    num_val = max(1, int(round(len(order) * params.validation_fraction)))
+    return order[num_val:], order[:num_val]
+
+
+def check_split(labels: Optional[dict], num_examples: int, params: DataParams, seed: int, task: TaskParams,
+                source: str) -> list[str]:  # fmt: skip
+    """Errors for a split that cannot train: no training example left, or a class with none in the
+    training split (the model could never learn it); for anomaly, a validation split without both
+    labels (AUC is undefined). Returns warnings for what only weakens the run: a class absent from
+    the validation split (early stopping and the picks do not see it)."""
+    train_idx, val_idx = split_indices(num_examples, params, seed)
+    limit = f" and train_limit {params.train_limit}" if params.train_limit else ""
+    if len(train_idx) == 0:
+        raise UserError(f"{source}: {num_examples} training examples leave none to train on after the validation "
+                        f"split (validation_fraction {params.validation_fraction}{limit}); give more data")  # fmt: skip
+    if labels is None:
+        return []
+    y_train = labels["train"]
+    present = np.union1d(np.unique(y_train), np.unique(labels["test"]))
+    counts = np.bincount(y_train[train_idx], minlength=labels["classes"])
+    empty = [int(c) for c in present if counts[c] == 0]
+    if empty:
+        have = np.bincount(y_train, minlength=labels["classes"])
+        raise UserError(f"{source}: class {empty[0]} has {have[empty[0]]} training examples and none is left in the "
+                        f"training split (validation_fraction {params.validation_fraction}{limit}); give every class "
+                        "a few examples more")  # fmt: skip
+    val_classes = set(np.unique(y_train[val_idx]).tolist())
+    if task.kind == "anomaly" and len(val_classes) < 2:
+        raise UserError(f"{source}: the validation split ({len(val_idx)} examples) holds only label "
+                        f"{val_classes.pop()}; AUC needs both: give more examples or raise "
+                        "data.validation_fraction")
+    missing = [int(c) for c in present if c not in val_classes]
+    if missing:
+        return [f"{source}: {len(missing)} of {len(present)} classes have no example in the validation split "
+                f"({len(val_idx)} examples; e.g. class {missing[0]}): early stopping and the picks will not see them"]
+    return []
 
 
 def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
@@ -221,7 +367,7 @@ def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
         source = Path(params.path)  # type: ignore[arg-type]
         if not source.is_file():
             raise UserError(f"{source}: no such file (data.path in params.yaml must point at your .npz)")
-        _check_npz(source)
+        _read_npz(source)
         if not (target / NPZ_FILE).is_file() or sha256_file(target / NPZ_FILE) != sha256_file(source):
             with atomic_path(target / NPZ_FILE) as tmp:
                 shutil.copyfile(source, tmp)
@@ -260,10 +406,9 @@ def _load_user_idx(directory: Path, params: DataParams | None = None) -> tuple[n
         _find_one(directory, ("t10k-images*", "test-images*", "*test*images*"), "test images"),
         _find_one(directory, ("t10k-labels*", "test-labels*", "*test*labels*"), "test labels"),
     )
-    x_train, y_train, x_test, y_test = (read_idx(f) for f in files)
-    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise UserError(f"{directory}: images and labels differ in count; fix the IDX files")
-    return x_train, y_train, x_test, y_test
+    arrays = tuple(read_idx(f) for f in files)
+    check_arrays(arrays, str(directory))
+    return arrays
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -275,7 +420,11 @@ def _read_class_dirs(root: Path) -> tuple[list[np.ndarray], list[int], list[str]
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     images, labels, shape = [], [], None
     for label, name in enumerate(classes):
-        for file in sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"{root / name}: a class folder with no images ({', '.join(IMAGE_SUFFIXES)}); add some or "
+                            "remove the folder")  # fmt: skip
+        for file in files:
             try:
                 with Image.open(file) as image:
                     array = np.asarray(image.convert("L" if image.mode in ("L", "1", "P", "I;16") else "RGB"))
@@ -293,6 +442,7 @@ def _read_class_dirs(root: Path) -> tuple[list[np.ndarray], list[int], list[str]
 def _load_images(directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
     """One sub-directory of images per class; with train/ and test/ sub-directories, those are the
     split, otherwise `test_fraction` of each class (seeded by file order) is the test set."""
+    _refuse_symlink_loops(directory)
     if (directory / "train").is_dir() and (directory / "test").is_dir():
         x_train, y_train, classes = _read_class_dirs(directory / "train")
         x_test, y_test, test_classes = _read_class_dirs(directory / "test")
@@ -315,6 +465,24 @@ def _load_images(directory: Path, params: DataParams | None = None) -> tuple[np.
     return np.stack(x_train), np.asarray(y_train), np.stack(x_test), np.asarray(y_test)
 
 
+def _refuse_symlink_loops(root: Path) -> None:
+    """A link to a folder that holds it makes copying the directory endless (shutil.copytree follows
+    links); a link that loops or points nowhere is no image either. Say which link, once."""
+    for folder, dirs, files in os.walk(root):  # os.walk itself does not follow links
+        for name in dirs + files:
+            link = Path(folder) / name
+            if not link.is_symlink():
+                continue
+            try:
+                target = link.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise UserError(f"{link}: a symbolic link that loops or points nowhere; remove it") from None
+            inside = Path(folder).resolve()
+            if target == inside or target in inside.parents:
+                raise UserError(f"{link}: a symbolic link to {target}, a folder that contains it (a loop); "
+                                "remove the link")
+
+
 def load_raw(dataset: str, directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
     """x_train, y_train, x_test, y_test from a fetched dataset directory, verified first."""
     if dataset == "idx":
@@ -325,25 +493,54 @@ def load_raw(dataset: str, directory: Path, params: DataParams | None = None) ->
         path = directory / NPZ_FILE
         if not path.is_file():
             raise UserError(f"{path}: missing; run `tinyopt fetch` to copy your .npz in")
-        _check_npz(path)
-        with np.load(path, allow_pickle=False) as archive:
-            return tuple(archive[key] for key in NPZ_KEYS)  # type: ignore[return-value]
+        return _read_npz(path)
     verify_idx_dir(dataset, directory)
     files = IDX_DATASETS[dataset].files
     return tuple(read_idx(directory / files[split]) for split in SPLITS)  # type: ignore[return-value]
 
 
+def check_data(arrays: tuple[np.ndarray, ...], params: DataParams, seed: int, task: TaskParams,
+               source: str) -> tuple[Optional[dict], list[str]]:  # fmt: skip
+    """Everything about the data that can fail a run, checked before one starts: the labels for the
+    task and the split. Returns check_labels' answer and the warnings to show."""
+    check_split(None, len(arrays[0]), params, seed, task, source)  # enough examples at all, before their labels
+    labels = check_labels(arrays, task, source)
+    return labels, check_split(labels, len(arrays[0]), params, seed, task, source)
+
+
+def load_source(params: DataParams) -> Optional[tuple[np.ndarray, ...]]:
+    """The dataset's arrays read where they are now, without copying anything (to check them before a
+    run): the user's file or directory, or a built-in dataset's verified local files; None when a
+    built-in dataset has none yet (fetching verifies it by checksum)."""
+    if params.dataset in USER_DATASETS:
+        source = Path(params.path)  # type: ignore[arg-type]
+        if params.dataset == "npz":
+            if not source.is_file():
+                raise UserError(f"{source}: no such file (data.path in params.yaml must point at your .npz)")
+            return _read_npz(source)
+        if not source.is_dir():
+            raise UserError(f"{source}: no such directory (data.path must point at your {params.dataset} directory)")
+        return (_load_user_idx if params.dataset == "idx" else _load_images)(source, params)
+    from tinyopt import layout
+
+    spec = IDX_DATASETS[params.dataset]
+    for directory in (layout.DATA_ROOT / params.dataset, Path(spec.local_dir) if spec.local_dir else None):
+        if directory is not None and all((directory / name).is_file() for name in spec.files.values()):
+            try:
+                return load_raw(params.dataset, directory)
+            except UserError:
+                continue  # a damaged copy: fetching replaces it
+    return None
+
+
 def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> PreparedRecord:
-    """Split into train / validation / test with a fixed seed and write one .npz (atomically)."""
+    """Split into train / validation / test with a fixed seed and write one .npz (atomically).
+    The data's shapes and values were checked on loading; its labels are check_data's concern."""
     x_train, y_train, x_test, y_test = load_raw(params.dataset, raw_dir, params)
     y_train, y_test = _sparse_if_one_hot(y_train), _sparse_if_one_hot(y_test)
     scale = params.input_scale or (1 / 255 if x_train.dtype == np.uint8 else 1.0)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x_train))
-    if params.train_limit:
-        order = order[: params.train_limit]
-    num_val = max(1, int(round(len(order) * params.validation_fraction)))
-    val_idx, train_idx = order[:num_val], order[num_val:]
+    train_idx, val_idx = split_indices(len(x_train), params, seed)
+    num_val = len(val_idx)
     if params.test_limit:
         x_test, y_test = x_test[: params.test_limit], y_test[: params.test_limit]
     labels = np.concatenate([y_train, y_test])

@@ -34,8 +34,9 @@ def load_summary(path: Path) -> dict:
     needed = ("run_id", "variants", "picks", "dataset", "git_commit", "params_hash")
     missing = [key for key in needed if key not in summary] if isinstance(summary, dict) else list(needed)
     if missing or not isinstance(summary["variants"], list) or not isinstance(summary["picks"], dict):
-        raise UserError(f"{path}: not a tinyopt run summary (missing or malformed: {', '.join(missing) or 'variants, picks'}); "
-                        "pass the summary.json a `tinyopt run` wrote")  # fmt: skip
+        what = ", ".join(missing) or "variants, picks"
+        raise UserError(f"{path}: not a tinyopt run summary (missing or malformed: {what}); pass the summary.json "
+                        "a `tinyopt run` wrote")
     return summary
 
 

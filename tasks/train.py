@@ -16,7 +16,7 @@ import numpy as np
 from tinyopt.errors import UserError
 from tinyopt.files import atomic_path
 from tinyopt.metrics import score
-from tinyopt.models import load_model, save_model, weight_stats
+from tinyopt.models import check_input_shape, describe, load_model, save_model, weight_stats
 from tinyopt.params import ModelParams, TaskParams, TrainParams
 from tinyopt.steps import StepRecord, outputs_of, step_task
 
@@ -132,11 +132,7 @@ def record_model(
 
 def check_model_fits_data(model, data: dict) -> None:
     """A user's model must take the data's inputs; say which shapes disagree if it does not."""
-    expected, given = tuple(model.input_shape[1:]), tuple(data["x_train"].shape[1:])
-    if len(model.inputs) != 1:
-        raise UserError(f"the model has {len(model.inputs)} inputs; tinyopt handles models with one input")
-    if expected != given and not (len(expected) == len(given) and all(e in (None, g) for e, g in zip(expected, given))):
-        raise UserError(f"the model takes inputs of shape {expected}, the data has {given}; give data the model was built for")
+    check_input_shape(describe(model)["inputs"], data["x_train"].shape[1:])
 
 
 def train_baseline(prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int,

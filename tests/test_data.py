@@ -166,8 +166,8 @@ def test_user_npz_is_copied_in_and_prepared(tmp_path: Path):
     [
         (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz file"),
         (lambda p: write_npz(p, x_train=np.zeros(3), y_train=np.zeros(3)), "lacks x_test, y_test"),
-        (lambda p: write_npz(p, x_train=np.zeros(3), y_train=np.zeros(2), x_test=np.zeros(1), y_test=np.zeros(1)),
-         "different lengths"),
+        (lambda p: write_npz(p, x_train=np.zeros((3, 2)), y_train=np.zeros(2), x_test=np.zeros((1, 2)),
+                             y_test=np.zeros(1)), "x_train has 3 examples and y_train 2; they must match"),
         (lambda p: None, "no such file"),
     ],
 )  # fmt: skip

@@ -7,8 +7,13 @@ SavedModel directories: tfmot's quantize wrappers do not survive a `.keras` or `
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -40,6 +45,89 @@ def load_model(path: str | Path):
             ) from None
         reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
         raise UserError(f"{path}: not a loadable Keras model ({reason}); re-train or re-export it") from None
+
+
+def describe(model) -> dict:
+    """What the checks before a run need of a model: its input and output shapes (batch dimension
+    first, None where unknown) and the activation of its last layer."""
+    config = model.layers[-1].get_config() if model.layers else {}
+    inner = config.get("layer", {}).get("config", config)  # tfmot wrappers keep the layer's config inside
+    return {
+        "inputs": [list(tensor.shape) for tensor in model.inputs],
+        "outputs": [list(tensor.shape) for tensor in model.outputs],
+        "activation": str(inner.get("activation", "linear")),
+    }
+
+
+def check_input_shape(inputs: list[list], given: tuple[int, ...]) -> None:
+    """A user's model (`describe`'s inputs) must take examples of the data's shape; say which differ."""
+    if len(inputs) != 1:
+        raise UserError(f"the model has {len(inputs)} inputs; tinyopt handles models with one input")
+    expected = tuple(inputs[0][1:])
+    given = tuple(given)
+    if len(expected) != len(given) or any(e not in (None, g) for e, g in zip(expected, given)):
+        raise UserError(f"the model takes inputs of shape {expected}, the data has {given}; "
+                        "give data the model was built for")
+
+
+PROBE_TIMEOUT_S = 600
+
+
+def probe_model(path: str | Path) -> dict:
+    """Load a user's model file once in a child process and return `describe` of it.
+
+    A damaged .h5 or a file that only pretends to be a model can crash the loader itself (h5py and
+    TensorFlow are C code: a segfault, not an exception). In a child, a crash becomes a UserError
+    here, and the file is known to load before this process ever opens it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such model file; train it first (`tinyopt train`) or fix the path")
+    code = "import sys; from tinyopt.models import _probe_main; _probe_main(sys.argv[1])"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{path}: loading the model took over {PROBE_TIMEOUT_S} s; is it a Keras model?") from None
+    answer = _last_json_line(done.stdout)
+    if answer is not None and "error" in answer:
+        raise UserError(answer["error"])  # the loader's own one line, even if the child crashed after it
+    if done.returncode != 0 or answer is None:
+        how = f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0 else f"exit {done.returncode}"
+        raise UserError(f"{path}: loading it crashed the model loader ({how}); the file is damaged or not a Keras "
+                        "model: re-export it")  # fmt: skip
+    return answer
+
+
+def _last_json_line(text: str) -> Optional[dict]:
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _probe_main(path: str) -> None:
+    """The child side of probe_model: one JSON line on stdout, a description or the error."""
+    import tinyopt  # noqa: F401  (tf-keras, as tfmot needs, before TensorFlow is imported)
+
+    import tensorflow as tf
+
+    try:
+        try:  # most user models load without tfmot's scope, and importing tfmot costs seconds
+            model = tf.keras.models.load_model(path, compile=False)
+        except Exception:
+            model = load_model(path)  # with the scope, and its one-line errors
+        answer = describe(model)
+    except UserError as exc:
+        answer = {"error": str(exc)}
+    except Exception as exc:  # it loaded, but is not a model with known inputs and outputs (a bare tf.Module)
+        reason = (str(exc).strip().splitlines() or [""])[0][:150]
+        answer = {"error": f"{path}: not a Keras model with known inputs and outputs ({type(exc).__name__}: "
+                           f"{reason}); save it with model.save()"}
+    print(json.dumps(answer), flush=True)
 
 
 def save_model(model, path: Path) -> list[Path]:

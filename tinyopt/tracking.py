@@ -7,11 +7,14 @@ names another, e.g. a tracking server.
 from __future__ import annotations
 
 import os
+import re
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 from tinyopt import layout
+from tinyopt.errors import UserError
 from tinyopt.health import require_healthy
 
 
@@ -19,12 +22,29 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.MLFLOW_DB.resolve()}"
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: a password may hold @
+
+
+def shown(uri: str) -> str:
+    """The URI as it may be printed or recorded: user:password@ becomes user:***@ (never raises)."""
+    return _USERINFO.sub(lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", uri, count=1)
+
+
 def check_reachable(uri: Optional[str] = None, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when a remote tracking server does not answer (MLflow itself would
-    retry for minutes before giving up)."""
+    retry for minutes before giving up). Credentials in the URI never appear in the message."""
     uri = uri or tracking_uri()
     if uri.startswith(("http://", "https://")):
-        require_healthy(uri, "MLflow tracking server", "start it, or unset MLFLOW_TRACKING_URI to use the local store", timeout)
+        try:
+            urllib.parse.urlsplit(uri).port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise UserError(f"MLFLOW_TRACKING_URI {shown(uri)} is not a valid URL ({exc})") from None
+        bare = _USERINFO.sub(r"\1", uri, count=1)  # /health needs no login: keep credentials off the wire too
+        try:
+            fix = "start it, or unset MLFLOW_TRACKING_URI to use the local store"
+            require_healthy(bare, "MLflow tracking server", fix, timeout)
+        except UserError as exc:
+            raise UserError(str(exc).replace(bare, shown(uri), 1)) from None
 
 
 def client():
