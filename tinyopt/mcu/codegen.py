@@ -314,7 +314,14 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
     mults, shifts = _per_channel_multipliers(inp, w, out, oc)
     act_min, act_max = activation_range(o.fusedActivationFunction, out.scale, out.zero_point)
     geom = _geom(em, inp, out, kh, kw, o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor)
-    m, s = _emit_requant_consts(em, op, mults, shifts)
+    wide = weights.size <= WIDE_WEIGHTS_MAX and weights.shape[1] <= 16 and max(shifts) <= 0 and \
+        not (depthwise and inp.shape[-1] != 1)  # fmt: skip
+    if wide:  # to_conv16 takes right shifts
+        m, s = em.const_name(op, "mult"), em.const_name(op, "right")
+        em.consts.append(c_array("int32_t", m, mults))
+        em.consts.append(c_array("uint8_t", s, [-x for x in shifts]))
+    else:
+        m, s = _emit_requant_consts(em, op, mults, shifts)
     b = em.const_name(op, "bias")
     em.consts.append(c_array("int32_t", b, folded))
     wn = em.const_name(op, "w")
@@ -326,11 +333,11 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
         em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
         return
     k = weights.shape[1]
-    if weights.size <= WIDE_WEIGHTS_MAX:
+    if wide:
         kp = k + (k % 2)
-        wide = np.zeros((oc, kp), dtype=np.int16)
-        wide[:, :k] = weights
-        em.consts.append(c_array("int16_t", wn, wide))
+        widened = np.zeros((oc, kp), dtype=np.int16)
+        widened[:, :k] = weights
+        em.consts.append(c_array("int16_t", wn, widened))
         em.body.append(f"    to_conv16({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
                        f"{out.zero_point}, {act_min}, {act_max}, "
                        f"(int16_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "

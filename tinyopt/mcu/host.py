@@ -35,8 +35,10 @@ def run_host(generated: Generated, inputs: np.ndarray, cc: str = "gcc") -> np.nd
     with tempfile.TemporaryDirectory() as scratch:
         paths = generated.write(Path(scratch))
         lib_path = Path(scratch) / "model.so"
-        subprocess.run([cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)], check=True,
-                       capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run([cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"{cc} failed on the generated C: {done.stderr.strip()[-2000:]}")
         lib = ctypes.CDLL(str(lib_path))
         flat = np.ascontiguousarray(inputs.reshape(len(inputs), -1))
         outs = np.zeros((len(inputs), generated.output_bytes // out_dtype.itemsize), dtype=out_dtype)

@@ -62,7 +62,20 @@ TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t 
   if (act_min >= out_zp && acc <= 0) return (int8_t)act_min;
   int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
   int32_t x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
-  int32_t v = to_rdbpot(x, right) + out_zp;
+  /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
+  int32_t v = (x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+  v = v < act_min ? act_min : v;
+  v = v > act_max ? act_max : v;
+  return (int8_t)v;
+}
+
+/* The same for multipliers below one (right shift only), as the generator emits them when every channel's
+ * shift is <= 0: no shift selection at run time. */
+TO_INLINE int8_t to_requant_right(int32_t acc, int32_t multiplier, int right, int32_t out_zp, int32_t act_min,
+                                  int32_t act_max) {
+  if (act_min >= out_zp && acc <= 0) return (int8_t)act_min;
+  int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
+  int32_t v = (x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
   v = v < act_min ? act_min : v;
   v = v > act_max ? act_max : v;
   return (int8_t)v;
@@ -207,7 +220,7 @@ TO_INLINE int32_t to_dot16(const int16_t *a, const int16_t *b, int n, int32_t ac
 }
 
 TO_INLINE void to_conv16(const int8_t *in, const to_geom *g, const int16_t *w, const int32_t *bias, int kp,
-                         int8_t pad, const int32_t *mult, const int8_t *shift, int32_t out_zp, int32_t act_min,
+                         int8_t pad, const int32_t *mult, const uint8_t *right, int32_t out_zp, int32_t act_min,
                          int32_t act_max, int16_t *col, int8_t *out) {
   for (int oy = 0; oy < g->oh; oy++) {
     for (int ox = 0; ox < g->ow; ox++) {
@@ -222,9 +235,24 @@ TO_INLINE void to_conv16(const int8_t *in, const to_geom *g, const int16_t *w, c
         }
       }
       while (c < col + kp) *c++ = 0;
+      /* the receptive field stays in registers for all output channels (kp <= 16) */
+      uint32_t cw[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < kp / 2; i++) cw[i] = to_load32(col + 2 * i);
       int8_t *o = out + (oy * g->ow + ox) * g->oc;
-      for (int ch = 0; ch < g->oc; ch++)
-        o[ch] = to_requant(to_dot16(col, w + ch * kp, kp, bias[ch]), mult[ch], shift[ch], out_zp, act_min, act_max);
+      const int16_t *wr = w;
+      for (int ch = 0; ch < g->oc; ch++, wr += kp) {
+        int32_t acc = bias[ch];
+#pragma GCC unroll 8
+        for (int i = 0; i < kp / 2; i++) {
+#ifdef TINYOPT_DSP
+          acc = __smlad(cw[i], to_load32(wr + 2 * i), acc);
+#else
+          acc += (int32_t)(int16_t)(cw[i] & 0xFFFF) * wr[2 * i] + (int32_t)(int16_t)(cw[i] >> 16) * wr[2 * i + 1];
+#endif
+        }
+        o[ch] = to_requant_right(acc, mult[ch], right[ch], out_zp, act_min, act_max);
+      }
     }
   }
 }
@@ -317,13 +345,14 @@ TO_INLINE void to_quantize(const float *in, int n, double scale, float inv_scale
   for (int i = 0; i < n; i++) {
     float f = in[i] * inv_scale;
     int32_t q;
-    if (f > 400.0f) q = 127 - zp + 1;
-    else if (f < -400.0f) q = -128 - zp - 1;
+    if (f > 400.0f) q = 128 - zp;
+    else if (f < -400.0f) q = -129 - zp;
     else {
-      float t = (float)(int32_t)f, frac = f - t;
-      frac = frac < 0 ? -frac : frac;
-      if (frac > 0.501f || frac < 0.499f) q = (int32_t)to_roundf(f);
-      else q = (int32_t)to_round((double)in[i] / scale);
+      float half = f >= 0.0f ? 0.5f : -0.5f;
+      q = (int32_t)(f + half); /* round half away from zero */
+      float frac = f - (float)(int32_t)f;
+      frac = frac < 0.0f ? -frac : frac;
+      if (frac < 0.501f && frac > 0.499f) q = (int32_t)to_round((double)in[i] / scale); /* near a tie */
     }
     q += zp;
     q = q < -128 ? -128 : q;
