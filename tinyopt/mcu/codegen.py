@@ -208,6 +208,8 @@ def _plan(em: _Emitter) -> None:
     for op in g.ops:
         if op.kind in ALIAS_OPS:
             root[op.outputs[0]] = root[op.inputs[0]]
+        elif _pool_in_place(g, op, root):
+            root[op.outputs[0]] = root[op.inputs[0]]
     alive: dict[int, list[int]] = {}
 
     def touch(i: int, step: int) -> None:
@@ -235,6 +237,22 @@ def _plan(em: _Emitter) -> None:
         need = _scratch_bytes(em, op)
         if need:
             em.buffers[f"S{op.index}"] = Buffer(f"S{op.index}", need, op.index, op.index)
+
+
+def _pool_in_place(g: Graph, op: Op, root: dict[int, int]) -> bool:
+    """A pool without top/left padding can write over its own input: output position p is written after every
+    read at or below p, and later outputs read only above it. Only when nothing reads the input afterwards."""
+    if op.kind not in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        return False
+    inp, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    o = op.options
+    padded = compute_padding(o.strideH, 1, inp.shape[1], o.filterHeight, out.shape[1]) or \
+        compute_padding(o.strideW, 1, inp.shape[2], o.filterWidth, out.shape[2])  # fmt: skip
+    if padded or op.inputs[0] in g.inputs or inp.dtype is not out.dtype:
+        return False
+    shared = {i for i in range(len(g.tensors)) if root[i] == root[op.inputs[0]]}
+    later = any(set(other.inputs) & shared for other in g.ops[op.index + 1:])
+    return not later and not shared & set(g.outputs)
 
 
 def _scratch_bytes(em: _Emitter, op: Op) -> int:

@@ -116,6 +116,32 @@ TO_INLINE void to_dot4x2(const int8_t *a, const int8_t *b0, const int8_t *b1, in
 #endif
 }
 
+/* Four dot products that share the vector a (dense layers: four rows per pass over the input). */
+TO_INLINE void to_dot4x4(const int8_t *a, const int8_t *b, int n, int32_t *acc) {
+#ifdef TINYOPT_DSP
+  int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
+  const int8_t *b1 = b + n, *b2 = b + 2 * n, *b3 = b + 3 * n;
+  for (int i = 0; i < n; i += 4) {
+    uint32_t x = to_load32(a + i), xe = __sxtb16(x), xo = to_sxtb16_ror8(x);
+    uint32_t y = to_load32(b + i);
+    s0 = __smlad(xe, __sxtb16(y), s0);
+    s0 = __smlad(xo, to_sxtb16_ror8(y), s0);
+    y = to_load32(b1 + i);
+    s1 = __smlad(xe, __sxtb16(y), s1);
+    s1 = __smlad(xo, to_sxtb16_ror8(y), s1);
+    y = to_load32(b2 + i);
+    s2 = __smlad(xe, __sxtb16(y), s2);
+    s2 = __smlad(xo, to_sxtb16_ror8(y), s2);
+    y = to_load32(b3 + i);
+    s3 = __smlad(xe, __sxtb16(y), s3);
+    s3 = __smlad(xo, to_sxtb16_ror8(y), s3);
+  }
+  acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3;
+#else
+  for (int r = 0; r < 4; r++) acc[r] = to_dot4(a, b + r * n, n, acc[r]);
+#endif
+}
+
 /* Sparse dot product: the generator lists each row's non-zero weights as (index, value) runs. */
 TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint16_t *idx, const int8_t *val, int nnz, int32_t acc) {
   for (int i = 0; i < nnz; i++) acc += (int32_t)a[idx[i]] * val[i];
@@ -127,6 +153,14 @@ TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32
                                   const int32_t *mult, const int8_t *shift, int per_channel, int32_t out_zp,
                                   int32_t act_min, int32_t act_max, int8_t *out) {
   int o = 0;
+  for (; o + 3 < outs; o += 4) {
+    int32_t acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
+    to_dot4x4(in, w + o * kp, kp, acc);
+    for (int r = 0; r < 4; r++) {
+      int c = per_channel ? o + r : 0;
+      out[o + r] = to_requant(acc[r], mult[c], shift[c], out_zp, act_min, act_max);
+    }
+  }
   for (; o + 1 < outs; o += 2) {
     int32_t a0 = bias[o], a1 = bias[o + 1];
     to_dot4x2(in, w + o * kp, w + (o + 1) * kp, kp, &a0, &a1);
