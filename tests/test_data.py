@@ -206,3 +206,28 @@ def test_cli_prepare_on_a_missing_dataset_is_one_line(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train-images-idx3-ubyte.gz: missing fashion-mnist file; run `tinyopt fetch`" in lines[0]
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_integral_float_labels_are_class_indices_and_others_are_refused():
+    labels, width = data.class_labels(np.array([0.0, 1.0, 2.0]), "y_train", "d.npz")
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 2] and width is None
+    labels, width = data.class_labels(np.eye(4)[[3, 0, 1]], "y_train", "d.npz")
+    assert labels.tolist() == [3, 0, 1] and width == 4
+    with pytest.raises(UserError, match=r"d.npz: y_train holds non-integer labels \(1.5 at index 1\)"):
+        data.class_labels(np.array([0.0, 1.5]), "y_train", "d.npz")
+
+
+def test_a_class_missing_from_the_validation_split_is_a_warning_not_an_error():
+    from tinyopt.params import TaskParams
+
+    params = DataParams(dataset="npz", path="d.npz", validation_fraction=0.1)
+    train_idx, val_idx = data.split_indices(100, params, seed=0)
+    y = np.zeros(100, dtype=np.int64)
+    y[train_idx[:5]] = 1  # class 1 only in the training split
+    labels = {"train": y, "test": np.array([0, 1]), "classes": 2, "one_hot": None}
+    warnings = data.check_split(labels, 100, params, 0, TaskParams(), "d.npz")
+    assert len(warnings) == 1 and "1 of 2 classes have no example in the validation split" in warnings[0]
+    y[:] = 0
+    y[val_idx[:1]] = 1  # class 1's only example lands in validation: nothing to learn it from
+    with pytest.raises(UserError, match="class 1 has 1 training examples and none is left in the training split"):
+        data.check_split({**labels, "train": y}, 100, params, 0, TaskParams(), "d.npz")

@@ -164,8 +164,8 @@ def test_cnn_with_batch_norm_on_a_directory_of_images(tmp_path):
 def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
     import tensorflow as tf
 
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.zeros(50, int),
-             x_test=np.zeros((10, 5), np.float32), y_test=np.zeros(10, int))  # fmt: skip
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.arange(50) % 2,
+             x_test=np.zeros((10, 5), np.float32), y_test=np.arange(10) % 2)  # fmt: skip
     tf.keras.Sequential([tf.keras.layers.InputLayer((7,)), tf.keras.layers.Dense(2)]).save(tmp_path / "m.keras")
     make_project(tmp_path / "p", reference={"dir": None})
     result = run_cli(["run", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p")
@@ -178,8 +178,8 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
 def test_a_keras_3_model_is_refused_with_the_fix(tmp_path):
     import keras  # Keras 3, as a user of TensorFlow >= 2.16 gets by default
 
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.zeros(50, int),
-             x_test=np.zeros((10, 5), np.float32), y_test=np.zeros(10, int))  # fmt: skip
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.arange(50) % 2,
+             x_test=np.zeros((10, 5), np.float32), y_test=np.arange(10) % 2)  # fmt: skip
     keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(2)]).save(tmp_path / "k3.keras")
     make_project(tmp_path / "p", reference={"dir": None})
     result = run_cli(["run", "--model", str(tmp_path / "k3.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p")

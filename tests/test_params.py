@@ -77,3 +77,64 @@ def test_cli_reports_a_bad_params_file_in_one_line_without_traceback(tmp_path: P
     assert "Traceback" not in result.stdout + result.stderr
     # Nothing was started or written.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def _number_fields(model: type, prefix: str = ""):
+    """Every int or float field of the schema, as a dotted key path (nested sections included)."""
+    from pydantic import BaseModel
+
+    from tinyopt.params import _number_not_bool
+
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _number_fields(annotation, f"{prefix}{name}.")
+        elif _number_not_bool(annotation):
+            yield f"{prefix}{name}"
+
+
+NUMBER_KEYS = list(_number_fields(Params))
+
+
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+def test_true_or_false_is_never_a_number(key: str):
+    raw: dict = {}
+    *sections, last = key.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[last] = True
+    with pytest.raises(UserError, match=rf"'{key}': Input should be a number, not true/false"):
+        parse_params(raw)
+
+
+def test_the_bool_check_covers_every_numeric_knob():
+    assert {"seed", "train.epochs", "train.learning_rate", "data.validation_fraction", "data.train_limit",
+            "techniques.prune.target_sparsity", "conversion.batch_size", "benchmark.latency_repeats"} <= set(NUMBER_KEYS)
+    assert parse_params({"conversion": {"strip_names": False}}).conversion.strip_names is False  # a real bool still is
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train:\n  epochs: 3\n  batch_size: 8\n  epochs: 30\n", r"at line 4, column 3: the key 'epochs' is given twice"),
+        ("seed: 1\nseed: 2\n", r"at line 2, column 1: the key 'seed' is given twice"),
+        ("", r"empty file"),
+        ("   \n\n", r"empty file"),
+    ],
+)
+def test_duplicate_keys_and_empty_files_are_refused(tmp_path: Path, text: str, expected: str):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError, match=expected):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_class_folder_named_idx_is_still_an_image_directory(tmp_path: Path):
+    from tinyopt.params import with_inputs
+
+    (tmp_path / "images" / "idx-birds").mkdir(parents=True)
+    (tmp_path / "images" / "cats").mkdir()
+    assert with_inputs(Params(), data=str(tmp_path / "images")).data.dataset == "images"
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert with_inputs(Params(), data=str(tmp_path / "mnist")).data.dataset == "idx"
