@@ -43,7 +43,7 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
         candidate = next(v for v in summary["variants"] if v["name"] == pick["variant"])
         candidate = {**candidate, "sha256": sha256_file(candidate["tflite"])}
         replace, why = promotion.replaces_production(candidate, production, profile)
-    decision.update(replace=replace, why=why, registered=None, published=None)
+    decision.update(replace=replace, why=why, registered=None, published=None, refreshed=None)
     logger.info("%s: %s", "replace production" if replace else "keep production", why)
 
     if replace and promote and settings.channel:
@@ -54,6 +54,12 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
         publish = task(name="publish", retries=1, retry_delay_seconds=5)(promotion.promote)
         decision["published"] = publish(model_name, registered["version"], settings.channel, params)
         logger.info("published %s v%d to %s", model_name, registered["version"], settings.channel)
+    elif production and promote and settings.channel and promotion.alias_for(settings.channel) == "production":
+        # Devices refuse an expired manifest: keeping production re-signs its channel when it is stale
+        # (or repairs it when tampered); otherwise promoting the same version changes nothing.
+        refresh = task(name="refresh", retries=1, retry_delay_seconds=5)(promotion.promote)
+        decision["refreshed"] = refresh(model_name, production["version"], settings.channel, params)
+        logger.info("%s: %s", settings.channel, decision["refreshed"]["status"])
 
     tracking.client().set_tag(summary["mlflow_run_id"], "reoptimize.decision", ("replace: " if replace else "keep: ") + why)
     write_json(layout.REPORTS / summary["run_id"] / "reoptimize.json", decision)

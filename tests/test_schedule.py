@@ -140,6 +140,8 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
         assert not second["replace"] and "the same model as the new pick" in second["why"], second
         assert second["registered"] is None and second["published"] is None
         assert second["production"]["version"] == 1
+        # Keeping production re-checks its channel: the manifest verifies and is fresh, so nothing is re-signed.
+        assert second["refreshed"]["status"] == "unchanged" and second["refreshed"]["sequence"] == 1, second
         print(f"on-demand run (every step cached): {time.monotonic() - started:.1f} s")
     finally:
         serve.send_signal(signal.SIGINT)
