@@ -6,8 +6,9 @@ the TensorFlow Lite Micro figures measured for issue 12 on the same machine and 
 For each model: flash (whole firmware and the model's part), RAM (data + bss + stack high-water mark),
 instructions per inference, the ratios to TFLM + CMSIS-NN, top-1 accuracy as the emulated device computes
 it, and the share of test images whose outputs are bit-exact with TFLM's reference kernels. Pruned models
-are also built with dense kernels, to show what skipping zeros saves. QEMU counts instructions, not cycles;
-the latency column is instructions x CPI 1 at the profile's clock: an estimate.
+are also built with dense kernels, to show what skipping zeros saves, and clustered ones with 4-bit indices
+into their few weight values, to show the flash that saves and the instructions it costs. QEMU counts
+instructions, not cycles; the latency column is instructions x CPI 1 at the profile's clock: an estimate.
 """
 
 from __future__ import annotations
@@ -51,13 +52,17 @@ def main() -> None:
         paths += sorted(p.rglob("*.tflite")) if p.is_dir() else [p]
     rows = []
     for path in paths:
-        runs = [("sparse" if "prun" in path.name else "", True)]
-        if "prun" in path.name:
-            runs.append(("dense", False))
-        for label, sparse in runs:
+        pruned, clustered = "prun" in path.name, "cluster" in path.name
+        runs = [("sparse" if pruned else "", True, False)]
+        if pruned:  # what skipping zeros saves
+            runs.append(("dense", False, False))
+        if clustered:  # what 4-bit cluster indices save (and cost)
+            runs.append(("cluster indices", True, True))
+        for label, sparse, indices in runs:
             name = f"{path.stem}{' (' + label + ')' if label else ''}"
             try:
-                rows.append((name, measure_on_device(path, profile, x, y, sparse=sparse, timeout=1800)))
+                rows.append((name, measure_on_device(path, profile, x, y, sparse=sparse, cluster_indices=indices,
+                                                     timeout=1800)))  # fmt: skip
             except NotApplicable as exc:
                 print(f"skipped {name}: {exc}")
     print(f"\n{profile.name}, {profile.core} as QEMU mps2-an386 emulates it, {args.images:,} test images\n")

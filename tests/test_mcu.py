@@ -216,3 +216,31 @@ def test_a_core_without_an_emulated_machine_is_not_applicable():
     assert core_for(DEFAULT_DEVICES["nano33ble"]).machine == "mps2-an386"
     with pytest.raises(NotApplicable, match="no emulated machine for core 'Xtensa LX6'"):
         core_for(DEFAULT_DEVICES["esp32"])
+
+
+@needs_fashion
+@needs_gcc
+def test_clustered_dense_layer_stored_as_indices_is_bit_exact_and_smaller(prepared_slice, tmp_path):
+    import tf_keras as keras
+
+    from tinyopt.mcu.codegen import generate
+
+    def clustered_model():  # a dense layer with 12 distinct weights, as weight clustering leaves it
+        inp = keras.Input((28, 28))
+        x = keras.layers.Flatten()(inp)
+        dense = keras.layers.Dense(10)
+        out = dense(x)
+        model = keras.Model(inp, out)
+        kernel, bias = dense.get_weights()
+        centroids = np.linspace(-0.05, 0.05, 12, dtype=np.float32)
+        dense.set_weights([centroids[np.random.default_rng(1).integers(0, 12, kernel.shape)], bias])
+        return model
+
+    blob = _convert(clustered_model, prepared_slice, tmp_path)
+    plain, clustered = generate(blob, "m"), generate(blob, "m", cluster_indices=True)
+    assert [t.clustered for t in clustered.techniques] == [True]
+    assert len(clustered.source) < 0.75 * len(plain.source)  # 4-bit indices instead of int8 weights
+    from tinyopt.mcu.host import run_host, run_tflm
+
+    inputs = _model_inputs(blob, clustered, _test_images(300))
+    assert np.array_equal(run_host(clustered, inputs), run_tflm(blob, inputs))

@@ -137,6 +137,7 @@ class Technique:
     weights: int
     nonzero: int
     sparse: bool
+    clustered: bool = False  # weights stored as 4-bit indices into a table of at most 16 values
 
 
 @dataclass
@@ -163,8 +164,8 @@ class Generated:
 
 
 class _Emitter:
-    def __init__(self, graph: Graph, name: str, sparse: bool):
-        self.g, self.name, self.sparse = graph, name, sparse
+    def __init__(self, graph: Graph, name: str, sparse: bool, cluster_indices: bool = False):
+        self.g, self.name, self.sparse, self.cluster_indices = graph, name, sparse, cluster_indices
         self.consts: list[str] = []
         self.body: list[str] = []
         self.buffers: dict[str, Buffer] = {}
@@ -181,8 +182,12 @@ class _Emitter:
         return f"{self.name}_op{op.index}_{what}"
 
 
-def generate(blob: bytes, name: str, sparse: bool = True) -> Generated:
-    """C source and header for the model in `blob`. Raises NotApplicable naming an op it cannot compile."""
+def generate(blob: bytes, name: str, sparse: bool = True, cluster_indices: bool = False) -> Generated:
+    """C source and header for the model in `blob`. Raises NotApplicable naming an op it cannot compile.
+
+    sparse: dense layers with few non-zero weights list them as (index, value) and skip the zeros.
+    cluster_indices: dense layers with at most 16 distinct weights store 4-bit indices into those values
+    (half the weight flash, more instructions: a choice for flash-bound devices)."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must be a C identifier in lower case")
     graph = load_graph(blob)
@@ -191,7 +196,7 @@ def generate(blob: bytes, name: str, sparse: bool = True) -> Generated:
         raise NotApplicable(f"the MCU code generator does not support op {', '.join(unknown)}")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise NotApplicable("the MCU code generator handles models with one input and one output")
-    em = _Emitter(graph, name, sparse)
+    em = _Emitter(graph, name, sparse, cluster_indices)
     _plan(em)
     for op in graph.ops:
         em.body.append(f"  /* op {op.index}: {op.kind} */")
@@ -393,8 +398,20 @@ def _emit_fully_connected(em: _Emitter, op: Op) -> None:
     em.consts.append(c_array("int32_t", b, folded))
     nonzero = int(np.count_nonzero(weights))
     sparse = em.sparse and nonzero <= SPARSE_DENSITY * weights.size and k < 65536
-    em.techniques.append(Technique(op.index, op.kind, weights.size, nonzero, sparse))
+    table = _cluster_table(weights) if em.cluster_indices and not sparse else None
+    em.techniques.append(Technique(op.index, op.kind, weights.size, nonzero, sparse, table is not None))
     tail = f"{int(per_channel)}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])});"
+    if table is not None:
+        kp = k + (k % 2)
+        codes = np.full((outs, kp), int(np.flatnonzero(table == 0)[0]), dtype=np.uint8)
+        codes[:, :k] = np.searchsorted(np.unique(np.append(weights, 0)), weights)  # the table's leading values
+        packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+        names = [em.const_name(op, x) for x in ("codes", "table")]
+        em.consts.append(c_array("uint8_t", names[0], packed))
+        em.consts.append(c_array("int8_t", names[1], table))
+        em.body.append(f"  to_fully_connected_clustered({em.ptr(op.inputs[0])}, {names[0]}, {names[1]}, {b}, {kp}, "
+                       f"{outs}, {m}, {s}, {tail}")  # fmt: skip
+        return
     if sparse:
         rows, cols = np.nonzero(weights)
         starts = np.searchsorted(rows, np.arange(outs + 1))
@@ -411,6 +428,19 @@ def _emit_fully_connected(em: _Emitter, op: Op) -> None:
     wn = em.const_name(op, "w")
     em.consts.append(c_array("int8_t", wn, padded))
     em.body.append(f"  to_fully_connected({em.ptr(op.inputs[0])}, {wn}, {b}, {kp}, {outs}, {m}, {s}, {tail}")
+
+
+def _cluster_table(weights: np.ndarray) -> np.ndarray | None:
+    """The sorted distinct weights, padded to 16 (with a zero among them for padding codes), or None when a
+    4-bit index cannot address them."""
+    values = np.unique(weights)
+    if 0 not in values:
+        values = np.sort(np.append(values, 0))
+    if len(values) > 16:
+        return None
+    table = np.zeros(16, dtype=np.int8)
+    table[: len(values)] = values
+    return table
 
 
 def _emit_pool(em: _Emitter, op: Op) -> None:

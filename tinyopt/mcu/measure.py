@@ -28,7 +28,8 @@ class DeviceReport:
     images: int
     accuracy: float  # top-1 of the outputs the emulated device computed
     bit_exact_share: float  # share of inputs whose outputs equal TFLM's reference kernels' exactly
-    sparse_ops: int
+    sparse_ops: int  # dense layers that skip zero weights
+    clustered_ops: int  # dense layers stored as 4-bit indices into their few values
 
     def latency_estimate_ms(self, clock_mhz: float, cpi: float = 1.0) -> float:
         """An estimate, not a measurement: instructions x an assumed CPI at the profile's clock."""
@@ -36,12 +37,13 @@ class DeviceReport:
 
 
 def measure_on_device(tflite_path: str | Path, profile: DeviceProfile, x: np.ndarray, y: np.ndarray,
-                      sparse: bool = True, timeout: float = 600) -> DeviceReport:  # fmt: skip
+                      sparse: bool = True, cluster_indices: bool = False,
+                      timeout: float = 600) -> DeviceReport:  # fmt: skip
     """Generate C for the model, build it for the profile's core, run every input under QEMU, and compare the
     device's outputs with TFLM's on the same inputs. NotApplicable when an op or the budget rules it out."""
     path = Path(tflite_path)
     blob = path.read_bytes()
-    generated = generate(blob, "model", sparse=sparse)
+    generated = generate(blob, "model", sparse=sparse, cluster_indices=cluster_indices)
     inputs = model_io(x, generated, tflm_interpreter(blob))
     with tempfile.TemporaryDirectory() as scratch:
         firmware = build_firmware(generated, profile, Path(scratch))
@@ -54,4 +56,5 @@ def measure_on_device(tflite_path: str | Path, profile: DeviceProfile, x: np.nda
     return DeviceReport(path.stem, run.core, run.flash_bytes, run.model_flash_bytes, run.ram_bytes,
                         generated.arena_bytes, run.stack_bytes, run.instructions_per_inference, per_op, len(x),
                         float(np.mean(run.outputs.argmax(axis=1) == y)), float(same.mean()),
-                        sum(t.sparse for t in generated.techniques))  # fmt: skip
+                        sum(t.sparse for t in generated.techniques),
+                        sum(t.clustered for t in generated.techniques))  # fmt: skip
