@@ -16,6 +16,7 @@ test-fast: setup
 ui: setup
 	.venv/bin/tinyopt ui
 
-# Removes what the pipeline made here (data copies, artifacts, reports, local MLflow store, task cache).
+# Removes what the pipeline made here (data copies, artifacts, reports, local MLflow store, task cache,
+# the project's Prefect home: `make setup` migrates a new one).
 clean:
 	rm -rf data artifacts reports mlflow.db mlartifacts .tinyopt

@@ -32,6 +32,7 @@ from tasks.select import select
 from tasks.separable import separable_task
 from tasks.train import ModelRecord, train_task
 from tinyopt import layout, tracking
+from tinyopt.console import Progress, state_outcome
 from tinyopt.files import write_json
 from tinyopt.lineage import git_commit
 from tinyopt.params import QAT_STEPS, Params, RunnerParams, load_params, with_inputs
@@ -55,23 +56,41 @@ def log_variant(parent_run_id: str, experiment: str, name: str, tags: dict, para
 latency_task = task(name="measure-latency")(measure_latency)  # a measurement of this run: never cached
 
 
-def submit_technique(step: str, parent: ModelRecord, prepared: Path, params: Params, out_dir: Path):
-    """Start the technique `step` on the parent model; returns its Prefect future."""
+def technique_call(step: str, parent: ModelRecord, prepared: Path, params: Params, out_dir: Path):
+    """The task that applies the technique `step` to the parent model, and its arguments."""
     common = dict(parent=Path(parent.model_path), prepared=prepared, out_dir=out_dir)
     techniques, trained = params.techniques, dict(train=params.train, task=params.task, seed=params.seed)
     if step == "prune":
-        return prune_task.submit(settings=techniques.prune, **trained, **common)
+        return prune_task, dict(settings=techniques.prune, **trained, **common)
     if step == "prune_2_4":
-        return prune_2_4_task.submit(settings=techniques.prune_2_4, **trained, **common)
+        return prune_2_4_task, dict(settings=techniques.prune_2_4, **trained, **common)
     if step in ("cluster", "sp_cluster"):
-        return cluster_task.submit(settings=techniques.cluster, preserve_sparsity=step == "sp_cluster", **trained, **common)
+        return cluster_task, dict(settings=techniques.cluster, preserve_sparsity=step == "sp_cluster", **trained,
+                                  **common)  # fmt: skip
     if step in QAT_STEPS:
-        return qat_task.submit(step=step, settings=techniques.qat, **trained, **common)
+        return qat_task, dict(step=step, settings=techniques.qat, **trained, **common)
     if step == "separable":
-        return separable_task.submit(settings=techniques.separable, **trained, **common)
+        return separable_task, dict(settings=techniques.separable, **trained, **common)
     if step == "graph":
-        return graph_task.submit(settings=techniques.graph, task=params.task, **common)
+        return graph_task, dict(settings=techniques.graph, task=params.task, **common)
     raise AssertionError(f"no task for technique {step}")  # params validation makes this unreachable
+
+
+def technique_label(prefix: planning.Prefix) -> str:
+    """What a technique's task run is called: `prune`, or `sp_cluster on prune` further down a chain."""
+    return prefix[-1] if len(prefix) == 1 else f"{prefix[-1]} on {planning.model_name(prefix[:-1])}"
+
+
+def named(step_task, label: str):
+    """The task with its runs named after what they do (`convert qat-int8`), in the UI and the logs.
+    Only the run's name: cache keys do not depend on it."""
+    return step_task.with_options(task_run_name=label.replace("{", "{{").replace("}", "}}"))
+
+
+def plan_steps(prefixes: list, chains: list, references: int) -> int:
+    """Every task run of a whole run: fetch, prepare, train; each technique; per variant a conversion,
+    evaluation, benchmark and MLflow log; per reference model an evaluation, benchmark and log; latency."""
+    return 3 + len(prefixes) + 4 * len(chains) + 3 * references + 1
 
 
 def publish_latest(files: list[Path], reports: Path = layout.REPORTS) -> None:
@@ -106,19 +125,38 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
     compute_code_versions()
     commit = git_commit()
 
-    dataset = fetch_task(params=params.data, out_root=layout.DATA_ROOT)
-    prepared = prepare_task(
-        raw_dir=Path(dataset.directory), params=params.data, seed=params.seed, out=layout.PREPARED
-    )
+    started = time.monotonic()
+
+    fetched = named(fetch_task, f"fetch {params.data.dataset}")(params=params.data, out_root=layout.DATA_ROOT,
+                                                                 return_state=True)  # fmt: skip
+    dataset = fetched.result()
+    prepared_state = named(prepare_task, f"prepare {params.data.dataset}")(
+        raw_dir=Path(dataset.directory), params=params.data, seed=params.seed, out=layout.PREPARED, return_state=True
+    )  # fmt: skip
+    prepared = prepared_state.result()
     prepared_path = Path(prepared.path)
     logger.info("data: %s %s, %d train / %d val / %d test", prepared.dataset, prepared.dataset_version,
                 prepared.num_train, prepared.num_val, prepared.num_test)  # fmt: skip
-    baseline = train_task(
-        prepared=prepared_path, model_params=params.model, train_params=params.train, task=params.task, seed=params.seed,
-        out_dir=planning.model_dir(()),
-    )  # fmt: skip
-
+    references, reference_note = find_references(params.reference, dataset.name, prepared.input_shape)
+    if reference_note:
+        logger.info(reference_note)
     chains = planning.chains(params)
+    prefixes = planning.technique_prefixes(chains)
+    progress = Progress(plan_steps(prefixes, chains, len(references)), logger.info, started)
+    progress.finished(f"fetch {params.data.dataset}", state_outcome(fetched))
+    progress.finished(f"prepare {params.data.dataset}", state_outcome(prepared_state))
+
+    def submit(step_task, label: str, **arguments):
+        """Submit a task run named `label` and count it in the progress when it finishes."""
+        return progress.track(named(step_task, label).submit(**arguments), label)
+
+    trained = named(train_task, "train baseline")(
+        prepared=prepared_path, model_params=params.model, train_params=params.train, task=params.task, seed=params.seed,
+        out_dir=planning.model_dir(()), return_state=True,
+    )  # fmt: skip
+    progress.finished("train baseline", state_outcome(trained))
+    baseline = trained.result()
+
     stage_started = time.perf_counter()  # the variant stage: techniques, conversions, evaluations
     models: dict[planning.Prefix, ModelRecord] = {(): baseline}
     skipped: dict[str, tuple[list[str], str]] = {}  # model or variant name -> (chain, reason)
@@ -129,7 +167,8 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         """Convert every chain that ends right after this model (in parallel)."""
         for chain in chains:
             if tuple(chain[:-1]) == prefix:
-                conversions[planning.variant_name(chain)] = (chain, convert_task.submit(
+                conversions[planning.variant_name(chain)] = (chain, submit(
+                    convert_task, f"convert {planning.variant_name(chain)}",
                     model_path=Path(models[prefix].model_path), conversion=chain[-1],
                     out_path=planning.variant_tflite(chain), prepared=prepared_path,
                     settings=params.conversion, seed=params.seed,
@@ -144,25 +183,29 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             record = future.result()
             if isinstance(record, SkippedRecord):
                 skipped[name] = (conversions[name][0], record.reason)
+                progress.drop(3)  # its evaluation, benchmark and log
                 logger.warning("skipped %s: %s", name, record.reason)
             else:
-                evaluations[name] = evaluate_task.submit(tflite_path=Path(record.tflite_path), prepared=prepared_path,
-                                                         metric=params.task.score_metric)  # fmt: skip
+                evaluations[name] = submit(evaluate_task, f"evaluate {name}", tflite_path=Path(record.tflite_path),
+                                           prepared=prepared_path, metric=params.task.score_metric)  # fmt: skip
 
     submit_conversions(())
-    prefixes = planning.technique_prefixes(chains)
     for depth in range(1, max((len(p) for p in prefixes), default=0) + 1):
         level = {}
         for prefix in (p for p in prefixes if len(p) == depth):
             if prefix[:-1] not in models:  # its parent was skipped: so is it, for the same reason
                 skipped[planning.model_name(prefix)] = (list(prefix), skipped[planning.model_name(prefix[:-1])][1])
                 continue
-            level[prefix] = submit_technique(prefix[-1], models[prefix[:-1]], prepared_path, params,
-                                             planning.model_dir(prefix))  # fmt: skip
+            step_task, arguments = technique_call(prefix[-1], models[prefix[:-1]], prepared_path, params,
+                                                  planning.model_dir(prefix))  # fmt: skip
+            level[prefix] = submit(step_task, technique_label(prefix), **arguments)
         for prefix, future in level.items():
             record = future.result()
             if isinstance(record, SkippedRecord):
                 skipped[planning.model_name(prefix)] = (list(prefix), record.reason)
+                below = [p for p in prefixes if len(p) > len(prefix) and p[: len(prefix)] == prefix]
+                variants_below = [c for c in chains if tuple(c[:-1])[: len(prefix)] == prefix]
+                progress.drop(len(below) + 4 * len(variants_below))
                 logger.warning("skipped %s: %s", planning.model_name(prefix), record.reason)
             else:
                 models[prefix] = record
@@ -176,23 +219,25 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
 
     # Edge benchmark of every variant and reference model (in parallel), then host latency of all of
     # them in one sequential harness, once nothing else runs.
-    references, reference_note = find_references(params.reference, dataset.name, prepared.input_shape)
-    if reference_note:
-        logger.info(reference_note)
     reference_names = {path.stem: path for path in references}
-    reference_evaluations = {name: evaluate_task.submit(tflite_path=path, prepared=prepared_path,
-                                                        metric=params.task.score_metric)
+    reference_evaluations = {name: submit(evaluate_task, f"evaluate ref:{name}", tflite_path=path,
+                                          prepared=prepared_path, metric=params.task.score_metric)
                              for name, path in reference_names.items()}  # fmt: skip
-    edges = {name: benchmark_task.submit(tflite_path=Path(conversions[name][1].result().tflite_path),
-                                         prepared=prepared_path) for name in evaluations}  # fmt: skip
-    edges.update({f"ref:{name}": benchmark_task.submit(tflite_path=path, prepared=prepared_path)
+    edges = {name: submit(benchmark_task, f"benchmark {name}",
+                          tflite_path=Path(conversions[name][1].result().tflite_path), prepared=prepared_path)
+             for name in evaluations}  # fmt: skip
+    edges.update({f"ref:{name}": submit(benchmark_task, f"benchmark ref:{name}", tflite_path=path,
+                                        prepared=prepared_path)
                   for name, path in reference_names.items()})  # fmt: skip
     edge_records = {name: future.result() for name, future in edges.items()}
     evaluated = {name: future.result() for name, future in evaluations.items()}
     reference_evaluated = {name: future.result() for name, future in reference_evaluations.items()}
     sample = load_prepared(prepared_path)["x_test"][0]
-    latencies = latency_task(tflite_paths=[Path(e.tflite_path) for e in edge_records.values()], sample=sample,
-                             warmup=params.benchmark.latency_warmup, repeats=params.benchmark.latency_repeats)  # fmt: skip
+    latencies = named(latency_task, "measure latency")(
+        tflite_paths=[Path(e.tflite_path) for e in edge_records.values()], sample=sample,
+        warmup=params.benchmark.latency_warmup, repeats=params.benchmark.latency_repeats,
+    )  # fmt: skip
+    progress.finished("measure latency")
 
     variants = []
     for chain in chains:  # in the plan's order
@@ -233,13 +278,15 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             artifacts = [Path(variant["tflite"]), Path(variant["c_source"]), Path(variant["c_source"]).with_suffix(".h")]
             if variant["name"] == "base-float32":
                 artifacts.append(Path(variant["model"]))
-            log_futures.append(log_variant.submit(
-                parent_run_id, params.tracking.experiment, variant["name"], tags=tags,
+            log_futures.append(submit(
+                log_variant, f"log {variant['name']} to MLflow", parent_run_id=parent_run_id,
+                experiment=params.tracking.experiment, name=variant["name"], tags=tags,
                 params=planning.chain_params(chain, params), metrics=summarize.metrics_of(variant), artifacts=artifacts,
             ))  # fmt: skip
         for reference in reference_records:
-            log_futures.append(log_variant.submit(
-                parent_run_id, params.tracking.experiment, f"reference {reference['name']}",
+            log_futures.append(submit(
+                log_variant, f"log ref:{reference['name']} to MLflow", parent_run_id=parent_run_id,
+                experiment=params.tracking.experiment, name=f"reference {reference['name']}",
                 tags={**lineage, "variant": f"ref:{reference['name']}", "kind": "reference",
                       "tflm_runs": str(reference["tflm_runs"]).lower(), "source": reference["tflite"]},
                 params={"reference_file": reference["tflite"]}, metrics=summarize.metrics_of(reference), artifacts=[],
@@ -251,7 +298,7 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             "run_id": run_id,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "mlflow_run_id": parent_run_id,
-            "mlflow_tracking_uri": tracking.tracking_uri(),
+            "mlflow_tracking_uri": tracking.shown(tracking.tracking_uri()),  # never a password in a report
             "mlflow_experiment": params.tracking.experiment,
             "git_commit": commit,
             "params_hash": params.digest(),

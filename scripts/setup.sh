@@ -34,11 +34,22 @@ fi
 
 stamp=.venv/.tinyopt-installed
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-64)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  echo "setup: installing Python dependencies into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+  echo "$want" > "$stamp"
 fi
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-echo "setup: installing Python dependencies into .venv (a few minutes the first time)"
-.venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
-echo "$want" > "$stamp"
+
+# The project's own Prefect home (tinyopt/prefect_home.py: .tinyopt/prefect, unless PREFECT_HOME is set):
+# create and migrate its database now, once, so that the first `tinyopt run` does not wait for it
+# (a first migration on a busy 2-core machine takes longer than Prefect's own startup allowance).
+if [ -z "${PREFECT_API_URL:-}" ]; then
+  home=${PREFECT_HOME:-$PWD/.tinyopt/prefect}
+  if [ ! -f "$home/prefect.db" ]; then
+    echo "setup: creating the Prefect database in $home"
+    mkdir -p "$home"
+    PREFECT_HOME=$home PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/prefect server database upgrade -y >/dev/null
+  fi
+fi

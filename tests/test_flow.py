@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def project(tmp_path_factory) -> Path:
     (root / "first-run.log").write_text(result.stdout + result.stderr)
     assert "Error encountered when computing cache key" not in result.stdout + result.stderr  # every step cached
     return root
+
+
+def finished_steps(log: str) -> list[tuple[str, str]]:
+    """(task run name, outcome) for each progress line of a run: `[12/57 1m32s] convert qat-int8 cached`."""
+    return re.findall(r"\[\d+/\d+ \d+m\d\ds\] (.+?) (done|cached|failed)(?: \(running: .*\))?$", log, re.M)
 
 
 def summary_of(root: Path) -> dict:
@@ -174,9 +180,13 @@ def test_second_run_with_nothing_changed_reuses_every_step(project):
     # fetch, prepare, train, 2 techniques + qat, 6 conversions, 5 evaluations, and the benchmarks and
     # evaluations of the 5 variants and 19 reference models: all from the cache. Latency is measured anew.
     references = len(summary_of(project)["reference"])
-    assert log.count("Cached(type=COMPLETED)") == 17 + 5 + 2 * references, log[-3000:]
-    ran = [line for line in log.splitlines() if "Task run" in line and "Finished in state Completed()" in line]
-    assert all("log-variant" in line or "measure-latency" in line for line in ran), ran
+    steps = finished_steps(log)
+    counts = re.findall(r"\[(\d+)/(\d+) ", log)
+    assert counts[-1][0] == counts[-1][1] == str(len(steps)), counts  # the plan's total, skips taken off, is reached
+    assert len([name for name, outcome in steps if outcome == "cached"]) == 17 + 5 + 2 * references, log[-3000:]
+    ran = [name for name, outcome in steps if outcome != "cached"]
+    assert all(name.startswith("log ") or name == "measure latency" for name in ran), ran
+    assert len(steps) == 17 + 5 + 2 * references + 1 + 5 + references  # every step of the run, and the latency and logs
 
 
 def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):
@@ -185,10 +195,9 @@ def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):
     result = run_cli(["run"], cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert tflite.is_file()
-    ran = [line.split("'")[1].rsplit("-", 1)[0] for line in (result.stdout + result.stderr).splitlines()
-           if "Task run" in line and "Finished in state Completed()" in line
-           and "log-variant" not in line and "measure-latency" not in line]  # fmt: skip
-    assert ran == ["convert-model"]
+    ran = [name for name, outcome in finished_steps(result.stdout + result.stderr)
+           if outcome == "done" and not name.startswith("log ") and name != "measure latency"]  # fmt: skip
+    assert ran == ["convert prune-int8"]
 
 
 def test_changed_params_retrain_everything_downstream(project):
@@ -201,7 +210,9 @@ def test_changed_params_retrain_everything_downstream(project):
     assert result.returncode == 0, result.stderr[-3000:]
     assert model.stat().st_mtime_ns != before
     assert summary_of(project)["baseline"]["epochs_run"] == 1
-    assert "Cached(type=COMPLETED)" in result.stdout + result.stderr  # fetch and prepare did not change
+    steps = dict(finished_steps(result.stdout + result.stderr))
+    assert steps["fetch fashion-mnist"] == steps["prepare fashion-mnist"] == "cached"  # they did not change
+    assert steps["train baseline"] == "done"
 
 
 def test_unreachable_tracking_server_is_one_line_before_any_work(tmp_path):

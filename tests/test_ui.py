@@ -1,5 +1,7 @@
-"""The MLflow UI in a real browser: `tinyopt ui` serves the project's store, a pipeline logs to it over
-HTTP, and headless Chromium shows the parent run and its variant child runs with their metrics."""
+"""The MLflow UI in a real browser: `tinyopt ui` serves the project's store and prints where its runs
+are, a pipeline logs to it over HTTP, and headless Chromium opens that URL as a new user would: the
+runs table in the model-training view (not MLflow 3's GenAI overview), no telemetry banner, the parent
+run and its variant child runs with their metrics."""
 
 from __future__ import annotations
 
@@ -33,19 +35,23 @@ def ui(tmp_path_factory):
                         train={"epochs": 1}, plan=[["float32"], ["int8"]], reference={"dir": None},
                         benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tinyopt", "ui", "--port", str(port)], cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    printed = root / "ui.out"
+    with printed.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "tinyopt", "ui", "--port", str(port)], cwd=root,
+                                  stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 300  # MLflow starts four workers and its job runner: minutes on a busy 2-core machine
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/health", timeout=1).read()
             break
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.5)
     else:
         os.killpg(server.pid, signal.SIGTERM)
-        pytest.fail("the MLflow UI did not start")
-    yield root, url
+        pytest.fail("the MLflow UI did not start in 300 s")
+    runs_url = printed.read_text().splitlines()[1]
+    yield root, url, runs_url
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
 
@@ -53,13 +59,16 @@ def ui(tmp_path_factory):
 def test_parent_and_variant_runs_are_visible_in_the_browser(ui):
     from playwright.sync_api import sync_playwright
 
-    root, url = ui
+    root, url, runs_url = ui
     result = run_cli(["run"], cwd=root, env={"MLFLOW_TRACKING_URI": url})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((root / "reports" / "latest" / "summary.json").read_text())
     from mlflow.tracking import MlflowClient
 
     experiment = MlflowClient(url).get_experiment_by_name(summary["mlflow_experiment"]).experiment_id
+    assert runs_url == f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    # The server tells the UI it serves not to send usage data (an offline tool).
+    assert json.loads(urllib.request.urlopen(f"{url}/ajax-api/3.0/mlflow/ui-telemetry").read())["disable_ui_telemetry"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -68,9 +77,14 @@ def test_parent_and_variant_runs_are_visible_in_the_browser(ui):
                   "--no-first-run", "--disable-sync"],
         )  # fmt: skip
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/#/experiments/{experiment}/runs")
+        page.goto(runs_url)  # what `tinyopt ui` printed
         parent = page.get_by_role("row").filter(has_text=f"pipeline {summary['run_id']}")
         parent.first.wait_for(timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-runs-first-view.png"), full_page=True)
+        # The runs table of the model-training view, not the GenAI overview's traces; no telemetry notice.
+        assert page.get_by_role("radio", name="Model training").is_checked()
+        assert page.get_by_text("Information about UI telemetry").count() == 0
+        assert page.get_by_text("Overview", exact=True).count() == 0
         parent.first.locator("button").first.click()  # expand the parent: its variant runs are nested in it
         for variant in summary["variants"]:
             page.get_by_role("row").filter(has_text=variant["name"]).first.wait_for(timeout=60_000)

@@ -504,21 +504,19 @@ def ui(port: int, host: str, params_path: str) -> None:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--default-artifact-root", layout.MLFLOW_ARTIFACTS.resolve().as_uri(),
                "--host", host, "--port", str(port)]  # fmt: skip
-    click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
-    click.echo(ui_runs_url(f"http://{host}:{port}", uri, experiment))
+    runs = ui_runs_url(f"http://{host}:{port}", experiment)
+    click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it); the runs of experiment '{experiment}':\n{runs}")
     raise SystemExit(subprocess.call(command, env=env))
 
 
-def ui_runs_url(base: str, tracking_uri: str, experiment: str) -> str:
+def ui_runs_url(base: str, experiment: str) -> str:
     """Where a person sees the pipeline's runs: the experiment's runs table in MLflow 3's model-training
-    view (its home page and an experiment's plain URL open the GenAI view: traces, no runs)."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from mlflow.tracking import MlflowClient
+    view (its home page and an experiment's plain URL open the GenAI view: traces, no runs). The
+    experiment is made now if no run has made it yet, as a run would, so the URL holds from the start."""
+    from tinyopt import tracking
 
-    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
-    if found is None:
-        return f"no runs yet in experiment '{experiment}' (`tinyopt run` first); then: {base}/#/?workflowType=machine_learning"
-    return f"runs: {base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    return f"{base}/#/experiments/{tracking.experiment_id(experiment)}/runs?workflowType=machine_learning"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,176 @@
+"""The first run on a fresh machine, as a new user meets it: an empty Prefect home, two runs at once, a
+Prefect API that is not there, places the run cannot write, and a console meant for a person."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINYOPT, free_port, make_project, needs_fashion, run_cli
+from tinyopt import layout
+from tinyopt.console import is_native_noise
+from tinyopt.errors import UserError
+
+TINY = dict(seed=3, data={"train_limit": 600, "test_limit": 200}, train={"epochs": 1}, plan=[["float32"]],
+            reference={"dir": None}, benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
+# What TensorFlow, XLA, absl and LiteRT wrote on a run's console before tinyopt filtered them.
+NOISE = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+         "I0000 00:00:1796150466.565641    8992 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
+         "will not be used.",
+         "E0000 00:00:1796150472.063190    8992 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+         "Failed call to cuInit: UNKNOWN ERROR (303)",
+         "E0000 00:00:1796150472.339499    8992 node_def_util.cc:682] NodeDef mentions attribute "
+         "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; signature=...>",
+         "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+         "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8"]  # fmt: skip
+
+
+def completed_flow_runs(prefect_home: Path) -> int:
+    with sqlite3.connect(prefect_home / "prefect.db") as db:
+        return db.execute("SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'").fetchone()[0]
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    assert "Traceback" not in result.stdout + result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("tinyopt: error:")]
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(tmp_path):
+    home = tmp_path / "brand-new-prefect-home"  # not even created: nothing migrated it
+    root = make_project(tmp_path / "project", **TINY)
+    result = run_cli(["run"], cwd=root, env={"PREFECT_HOME": str(home)})
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    assert completed_flow_runs(home) == 1
+    for line in console.splitlines():
+        assert not is_native_noise(line), line
+    assert "cuInit" not in console and "NodeDef mentions attribute" not in console and "absl::" not in console
+    # Progress: steps done / total and elapsed time, one line per finished step, named after what it did.
+    # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency
+    assert "[1/8 " in console and "[8/8 " in console and "[9/" not in console, console[-3000:]
+    for name in ("fetch fashion-mnist", "train baseline", "convert base-float32", "evaluate base-float32",
+                 "benchmark base-float32", "measure latency", "log base-float32 to MLflow"):  # fmt: skip
+        assert f"] {name} done" in console, name
+    assert not [line for line in console.splitlines() if "Task run" in line and "Finished in state" in line]
+    with sqlite3.connect(home / "prefect.db") as db:
+        names = {name for (name,) in db.execute("SELECT name FROM task_run")}
+    assert {"train baseline", "convert base-float32", "evaluate base-float32"} <= names, names
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_two_runs_at_once_on_one_new_prefect_home_both_complete(tmp_path):
+    """Unserialized, the second temporary server migrated the same new database at the same time and
+    died ('duplicate column name'); tinyopt lets one start at a time per Prefect home."""
+    home = tmp_path / "shared-prefect-home"
+    root = make_project(tmp_path / "project", **TINY)
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    runs = [subprocess.Popen(TINYOPT + ["run"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(output[-2000:] for output in outputs)
+    assert completed_flow_runs(home) == 2
+
+
+def test_a_closed_prefect_api_url_is_one_line_before_any_work(tmp_path):
+    root = make_project(tmp_path / "project", **TINY)
+    api = f"http://127.0.0.1:{free_port()}/api"
+    result = run_cli(["run"], cwd=root, env={"PREFECT_API_URL": api})
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"tinyopt: error: Prefect API {api} is unreachable ([Errno 111] Connection refused); start that server, "
+        "or unset PREFECT_API_URL to let tinyopt start a temporary one"
+    ]
+    assert sorted(os.listdir(root)) == ["params.yaml"]
+
+
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line_with_what_to_do(tmp_path):
+    home = tmp_path / "prefect-home"
+    root = make_project(tmp_path / "project", **TINY)
+    result = run_cli(["run"], cwd=root, env={"PREFECT_HOME": str(home),
+                                              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"})  # fmt: skip
+    assert result.returncode == 2
+    [line] = error_lines(result)
+    assert line.startswith("tinyopt: error: Prefect's temporary API server did not start (Timed out"), line
+    assert f"database under {home}" in line and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (now 1)" in line
+    assert "make setup" in line
+    assert sorted(os.listdir(root)) == ["params.yaml"]
+
+
+def test_a_file_where_the_reports_directory_belongs_stops_the_run_before_any_work(tmp_path):
+    root = make_project(tmp_path / "project", **TINY)
+    (root / "reports").write_text("not a directory")
+    result = run_cli(["run"], cwd=root)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "tinyopt: error: reports: a file, not a directory: move it aside; a run writes there"
+    ]
+    assert sorted(os.listdir(root)) == ["params.yaml", "reports"]
+
+
+def _can_drop_dac_override() -> bool:
+    try:
+        return subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "true"]).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("directory", ["reports", "artifacts"])
+def test_a_read_only_directory_stops_the_run_before_any_work(tmp_path, directory):
+    """As a user without the right to write there. The tests run as root, which ignores permission bits:
+    unless run as another user, the run is started without root's capability to override them."""
+    root = make_project(tmp_path / "project", **TINY)
+    (root / directory).mkdir()
+    (root / directory).chmod(0o555)
+    command = [*TINYOPT, "run"]
+    if os.geteuid() == 0:
+        if not _can_drop_dac_override():
+            pytest.skip("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    (root / directory).chmod(0o755)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result) == [
+        f"tinyopt: error: {directory}: not writable (Permission denied): fix its permissions; a run writes there"
+    ]
+    assert sorted(os.listdir(root)) == sorted(["params.yaml", directory]) and not os.listdir(root / directory)
+
+
+def test_a_missing_directory_is_probed_where_it_would_be_made_and_nothing_is_left(tmp_path):
+    layout.require_writable([tmp_path / "artifacts" / "variants", tmp_path / "reports"])
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "data").write_text("a file")
+    with pytest.raises(UserError, match=f"{tmp_path / 'data'} is a file, not a directory"):
+        layout.require_writable([tmp_path / "data" / "fashion-mnist"])
+
+
+def test_native_noise_is_recognised_and_other_native_lines_are_not():
+    assert all(is_native_noise(line) for line in NOISE)
+    kept = ["E0000 00:00:1796150472.063190    8992 bfc_allocator.cc:485] Allocator ran out of memory",
+            "F0000 00:00:1796150472.063190    8992 tensor.cc:12] Check failed: dims() == 2",
+            "E0000 00:00:1796150472.339499    8992 node_def_util.cc:630] Invalid argument: NodeDef missing attr 'T'",
+            "tinyopt: error: something a user must see", "INFO: Created TensorFlow Lite delegate for GPU."]  # fmt: skip
+    assert not any(is_native_noise(line) for line in kept)
+
+
+def test_native_stderr_is_filtered_and_a_crash_still_gets_its_last_words_out(tmp_path):
+    """Through the real file descriptor 2, as TensorFlow's C++ code writes it, in a process that then aborts."""
+    payload = ("\n".join(NOISE) + "\n").encode()
+    script = ("import os, sys\n"
+              "from tinyopt.console import filter_native_stderr\n"
+              "filter_native_stderr()\n"
+              f"os.write(2, {payload!r})\n"
+              "os.write(2, b'F0000 00:00:1 1 tensor.cc:12] Check failed: a real native error\\n')\n"
+              "print('python stderr still works', file=sys.stderr, flush=True)\n"
+              "os.abort()\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0  # aborted
+    assert "Check failed: a real native error" in result.stderr and "python stderr still works" in result.stderr
+    assert not any(noise in result.stderr for noise in NOISE), result.stderr
