@@ -504,6 +504,8 @@ def check_data(arrays: tuple[np.ndarray, ...], params: DataParams, seed: int, ta
     """Everything about the data that can fail a run, checked before one starts: the labels for the
     task and the split. Returns check_labels' answer and the warnings to show."""
     check_split(None, len(arrays[0]), params, seed, task, source)  # enough examples at all, before their labels
+    if params.test_limit:  # the test examples the run will score on
+        arrays = (*arrays[:2], arrays[2][: params.test_limit], arrays[3][: params.test_limit])
     labels = check_labels(arrays, task, source)
     return labels, check_split(labels, len(arrays[0]), params, seed, task, source)
 
