@@ -244,3 +244,28 @@ def test_clustered_dense_layer_stored_as_indices_is_bit_exact_and_smaller(prepar
 
     inputs = _model_inputs(blob, clustered, _test_images(300))
     assert np.array_equal(run_host(clustered, inputs), run_tflm(blob, inputs))
+
+
+@needs_fashion
+@needs_gcc
+@pytest.mark.parametrize("conversion", ["int8", "int8_fallback"])
+def test_quantization_aware_model_bit_exact_with_tflm(conversion, prepared_slice):
+    """The plan's QAT chains end in these conversions; converted with a fixed batch of one, as the pipeline does."""
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    from tasks.convert import calibration_set, configure
+    from tinyopt.mcu.codegen import generate
+
+    tf.keras.utils.set_random_seed(5)
+    inp = keras.Input((28, 28))
+    x = keras.layers.Reshape((28, 28, 1))(inp)
+    x = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(12, 3, activation="relu")(x))
+    model = tfmot.quantization.keras.quantize_model(keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(x))))
+    serve = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.TensorSpec([1, 28, 28]))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve], model)
+    configure(converter, conversion, calibration_set(prepared_slice, 100, 0))
+    blob = converter.convert()
+    assert generate(blob, "m").input_dtype == ("int8" if conversion == "int8" else "float32")
+    _assert_bit_exact(blob, _test_images(HOST_IMAGES))
