@@ -1,5 +1,5 @@
 # Quickstart: `make run` (full pipeline on Fashion-MNIST), `make test` (the whole test suite).
-.PHONY: setup run test test-fast ui clean
+.PHONY: setup run test test-fast lint format ui clean
 
 setup:
 	@scripts/setup.sh
@@ -7,11 +7,20 @@ setup:
 run: setup
 	.venv/bin/tinyopt run
 
-test: setup
+test: setup lint
 	.venv/bin/python -m pytest
 
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow"
+
+# The formatter and linter (configured in pyproject.toml); `make test` runs the check first.
+lint: setup
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
 
 ui: setup
 	.venv/bin/tinyopt ui

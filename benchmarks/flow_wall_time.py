@@ -45,9 +45,11 @@ def main() -> None:
         results.append({"run": label, "wall_seconds": round(seconds, 1), "cached_task_runs": cached})
         print(f"{label:5s} run: {seconds:7.1f} s wall, {cached} task runs served from the cache", flush=True)
     summary = json.loads((project / "reports" / "latest" / "summary.json").read_text())
-    print(f"\nvariants: {len(summary['variants'])}, skipped: {len(summary.get('skipped', []))}, "
-          f"cpu cores: {os.cpu_count()}, project: {project}")  # fmt: skip
-    print(done.stdout[done.stdout.find("model "):].split("\nrun ")[0])
+    print(
+        f"\nvariants: {len(summary['variants'])}, skipped: {len(summary.get('skipped', []))}, "
+        f"cpu cores: {os.cpu_count()}, project: {project}"
+    )
+    print(done.stdout[done.stdout.find("model ") :].split("\nrun ")[0])
     print(json.dumps(results))
     if not args.keep:
         shutil.rmtree(project, ignore_errors=True)

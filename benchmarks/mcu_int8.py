@@ -38,8 +38,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--profile", default="nano33ble")
-    parser.add_argument("--models", nargs="*", default=[str(SEED / f"{m}-int8-floatio.tflite")
-                                                          for m in ("base", "pruned", "graph", "separable")])
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[str(SEED / f"{m}-int8-floatio.tflite") for m in ("base", "pruned", "graph", "separable")],
+    )
     args = parser.parse_args()
     from tinyopt.mcu.measure import measure_on_device
 
@@ -61,25 +64,53 @@ def main() -> None:
         for label, sparse, indices in runs:
             name = f"{path.stem}{' (' + label + ')' if label else ''}"
             try:
-                rows.append((name, measure_on_device(path, profile, x, y, sparse=sparse, cluster_indices=indices,
-                                                     timeout=1800)))  # fmt: skip
+                rows.append(
+                    (name, measure_on_device(path, profile, x, y, sparse=sparse, cluster_indices=indices, timeout=1800))
+                )
             except NotApplicable as exc:
                 print(f"skipped {name}: {exc}")
     print(f"\n{profile.name}, {profile.core} as QEMU mps2-an386 emulates it, {args.images:,} test images\n")
-    head = ("model", "flash B", "model B", "RAM B", "arena B", "stack B", "instr/inf", "flash x", "instr x", "RAM x",
-            f"est. ms @{profile.clock_mhz:g}MHz", "accuracy", "bit-exact")  # fmt: skip
+    head = (
+        "model",
+        "flash B",
+        "model B",
+        "RAM B",
+        "arena B",
+        "stack B",
+        "instr/inf",
+        "flash x",
+        "instr x",
+        "RAM x",
+        f"est. ms @{profile.clock_mhz:g}MHz",
+        "accuracy",
+        "bit-exact",
+    )
     print(" | ".join(head))
     for name, r in rows:
-        print(" | ".join([name, f"{r.flash_bytes:,}", f"{r.model_flash_bytes:,}", f"{r.ram_bytes:,}",
-                          f"{r.arena_bytes:,}", f"{r.stack_bytes:,}", f"{r.instructions_per_inference:,.0f}",
-                          f"{r.flash_bytes / TFLM_CMSIS['flash']:.3f}",
-                          f"{r.instructions_per_inference / TFLM_CMSIS['instructions']:.3f}",
-                          f"{r.ram_bytes / TFLM_CMSIS['ram']:.3f}",
-                          f"{r.latency_estimate_ms(profile.clock_mhz):.2f}", f"{r.accuracy:.4f}",
-                          f"{r.bit_exact_share:.2%}"]))  # fmt: skip
-    print(f"\nTFLM + CMSIS-NN (base-int8-floatio): {TFLM_CMSIS['flash']:,} B flash, about {TFLM_CMSIS['ram']:,} B RAM, "
-          f"{TFLM_CMSIS['instructions']:,} instructions; TFLM reference kernels: {TFLM_REFERENCE['flash']:,} B, "
-          f"{TFLM_REFERENCE['instructions']:,}. Targets: flash x <= 0.35, instr x <= 0.5, RAM x <= 1.")
+        print(
+            " | ".join(
+                [
+                    name,
+                    f"{r.flash_bytes:,}",
+                    f"{r.model_flash_bytes:,}",
+                    f"{r.ram_bytes:,}",
+                    f"{r.arena_bytes:,}",
+                    f"{r.stack_bytes:,}",
+                    f"{r.instructions_per_inference:,.0f}",
+                    f"{r.flash_bytes / TFLM_CMSIS['flash']:.3f}",
+                    f"{r.instructions_per_inference / TFLM_CMSIS['instructions']:.3f}",
+                    f"{r.ram_bytes / TFLM_CMSIS['ram']:.3f}",
+                    f"{r.latency_estimate_ms(profile.clock_mhz):.2f}",
+                    f"{r.accuracy:.4f}",
+                    f"{r.bit_exact_share:.2%}",
+                ]
+            )
+        )
+    print(
+        f"\nTFLM + CMSIS-NN (base-int8-floatio): {TFLM_CMSIS['flash']:,} B flash, about {TFLM_CMSIS['ram']:,} B RAM, "
+        f"{TFLM_CMSIS['instructions']:,} instructions; TFLM reference kernels: {TFLM_REFERENCE['flash']:,} B, "
+        f"{TFLM_REFERENCE['instructions']:,}. Targets: flash x <= 0.35, instr x <= 0.5, RAM x <= 1."
+    )
     print("\nInstructions per op (mean per inference):")
     for name, r in rows:
         print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in r.instructions_per_op.items()))

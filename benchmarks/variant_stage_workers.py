@@ -37,15 +37,21 @@ def main() -> None:
         project = Path(tempfile.mkdtemp(prefix=f"tinyopt-dask{workers}-"))
         (project / "params.yaml").write_text(yaml.safe_dump({**params, "runner": {"kind": "dask", "workers": workers}}))
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "tinyopt", "run"], cwd=project, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "tinyopt", "run"], cwd=project, env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - started
         if done.returncode != 0:
             sys.exit(f"{workers} worker(s): run failed\n{done.stderr[-3000:]}")
         summary = json.loads((project / "reports" / "latest" / "summary.json").read_text())
-        fingerprints[workers] = {v["name"]: hashlib.sha256((project / v["tflite"]).read_bytes()).hexdigest()
-                                 for v in summary["variants"]}  # fmt: skip
-        print(f"{workers} worker(s): variant stage {summary['timings']['variant_stage_seconds']:.1f} s, "
-              f"whole run {wall:.1f} s, {len(summary['variants'])} variants ({project})", flush=True)
+        fingerprints[workers] = {
+            v["name"]: hashlib.sha256((project / v["tflite"]).read_bytes()).hexdigest() for v in summary["variants"]
+        }
+        print(
+            f"{workers} worker(s): variant stage {summary['timings']['variant_stage_seconds']:.1f} s, "
+            f"whole run {wall:.1f} s, {len(summary['variants'])} variants ({project})",
+            flush=True,
+        )
     same = len({json.dumps(f, sort_keys=True) for f in fingerprints.values()}) == 1
     print("identical variants (names and .tflite bytes) across worker counts:", "yes" if same else "NO")
     print(f"cpu cores: {os.cpu_count()}")

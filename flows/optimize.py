@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -18,8 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import plan as planning
 from flows import summary as summarize
-from tasks.cluster import cluster_task
 from tasks.benchmark import benchmark_task, measure_latency
+from tasks.cluster import cluster_task
 from tasks.convert import convert_task
 from tasks.data import fetch_task, load_prepared, prepare_task
 from tasks.evaluate import evaluate_task
@@ -40,12 +40,13 @@ from tinyopt.steps import SkippedRecord, compute_code_versions
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 @task(name="log-variant", retries=3, retry_delay_seconds=[2, 10, 30])
-def log_variant(parent_run_id: str, experiment: str, name: str, tags: dict, params: dict, metrics: dict,
-                artifacts: list[Path]) -> str:  # fmt: skip
+def log_variant(
+    parent_run_id: str, experiment: str, name: str, tags: dict, params: dict, metrics: dict, artifacts: list[Path]
+) -> str:
     """One MLflow child run for one model variant (retried: a tracking server may blip)."""
     run_id = tracking.start_run(experiment, name, tags, parent_run_id=parent_run_id)
     tracking.log_run_data(run_id, params=params, metrics=metrics, artifacts=artifacts)
@@ -65,8 +66,9 @@ def technique_call(step: str, parent: ModelRecord, prepared: Path, params: Param
     if step == "prune_2_4":
         return prune_2_4_task, dict(settings=techniques.prune_2_4, **trained, **common)
     if step in ("cluster", "sp_cluster"):
-        return cluster_task, dict(settings=techniques.cluster, preserve_sparsity=step == "sp_cluster", **trained,
-                                  **common)  # fmt: skip
+        return cluster_task, dict(
+            settings=techniques.cluster, preserve_sparsity=step == "sp_cluster", **trained, **common
+        )
     if step in QAT_STEPS:
         return qat_task, dict(step=step, settings=techniques.qat, **trained, **common)
     if step == "separable":
@@ -115,8 +117,12 @@ def task_runner(settings: RunnerParams):
 
 
 @flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=4))
-def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, model: Optional[str] = None,
-             data: Optional[str] = None) -> dict:  # fmt: skip
+def optimize(
+    params_path: str = "params.yaml",
+    run_id: str | None = None,
+    model: str | None = None,
+    data: str | None = None,
+) -> dict:
     """Run the pipeline end to end and return its summary (also written to reports/<run-id>/).
     `model` and `data` override params.yaml's model.path and data (see tinyopt.params.with_inputs)."""
     logger = get_run_logger()
@@ -127,16 +133,23 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
 
     started = time.monotonic()
 
-    fetched = named(fetch_task, f"fetch {params.data.dataset}")(params=params.data, out_root=layout.DATA_ROOT,
-                                                                 return_state=True)  # fmt: skip
+    fetched = named(fetch_task, f"fetch {params.data.dataset}")(
+        params=params.data, out_root=layout.DATA_ROOT, return_state=True
+    )
     dataset = fetched.result()
     prepared_state = named(prepare_task, f"prepare {params.data.dataset}")(
         raw_dir=Path(dataset.directory), params=params.data, seed=params.seed, out=layout.PREPARED, return_state=True
-    )  # fmt: skip
+    )
     prepared = prepared_state.result()
     prepared_path = Path(prepared.path)
-    logger.info("data: %s %s, %d train / %d val / %d test", prepared.dataset, prepared.dataset_version,
-                prepared.num_train, prepared.num_val, prepared.num_test)  # fmt: skip
+    logger.info(
+        "data: %s %s, %d train / %d val / %d test",
+        prepared.dataset,
+        prepared.dataset_version,
+        prepared.num_train,
+        prepared.num_val,
+        prepared.num_test,
+    )
     references, reference_note = find_references(params.reference, dataset.name, prepared.input_shape)
     if reference_note:
         logger.info(reference_note)
@@ -151,9 +164,14 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         return progress.track(named(step_task, label).submit(**arguments), label)
 
     trained = named(train_task, "train baseline")(
-        prepared=prepared_path, model_params=params.model, train_params=params.train, task=params.task, seed=params.seed,
-        out_dir=planning.model_dir(()), return_state=True,
-    )  # fmt: skip
+        prepared=prepared_path,
+        model_params=params.model,
+        train_params=params.train,
+        task=params.task,
+        seed=params.seed,
+        out_dir=planning.model_dir(()),
+        return_state=True,
+    )
     progress.finished("train baseline", state_outcome(trained))
     baseline = trained.result()
 
@@ -167,12 +185,19 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         """Convert every chain that ends right after this model (in parallel)."""
         for chain in chains:
             if tuple(chain[:-1]) == prefix:
-                conversions[planning.variant_name(chain)] = (chain, submit(
-                    convert_task, f"convert {planning.variant_name(chain)}",
-                    model_path=Path(models[prefix].model_path), conversion=chain[-1],
-                    out_path=planning.variant_tflite(chain), prepared=prepared_path,
-                    settings=params.conversion, seed=params.seed,
-                ))  # fmt: skip
+                conversions[planning.variant_name(chain)] = (
+                    chain,
+                    submit(
+                        convert_task,
+                        f"convert {planning.variant_name(chain)}",
+                        model_path=Path(models[prefix].model_path),
+                        conversion=chain[-1],
+                        out_path=planning.variant_tflite(chain),
+                        prepared=prepared_path,
+                        settings=params.conversion,
+                        seed=params.seed,
+                    ),
+                )
 
     def submit_evaluations(block: bool) -> None:
         """Evaluate each finished conversion (all of them, waiting, when `block`)."""
@@ -186,8 +211,13 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
                 progress.drop(3)  # its evaluation, benchmark and log
                 logger.warning("skipped %s: %s", name, record.reason)
             else:
-                evaluations[name] = submit(evaluate_task, f"evaluate {name}", tflite_path=Path(record.tflite_path),
-                                           prepared=prepared_path, metric=params.task.score_metric)  # fmt: skip
+                evaluations[name] = submit(
+                    evaluate_task,
+                    f"evaluate {name}",
+                    tflite_path=Path(record.tflite_path),
+                    prepared=prepared_path,
+                    metric=params.task.score_metric,
+                )
 
     submit_conversions(())
     for depth in range(1, max((len(p) for p in prefixes), default=0) + 1):
@@ -196,8 +226,9 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             if prefix[:-1] not in models:  # its parent was skipped: so is it, for the same reason
                 skipped[planning.model_name(prefix)] = (list(prefix), skipped[planning.model_name(prefix[:-1])][1])
                 continue
-            step_task, arguments = technique_call(prefix[-1], models[prefix[:-1]], prepared_path, params,
-                                                  planning.model_dir(prefix))  # fmt: skip
+            step_task, arguments = technique_call(
+                prefix[-1], models[prefix[:-1]], prepared_path, params, planning.model_dir(prefix)
+            )
             level[prefix] = submit(step_task, technique_label(prefix), **arguments)
         for prefix, future in level.items():
             record = future.result()
@@ -220,23 +251,41 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
     # Edge benchmark of every variant and reference model (in parallel), then host latency of all of
     # them in one sequential harness, once nothing else runs.
     reference_names = {path.stem: path for path in references}
-    reference_evaluations = {name: submit(evaluate_task, f"evaluate ref:{name}", tflite_path=path,
-                                          prepared=prepared_path, metric=params.task.score_metric)
-                             for name, path in reference_names.items()}  # fmt: skip
-    edges = {name: submit(benchmark_task, f"benchmark {name}",
-                          tflite_path=Path(conversions[name][1].result().tflite_path), prepared=prepared_path)
-             for name in evaluations}  # fmt: skip
-    edges.update({f"ref:{name}": submit(benchmark_task, f"benchmark ref:{name}", tflite_path=path,
-                                        prepared=prepared_path)
-                  for name, path in reference_names.items()})  # fmt: skip
+    reference_evaluations = {
+        name: submit(
+            evaluate_task,
+            f"evaluate ref:{name}",
+            tflite_path=path,
+            prepared=prepared_path,
+            metric=params.task.score_metric,
+        )
+        for name, path in reference_names.items()
+    }
+    edges = {
+        name: submit(
+            benchmark_task,
+            f"benchmark {name}",
+            tflite_path=Path(conversions[name][1].result().tflite_path),
+            prepared=prepared_path,
+        )
+        for name in evaluations
+    }
+    edges.update(
+        {
+            f"ref:{name}": submit(benchmark_task, f"benchmark ref:{name}", tflite_path=path, prepared=prepared_path)
+            for name, path in reference_names.items()
+        }
+    )
     edge_records = {name: future.result() for name, future in edges.items()}
     evaluated = {name: future.result() for name, future in evaluations.items()}
     reference_evaluated = {name: future.result() for name, future in reference_evaluations.items()}
     sample = load_prepared(prepared_path)["x_test"][0]
     latencies = named(latency_task, "measure latency")(
-        tflite_paths=[Path(e.tflite_path) for e in edge_records.values()], sample=sample,
-        warmup=params.benchmark.latency_warmup, repeats=params.benchmark.latency_repeats,
-    )  # fmt: skip
+        tflite_paths=[Path(e.tflite_path) for e in edge_records.values()],
+        sample=sample,
+        warmup=params.benchmark.latency_warmup,
+        repeats=params.benchmark.latency_repeats,
+    )
     progress.finished("measure latency")
 
     variants = []
@@ -244,13 +293,29 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         name = planning.variant_name(chain)
         if name in evaluated:
             converted, edge = conversions[name][1].result(), edge_records[name]
-            variants.append(summarize.variant_record(chain, models[tuple(chain[:-1])], converted, evaluated[name], edge,
-                                                     latencies[edge.tflite_path], params))  # fmt: skip
+            variants.append(
+                summarize.variant_record(
+                    chain,
+                    models[tuple(chain[:-1])],
+                    converted,
+                    evaluated[name],
+                    edge,
+                    latencies[edge.tflite_path],
+                    params,
+                )
+            )
     reference_records = [
-        summarize.model_record(name, str(path), None, reference_evaluated[name], edge_records[f"ref:{name}"],
-                               latencies[edge_records[f"ref:{name}"].tflite_path], params)
+        summarize.model_record(
+            name,
+            str(path),
+            None,
+            reference_evaluated[name],
+            edge_records[f"ref:{name}"],
+            latencies[edge_records[f"ref:{name}"].tflite_path],
+            params,
+        )
         for name, path in reference_names.items()
-    ]  # fmt: skip
+    ]
     base = next(v for v in variants if v["name"] == "base-float32")
     picks = select(variants, base["val_score"], base["metric"], params.objectives)
 
@@ -267,36 +332,66 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         for variant in variants:
             chain = variant["chain"][1:]
             picked = [objective for objective, pick in picks.items() if pick["variant"] == variant["name"]]
-            tags = {**lineage, "variant": variant["name"], "chain": " > ".join(variant["chain"]),
-                    "parent_variant": variant["parent_variant"], "input_dtype": variant["input_dtype"],
-                    "tflm_runs": str(variant["tflm_runs"]).lower(), "kind": "variant",
-                    **{f"pick.{objective}": "true" for objective in picked}}  # fmt: skip
+            tags = {
+                **lineage,
+                "variant": variant["name"],
+                "chain": " > ".join(variant["chain"]),
+                "parent_variant": variant["parent_variant"],
+                "input_dtype": variant["input_dtype"],
+                "tflm_runs": str(variant["tflm_runs"]).lower(),
+                "kind": "variant",
+                **{f"pick.{objective}": "true" for objective in picked},
+            }
             if variant["notes"]:
                 tags["notes"] = variant["notes"][:5000]
             if variant["tflm_error"]:
                 tags["tflm_error"] = variant["tflm_error"][:5000]
-            artifacts = [Path(variant["tflite"]), Path(variant["c_source"]), Path(variant["c_source"]).with_suffix(".h")]
+            artifacts = [
+                Path(variant["tflite"]),
+                Path(variant["c_source"]),
+                Path(variant["c_source"]).with_suffix(".h"),
+            ]
             if variant["name"] == "base-float32":
                 artifacts.append(Path(variant["model"]))
-            log_futures.append(submit(
-                log_variant, f"log {variant['name']} to MLflow", parent_run_id=parent_run_id,
-                experiment=params.tracking.experiment, name=variant["name"], tags=tags,
-                params=planning.chain_params(chain, params), metrics=summarize.metrics_of(variant), artifacts=artifacts,
-            ))  # fmt: skip
+            log_futures.append(
+                submit(
+                    log_variant,
+                    f"log {variant['name']} to MLflow",
+                    parent_run_id=parent_run_id,
+                    experiment=params.tracking.experiment,
+                    name=variant["name"],
+                    tags=tags,
+                    params=planning.chain_params(chain, params),
+                    metrics=summarize.metrics_of(variant),
+                    artifacts=artifacts,
+                )
+            )
         for reference in reference_records:
-            log_futures.append(submit(
-                log_variant, f"log ref:{reference['name']} to MLflow", parent_run_id=parent_run_id,
-                experiment=params.tracking.experiment, name=f"reference {reference['name']}",
-                tags={**lineage, "variant": f"ref:{reference['name']}", "kind": "reference",
-                      "tflm_runs": str(reference["tflm_runs"]).lower(), "source": reference["tflite"]},
-                params={"reference_file": reference["tflite"]}, metrics=summarize.metrics_of(reference), artifacts=[],
-            ))  # fmt: skip
-        for record, future in zip([*variants, *reference_records], log_futures):
+            log_futures.append(
+                submit(
+                    log_variant,
+                    f"log ref:{reference['name']} to MLflow",
+                    parent_run_id=parent_run_id,
+                    experiment=params.tracking.experiment,
+                    name=f"reference {reference['name']}",
+                    tags={
+                        **lineage,
+                        "variant": f"ref:{reference['name']}",
+                        "kind": "reference",
+                        "tflm_runs": str(reference["tflm_runs"]).lower(),
+                        "source": reference["tflite"],
+                    },
+                    params={"reference_file": reference["tflite"]},
+                    metrics=summarize.metrics_of(reference),
+                    artifacts=[],
+                )
+            )
+        for record, future in zip([*variants, *reference_records], log_futures, strict=False):
             record["mlflow_run_id"] = future.result()
 
         summary = {
             "run_id": run_id,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "mlflow_run_id": parent_run_id,
             "mlflow_tracking_uri": tracking.shown(tracking.tracking_uri()),  # never a password in a report
             "mlflow_experiment": params.tracking.experiment,
@@ -312,7 +407,8 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
             "baseline": {**base, "train_seconds": baseline.train_seconds, "epochs_run": baseline.epochs_run},
             "variants": variants,
             "skipped": [
-                {"name": name, "chain": ["train", *chain], "reason": reason} for name, (chain, reason) in skipped.items()
+                {"name": name, "chain": ["train", *chain], "reason": reason}
+                for name, (chain, reason) in skipped.items()
             ],
             "picks": picks,
             "reference": reference_records,
@@ -335,10 +431,12 @@ def optimize(params_path: str = "params.yaml", run_id: Optional[str] = None, mod
         for key, value in pick_tags.items():
             tracking.client().set_tag(parent_run_id, key, value)
         if skipped:
-            tracking.client().set_tag(parent_run_id, "skipped", "; ".join(
-                f"{name}: {reason}" for name, (_, reason) in skipped.items())[:5000])  # fmt: skip
-        create_markdown_artifact(markdown=report_files[0].read_text(), key="tinyopt-report",
-                                 description=f"tinyopt run {run_id}")  # fmt: skip
+            tracking.client().set_tag(
+                parent_run_id, "skipped", "; ".join(f"{name}: {reason}" for name, (_, reason) in skipped.items())[:5000]
+            )
+        create_markdown_artifact(
+            markdown=report_files[0].read_text(), key="tinyopt-report", description=f"tinyopt run {run_id}"
+        )
     except BaseException:
         tracking.end_run(parent_run_id, "FAILED")
         raise

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from prefect import flow, task
 
@@ -19,8 +18,9 @@ def not_a_user_error(task, task_run, state) -> bool:
 
 
 @flow(name="promote")
-def promote(model: str, version: int, channel: str, params_path: str = "params.yaml",
-            force_reason: Optional[str] = None) -> dict:  # fmt: skip
+def promote(
+    model: str, version: int, channel: str, params_path: str = "params.yaml", force_reason: str | None = None
+) -> dict:
     params = load_params(params_path)
     # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
     publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=not_a_user_error)(

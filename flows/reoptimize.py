@@ -6,7 +6,6 @@ serves, and publish it only if it fits the device and scores better (through the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -20,7 +19,7 @@ from tinyopt.params import load_params
 
 
 @flow(name="reoptimize")
-def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, promote: bool = True) -> dict:
+def reoptimize(params_path: str = "params.yaml", data: str | None = None, promote: bool = True) -> dict:
     """Returns (and writes to reports/<run-id>/reoptimize.json) the decision and what was done.
     `data` takes a new dataset version (as `tinyopt run --data`); `promote=False` only compares."""
     logger = get_run_logger()
@@ -33,8 +32,14 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
     channel_profile = params.fleet.channels[settings.channel].profile if settings.channel else "nano33ble"
     profile = params.objectives[settings.objective].profile or channel_profile
     model_name = f"{summary['dataset']['name']}-{profile}"
-    decision = {"run_id": summary["run_id"], "objective": settings.objective, "profile": profile,
-                "model_name": model_name, "pick": pick["variant"], "channel": settings.channel}  # fmt: skip
+    decision = {
+        "run_id": summary["run_id"],
+        "objective": settings.objective,
+        "profile": profile,
+        "model_name": model_name,
+        "pick": pick["variant"],
+        "channel": settings.channel,
+    }
     production = registry.serving(model_name, "production")
     decision["production"] = production and {k: production[k] for k in ("version", "name", "metric", "score", "sha256")}
     if pick["variant"] is None:
@@ -49,7 +54,7 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
     if replace and promote and settings.channel:
         registered = task(name="register", retries=2, retry_delay_seconds=5)(registry.register_variant)(
             summary, pick["variant"], profile, model_name
-        )  # fmt: skip
+        )
         decision["registered"] = registered
         publish = task(name="publish", retries=1, retry_delay_seconds=5)(promotion.promote)
         decision["published"] = publish(model_name, registered["version"], settings.channel, params)
@@ -61,12 +66,22 @@ def reoptimize(params_path: str = "params.yaml", data: Optional[str] = None, pro
         decision["refreshed"] = refresh(model_name, production["version"], settings.channel, params)
         logger.info("%s: %s", settings.channel, decision["refreshed"]["status"])
 
-    tracking.client().set_tag(summary["mlflow_run_id"], "reoptimize.decision", ("replace: " if replace else "keep: ") + why)
+    tracking.client().set_tag(
+        summary["mlflow_run_id"], "reoptimize.decision", ("replace: " if replace else "keep: ") + why
+    )
     write_json(layout.REPORTS / summary["run_id"] / "reoptimize.json", decision)
-    create_markdown_artifact(key="tinyopt-reoptimize", description=f"reoptimize {summary['run_id']}", markdown=(
-        f"**{'Replace' if replace else 'Keep'} production** ({model_name}): {why}\n\n"
-        + (f"Published v{decision['registered']['version']} to `{settings.channel}`.\n" if decision["published"] else "")
-    ))  # fmt: skip
+    create_markdown_artifact(
+        key="tinyopt-reoptimize",
+        description=f"reoptimize {summary['run_id']}",
+        markdown=(
+            f"**{'Replace' if replace else 'Keep'} production** ({model_name}): {why}\n\n"
+            + (
+                f"Published v{decision['registered']['version']} to `{settings.channel}`.\n"
+                if decision["published"]
+                else ""
+            )
+        ),
+    )
     return decision
 
 
@@ -80,16 +95,31 @@ def deployments(params_path: str = "params.yaml", for_worker: bool = False) -> l
     params = load_params(params_path)
     params_file = Path(params_path).resolve()
     common = dict(
-        parameters={"params_path": str(params_file)}, tags=["tinyopt"], concurrency_limit=1,
-        entrypoint_type=EntrypointType.MODULE_PATH,  # flows.reoptimize.reoptimize: the installed package, from any directory
-    )  # fmt: skip
+        parameters={"params_path": str(params_file)},
+        tags=["tinyopt"],
+        concurrency_limit=1,
+        # flows.reoptimize.reoptimize: the installed package, from any directory
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     if for_worker:  # a process worker runs it in the project, with the project's task cache (as `tinyopt run` has it)
-        common["job_variables"] = {"working_dir": str(params_file.parent), "env": {
-            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(params_file.parent / layout.PREFECT_STORAGE)}}  # fmt: skip
-    made = [reoptimize.to_deployment(name="on-demand", description="re-optimize now: prefect deployment run reoptimize/on-demand, or Run in the Prefect UI", **common)]
+        common["job_variables"] = {
+            "working_dir": str(params_file.parent),
+            "env": {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(params_file.parent / layout.PREFECT_STORAGE)},
+        }
+    made = [
+        reoptimize.to_deployment(
+            name="on-demand",
+            description="re-optimize now: prefect deployment run reoptimize/on-demand, or Run in the Prefect UI",
+            **common,
+        )
+    ]
     if params.schedule.cron:
-        made.append(reoptimize.to_deployment(
-            name="nightly", schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
-            description=f"re-optimize on schedule ({params.schedule.cron}, {params.schedule.timezone})", **common,
-        ))  # fmt: skip
+        made.append(
+            reoptimize.to_deployment(
+                name="nightly",
+                schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
+                description=f"re-optimize on schedule ({params.schedule.cron}, {params.schedule.timezone})",
+                **common,
+            )
+        )
     return made

@@ -3,19 +3,29 @@ summary, the report and MLflow show."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from flows import plan as planning
 from tasks.fit import fits_all
 from tinyopt.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import Params
 
-EDGE_FIELDS = ("params", "macs", "ops", "tflm_runs", "tflm_error", "arena_bytes", "arena_verified",
-               "tflm_top1_agreement", "tflm_max_abs_diff")  # fmt: skip
+EDGE_FIELDS = (
+    "params",
+    "macs",
+    "ops",
+    "tflm_runs",
+    "tflm_error",
+    "arena_bytes",
+    "arena_verified",
+    "tflm_top1_agreement",
+    "tflm_max_abs_diff",
+)
 
 
-def model_record(name: str, tflite: str, converted: Any, evaluation: Any, edge: Any, latency: dict,
-                 params: Params) -> dict:  # fmt: skip
+def model_record(
+    name: str, tflite: str, converted: Any, evaluation: Any, edge: Any, latency: dict, params: Params
+) -> dict:
     """The fields shared by our variants and the reference models."""
     record = {
         "name": name,
@@ -40,10 +50,12 @@ def model_record(name: str, tflite: str, converted: Any, evaluation: Any, edge: 
     return record
 
 
-def variant_record(chain: list[str], node: Any, converted: Any, evaluation: Any, edge: Any, latency: dict,
-                   params: Params) -> dict:  # fmt: skip
-    record = model_record(planning.variant_name(chain), converted.tflite_path, converted, evaluation, edge, latency,
-                          params)  # fmt: skip
+def variant_record(
+    chain: list[str], node: Any, converted: Any, evaluation: Any, edge: Any, latency: dict, params: Params
+) -> dict:
+    record = model_record(
+        planning.variant_name(chain), converted.tflite_path, converted, evaluation, edge, latency, params
+    )
     record.update(
         chain=["train", *chain],
         model=node.model_path,
@@ -64,26 +76,44 @@ def comparisons(variants: list[dict], references: list[dict], counterparts: dict
     rows = []
     for reference in references:
         stem = reference["name"]
-        mine: Optional[dict] = ours.get(counterparts.get(stem, ""))
+        mine: dict | None = ours.get(counterparts.get(stem, ""))
         if mine is None:
             continue
-        rows.append({
-            "reference": stem,
-            "ours": mine["name"],
-            "size_ratio": mine["raw_bytes"] / reference["raw_bytes"],
-            "gzip_ratio": mine["gzip_bytes"] / reference["gzip_bytes"],
-            "score_diff": round(mine["score"] - reference["score"], 6),
-            "latency_ratio": round(mine["latency_us_p50"] / reference["latency_us_p50"], 3),
-        })  # fmt: skip
+        rows.append(
+            {
+                "reference": stem,
+                "ours": mine["name"],
+                "size_ratio": mine["raw_bytes"] / reference["raw_bytes"],
+                "gzip_ratio": mine["gzip_bytes"] / reference["gzip_bytes"],
+                "score_diff": round(mine["score"] - reference["score"], 6),
+                "latency_ratio": round(mine["latency_us_p50"] / reference["latency_us_p50"], 3),
+            }
+        )
     return rows
 
 
 def metrics_of(record: dict) -> dict[str, float]:
     """Every numeric figure of a record, as MLflow metrics."""
-    metrics = {key: float(record[key]) for key in (
-        "score", "val_score", "raw_bytes", "gzip_bytes", "latency_us_p50", "latency_us_p99", "params", "macs",
-        "arena_bytes", "tflm_top1_agreement", "tflm_max_abs_diff", "keras_score", "sparsity", "train_seconds",
-    ) if record.get(key) is not None}  # fmt: skip
+    metrics = {
+        key: float(record[key])
+        for key in (
+            "score",
+            "val_score",
+            "raw_bytes",
+            "gzip_bytes",
+            "latency_us_p50",
+            "latency_us_p99",
+            "params",
+            "macs",
+            "arena_bytes",
+            "tflm_top1_agreement",
+            "tflm_max_abs_diff",
+            "keras_score",
+            "sparsity",
+            "train_seconds",
+        )
+        if record.get(key) is not None
+    }
     metrics[record["metric"]] = float(record["score"])  # also under its own name: accuracy, mae or auc
     metrics["tflm_runs"] = float(record["tflm_runs"])
     metrics.update({f"fits.{profile}": float(ok) for profile, ok in record["fits"].items()})
@@ -109,18 +139,30 @@ def headline(variants: list[dict], references: list[dict]) -> list[dict]:
     smallest = min(deployable, key=lambda r: (r["gzip_bytes"], -sign * r["score"]))
     rows = []
     for reference, claim, beats in (
-        (best, f"better {metric} at no more bytes",
-         lambda v, r: better(metric, v["score"], r["score"]) and v["raw_bytes"] <= r["raw_bytes"]),
-        (smallest, f"smaller gzip payload at no worse {metric}",
-         lambda v, r: v["gzip_bytes"] < r["gzip_bytes"] and not better(metric, r["score"], v["score"])),
-    ):  # fmt: skip
+        (
+            best,
+            f"better {metric} at no more bytes",
+            lambda v, r: better(metric, v["score"], r["score"]) and v["raw_bytes"] <= r["raw_bytes"],
+        ),
+        (
+            smallest,
+            f"smaller gzip payload at no worse {metric}",
+            lambda v, r: v["gzip_bytes"] < r["gzip_bytes"] and not better(metric, r["score"], v["score"]),
+        ),
+    ):
         winners = sorted((v for v in ours if beats(v, reference)), key=lambda v: v["name"])
-        rows.append({
-            "reference": reference["name"], "claim": claim, "metric": metric,
-            "reference_figures": {k: reference[k] for k in ("raw_bytes", "gzip_bytes", "score", "latency_us_p50")},
-            "ours": [{k: v[k] for k in ("name", "raw_bytes", "gzip_bytes", "score", "latency_us_p50", "arena_bytes")}
-                     for v in winners],
-        })  # fmt: skip
+        rows.append(
+            {
+                "reference": reference["name"],
+                "claim": claim,
+                "metric": metric,
+                "reference_figures": {k: reference[k] for k in ("raw_bytes", "gzip_bytes", "score", "latency_us_p50")},
+                "ours": [
+                    {k: v[k] for k in ("name", "raw_bytes", "gzip_bytes", "score", "latency_us_p50", "arena_bytes")}
+                    for v in winners
+                ],
+            }
+        )
     fastest = min(deployable, key=lambda r: r["latency_us_p50"])
     for row in rows:
         row["fastest_reference"] = fastest["name"]

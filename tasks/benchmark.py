@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -34,11 +33,11 @@ class EdgeRecord(StepRecord):
     macs: int
     ops: dict[str, int]
     tflm_runs: bool
-    tflm_error: Optional[str]
-    arena_bytes: Optional[int]
+    tflm_error: str | None
+    arena_bytes: int | None
     arena_verified: bool = False
-    tflm_top1_agreement: Optional[float] = None  # share of samples where TFLM and LiteRT agree on the class
-    tflm_max_abs_diff: Optional[float] = None  # largest output difference, in output units
+    tflm_top1_agreement: float | None = None  # share of samples where TFLM and LiteRT agree on the class
+    tflm_max_abs_diff: float | None = None  # largest output difference, in output units
 
 
 def graph_facts(path: Path) -> dict:
@@ -112,8 +111,9 @@ def benchmark_tflite(tflite_path: Path, prepared: Path) -> EdgeRecord:
     )
 
 
-def measure_latency(tflite_paths: list[Path], sample: np.ndarray, warmup: int = 50, repeats: int = 300,
-                    budget_seconds: float = 2.0) -> dict[str, dict]:  # fmt: skip
+def measure_latency(
+    tflite_paths: list[Path], sample: np.ndarray, warmup: int = 50, repeats: int = 300, budget_seconds: float = 2.0
+) -> dict[str, dict]:
     """Host latency of each file with the LiteRT interpreter, one thread, batch 1: `warmup` invokes,
     then `repeats` timed invokes (fewer for very slow models, at most `budget_seconds` each).
     Files are timed one after another, never alongside other work, with the same input.

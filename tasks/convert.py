@@ -64,12 +64,20 @@ def configure(converter, conversion: str, calibration: np.ndarray | None) -> Non
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     elif conversion == "int16x8":  # int16 activations, int8 weights; float input and output
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     # int8_fallback: int8 kernels where possible, float ops allowed, float input and output.
 
 
-def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: Path | None = None,
-                  settings: ConversionParams = ConversionParams(), seed: int = 0) -> ConvertRecord:  # fmt: skip
+def convert_model(
+    model_path: Path,
+    conversion: str,
+    out_path: Path,
+    prepared: Path | None = None,
+    settings: ConversionParams = ConversionParams(),
+    seed: int = 0,
+) -> ConvertRecord:
     """Write the model as .tflite (atomically) with the given conversion, and its C array beside it."""
     import tensorflow as tf
 
@@ -87,7 +95,9 @@ def convert_model(model_path: Path, conversion: str, out_path: Path, prepared: P
         def serve(x):
             return model(x, training=False)
 
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([tf.function(serve).get_concrete_function(spec)], model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [tf.function(serve).get_concrete_function(spec)], model
+        )
     else:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     configure(converter, conversion, calibration)

@@ -16,7 +16,6 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -38,8 +37,8 @@ class IdxDataset:
     # was gzipped: Debian recompresses) or the .gz itself has the canonical md5.
     idx_sha256: dict[str, str] = field(default_factory=dict)
     gz_md5: dict[str, str] = field(default_factory=dict)
-    local_dir: Optional[str] = None
-    debian_package: Optional[str] = None
+    local_dir: str | None = None
+    debian_package: str | None = None
     mirrors: tuple[str, ...] = ()
 
 
@@ -52,6 +51,7 @@ _NAMES = dict(
             "t10k-images-idx3-ubyte.gz",
             "t10k-labels-idx1-ubyte.gz",
         ),
+        strict=False,
     )
 )
 
@@ -82,7 +82,10 @@ IDX_DATASETS = {
             "test-images": "9fb629c4189551a2d022fa330f9573f3",
             "test-labels": "ec29112dd5afa0611ce80d1b7f02629c",
         },
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
     ),
 }
 
@@ -183,7 +186,11 @@ def _gather_idx(name: str, staging: Path) -> None:
             except OSError as exc:
                 errors.append(f"{mirror}: {exc}")
         else:
-            hint = f"install the Debian package {spec.debian_package} (apt-get install {spec.debian_package}) or " if spec.debian_package else ""
+            hint = (
+                f"install the Debian package {spec.debian_package} (apt-get install {spec.debian_package}) or "
+                if spec.debian_package
+                else ""
+            )
             raise UserError(
                 f"cannot get {name} file {file_name}: not found locally and no mirror answered; "
                 f"{hint}connect this machine to the internet and run `tinyopt fetch` again"
@@ -195,8 +202,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise UserError(f"{path}: a single .npy array, not an .npz archive; save your data with "
-                            f"np.savez(path, {'=..., '.join(NPZ_KEYS)}=...)")  # fmt: skip
+            raise UserError(
+                f"{path}: a single .npy array, not an .npz archive; save your data with "
+                f"np.savez(path, {'=..., '.join(NPZ_KEYS)}=...)"
+            )
         with archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
@@ -218,35 +227,43 @@ def _kind_of(array: np.ndarray) -> str:
 def check_arrays(arrays: tuple[np.ndarray, ...], source: str) -> None:
     """What every task needs of x_train, y_train, x_test, y_test: one entry per example, numbers only
     (finite ones), as many labels as inputs, and test examples shaped like the training ones."""
-    named = dict(zip(NPZ_KEYS, arrays))
+    named = dict(zip(NPZ_KEYS, arrays, strict=False))
     for key, array in named.items():
         if array.ndim == 0:
             raise UserError(f"{source}: {key} is a single value (a 0-d array); it needs one entry per example")
         if len(array) == 0:
             raise UserError(f"{source}: {key} is empty; it needs at least one example")
         if array.dtype.kind not in "biuf":
-            raise UserError(f"{source}: {key} holds {_kind_of(array)} values; it must hold numbers "
-                            "(class labels as integers 0..K-1)")  # fmt: skip
+            raise UserError(
+                f"{source}: {key} holds {_kind_of(array)} values; it must hold numbers "
+                "(class labels as integers 0..K-1)"
+            )
     for x in ("x_train", "x_test"):
         if named[x].ndim < 2:
-            raise UserError(f"{source}: {x} has shape {named[x].shape}: one number per example; reshape it to "
-                            f"({len(named[x])}, 1) for a single feature")  # fmt: skip
+            raise UserError(
+                f"{source}: {x} has shape {named[x].shape}: one number per example; reshape it to "
+                f"({len(named[x])}, 1) for a single feature"
+            )
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         if len(named[x]) != len(named[y]):
             raise UserError(f"{source}: {x} has {len(named[x])} examples and {y} {len(named[y])}; they must match")
     for a, b in (("x_train", "x_test"), ("y_train", "y_test")):
         if named[a].shape[1:] != named[b].shape[1:]:
-            raise UserError(f"{source}: each {a} entry has shape {named[a].shape[1:]}, each {b} entry "
-                            f"{named[b].shape[1:]}; train and test must be shaped alike")  # fmt: skip
+            raise UserError(
+                f"{source}: each {a} entry has shape {named[a].shape[1:]}, each {b} entry "
+                f"{named[b].shape[1:]}; train and test must be shaped alike"
+            )
     for key, array in named.items():
         if array.dtype.kind == "f":
             bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
             if bad.any():
-                raise UserError(f"{source}: {key} has NaN or infinite values in {int(bad.sum())} examples (the first "
-                                f"at index {int(np.flatnonzero(bad)[0])}); clean or drop them")  # fmt: skip
+                raise UserError(
+                    f"{source}: {key} has NaN or infinite values in {int(bad.sum())} examples (the first "
+                    f"at index {int(np.flatnonzero(bad)[0])}); clean or drop them"
+                )
 
 
-def class_labels(y: np.ndarray, key: str, source: str) -> tuple[np.ndarray, Optional[int]]:
+def class_labels(y: np.ndarray, key: str, source: str) -> tuple[np.ndarray, int | None]:
     """Classification labels as integer class indices, and the width of one-hot labels (None for
     indices). Integral floats (1.0) are taken as the indices they spell; anything else is an error."""
     width = None
@@ -254,8 +271,10 @@ def class_labels(y: np.ndarray, key: str, source: str) -> tuple[np.ndarray, Opti
         y = y[:, 0]
     elif y.ndim == 2:
         if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
-            raise UserError(f"{source}: {key} has shape {y.shape} but is not one-hot (one 1 per row); give class "
-                            "indices, or set task.kind: regression for several targets")  # fmt: skip
+            raise UserError(
+                f"{source}: {key} has shape {y.shape} but is not one-hot (one 1 per row); give class "
+                "indices, or set task.kind: regression for several targets"
+            )
         y, width = np.argmax(y, axis=1), y.shape[1]
     elif y.ndim > 2:
         raise UserError(f"{source}: {key} has shape {y.shape}; classification labels are class indices or one-hot rows")
@@ -263,17 +282,20 @@ def class_labels(y: np.ndarray, key: str, source: str) -> tuple[np.ndarray, Opti
         fractional = y != np.round(y)
         if fractional.any():
             first = int(np.flatnonzero(fractional)[0])
-            raise UserError(f"{source}: {key} holds non-integer labels ({y[first]:g} at index {first}); "
-                            "classification needs class indices 0..K-1 (task.kind: regression for continuous targets)")
+            raise UserError(
+                f"{source}: {key} holds non-integer labels ({y[first]:g} at index {first}); "
+                "classification needs class indices 0..K-1 (task.kind: regression for continuous targets)"
+            )
     y = y.astype(np.int64)
     if (y < 0).any():
         first = int(np.flatnonzero(y < 0)[0])
-        raise UserError(f"{source}: {key} holds negative labels ({y[first]} at index {first}); "
-                        "classes are numbered 0..K-1")
+        raise UserError(
+            f"{source}: {key} holds negative labels ({y[first]} at index {first}); classes are numbered 0..K-1"
+        )
     return y, width
 
 
-def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) -> Optional[dict]:
+def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) -> dict | None:
     """The labels fit the task. For classification and anomaly: {'train': ..., 'test': ...} as class
     indices, 'classes' (how many) and 'one_hot' (width, or None); None for regression."""
     _, y_train, _, y_test = arrays
@@ -282,25 +304,31 @@ def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) 
     train, width = class_labels(y_train, "y_train", source)
     test, test_width = class_labels(y_test, "y_test", source)
     if width != test_width:
-        raise UserError(f"{source}: y_train is {_label_form(width)} and y_test {_label_form(test_width)}; "
-                        "give both alike")
+        raise UserError(
+            f"{source}: y_train is {_label_form(width)} and y_test {_label_form(test_width)}; give both alike"
+        )
     if len(np.unique(train)) < 2:
-        raise UserError(f"{source}: y_train holds a single class ({int(train[0])}); a {task.kind} task needs "
-                        "at least two")
+        raise UserError(
+            f"{source}: y_train holds a single class ({int(train[0])}); a {task.kind} task needs at least two"
+        )
     if task.kind == "anomaly":
         for key, y in (("y_train", train), ("y_test", test)):
             if not np.isin(y, (0, 1)).all():
                 others = sorted(set(np.unique(y).tolist()) - {0, 1})[:5]
-                raise UserError(f"{source}: {key} holds labels other than 0 and 1 ({others}); an anomaly task "
-                                "scores against 0 (normal) and 1 (anomaly)")
+                raise UserError(
+                    f"{source}: {key} holds labels other than 0 and 1 ({others}); an anomaly task "
+                    "scores against 0 (normal) and 1 (anomaly)"
+                )
         if len(np.unique(test)) < 2:
-            raise UserError(f"{source}: y_test holds only label {int(test[0])}; AUC needs normal (0) and anomalous (1) "
-                            "test examples")  # fmt: skip
+            raise UserError(
+                f"{source}: y_test holds only label {int(test[0])}; AUC needs normal (0) and anomalous (1) "
+                "test examples"
+            )
     classes = width or int(max(train.max(), test.max())) + 1
     return {"train": train, "test": test, "classes": classes, "one_hot": width}
 
 
-def _label_form(width: Optional[int]) -> str:
+def _label_form(width: int | None) -> str:
     return f"one-hot with {width} columns" if width else "class indices"
 
 
@@ -314,8 +342,9 @@ def split_indices(num_examples: int, params: DataParams, seed: int) -> tuple[np.
     return order[num_val:], order[:num_val]
 
 
-def check_split(labels: Optional[dict], num_examples: int, params: DataParams, seed: int, task: TaskParams,
-                source: str) -> list[str]:  # fmt: skip
+def check_split(
+    labels: dict | None, num_examples: int, params: DataParams, seed: int, task: TaskParams, source: str
+) -> list[str]:
     """Errors for a split that cannot train: no training example left, or a class with none in the
     training split (the model could never learn it); for anomaly, a validation split without both
     labels (AUC is undefined). Returns warnings for what only weakens the run: a class absent from
@@ -323,8 +352,10 @@ def check_split(labels: Optional[dict], num_examples: int, params: DataParams, s
     train_idx, val_idx = split_indices(num_examples, params, seed)
     limit = f" and train_limit {params.train_limit}" if params.train_limit else ""
     if len(train_idx) == 0:
-        raise UserError(f"{source}: {num_examples} training examples leave none to train on after the validation "
-                        f"split (validation_fraction {params.validation_fraction}{limit}); give more data")  # fmt: skip
+        raise UserError(
+            f"{source}: {num_examples} training examples leave none to train on after the validation "
+            f"split (validation_fraction {params.validation_fraction}{limit}); give more data"
+        )
     if labels is None:
         return []
     y_train = labels["train"]
@@ -333,18 +364,24 @@ def check_split(labels: Optional[dict], num_examples: int, params: DataParams, s
     empty = [int(c) for c in present if counts[c] == 0]
     if empty:
         have = np.bincount(y_train, minlength=labels["classes"])
-        raise UserError(f"{source}: class {empty[0]} has {have[empty[0]]} training examples and none is left in the "
-                        f"training split (validation_fraction {params.validation_fraction}{limit}); give every class "
-                        "a few examples more")  # fmt: skip
+        raise UserError(
+            f"{source}: class {empty[0]} has {have[empty[0]]} training examples and none is left in the "
+            f"training split (validation_fraction {params.validation_fraction}{limit}); give every class "
+            "a few examples more"
+        )
     val_classes = set(np.unique(y_train[val_idx]).tolist())
     if task.kind == "anomaly" and len(val_classes) < 2:
-        raise UserError(f"{source}: the validation split ({len(val_idx)} examples) holds only label "
-                        f"{val_classes.pop()}; AUC needs both: give more examples or raise "
-                        "data.validation_fraction")
+        raise UserError(
+            f"{source}: the validation split ({len(val_idx)} examples) holds only label "
+            f"{val_classes.pop()}; AUC needs both: give more examples or raise "
+            "data.validation_fraction"
+        )
     missing = [int(c) for c in present if c not in val_classes]
     if missing:
-        return [f"{source}: {len(missing)} of {len(present)} classes have no example in the validation split "
-                f"({len(val_idx)} examples; e.g. class {missing[0]}): early stopping and the picks will not see them"]
+        return [
+            f"{source}: {len(missing)} of {len(present)} classes have no example in the validation split "
+            f"({len(val_idx)} examples; e.g. class {missing[0]}): early stopping and the picks will not see them"
+        ]
     return []
 
 
@@ -394,7 +431,9 @@ def _find_one(directory: Path, patterns: tuple[str, ...], what: str) -> Path:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise UserError(f"{directory}: several files match {pattern} ({', '.join(p.name for p in found)}); keep one")
+            raise UserError(
+                f"{directory}: several files match {pattern} ({', '.join(p.name for p in found)}); keep one"
+            )
     raise UserError(f"{directory}: no {what} file (expected a name like {patterns[0]})")
 
 
@@ -422,8 +461,10 @@ def _read_class_dirs(root: Path) -> tuple[list[np.ndarray], list[int], list[str]
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise UserError(f"{root / name}: a class folder with no images ({', '.join(IMAGE_SUFFIXES)}); add some or "
-                            "remove the folder")  # fmt: skip
+            raise UserError(
+                f"{root / name}: a class folder with no images ({', '.join(IMAGE_SUFFIXES)}); add some or "
+                "remove the folder"
+            )
         for file in files:
             try:
                 with Image.open(file) as image:
@@ -431,8 +472,10 @@ def _read_class_dirs(root: Path) -> tuple[list[np.ndarray], list[int], list[str]
             except (UnidentifiedImageError, OSError) as exc:
                 raise UserError(f"{file}: not a readable image ({exc}); remove or replace it") from None
             if shape is not None and array.shape != shape:
-                raise UserError(f"{file}: {array.shape[1]}x{array.shape[0]} pixels, the others are "
-                                f"{shape[1]}x{shape[0]}; resize the images to one size")  # fmt: skip
+                raise UserError(
+                    f"{file}: {array.shape[1]}x{array.shape[0]} pixels, the others are "
+                    f"{shape[1]}x{shape[0]}; resize the images to one size"
+                )
             shape = array.shape
             images.append(array)
             labels.append(label)
@@ -457,8 +500,12 @@ def _load_images(directory: Path, params: DataParams | None = None) -> tuple[np.
         for label in set(labels):
             members = np.flatnonzero(np.asarray(labels) == label)
             test[rng.choice(members, size=max(1, int(round(len(members) * fraction))), replace=False)] = True
-        arrays = ([i for i, t in zip(images, test) if not t], [l for l, t in zip(labels, test) if not t],
-                  [i for i, t in zip(images, test) if t], [l for l, t in zip(labels, test) if t])  # fmt: skip
+        arrays = (
+            [i for i, t in zip(images, test, strict=False) if not t],
+            [label for label, t in zip(labels, test, strict=False) if not t],
+            [i for i, t in zip(images, test, strict=False) if t],
+            [label for label, t in zip(labels, test, strict=False) if t],
+        )
     if len(classes) < 2 or not arrays[0] or not arrays[2]:
         raise UserError(f"{directory}: needs at least two class folders with images in both splits")
     x_train, y_train, x_test, y_test = arrays
@@ -479,8 +526,9 @@ def _refuse_symlink_loops(root: Path) -> None:
                 raise UserError(f"{link}: a symbolic link that loops or points nowhere; remove it") from None
             inside = Path(folder).resolve()
             if target == inside or target in inside.parents:
-                raise UserError(f"{link}: a symbolic link to {target}, a folder that contains it (a loop); "
-                                "remove the link")
+                raise UserError(
+                    f"{link}: a symbolic link to {target}, a folder that contains it (a loop); remove the link"
+                )
 
 
 def load_raw(dataset: str, directory: Path, params: DataParams | None = None) -> tuple[np.ndarray, ...]:
@@ -499,8 +547,9 @@ def load_raw(dataset: str, directory: Path, params: DataParams | None = None) ->
     return tuple(read_idx(directory / files[split]) for split in SPLITS)  # type: ignore[return-value]
 
 
-def check_data(arrays: tuple[np.ndarray, ...], params: DataParams, seed: int, task: TaskParams,
-               source: str) -> tuple[Optional[dict], list[str]]:  # fmt: skip
+def check_data(
+    arrays: tuple[np.ndarray, ...], params: DataParams, seed: int, task: TaskParams, source: str
+) -> tuple[dict | None, list[str]]:
     """Everything about the data that can fail a run, checked before one starts: the labels for the
     task and the split. Returns check_labels' answer and the warnings to show."""
     check_split(None, len(arrays[0]), params, seed, task, source)  # enough examples at all, before their labels
@@ -510,7 +559,7 @@ def check_data(arrays: tuple[np.ndarray, ...], params: DataParams, seed: int, ta
     return labels, check_split(labels, len(arrays[0]), params, seed, task, source)
 
 
-def load_source(params: DataParams) -> Optional[tuple[np.ndarray, ...]]:
+def load_source(params: DataParams) -> tuple[np.ndarray, ...] | None:
     """The dataset's arrays read where they are now, without copying anything (to check them before a
     run): the user's file or directory, or a built-in dataset's verified local files; None when a
     built-in dataset has none yet (fetching verifies it by checksum)."""
@@ -551,10 +600,14 @@ def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> 
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,
-                x_train=x_train[train_idx], y_train=y_train[train_idx],
-                x_val=x_train[val_idx], y_val=y_train[val_idx],
-                x_test=x_test, y_test=y_test, input_scale=np.float64(scale),
-            )  # fmt: skip
+                x_train=x_train[train_idx],
+                y_train=y_train[train_idx],
+                x_val=x_train[val_idx],
+                y_val=y_train[val_idx],
+                x_test=x_test,
+                y_test=y_test,
+                input_scale=np.float64(scale),
+            )
     return PreparedRecord(
         path=str(out),
         dataset=params.dataset,
@@ -585,7 +638,11 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     scale = float(arrays.pop("input_scale", 1 / 255))
     for key in ("x_train", "x_val", "x_test"):
         x = arrays[key]
-        arrays[key] = (x.astype(np.float64) * scale).astype(np.float32) if x.dtype.kind in "iub" or scale != 1             else x.astype(np.float32)  # fmt: skip
+        arrays[key] = (
+            (x.astype(np.float64) * scale).astype(np.float32)
+            if x.dtype.kind in "iub" or scale != 1
+            else x.astype(np.float32)
+        )
     return arrays
 
 

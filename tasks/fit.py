@@ -7,13 +7,16 @@ DeviceProfile). A model TFLM cannot run fits no microcontroller profile.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from tinyopt.params import DeviceProfile
 
 
-def fit_verdict(raw_bytes: int, tflm_runs: bool, arena_bytes: Optional[int], profile: DeviceProfile,
-                tflm_error: Optional[str] = None) -> dict:  # fmt: skip
+def fit_verdict(
+    raw_bytes: int,
+    tflm_runs: bool,
+    arena_bytes: int | None,
+    profile: DeviceProfile,
+    tflm_error: str | None = None,
+) -> dict:
     """{'fits': bool, 'reason': str, 'flash_needed', 'ram_needed'}; the reason names the first budget
     broken and by how much."""
     if not tflm_runs or arena_bytes is None:
@@ -23,16 +26,22 @@ def fit_verdict(raw_bytes: int, tflm_runs: bool, arena_bytes: Optional[int], pro
     ram = arena_bytes + profile.runtime_ram_bytes
     verdict = {"fits": True, "reason": "fits", "flash_needed": flash, "ram_needed": ram}
     if flash > profile.flash_bytes:
-        verdict.update(fits=False, reason=f"flash over by {flash - profile.flash_bytes:,} bytes "
-                       f"({flash:,} needed of {profile.flash_bytes:,})")  # fmt: skip
+        verdict.update(
+            fits=False,
+            reason=f"flash over by {flash - profile.flash_bytes:,} bytes ({flash:,} needed of {profile.flash_bytes:,})",
+        )
     elif ram > profile.sram_bytes:
-        verdict.update(fits=False, reason=f"SRAM over by {ram - profile.sram_bytes:,} bytes "
-                       f"({ram:,} needed of {profile.sram_bytes:,})")  # fmt: skip
+        verdict.update(
+            fits=False,
+            reason=f"SRAM over by {ram - profile.sram_bytes:,} bytes ({ram:,} needed of {profile.sram_bytes:,})",
+        )
     return verdict
 
 
 def fits_all(record: dict, devices: dict[str, DeviceProfile]) -> dict[str, dict]:
     return {
-        name: fit_verdict(record["raw_bytes"], record["tflm_runs"], record["arena_bytes"], profile, record["tflm_error"])
+        name: fit_verdict(
+            record["raw_bytes"], record["tflm_runs"], record["arena_bytes"], profile, record["tflm_error"]
+        )
         for name, profile in devices.items()
     }

@@ -14,7 +14,7 @@ import numpy as np
 from tasks.train import TRAINING_LOCK, ModelRecord, record_model
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import TaskParams, GraphParams
+from tinyopt.params import GraphParams, TaskParams
 from tinyopt.steps import step_task
 
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "Conv1D", "Dense")
@@ -35,8 +35,7 @@ def fold_layers(model):
         linear = previous and previous[1].get("activation") == "linear"
         if kind == "BatchNormalization" and prev_kind in FOLDABLE_INTO and linear:
             config, weights = previous[1], previous[2]
-            gamma, beta, mean, variance = (layer.get_weights() if layer.scale and layer.center else
-                                           _bn_weights(layer))  # fmt: skip
+            gamma, beta, mean, variance = layer.get_weights() if layer.scale and layer.center else _bn_weights(layer)
             scale = gamma / np.sqrt(variance + layer.epsilon)
             kernel = weights[0]
             bias = weights[1] if config.get("use_bias", True) else np.zeros_like(mean)
@@ -49,7 +48,11 @@ def fold_layers(model):
             changes.append(f"folded {layer.name} into {previous[1]['name']}")
             continue
         if kind in ("Activation", "ReLU") and prev_kind in FOLDABLE_INTO and linear:
-            activation = "relu" if kind == "ReLU" and not layer.get_config().get("max_value") else layer.get_config().get("activation")
+            activation = (
+                "relu"
+                if kind == "ReLU" and not layer.get_config().get("max_value")
+                else layer.get_config().get("activation")
+            )
             if activation in FUSABLE_ACTIVATIONS:
                 previous[1]["activation"] = activation
                 changes.append(f"fused {layer.name} ({activation}) into {previous[1]['name']}")
@@ -65,10 +68,14 @@ def fold_layers(model):
 
 
 def _bn_weights(layer):
-    values = dict(zip([w.name.split("/")[-1].split(":")[0] for w in layer.weights], layer.get_weights()))
+    values = dict(zip([w.name.split("/")[-1].split(":")[0] for w in layer.weights], layer.get_weights(), strict=False))
     size = values["moving_mean"].shape
-    return (values.get("gamma", np.ones(size)), values.get("beta", np.zeros(size)), values["moving_mean"],
-            values["moving_variance"])  # fmt: skip
+    return (
+        values.get("gamma", np.ones(size)),
+        values.get("beta", np.zeros(size)),
+        values["moving_mean"],
+        values["moving_variance"],
+    )
 
 
 def tflite_op_counts(model) -> dict[str, int]:

@@ -3,8 +3,6 @@ or any training starts, so a mistake costs seconds, says what is wrong in one li
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from tasks.data import check_data, check_labels, load_source
@@ -27,15 +25,18 @@ def check_inputs(params: Params) -> list[str]:
         if arrays is not None:
             check_model_fits(info, arrays, labels, params.task, params.model.path)
     elif params.task.kind != "classification":
-        raise UserError(f"the built-in paper-cnn is a classifier; for a {params.task.kind} task give your model "
-                        "(--model or model.path)")  # fmt: skip
+        raise UserError(
+            f"the built-in paper-cnn is a classifier; for a {params.task.kind} task give your model "
+            "(--model or model.path)"
+        )
     elif arrays is not None:
         _check_paper_cnn_input(arrays[0].shape[1:], params.model.kernel_size)
     return warnings
 
 
-def check_model_fits(info: dict, arrays: tuple[np.ndarray, ...], labels: Optional[dict], task: TaskParams,
-                     path: str) -> None:  # fmt: skip
+def check_model_fits(
+    info: dict, arrays: tuple[np.ndarray, ...], labels: dict | None, task: TaskParams, path: str
+) -> None:
     """The model (probe_model's description) takes the data's inputs and gives an output per class or
     target; a model with fewer or more outputs than the labels have classes mis-scores every variant."""
     check_input_shape(info["inputs"], arrays[0].shape[1:])
@@ -48,22 +49,31 @@ def check_model_fits(info: dict, arrays: tuple[np.ndarray, ...], labels: Optiona
     if task.kind == "regression":
         targets = int(np.prod(arrays[1].shape[1:]))
         if width != targets:
-            raise UserError(f"{path}: the model has {width} outputs and the data {targets} regression target"
-                            f"{'s' if targets > 1 else ''} per example; they must match")  # fmt: skip
+            raise UserError(
+                f"{path}: the model has {width} outputs and the data {targets} regression target"
+                f"{'s' if targets > 1 else ''} per example; they must match"
+            )
     elif task.kind == "anomaly":
         if width not in (1, 2):
-            raise UserError(f"{path}: the model has {width} outputs; an anomaly model gives one score (1 output, or 2 "
-                            "with the anomaly class last)")  # fmt: skip
+            raise UserError(
+                f"{path}: the model has {width} outputs; an anomaly model gives one score (1 output, or 2 "
+                "with the anomaly class last)"
+            )
     elif labels is not None:
         classes, one_hot = labels["classes"], labels["one_hot"]
-        described = (f"one-hot labels with {one_hot} columns" if one_hot
-                     else f"{classes} classes (labels 0..{classes - 1})")  # fmt: skip
+        described = (
+            f"one-hot labels with {one_hot} columns" if one_hot else f"{classes} classes (labels 0..{classes - 1})"
+        )
         if width == 1 and classes > 2:
-            raise UserError(f"{path}: the model has 1 output (a binary classifier) and the data {described}; give a "
-                            f"model with {classes} outputs")  # fmt: skip
+            raise UserError(
+                f"{path}: the model has 1 output (a binary classifier) and the data {described}; give a "
+                f"model with {classes} outputs"
+            )
         if width > 1 and width != classes:
-            raise UserError(f"{path}: the model has {width} outputs and the data {described}; give a model with "
-                            f"{classes} outputs, or labels for its {width} classes")  # fmt: skip
+            raise UserError(
+                f"{path}: the model has {width} outputs and the data {described}; give a model with "
+                f"{classes} outputs, or labels for its {width} classes"
+            )
 
 
 def check_prepared(params: Params, data: dict) -> None:
@@ -75,6 +85,8 @@ def check_prepared(params: Params, data: dict) -> None:
 
 def _check_paper_cnn_input(shape: tuple[int, ...], kernel_size: int) -> None:
     if len(shape) not in (2, 3) or min(shape[:2]) <= kernel_size:
-        raise UserError(f"the built-in paper-cnn takes images (height, width[, channels]) larger than its "
-                        f"{kernel_size}x{kernel_size} kernel, and each example here has shape {shape}; give your "
-                        "model (--model or model.path)")  # fmt: skip
+        raise UserError(
+            f"the built-in paper-cnn takes images (height, width[, channels]) larger than its "
+            f"{kernel_size}x{kernel_size} kernel, and each example here has shape {shape}; give your "
+            "model (--model or model.path)"
+        )

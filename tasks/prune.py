@@ -7,13 +7,23 @@ from pathlib import Path
 from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import TaskParams, PruneParams, StructuredPruneParams, TrainParams
+from tinyopt.params import PruneParams, StructuredPruneParams, TaskParams, TrainParams
 from tinyopt.steps import step_task
 
 
-def _prune_and_fine_tune(parent: Path, prepared: Path, step: str, wrap, epochs: int, learning_rate: float,
-                         train: TrainParams, task: TaskParams, seed: int, out_dir: Path,
-                         notes: str = "") -> ModelRecord:  # fmt: skip
+def _prune_and_fine_tune(
+    parent: Path,
+    prepared: Path,
+    step: str,
+    wrap,
+    epochs: int,
+    learning_rate: float,
+    train: TrainParams,
+    task: TaskParams,
+    seed: int,
+    out_dir: Path,
+    notes: str = "",
+) -> ModelRecord:
     import tensorflow_model_optimization as tfmot
 
     from tasks.data import load_prepared
@@ -27,15 +37,26 @@ def _prune_and_fine_tune(parent: Path, prepared: Path, step: str, wrap, epochs: 
         except (ValueError, RuntimeError, TypeError) as exc:
             raise NotApplicable(f"tfmot cannot prune this model: {str(exc).splitlines()[0][:200]}") from None
         compile_for_task(pruned, task, learning_rate)
-        epochs_run, seconds = fit(pruned, data, epochs, train.batch_size,
-                                  callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),))  # fmt: skip
+        epochs_run, seconds = fit(
+            pruned, data, epochs, train.batch_size, callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),)
+        )
         stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-        return record_model(stripped, data, task, step, out_dir / "model.keras", parent=parent, epochs_run=epochs_run,
-                            train_seconds=seconds, notes=notes)  # fmt: skip
+        return record_model(
+            stripped,
+            data,
+            task,
+            step,
+            out_dir / "model.keras",
+            parent=parent,
+            epochs_run=epochs_run,
+            train_seconds=seconds,
+            notes=notes,
+        )
 
 
-def prune_magnitude(parent: Path, prepared: Path, settings: PruneParams, train: TrainParams, task: TaskParams,
-                    seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
+def prune_magnitude(
+    parent: Path, prepared: Path, settings: PruneParams, train: TrainParams, task: TaskParams, seed: int, out_dir: Path
+) -> ModelRecord:
     """Prune the smallest weights to `target_sparsity` over the fine-tuning epochs, then strip."""
     import math
 
@@ -59,21 +80,37 @@ def prune_magnitude(parent: Path, prepared: Path, settings: PruneParams, train: 
     def wrap(model):
         return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
 
-    return _prune_and_fine_tune(parent, prepared, "prune", wrap, settings.fine_tune_epochs, settings.learning_rate,
-                                train, task, seed, out_dir)  # fmt: skip
+    return _prune_and_fine_tune(
+        parent, prepared, "prune", wrap, settings.fine_tune_epochs, settings.learning_rate, train, task, seed, out_dir
+    )
 
 
-def prune_2_4(parent: Path, prepared: Path, settings: StructuredPruneParams, train: TrainParams, task: TaskParams,
-              seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
+def prune_2_4(
+    parent: Path,
+    prepared: Path,
+    settings: StructuredPruneParams,
+    train: TrainParams,
+    task: TaskParams,
+    seed: int,
+    out_dir: Path,
+) -> ModelRecord:
     """2:4 structured pruning of every layer whose weights allow it (input depth a multiple of 4)."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
 
     probe = load_model(parent)
-    eligible = [layer.name for layer in probe.layers if type(layer).__name__ in ("Conv2D", "Dense")
-                and layer.get_weights() and layer.get_weights()[0].shape[-2] % 4 == 0]  # fmt: skip
-    skipped = [layer.name for layer in probe.layers if type(layer).__name__ in ("Conv2D", "Dense")
-               and layer.name not in eligible]  # fmt: skip
+    eligible = [
+        layer.name
+        for layer in probe.layers
+        if type(layer).__name__ in ("Conv2D", "Dense")
+        and layer.get_weights()
+        and layer.get_weights()[0].shape[-2] % 4 == 0
+    ]
+    skipped = [
+        layer.name
+        for layer in probe.layers
+        if type(layer).__name__ in ("Conv2D", "Dense") and layer.name not in eligible
+    ]
     if not eligible:
         raise NotApplicable("no Conv2D or Dense layer has an input depth that is a multiple of 4")
 
@@ -87,9 +124,22 @@ def prune_2_4(parent: Path, prepared: Path, settings: StructuredPruneParams, tra
 
         return tf.keras.models.clone_model(model, clone_function=clone)
 
-    notes = f"2:4 on {', '.join(eligible)}" + (f"; left dense: {', '.join(skipped)} (input depth not a multiple of 4)" if skipped else "")
-    return _prune_and_fine_tune(parent, prepared, "prune_2_4", wrap, settings.fine_tune_epochs,
-                                settings.learning_rate, train, task, seed, out_dir, notes)  # fmt: skip
+    notes = f"2:4 on {', '.join(eligible)}" + (
+        f"; left dense: {', '.join(skipped)} (input depth not a multiple of 4)" if skipped else ""
+    )
+    return _prune_and_fine_tune(
+        parent,
+        prepared,
+        "prune_2_4",
+        wrap,
+        settings.fine_tune_epochs,
+        settings.learning_rate,
+        train,
+        task,
+        seed,
+        out_dir,
+        notes,
+    )
 
 
 prune_task = step_task(prune_magnitude)

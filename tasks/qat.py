@@ -8,7 +8,7 @@ from pathlib import Path
 from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
-from tinyopt.params import TaskParams, QatParams, TrainParams
+from tinyopt.params import QatParams, TaskParams, TrainParams
 from tinyopt.steps import step_task
 
 
@@ -29,8 +29,16 @@ def _scheme(step: str):
     }[step]()
 
 
-def quantize_aware_train(parent: Path, prepared: Path, step: str, settings: QatParams, train: TrainParams,
-                         task: TaskParams, seed: int, out_dir: Path) -> ModelRecord:  # fmt: skip
+def quantize_aware_train(
+    parent: Path,
+    prepared: Path,
+    step: str,
+    settings: QatParams,
+    train: TrainParams,
+    task: TaskParams,
+    seed: int,
+    out_dir: Path,
+) -> ModelRecord:
     """Insert fake-quantization (int8) and fine-tune; saved as a SavedModel directory."""
     import tensorflow_model_optimization as tfmot
 
@@ -46,8 +54,16 @@ def quantize_aware_train(parent: Path, prepared: Path, step: str, settings: QatP
             raise NotApplicable(f"tfmot cannot quantize this model: {str(exc).splitlines()[0][:200]}") from None
         compile_for_task(model, task, settings.learning_rate)
         epochs_run, seconds = fit(model, data, settings.fine_tune_epochs, train.batch_size)
-        return record_model(model, data, task, step, out_dir / "model.savedmodel", parent=parent, epochs_run=epochs_run,
-                            train_seconds=seconds)  # fmt: skip
+        return record_model(
+            model,
+            data,
+            task,
+            step,
+            out_dir / "model.savedmodel",
+            parent=parent,
+            epochs_run=epochs_run,
+            train_seconds=seconds,
+        )
 
 
 qat_task = step_task(quantize_aware_train)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from tinyopt import litert
 from tinyopt.errors import UserError
 from tinyopt.params import ReferenceParams
 
 
-def find_references(settings: ReferenceParams, dataset: str, input_shape: list[int]) -> tuple[list[Path], Optional[str]]:
+def find_references(settings: ReferenceParams, dataset: str, input_shape: list[int]) -> tuple[list[Path], str | None]:
     """The reference .tflite files that can be measured on this run's data, and a note on what was
     left out and why (None when nothing was)."""
     if not settings.dir:
@@ -19,8 +18,9 @@ def find_references(settings: ReferenceParams, dataset: str, input_shape: list[i
     if not directory.is_dir():
         return [], f"reference models skipped: {directory} does not exist"
     if settings.dataset != dataset:
-        return [], (f"reference models skipped: they were trained on {settings.dataset}, "
-                    f"this run's dataset is {dataset}")  # fmt: skip
+        return [], (
+            f"reference models skipped: they were trained on {settings.dataset}, this run's dataset is {dataset}"
+        )
     usable, refused = [], []
     for path in sorted(directory.glob("*.tflite")):
         try:

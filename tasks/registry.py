@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from tinyopt import tracking
 from tinyopt.errors import UserError
 from tinyopt.files import sha256_file
 from tinyopt.params import check_name
 
-RECORD_KEYS = ("name", "metric", "score", "val_score", "raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes",
-               "tflm_runs", "input_dtype", "output_dtype", "params", "macs", "fits", "chain")  # fmt: skip
+RECORD_KEYS = (
+    "name",
+    "metric",
+    "score",
+    "val_score",
+    "raw_bytes",
+    "gzip_bytes",
+    "latency_us_p50",
+    "arena_bytes",
+    "tflm_runs",
+    "input_dtype",
+    "output_dtype",
+    "params",
+    "macs",
+    "fits",
+    "chain",
+)
 
 
 def load_summary(path: Path) -> dict:
@@ -29,28 +43,36 @@ def load_summary(path: Path) -> dict:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = "empty file" if not path.read_bytes().strip() else f"not JSON: {str(exc).splitlines()[0][:120]}"
-        raise UserError(f"{path}: not a readable run summary ({reason}); pass the summary.json a `tinyopt run` "
-                        "wrote (reports/<run-id>/summary.json)") from None  # fmt: skip
+        raise UserError(
+            f"{path}: not a readable run summary ({reason}); pass the summary.json a `tinyopt run` "
+            "wrote (reports/<run-id>/summary.json)"
+        ) from None
     needed = ("run_id", "variants", "picks", "dataset", "git_commit", "params_hash")
     missing = [key for key in needed if key not in summary] if isinstance(summary, dict) else list(needed)
     if missing or not isinstance(summary["variants"], list) or not isinstance(summary["picks"], dict):
         what = ", ".join(missing) or "variants, picks"
-        raise UserError(f"{path}: not a tinyopt run summary (missing or malformed: {what}); pass the summary.json "
-                        "a `tinyopt run` wrote")
+        raise UserError(
+            f"{path}: not a tinyopt run summary (missing or malformed: {what}); pass the summary.json "
+            "a `tinyopt run` wrote"
+        )
     return summary
 
 
-def register_variant(summary: dict, variant: str, profile: str, model_name: Optional[str] = None) -> dict:
+def register_variant(summary: dict, variant: str, profile: str, model_name: str | None = None) -> dict:
     """Register `variant` of a pipeline run for the device `profile`; returns name, version, alias."""
     records = {v["name"]: v for v in summary["variants"]}
     if variant not in records:
         raise UserError(f"no variant '{variant}' in run {summary['run_id']} (variants: {', '.join(records)})")
     record = records[variant]
     if not Path(record.get("tflite", "")).is_file():
-        raise UserError(f"variant '{variant}' of run {summary['run_id']}: its .tflite {record.get('tflite')} is gone; "
-                        "run `tinyopt run` again")  # fmt: skip
+        raise UserError(
+            f"variant '{variant}' of run {summary['run_id']}: its .tflite {record.get('tflite')} is gone; "
+            "run `tinyopt run` again"
+        )
     if profile not in record["fits"]:
-        raise UserError(f"no device profile '{profile}' in run {summary['run_id']} (profiles: {', '.join(record['fits'])})")
+        raise UserError(
+            f"no device profile '{profile}' in run {summary['run_id']} (profiles: {', '.join(record['fits'])})"
+        )
     name = check_name("model", model_name or f"{summary['dataset']['name']}-{profile}")
     client = tracking.client()
     if not _exists(client, name):
@@ -58,14 +80,25 @@ def register_variant(summary: dict, variant: str, profile: str, model_name: Opti
     run = client.get_run(record["mlflow_run_id"])
     compact = {key: record.get(key) for key in RECORD_KEYS}
     tags = {
-        "variant": variant, "profile": profile, "tflite": Path(record["tflite"]).name,
-        "sha256": sha256_file(record["tflite"]), "fits": str(record["fits"][profile]).lower(),
-        "record": json.dumps(compact, sort_keys=True)[:5000], "pipeline_run": summary["run_id"],
-        "git_commit": summary["git_commit"], "dataset": summary["dataset"]["name"],
-        "dataset_version": summary["dataset"]["version"], "params_hash": summary["params_hash"],
-    }  # fmt: skip
-    version = client.create_model_version(name, source=run.info.artifact_uri, run_id=run.info.run_id, tags=tags,
-                                          description=f"{variant} from pipeline run {summary['run_id']}")  # fmt: skip
+        "variant": variant,
+        "profile": profile,
+        "tflite": Path(record["tflite"]).name,
+        "sha256": sha256_file(record["tflite"]),
+        "fits": str(record["fits"][profile]).lower(),
+        "record": json.dumps(compact, sort_keys=True)[:5000],
+        "pipeline_run": summary["run_id"],
+        "git_commit": summary["git_commit"],
+        "dataset": summary["dataset"]["name"],
+        "dataset_version": summary["dataset"]["version"],
+        "params_hash": summary["params_hash"],
+    }
+    version = client.create_model_version(
+        name,
+        source=run.info.artifact_uri,
+        run_id=run.info.run_id,
+        tags=tags,
+        description=f"{variant} from pipeline run {summary['run_id']}",
+    )
     client.set_registered_model_alias(name, "candidate", version.version)
     return {"model": name, "version": int(version.version), "alias": "candidate", "variant": variant}
 
@@ -90,11 +123,13 @@ def model_version(name: str, version: int) -> tuple[dict, dict]:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             reason = str(exc).splitlines()[0][:300]
             raise UserError(f"the model registry failed ({reason}); check MLFLOW_TRACKING_URI") from None
-        raise UserError(f"no version {version} of registered model '{name}' (register one with `tinyopt register`)") from None
+        raise UserError(
+            f"no version {version} of registered model '{name}' (register one with `tinyopt register`)"
+        ) from None
     return dict(found.tags), json.loads(found.tags["record"])
 
 
-def serving(name: str, alias: str = "production") -> Optional[dict]:
+def serving(name: str, alias: str = "production") -> dict | None:
     """What the alias points at: {'model_name', 'version', 'sha256', **record}, or None when nothing does."""
     from mlflow.exceptions import MlflowException
 
@@ -106,12 +141,23 @@ def serving(name: str, alias: str = "production") -> Optional[dict]:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    return {**json.loads(found.tags["record"]), "model_name": name, "version": int(found.version),
-            "sha256": found.tags["sha256"]}  # fmt: skip
+    return {
+        **json.loads(found.tags["record"]),
+        "model_name": name,
+        "version": int(found.version),
+        "sha256": found.tags["sha256"],
+    }
 
 
-def move_alias(name: str, version: int, alias: str, channel: str, replaced: Optional[str] = None,
-               published: Optional[str] = None, forced: Optional[str] = None) -> bool:
+def move_alias(
+    name: str,
+    version: int,
+    alias: str,
+    channel: str,
+    replaced: str | None = None,
+    published: str | None = None,
+    forced: str | None = None,
+) -> bool:
     """Point `alias` of `name` at `version` (True when it moved); take it off `replaced`, the model the
     channel served before, when that is another registered model; tag the version with the
     publication. A failure is one line saying the fleet is published and how to finish."""
@@ -130,8 +176,10 @@ def move_alias(name: str, version: int, alias: str, channel: str, replaced: Opti
             client.set_model_version_tag(name, str(version), f"forced.{channel}", forced[:5000])
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise UserError(f"{channel} is published, but the registry step failed (alias '{alias}' of {name} -> "
-                        f"v{version}: {reason}); run the same command again to finish it") from None  # fmt: skip
+        raise UserError(
+            f"{channel} is published, but the registry step failed (alias '{alias}' of {name} -> "
+            f"v{version}: {reason}); run the same command again to finish it"
+        ) from None
     return moved
 
 
@@ -141,8 +189,11 @@ def download_model(name: str, version: int, into: Path) -> Path:
 
     tags, _ = model_version(name, version)
     found = tracking.client().get_model_version(name, str(version))
-    path = Path(mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=tags["tflite"], dst_path=str(into),
-                                                    tracking_uri=tracking.tracking_uri()))  # fmt: skip
+    path = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=found.run_id, artifact_path=tags["tflite"], dst_path=str(into), tracking_uri=tracking.tracking_uri()
+        )
+    )
     if sha256_file(path) != tags["sha256"]:
         raise UserError(f"{name} version {version}: the stored model does not match its registered sha256")
     return path

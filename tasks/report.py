@@ -52,9 +52,11 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
         # The front: no other variant is both smaller and better (for MAE, lower is better).
         sign = 1 if HIGHER_IS_BETTER[metric] else -1
         points = [(v[x_key], sign * v["score"]) for v in ours if v.get(x_key)]
-        front = sorted((points[i] for i in pareto_front(points)))
+        front = sorted(points[i] for i in pareto_front(points))
         if front:
-            axes.plot([p[0] for p in front], [sign * p[1] for p in front], "--", color="gray", label="Pareto front (ours)")
+            axes.plot(
+                [p[0] for p in front], [sign * p[1] for p in front], "--", color="gray", label="Pareto front (ours)"
+            )
         axes.set_xscale("log")
         axes.set_xlabel(x_label)
         axes.set_ylabel(f"{metric} on the test set (the .tflite itself)")
@@ -90,15 +92,26 @@ def _table(rows: list[list[str]]) -> str:
 
 def model_rows(models: list[dict]) -> list[list[str]]:
     metric = models[0]["metric"] if models else "score"
-    rows = [["model", "bytes", "gzip", metric, "p50 us", "p99 us", "in/out", "TFLM", "arena", "params", "MACs",
-             "fits"]]  # fmt: skip
+    rows = [["model", "bytes", "gzip", metric, "p50 us", "p99 us", "in/out", "TFLM", "arena", "params", "MACs", "fits"]]
     for v in models:
         tflm = "yes" if v["tflm_runs"] else "no: " + (v["tflm_error"] or "").split(";")[0][:60]
         fits = ", ".join(name for name, ok in v.get("fits", {}).items() if ok) or "none"
-        rows.append([v["name"], _fmt(v["raw_bytes"]), _fmt(v["gzip_bytes"]), _fmt(v["score"], "acc"),
-                     _fmt(v.get("latency_us_p50")), _fmt(v.get("latency_us_p99")),
-                     f"{v['input_dtype']}/{v['output_dtype']}", tflm, _fmt(v.get("arena_bytes")),
-                     _fmt(v["params"]), _fmt(v["macs"]), fits])  # fmt: skip
+        rows.append(
+            [
+                v["name"],
+                _fmt(v["raw_bytes"]),
+                _fmt(v["gzip_bytes"]),
+                _fmt(v["score"], "acc"),
+                _fmt(v.get("latency_us_p50")),
+                _fmt(v.get("latency_us_p99")),
+                f"{v['input_dtype']}/{v['output_dtype']}",
+                tflm,
+                _fmt(v.get("arena_bytes")),
+                _fmt(v["params"]),
+                _fmt(v["macs"]),
+                fits,
+            ]
+        )
     return rows
 
 
@@ -108,16 +121,25 @@ def markdown(summary: dict) -> str:
         f"# tinyopt run {summary['run_id']}",
         f"Dataset {summary['dataset']['name']} (version {summary['dataset']['version']}): "
         f"{summary['dataset']['num_train']:,} train / {summary['dataset']['num_val']:,} validation / "
-        f"{summary['dataset']['num_test']:,} test examples. Code {summary['git_commit']}, params {summary['params_hash']}. "
+        f"{summary['dataset']['num_test']:,} test examples. "
+        f"Code {summary['git_commit']}, params {summary['params_hash']}. "
         f"Measured on {platform.machine()} with {os.cpu_count()} cores ({platform.platform()}).",
         f"Scores ({ours[0]['metric'] if ours else 'accuracy'}) are on the full held-out test set, computed by "
         "running each .tflite file itself with LiteRT; picks use the validation split, so choosing never "
         "looks at the test set.",
         "## Picks",
-        _table([["objective", "variant", "value", "why"]] + [
-            [name, pick["variant"] or "none", _fmt(pick["value"], "acc" if pick["metric"].startswith("validation") else ""),
-             pick["why"]] for name, pick in summary["picks"].items()
-        ]),  # fmt: skip
+        _table(
+            [["objective", "variant", "value", "why"]]
+            + [
+                [
+                    name,
+                    pick["variant"] or "none",
+                    _fmt(pick["value"], "acc" if pick["metric"].startswith("validation") else ""),
+                    pick["why"],
+                ]
+                for name, pick in summary["picks"].items()
+            ]
+        ),
         "## Variants",
         _table(model_rows(ours)),
     ]
@@ -125,25 +147,42 @@ def markdown(summary: dict) -> str:
         parts += ["## Reference models, measured in the same run and harness", _table(model_rows(reference))]
         head = [["reference", "ours", "size ratio", "gzip ratio", "score difference", "latency ratio"]]
         for row in summary.get("comparisons", []):
-            head.append([row["reference"], row["ours"], f"{row['size_ratio']:.3f}", f"{row['gzip_ratio']:.3f}",
-                         f"{row['score_diff']:+.4f}", _fmt(row["latency_ratio"])])  # fmt: skip
+            head.append(
+                [
+                    row["reference"],
+                    row["ours"],
+                    f"{row['size_ratio']:.3f}",
+                    f"{row['gzip_ratio']:.3f}",
+                    f"{row['score_diff']:+.4f}",
+                    _fmt(row["latency_ratio"]),
+                ]
+            )
         parts += ["## Ours beside the reference (ours / reference)", _table(head)]
         for row in summary.get("headline", []):
             figures = row["reference_figures"]
-            found = ", ".join(f"{m['name']} ({m['raw_bytes']:,} bytes, {m['gzip_bytes']:,} gzip, {m['score']:.4f}, "
-                              f"{m['latency_ratio_to_fastest_reference']:.2f}x the latency of {row['fastest_reference']})"
-                              for m in row["ours"]) or "none"  # fmt: skip
-            parts.append(f"**Against {row['reference']}** ({figures['raw_bytes']:,} bytes, {figures['gzip_bytes']:,} "
-                         f"gzip, {figures['score']:.4f}): ours that TFLM runs with int8 input and output, "
-                         f"{row['claim']} (on the test set; listed, not chosen): {found}.")  # fmt: skip
+            found = (
+                ", ".join(
+                    f"{m['name']} ({m['raw_bytes']:,} bytes, {m['gzip_bytes']:,} gzip, {m['score']:.4f}, "
+                    f"{m['latency_ratio_to_fastest_reference']:.2f}x the latency of {row['fastest_reference']})"
+                    for m in row["ours"]
+                )
+                or "none"
+            )
+            parts.append(
+                f"**Against {row['reference']}** ({figures['raw_bytes']:,} bytes, {figures['gzip_bytes']:,} "
+                f"gzip, {figures['score']:.4f}): ours that TFLM runs with int8 input and output, "
+                f"{row['claim']} (on the test set; listed, not chosen): {found}."
+            )
     elif summary.get("reference_note"):
         parts += ["## Reference models", summary["reference_note"]]
     if summary.get("skipped"):
         parts += ["## Skipped", "\n".join(f"- {s['name']}: {s['reason']}" for s in summary["skipped"])]
     notes = [v for v in ours if v.get("notes")]
     if notes:
-        parts += ["## What the techniques did", "\n".join(sorted({f"- {v['chain'][-2]} ({'-'.join(v['chain'][1:-1])}): "
-                                                                   f"{v['notes']}" for v in notes}))]  # fmt: skip
+        parts += [
+            "## What the techniques did",
+            "\n".join(sorted({f"- {v['chain'][-2]} ({'-'.join(v['chain'][1:-1])}): {v['notes']}" for v in notes})),
+        ]
     parts += [
         "## How to read this",
         f"- {HOST_LATENCY_NOTE}",

@@ -14,8 +14,9 @@ def _value(variant: dict, metric: str):
     return variant["val_score"] if metric == "score" else variant.get(metric)
 
 
-def select(variants: list[dict], baseline_val_score: float, score_metric: str,
-           objectives: dict[str, Objective]) -> dict[str, dict]:  # fmt: skip
+def select(
+    variants: list[dict], baseline_val_score: float, score_metric: str, objectives: dict[str, Objective]
+) -> dict[str, dict]:
     """objective name -> {'variant', 'metric', 'value', 'why', 'runner_up', 'candidates'} (variant None
     when nothing meets the constraints, with the reason)."""
     picks = {}
@@ -38,13 +39,21 @@ def select(variants: list[dict], baseline_val_score: float, score_metric: str,
         if objective.profile:
             rules.append(f"fits {objective.profile}")
         if objective.max_score_drop is not None:
-            rules.append(f"validation {score_metric} at most {objective.max_score_drop:g} worse than the "
-                         f"baseline's {baseline_val_score:.4f}")  # fmt: skip
+            rules.append(
+                f"validation {score_metric} at most {objective.max_score_drop:g} worse than the "
+                f"baseline's {baseline_val_score:.4f}"
+            )
         constraint = ("; ".join(rules)) or "no constraint"
         label = f"validation {score_metric}" if objective.metric == "score" else objective.metric
         if not candidates:
-            picks[name] = {"variant": None, "metric": label, "value": None, "candidates": 0,
-                           "why": f"no variant meets the constraints ({constraint})", "runner_up": None}  # fmt: skip
+            picks[name] = {
+                "variant": None,
+                "metric": label,
+                "value": None,
+                "candidates": 0,
+                "why": f"no variant meets the constraints ({constraint})",
+                "runner_up": None,
+            }
             continue
         goal = objective.goal
         if goal == "best":
@@ -53,11 +62,18 @@ def select(variants: list[dict], baseline_val_score: float, score_metric: str,
         # Ties go to the smaller file, then the name: a pick must not depend on the order of the plan.
         ranked = sorted(candidates, key=lambda v: (sign * _value(v, objective.metric), v["gzip_bytes"], v["name"]))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
-        why = (f"{'highest' if goal == 'max' else 'lowest'} {label} ({_value(best, objective.metric)}) of "
-               f"{len(candidates)} variants meeting: {constraint}")  # fmt: skip
+        why = (
+            f"{'highest' if goal == 'max' else 'lowest'} {label} ({_value(best, objective.metric)}) of "
+            f"{len(candidates)} variants meeting: {constraint}"
+        )
         if runner_up:
             why += f"; runner-up {runner_up['name']} ({_value(runner_up, objective.metric)})"
-        picks[name] = {"variant": best["name"], "metric": label, "value": _value(best, objective.metric),
-                       "candidates": len(candidates), "why": why,
-                       "runner_up": runner_up["name"] if runner_up else None}  # fmt: skip
+        picks[name] = {
+            "variant": best["name"],
+            "metric": label,
+            "value": _value(best, objective.metric),
+            "candidates": len(candidates),
+            "why": why,
+            "runner_up": runner_up["name"] if runner_up else None,
+        }
     return picks

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -30,7 +29,7 @@ class ModelRecord(StepRecord):
 
     step: str
     model_path: str
-    parent_path: Optional[str] = None
+    parent_path: str | None = None
     epochs_run: int = 0
     train_seconds: float = 0.0
     metric: str
@@ -101,29 +100,52 @@ def fit(model, data: dict, epochs: int, batch_size: int, patience: int = 0, call
 
     callbacks = list(callbacks)
     if patience:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        )
     started = time.perf_counter()
     history = model.fit(
-        data["x_train"], data["y_train"], validation_data=(data["x_val"], data["y_val"]),
-        epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=0,
-    )  # fmt: skip
+        data["x_train"],
+        data["y_train"],
+        validation_data=(data["x_val"], data["y_val"]),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
     return len(history.history["loss"]), round(time.perf_counter() - started, 2)
 
 
 def record_model(
-    model, data: dict, task: TaskParams, step: str, out_path: Path, *, parent: Optional[Path] = None,
-    epochs_run: int = 0, train_seconds: float = 0.0, notes: str = "", stats_model=None,
-) -> ModelRecord:  # fmt: skip
+    model,
+    data: dict,
+    task: TaskParams,
+    step: str,
+    out_path: Path,
+    *,
+    parent: Path | None = None,
+    epochs_run: int = 0,
+    train_seconds: float = 0.0,
+    notes: str = "",
+    stats_model=None,
+) -> ModelRecord:
     """Score, save (atomically) and describe a model; `stats_model` is the one whose weights count
     (e.g. the stripped model, when `model` still carries training wrappers)."""
     files = save_model(model, out_path)
     stats = weight_stats(stats_model or model)
     record = dict(
-        step=step, model_path=str(out_path), parent_path=str(parent) if parent else None,
-        epochs_run=epochs_run, train_seconds=train_seconds, metric=task.score_metric,
+        step=step,
+        model_path=str(out_path),
+        parent_path=str(parent) if parent else None,
+        epochs_run=epochs_run,
+        train_seconds=train_seconds,
+        metric=task.score_metric,
         val_score=round(keras_score(model, data["x_val"], data["y_val"], task), 6),
-        keras_score=round(keras_score(model, data["x_test"], data["y_test"], task), 6), notes=notes, **stats,
-    )  # fmt: skip
+        keras_score=round(keras_score(model, data["x_test"], data["y_test"], task), 6),
+        notes=notes,
+        **stats,
+    )
     summary_path = out_path.parent / "model.json"
     with atomic_path(summary_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -135,8 +157,9 @@ def check_model_fits_data(model, data: dict) -> None:
     check_input_shape(describe(model)["inputs"], data["x_train"].shape[1:])
 
 
-def train_baseline(prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int,
-                   out_dir: Path) -> ModelRecord:  # fmt: skip
+def train_baseline(
+    prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int, out_dir: Path
+) -> ModelRecord:
     """The baseline, saved as out_dir/model.keras with its figures in model.json: the user's model
     (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch."""
     from tasks.data import load_prepared
@@ -150,16 +173,28 @@ def train_baseline(prepared: Path, model_params: ModelParams, train_params: Trai
             epochs, notes = model_params.fine_tune_epochs, f"your model {model_params.path}"
         else:
             if task.kind != "classification":
-                raise UserError(f"the built-in paper-cnn is a classifier; for a {task.kind} task give your model (model.path)")
+                raise UserError(
+                    f"the built-in paper-cnn is a classifier; for a {task.kind} task give your model (model.path)"
+                )
             num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
             model = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params)
             epochs, notes = train_params.epochs, ""
         epochs_run, seconds = 0, 0.0
         if epochs:
             compile_for_task(model, task, train_params.learning_rate)
-            epochs_run, seconds = fit(model, data, epochs, train_params.batch_size, train_params.early_stopping_patience)
-        return record_model(model, data, task, "train", out_dir / "model.keras", epochs_run=epochs_run,
-                            train_seconds=seconds, notes=notes)  # fmt: skip
+            epochs_run, seconds = fit(
+                model, data, epochs, train_params.batch_size, train_params.early_stopping_patience
+            )
+        return record_model(
+            model,
+            data,
+            task,
+            "train",
+            out_dir / "model.keras",
+            epochs_run=epochs_run,
+            train_seconds=seconds,
+            notes=notes,
+        )
 
 
 train_task = step_task(train_baseline)

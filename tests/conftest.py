@@ -45,11 +45,17 @@ SMALL = dict(
     train={"epochs": 2},
     techniques={"prune": {"fine_tune_epochs": 1}, "cluster": {"fine_tune_epochs": 1}, "qat": {"fine_tune_epochs": 1}},
     conversion={"calibration_samples": 100},
-    plan=[["float32"], ["int8"], ["prune", "int8"], ["prune", "float16"], ["prune", "sp_cluster", "int8"],
-          ["qat", "int16x8"]],
+    plan=[
+        ["float32"],
+        ["int8"],
+        ["prune", "int8"],
+        ["prune", "float16"],
+        ["prune", "sp_cluster", "int8"],
+        ["qat", "int16x8"],
+    ],
     reference={"dir": str(REPO.parent / "shared" / "reference" / "seed-cnn1")},
     benchmark={"latency_warmup": 5, "latency_repeats": 30},
-)  # fmt: skip
+)
 
 
 @pytest.fixture(autouse=True)
@@ -124,10 +130,17 @@ def s3_endpoint():
     import boto3
 
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     os.environ.update(credentials)
     wait_for_port(port)
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)

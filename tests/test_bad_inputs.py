@@ -12,9 +12,9 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pytest
@@ -34,15 +34,23 @@ def images(n: int, side: int = 6) -> np.ndarray:
 
 def good(**overrides) -> dict:
     """A small valid image dataset (6x6, three classes, every class in every split), with overrides."""
-    arrays = dict(x_train=images(N_TRAIN), y_train=np.arange(N_TRAIN) % CLASSES, x_test=images(N_TEST),
-                  y_test=np.arange(N_TEST) % CLASSES)  # fmt: skip
+    arrays = dict(
+        x_train=images(N_TRAIN),
+        y_train=np.arange(N_TRAIN) % CLASSES,
+        x_test=images(N_TEST),
+        y_test=np.arange(N_TEST) % CLASSES,
+    )
     return {**arrays, **overrides}
 
 
 def tabular(**overrides) -> dict:
     """Eight features per example, three classes: what the small test models take."""
-    arrays = dict(x_train=RNG.random((N_TRAIN, 8)).astype(np.float32), y_train=np.arange(N_TRAIN) % CLASSES,
-                  x_test=RNG.random((N_TEST, 8)).astype(np.float32), y_test=np.arange(N_TEST) % CLASSES)  # fmt: skip
+    arrays = dict(
+        x_train=RNG.random((N_TRAIN, 8)).astype(np.float32),
+        y_train=np.arange(N_TRAIN) % CLASSES,
+        x_test=RNG.random((N_TEST, 8)).astype(np.float32),
+        y_test=np.arange(N_TEST) % CLASSES,
+    )
     return {**arrays, **overrides}
 
 
@@ -62,12 +70,15 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def idx_dir(root: Path, n_labels: int = N_TRAIN, truncate: bool = False, drop: Optional[str] = None) -> Path:
+def idx_dir(root: Path, n_labels: int = N_TRAIN, truncate: bool = False, drop: str | None = None) -> Path:
     directory = root / "idx"
     directory.mkdir()
-    files = {"train-images-idx3-ubyte.gz": images(N_TRAIN), "train-labels-idx1-ubyte.gz": np.arange(n_labels) % 3,
-             "t10k-images-idx3-ubyte.gz": images(N_TEST),
-             "t10k-labels-idx1-ubyte.gz": np.arange(N_TEST) % 3}  # fmt: skip
+    files = {
+        "train-images-idx3-ubyte.gz": images(N_TRAIN),
+        "train-labels-idx1-ubyte.gz": np.arange(n_labels) % 3,
+        "t10k-images-idx3-ubyte.gz": images(N_TEST),
+        "t10k-labels-idx1-ubyte.gz": np.arange(N_TEST) % 3,
+    }
     for name, array in files.items():
         if name != drop:
             blob = idx_bytes(array)
@@ -75,7 +86,7 @@ def idx_dir(root: Path, n_labels: int = N_TRAIN, truncate: bool = False, drop: O
     return directory
 
 
-def image_dir(root: Path, classes=("cat", "dog"), per_class: int = 4, sizes: Optional[dict] = None) -> Path:
+def image_dir(root: Path, classes=("cat", "dog"), per_class: int = 4, sizes: dict | None = None) -> Path:
     from PIL import Image
 
     directory = root / "images"
@@ -170,7 +181,7 @@ def models(tmp_path_factory) -> Path:
     return root
 
 
-def run_model(model: str, arrays: Optional[dict] = None, **sections) -> Callable[[Path, Path], list[str]]:
+def run_model(model: str, arrays: dict | None = None, **sections) -> Callable[[Path, Path], list[str]]:
     def build(root: Path, models: Path) -> list[str]:
         set_params(root, **sections)
         return ["run", "--model", str(models / model), "--data", str(npz(root, arrays or tabular()))]
@@ -195,9 +206,16 @@ def prepare_raw(arrays: dict) -> Callable[[Path], list[str]]:
 def train_with(model: str) -> Callable[[Path, Path], list[str]]:
     def build(root: Path, models: Path) -> list[str]:
         arrays = tabular()
-        np.savez(root / "prepared.npz", x_train=arrays["x_train"][:50], y_train=arrays["y_train"][:50],
-                 x_val=arrays["x_train"][50:], y_val=arrays["y_train"][50:], x_test=arrays["x_test"],
-                 y_test=arrays["y_test"], input_scale=np.float64(1.0))  # fmt: skip
+        np.savez(
+            root / "prepared.npz",
+            x_train=arrays["x_train"][:50],
+            y_train=arrays["y_train"][:50],
+            x_val=arrays["x_train"][50:],
+            y_val=arrays["y_train"][50:],
+            x_test=arrays["x_test"],
+            y_test=arrays["y_test"],
+            input_scale=np.float64(1.0),
+        )
         set_params(root, model={"path": str(models / model)})
         return ["train", "--prepared", str(root / "prepared.npz"), "--out-dir", str(root / "project" / "baseline")]
 
@@ -217,7 +235,7 @@ class Case:
     id: str
     build: Callable  # (case dir) -> CLI args, or (case dir, models dir) -> CLI args when needs_models
     expect: str  # a distinctive piece of the one error line
-    env: Optional[dict] = None
+    env: dict | None = None
     needs_models: bool = False
 
 
@@ -225,7 +243,7 @@ def data(id: str, arrays: dict, expect: str, **sections) -> Case:
     return Case(id, lambda root: run_data(root, arrays, **sections), expect)
 
 
-def model(id: str, expect: str, name: str, arrays: Optional[dict] = None, **sections) -> Case:
+def model(id: str, expect: str, name: str, arrays: dict | None = None, **sections) -> Case:
     return Case(id, run_model(name, arrays, **sections), expect, needs_models=True)
 
 
@@ -240,71 +258,134 @@ CASES = [
     # The data's values and shapes (a .npz through --data).
     data("nan-in-x_train", good(x_train=with_nan(images(N_TRAIN))), "x_train has NaN or infinite values in 1 examples"),
     data("inf-in-x_test", good(x_test=with_nan(images(N_TEST), np.inf)), "x_test has NaN or infinite values"),
-    data("nan-in-regression-target", good(y_train=with_nan(np.ones(N_TRAIN))), "y_train has NaN or infinite values",
-         task={"kind": "regression"}),
-    data("float-labels", good(y_train=(np.arange(N_TRAIN) % 3) / 2),
-         "y_train holds non-integer labels (0.5 at index 1)"),
+    data(
+        "nan-in-regression-target",
+        good(y_train=with_nan(np.ones(N_TRAIN))),
+        "y_train has NaN or infinite values",
+        task={"kind": "regression"},
+    ),
+    data(
+        "float-labels", good(y_train=(np.arange(N_TRAIN) % 3) / 2), "y_train holds non-integer labels (0.5 at index 1)"
+    ),
     data("negative-labels", good(y_test=np.arange(N_TEST) % 3 - 1), "y_test holds negative labels (-1 at index 0)"),
     data("string-labels", good(y_train=np.array(["cat", "dog", "owl"] * 20)), "y_train holds text values"),
-    data("string-regression-targets", good(y_train=np.array(["1.5"] * N_TRAIN)), "y_train holds text values",
-         task={"kind": "regression"}),
-    data("object-array", good(y_train=np.array([1, "two", None] * 20, dtype=object)),
-         "not a readable .npz file (Object arrays cannot be loaded when allow_pickle=False)"),
+    data(
+        "string-regression-targets",
+        good(y_train=np.array(["1.5"] * N_TRAIN)),
+        "y_train holds text values",
+        task={"kind": "regression"},
+    ),
+    data(
+        "object-array",
+        good(y_train=np.array([1, "two", None] * 20, dtype=object)),
+        "not a readable .npz file (Object arrays cannot be loaded when allow_pickle=False)",
+    ),
     data("empty-arrays", good(x_train=np.zeros((0, 6, 6), np.uint8), y_train=np.zeros(0, int)), "x_train is empty"),
     data("0-d-array", good(x_test=np.float32(3.0)), "x_test is a single value (a 0-d array)"),
     data("1-d-inputs", good(x_train=np.zeros(N_TRAIN), x_test=np.zeros(N_TEST)), "x_train has shape (60,): one number"),
-    data("train-test-shapes-differ", good(x_test=images(N_TEST, side=7)),
-         "each x_train entry has shape (6, 6), each x_test entry (7, 7)"),
+    data(
+        "train-test-shapes-differ",
+        good(x_test=images(N_TEST, side=7)),
+        "each x_train entry has shape (6, 6), each x_test entry (7, 7)",
+    ),
     data("x-y-length-mismatch", good(y_train=np.arange(N_TRAIN - 1) % 3), "x_train has 60 examples and y_train 59"),
     data("missing-key", {k: v for k, v in good().items() if k != "y_test"}, "the .npz lacks y_test"),
-    data("one-hot-widths-differ",
-         good(y_train=np.eye(3)[np.arange(N_TRAIN) % 3], y_test=np.eye(4)[np.arange(N_TEST) % 4]),
-         "each y_train entry has shape (3,), each y_test entry (4,)"),
-    data("2-d-labels-not-one-hot", good(y_train=RNG.random((N_TRAIN, 3)), y_test=RNG.random((N_TEST, 3))),
-         "has shape (60, 3) but is not one-hot"),
+    data(
+        "one-hot-widths-differ",
+        good(y_train=np.eye(3)[np.arange(N_TRAIN) % 3], y_test=np.eye(4)[np.arange(N_TEST) % 4]),
+        "each y_train entry has shape (3,), each y_test entry (4,)",
+    ),
+    data(
+        "2-d-labels-not-one-hot",
+        good(y_train=RNG.random((N_TRAIN, 3)), y_test=RNG.random((N_TEST, 3))),
+        "has shape (60, 3) but is not one-hot",
+    ),
     data("a-single-class", good(y_train=np.zeros(N_TRAIN, int)), "y_train holds a single class (0)"),
     Case("class-only-in-validation", class_in_validation_only, "class 2 has 1 training examples and none is left"),
     data("too-few-to-split", good(x_train=images(1), y_train=np.array([0])), "leave none to train on"),
     data("anomaly-labels-not-0-1", good(), "y_train holds labels other than 0 and 1 ([2])", task={"kind": "anomaly"}),
-    data("anomaly-test-one-label", good(y_train=np.arange(N_TRAIN) % 2, y_test=np.zeros(N_TEST, int)),
-         "y_test holds only label 0; AUC needs", task={"kind": "anomaly"}),
-    data("regression-without-a-model", good(y_train=np.ones(N_TRAIN), y_test=np.ones(N_TEST)),
-         "the built-in paper-cnn is a classifier", task={"kind": "regression"}),
+    data(
+        "anomaly-test-one-label",
+        good(y_train=np.arange(N_TRAIN) % 2, y_test=np.zeros(N_TEST, int)),
+        "y_test holds only label 0; AUC needs",
+        task={"kind": "anomaly"},
+    ),
+    data(
+        "regression-without-a-model",
+        good(y_train=np.ones(N_TRAIN), y_test=np.ones(N_TEST)),
+        "the built-in paper-cnn is a classifier",
+        task={"kind": "regression"},
+    ),
     data("tabular-data-for-the-paper-cnn", tabular(), "the built-in paper-cnn takes images"),
-    Case("zero-byte-npz", lambda root: (root / "d.npz").touch() or ["run", "--data", str(root / "d.npz")],
-         "d.npz: not a readable .npz file"),
-    Case("garbage-npz",
-         lambda root: (root / "d.npz").write_bytes(os.urandom(300)) and ["run", "--data", str(root / "d.npz")],
-         "d.npz: not a readable .npz file"),
-    Case("truncated-npz", lambda root: (root / "d.npz").write_bytes(npz(root, good()).read_bytes()[:2000])
-         and ["run", "--data", str(root / "d.npz")], "d.npz: not a readable .npz file"),
-    Case("a-.npy-not-an-.npz",
-         lambda root: np.save(root / "d.npy", images(5)) or ["run", "--data", str(root / "d.npy")],
-         "a single .npy array, not an .npz archive"),
-    Case("data-path-missing", lambda root: ["run", "--data", str(root / "nowhere.npz")],
-         "nowhere.npz: no such file or directory"),
+    Case(
+        "zero-byte-npz",
+        lambda root: (root / "d.npz").touch() or ["run", "--data", str(root / "d.npz")],
+        "d.npz: not a readable .npz file",
+    ),
+    Case(
+        "garbage-npz",
+        lambda root: (root / "d.npz").write_bytes(os.urandom(300)) and ["run", "--data", str(root / "d.npz")],
+        "d.npz: not a readable .npz file",
+    ),
+    Case(
+        "truncated-npz",
+        lambda root: (
+            (root / "d.npz").write_bytes(npz(root, good()).read_bytes()[:2000])
+            and ["run", "--data", str(root / "d.npz")]
+        ),
+        "d.npz: not a readable .npz file",
+    ),
+    Case(
+        "a-.npy-not-an-.npz",
+        lambda root: np.save(root / "d.npy", images(5)) or ["run", "--data", str(root / "d.npy")],
+        "a single .npy array, not an .npz archive",
+    ),
+    Case(
+        "data-path-missing",
+        lambda root: ["run", "--data", str(root / "nowhere.npz")],
+        "nowhere.npz: no such file or directory",
+    ),
     # IDX and image directories.
-    Case("truncated-idx", lambda root: ["run", "--data", str(idx_dir(root, truncate=True))],
-         "truncated or padded IDX file"),
-    Case("idx-without-labels", lambda root: ["run", "--data", str(idx_dir(root, drop="train-labels-idx1-ubyte.gz"))],
-         "no training labels file"),
-    Case("idx-count-mismatch", lambda root: ["run", "--data", str(idx_dir(root, n_labels=50))],
-         "x_train has 60 examples and y_train 50"),
-    Case("images-one-class", lambda root: ["run", "--data", str(image_dir(root, classes=("cat",)))],
-         "needs at least two class folders"),
-    Case("class-folder-named-idx", lambda root: ["run", "--data", str(image_dir(root, classes=("idx-birds",)))],
-         "needs at least two class folders"),  # read as images (it used to be taken for IDX data)
+    Case(
+        "truncated-idx",
+        lambda root: ["run", "--data", str(idx_dir(root, truncate=True))],
+        "truncated or padded IDX file",
+    ),
+    Case(
+        "idx-without-labels",
+        lambda root: ["run", "--data", str(idx_dir(root, drop="train-labels-idx1-ubyte.gz"))],
+        "no training labels file",
+    ),
+    Case(
+        "idx-count-mismatch",
+        lambda root: ["run", "--data", str(idx_dir(root, n_labels=50))],
+        "x_train has 60 examples and y_train 50",
+    ),
+    Case(
+        "images-one-class",
+        lambda root: ["run", "--data", str(image_dir(root, classes=("cat",)))],
+        "needs at least two class folders",
+    ),
+    Case(
+        "class-folder-named-idx",
+        lambda root: ["run", "--data", str(image_dir(root, classes=("idx-birds",)))],
+        "needs at least two class folders",
+    ),  # read as images (it used to be taken for IDX data)
     Case("unreadable-image", unreadable_image, "2.png: not a readable image"),
-    Case("images-of-two-sizes", lambda root: ["run", "--data", str(image_dir(root, sizes={("dog", 1): 9}))],
-         "resize the images to one size"),
+    Case(
+        "images-of-two-sizes",
+        lambda root: ["run", "--data", str(image_dir(root, sizes={("dog", 1): 9}))],
+        "resize the images to one size",
+    ),
     Case("empty-class-folder", empty_class, "bird: a class folder with no images"),
     Case("symlink-loop", symlink_loop, "again: a symbolic link to"),
     Case("dangling-symlink", dangling_link, "9.png: a symbolic link that loops or points nowhere"),
     # params.yaml.
     params("epochs-true", "train: {epochs: true}\n", "'train.epochs': Input should be a number, not true/false"),
     params("learning-rate-false", "train: {learning_rate: false}\n", "'train.learning_rate': Input should be a number"),
-    params("fraction-true", "data: {validation_fraction: true}\n",
-           "'data.validation_fraction': Input should be a number"),
+    params(
+        "fraction-true", "data: {validation_fraction: true}\n", "'data.validation_fraction': Input should be a number"
+    ),
     params("key-twice", "train:\n  epochs: 3\n  epochs: 30\n", "the key 'epochs' is given twice in one mapping"),
     params("section-twice", "seed: 1\ntrain: {epochs: 2}\ntrain: {epochs: 3}\n", "the key 'train' is given twice"),
     params("a-list", "- seed\n- data\n", "the top level must be a mapping"),
@@ -312,24 +393,43 @@ CASES = [
     params("wrong-type", "train: {batch_size: big}\n", "'train.batch_size': Input should be a valid integer"),
     params("fractional-seed", "seed: 1.5\n", "'seed': Input should be a valid integer, got a number with a fractional"),
     params("unknown-key", "train: {epoch: 3}\n", "unknown key 'train.epoch'"),
-    params("negative-fraction", "data: {validation_fraction: -0.1}\n",
-           "'data.validation_fraction': Input should be greater than 0"),
+    params(
+        "negative-fraction",
+        "data: {validation_fraction: -0.1}\n",
+        "'data.validation_fraction': Input should be greater than 0",
+    ),
     params("section-not-a-mapping", "train: 5\n", "'train': Input should be a valid dictionary"),
     params("bad-yaml", "train:\n  epochs: [1,\n", "not valid YAML at line"),
     params("empty-file", "", "params.yaml: empty file"),
-    Case("not-utf8", lambda root: (root / "project" / "params.yaml").write_bytes(b"seed: \xff\xfe\n") and ["run"],
-         "cannot be read as text"),
+    Case(
+        "not-utf8",
+        lambda root: (root / "project" / "params.yaml").write_bytes(b"seed: \xff\xfe\n") and ["run"],
+        "cannot be read as text",
+    ),
     # Models (--model), with data they could fit.
     model("output-width-vs-classes", "the model has 5 outputs and the data 3 classes (labels 0..2)", "mlp5.keras"),
-    model("labels-beyond-the-outputs", "the model has 3 outputs and the data 8 classes (labels 0..7)", "mlp3.keras",
-          tabular(y_train=np.arange(N_TRAIN) % 8, y_test=np.arange(N_TEST) % 8)),
-    model("one-hot-wider-than-the-model", "the model has 3 outputs and the data one-hot labels with 4 columns",
-          "mlp3.keras", tabular(y_train=ONE_HOT4, y_test=np.eye(4)[np.arange(N_TEST) % 4])),
+    model(
+        "labels-beyond-the-outputs",
+        "the model has 3 outputs and the data 8 classes (labels 0..7)",
+        "mlp3.keras",
+        tabular(y_train=np.arange(N_TRAIN) % 8, y_test=np.arange(N_TEST) % 8),
+    ),
+    model(
+        "one-hot-wider-than-the-model",
+        "the model has 3 outputs and the data one-hot labels with 4 columns",
+        "mlp3.keras",
+        tabular(y_train=ONE_HOT4, y_test=np.eye(4)[np.arange(N_TEST) % 4]),
+    ),
     model("binary-model-three-classes", "the model has 1 output (a binary classifier)", "binary.keras"),
     model("two-inputs", "the model has 2 inputs; tinyopt handles models with one input", "two_inputs.keras"),
     model("input-shape", "the model takes inputs of shape (7,), the data has (8,)", "takes7.keras"),
-    model("regression-width", "the model has 2 outputs and the data 1 regression target", "regress2.keras",
-          tabular(y_train=RNG.random(N_TRAIN), y_test=RNG.random(N_TEST)), task={"kind": "regression"}),
+    model(
+        "regression-width",
+        "the model has 2 outputs and the data 1 regression target",
+        "regress2.keras",
+        tabular(y_train=RNG.random(N_TRAIN), y_test=RNG.random(N_TEST)),
+        task={"kind": "regression"},
+    ),
     model("truncated-h5", "truncated.h5: ", "truncated.h5"),
     model("garbage-h5", "garbage.h5: ", "garbage.h5"),
     model("text-file-named-.keras", "text.keras: not a loadable Keras model", "text.keras"),
@@ -339,24 +439,44 @@ CASES = [
     Case("prepare-nan", prepare_raw(good(x_test=with_nan(images(N_TEST)))), "x_test has NaN or infinite values"),
     Case("prepare-float-labels", prepare_raw(good(y_test=np.full(N_TEST, 0.25))), "y_test holds non-integer labels"),
     Case("train-corrupt-model", train_with("truncated.h5"), "truncated.h5: ", needs_models=True),
-    Case("train-width-mismatch", train_with("mlp5.keras"), "the model has 5 outputs and the data 3 classes",
-         needs_models=True),
+    Case(
+        "train-width-mismatch",
+        train_with("mlp5.keras"),
+        "the model has 5 outputs and the data 3 classes",
+        needs_models=True,
+    ),
     Case("register-empty-summary", summary_file(b""), "not a readable run summary (empty file)"),
-    Case("register-corrupt-summary", summary_file(b'{"run_id": "x", "variants": ['),
-         "not a readable run summary (not JSON"),
+    Case(
+        "register-corrupt-summary",
+        summary_file(b'{"run_id": "x", "variants": ['),
+        "not a readable run summary (not JSON",
+    ),
     Case("register-summary-a-list", summary_file(b"[1, 2]"), "not a tinyopt run summary"),
-    Case("register-summary-missing-keys", summary_file(json.dumps({"run_id": "x"}).encode()),
-         "not a tinyopt run summary (missing or malformed: variants, picks"),
+    Case(
+        "register-summary-missing-keys",
+        summary_file(json.dumps({"run_id": "x"}).encode()),
+        "not a tinyopt run summary (missing or malformed: variants, picks",
+    ),
     Case("register-summary-binary", summary_file(b"\x89PNG\r\n\x1a\n" + os.urandom(64)), "not a readable run summary"),
     # Credentials in MLFLOW_TRACKING_URI are never printed (the server does not answer: one line).
-    Case("tracking-uri-credentials", lambda root: ["run", "--data", str(npz(root, good()))],
-         "MLflow tracking server http://alice:***@127.0.0.1:9 is unreachable", env={"MLFLOW_TRACKING_URI": SECRET_URI}),
-    Case("tracking-uri-credentials-ui", lambda root: ["ui"],
-         "points at a server already (http://alice:***@127.0.0.1:9)",
-         env={"MLFLOW_TRACKING_URI": SECRET_URI}),
-    Case("tracking-uri-bad-port", lambda root: ["run", "--data", str(npz(root, good()))],
-         "MLFLOW_TRACKING_URI http://alice:***@host:port is not a valid URL",
-         env={"MLFLOW_TRACKING_URI": "http://alice:s3cret-token@host:port"}),
+    Case(
+        "tracking-uri-credentials",
+        lambda root: ["run", "--data", str(npz(root, good()))],
+        "MLflow tracking server http://alice:***@127.0.0.1:9 is unreachable",
+        env={"MLFLOW_TRACKING_URI": SECRET_URI},
+    ),
+    Case(
+        "tracking-uri-credentials-ui",
+        lambda root: ["ui"],
+        "points at a server already (http://alice:***@127.0.0.1:9)",
+        env={"MLFLOW_TRACKING_URI": SECRET_URI},
+    ),
+    Case(
+        "tracking-uri-bad-port",
+        lambda root: ["run", "--data", str(npz(root, good()))],
+        "MLFLOW_TRACKING_URI http://alice:***@host:port is not a valid URL",
+        env={"MLFLOW_TRACKING_URI": "http://alice:s3cret-token@host:port"},
+    ),
 ]
 
 

@@ -11,7 +11,7 @@ from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
 from tasks.fit import fit_verdict
 from tasks.report import markdown, pareto_front
 from tasks.select import select
-from tests.conftest import prepare_fashion_slice, REPO, make_project, needs_fashion, run_cli
+from tests.conftest import REPO, make_project, needs_fashion, prepare_fashion_slice, run_cli
 from tinyopt.params import DEFAULT_DEVICES, Objective
 
 REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
@@ -74,44 +74,83 @@ def test_fit_verdicts_name_the_budget_and_the_overrun():
     assert fit_verdict(23_000, True, 12_000, nano)["fits"] is True
     verdict = fit_verdict(23_000, True, 12_000, uno)
     assert verdict["fits"] is False
-    assert verdict["reason"] == f"flash over by {23_000 + 50_000 - 32 * 1024:,} bytes ({73_000:,} needed of {32 * 1024:,})"
+    assert (
+        verdict["reason"] == f"flash over by {23_000 + 50_000 - 32 * 1024:,} bytes ({73_000:,} needed of {32 * 1024:,})"
+    )
     sram = fit_verdict(1_000, True, 300_000, nano)
     assert sram["reason"].startswith("SRAM over by")
     refused = fit_verdict(20_000, False, None, nano, "Node DEQUANTIZE (number 1) failed to prepare; more")
-    assert refused == {"fits": False, "reason": "TFLM cannot run it (Node DEQUANTIZE (number 1) failed to prepare)",
-                       "flash_needed": None, "ram_needed": None}  # fmt: skip
+    assert refused == {
+        "fits": False,
+        "reason": "TFLM cannot run it (Node DEQUANTIZE (number 1) failed to prepare)",
+        "flash_needed": None,
+        "ram_needed": None,
+    }
 
 
 def variant(name, val, gzip, tflm=True, fits=True, latency=10.0):
-    return {"name": name, "val_score": val, "score": val, "metric": "accuracy", "gzip_bytes": gzip, "raw_bytes": gzip * 2,
-            "tflm_runs": tflm, "fits": {"nano33ble": fits}, "latency_us_p50": latency, "arena_bytes": 1000}  # fmt: skip
+    return {
+        "name": name,
+        "val_score": val,
+        "score": val,
+        "metric": "accuracy",
+        "gzip_bytes": gzip,
+        "raw_bytes": gzip * 2,
+        "tflm_runs": tflm,
+        "fits": {"nano33ble": fits},
+        "latency_us_p50": latency,
+        "arena_bytes": 1000,
+    }
 
 
 def test_selection_applies_constraints_and_explains_the_pick():
-    variants = [variant("a", 0.90, 18000), variant("b", 0.895, 7000), variant("c", 0.86, 5000),
-                variant("d", 0.91, 40000, tflm=False, fits=False)]  # fmt: skip
-    picks = select(variants, 0.90, "accuracy", {
-        "ota": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.01, tflm_only=True),
-        "best": Objective(metric="score", goal="best"),
-        "nano": Objective(metric="score", goal="best", profile="nano33ble"),
-        "impossible": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.0, tflm_only=True, profile="nano33ble"),
-    })  # fmt: skip
+    variants = [
+        variant("a", 0.90, 18000),
+        variant("b", 0.895, 7000),
+        variant("c", 0.86, 5000),
+        variant("d", 0.91, 40000, tflm=False, fits=False),
+    ]
+    picks = select(
+        variants,
+        0.90,
+        "accuracy",
+        {
+            "ota": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.01, tflm_only=True),
+            "best": Objective(metric="score", goal="best"),
+            "nano": Objective(metric="score", goal="best", profile="nano33ble"),
+            "impossible": Objective(
+                metric="gzip_bytes", goal="min", max_score_drop=0.0, tflm_only=True, profile="nano33ble"
+            ),
+        },
+    )
     assert picks["ota"]["variant"] == "b" and picks["ota"]["runner_up"] == "a" and picks["ota"]["candidates"] == 2
     assert "lowest gzip_bytes (7000) of 2 variants meeting: TFLM runs it;" in picks["ota"]["why"]
     assert "highest validation accuracy (0.91)" in picks["best"]["why"]
     assert picks["best"]["variant"] == "d" and picks["nano"]["variant"] == "a"
     assert picks["impossible"]["variant"] == "a"  # exactly at the baseline passes a zero-drop limit
-    assert select([variant("c", 0.5, 10)], 0.9, "accuracy",
-                  {"x": Objective(metric="score", goal="best", max_score_drop=0.1)})["x"]["variant"] is None
+    assert (
+        select(
+            [variant("c", 0.5, 10)], 0.9, "accuracy", {"x": Objective(metric="score", goal="best", max_score_drop=0.1)}
+        )["x"]["variant"]
+        is None
+    )
 
 
 def test_selection_follows_the_metric_direction_for_errors():
-    variants = [dict(variant("a", 0.30, 9000), metric="mae"), dict(variant("b", 0.20, 9500), metric="mae"),
-                dict(variant("c", 0.26, 5000), metric="mae")]  # fmt: skip
-    picks = select(variants, 0.25, "mae", {
-        "best": Objective(metric="score", goal="best"),
-        "small": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.02),
-    })  # fmt: skip
+    variants = [
+        dict(variant("a", 0.30, 9000), metric="mae"),
+        dict(variant("b", 0.20, 9500), metric="mae"),
+        dict(variant("c", 0.26, 5000), metric="mae"),
+    ]
+    picks = select(
+        variants,
+        0.25,
+        "mae",
+        {
+            "best": Objective(metric="score", goal="best"),
+            "small": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.02),
+        },
+    )
     assert picks["best"]["variant"] == "b" and picks["best"]["why"].startswith("lowest validation mae (0.2)")
     assert picks["small"]["variant"] == "c"  # 0.01 worse than the baseline's 0.25: allowed; a is 0.05 worse
 
@@ -126,8 +165,18 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared):
     make_project(tmp_path)
     out = tmp_path / "bench.json"
-    result = run_cli(["bench", str(REFERENCE / "base-int8-floatio.tflite"), str(REFERENCE / "qat-f32.tflite"),
-                      "--prepared", str(prepared), "--json", str(out)], cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        [
+            "bench",
+            str(REFERENCE / "base-int8-floatio.tflite"),
+            str(REFERENCE / "qat-f32.tflite"),
+            "--prepared",
+            str(prepared),
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     records = {r["name"]: r for r in json.loads(out.read_text())}
     assert records["base-int8-floatio"]["tflm_runs"] and records["base-int8-floatio"]["fits"]["nano33ble"]
@@ -138,15 +187,45 @@ def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared
 
 
 def test_report_markdown_has_every_section():
-    record = dict(variant("base-int8", 0.9, 17000), input_dtype="int8", output_dtype="int8", params=20410, macs=93288,
-                  latency_us_p99=12.0, tflm_error=None, chain=["train", "int8"], notes="")  # fmt: skip
-    summary = {"run_id": "r1", "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1,
-               "num_test": 1}, "git_commit": "c", "params_hash": "h", "variants": [record],
-               "reference": [dict(record, name="ref")], "picks": {"ota": {"variant": "base-int8", "value": 17000, "metric": "gzip_bytes",
-               "why": "because"}}, "comparisons": [{"reference": "ref", "ours": "base-int8", "size_ratio": 1.0,
-               "gzip_ratio": 1.0, "score_diff": 0.0, "latency_ratio": 1.0}], "skipped": []}  # fmt: skip
+    record = dict(
+        variant("base-int8", 0.9, 17000),
+        input_dtype="int8",
+        output_dtype="int8",
+        params=20410,
+        macs=93288,
+        latency_us_p99=12.0,
+        tflm_error=None,
+        chain=["train", "int8"],
+        notes="",
+    )
+    summary = {
+        "run_id": "r1",
+        "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
+        "git_commit": "c",
+        "params_hash": "h",
+        "variants": [record],
+        "reference": [dict(record, name="ref")],
+        "picks": {"ota": {"variant": "base-int8", "value": 17000, "metric": "gzip_bytes", "why": "because"}},
+        "comparisons": [
+            {
+                "reference": "ref",
+                "ours": "base-int8",
+                "size_ratio": 1.0,
+                "gzip_ratio": 1.0,
+                "score_diff": 0.0,
+                "latency_ratio": 1.0,
+            }
+        ],
+        "skipped": [],
+    }
     text = markdown(summary)
-    for heading in ("## Picks", "## Variants", "## Reference models", "## Ours beside the reference", "## How to read this"):
+    for heading in (
+        "## Picks",
+        "## Variants",
+        "## Reference models",
+        "## Ours beside the reference",
+        "## How to read this",
+    ):
         assert heading in text
     assert "| base-int8 | 34,000 | 17,000 | 0.9000 |" in text
     assert "not device latency" in text
@@ -156,14 +235,31 @@ def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference()
     from flows.summary import headline
 
     def model(name, raw, gzip, acc, tflm=True, io="int8", latency=10.0):
-        return {"name": name, "raw_bytes": raw, "gzip_bytes": gzip, "score": acc, "metric": "accuracy", "tflm_runs": tflm,
-                "input_dtype": io, "output_dtype": io, "latency_us_p50": latency, "arena_bytes": 1}  # fmt: skip
+        return {
+            "name": name,
+            "raw_bytes": raw,
+            "gzip_bytes": gzip,
+            "score": acc,
+            "metric": "accuracy",
+            "tflm_runs": tflm,
+            "input_dtype": io,
+            "output_dtype": io,
+            "latency_us_p50": latency,
+            "arena_bytes": 1,
+        }
 
-    references = [model("ref-best", 23224, 17098, 0.8964, io="float32", latency=8.0),
-                  model("ref-small", 23208, 7549, 0.8878, io="float32", latency=5.0),
-                  model("ref-undeployable", 20000, 5000, 0.95, tflm=False)]  # fmt: skip
-    ours = [model("a", 22632, 16627, 0.8994), model("b", 23300, 16000, 0.90), model("c", 22000, 7000, 0.89),
-            model("d", 22000, 7000, 0.95, io="float32"), model("e", 22000, 6000, 0.85)]  # fmt: skip
+    references = [
+        model("ref-best", 23224, 17098, 0.8964, io="float32", latency=8.0),
+        model("ref-small", 23208, 7549, 0.8878, io="float32", latency=5.0),
+        model("ref-undeployable", 20000, 5000, 0.95, tflm=False),
+    ]
+    ours = [
+        model("a", 22632, 16627, 0.8994),
+        model("b", 23300, 16000, 0.90),
+        model("c", 22000, 7000, 0.89),
+        model("d", 22000, 7000, 0.95, io="float32"),
+        model("e", 22000, 6000, 0.85),
+    ]
     best, small = headline(ours, references)
     assert best["reference"] == "ref-best"
     assert [m["name"] for m in best["ours"]] == ["a"]  # b is larger, c less accurate, d has float I/O

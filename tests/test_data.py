@@ -151,9 +151,11 @@ def test_user_npz_is_copied_in_and_prepared(tmp_path: Path):
     rng = np.random.default_rng(1)
     source = write_npz(
         tmp_path / "mine.npz",
-        x_train=rng.random((200, 8)).astype(np.float32), y_train=rng.integers(0, 3, 200),
-        x_test=rng.random((50, 8)).astype(np.float32), y_test=rng.integers(0, 3, 50),
-    )  # fmt: skip
+        x_train=rng.random((200, 8)).astype(np.float32),
+        y_train=rng.integers(0, 3, 200),
+        x_test=rng.random((50, 8)).astype(np.float32),
+        y_test=rng.integers(0, 3, 50),
+    )
     params = DataParams(dataset="npz", path=str(source))
     record = fetch_dataset(params, tmp_path / "data")
     prepared = prepare_dataset(Path(record.directory), params, seed=0, out=tmp_path / "prepared.npz")
@@ -166,11 +168,15 @@ def test_user_npz_is_copied_in_and_prepared(tmp_path: Path):
     [
         (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz file"),
         (lambda p: write_npz(p, x_train=np.zeros(3), y_train=np.zeros(3)), "lacks x_test, y_test"),
-        (lambda p: write_npz(p, x_train=np.zeros((3, 2)), y_train=np.zeros(2), x_test=np.zeros((1, 2)),
-                             y_test=np.zeros(1)), "x_train has 3 examples and y_train 2; they must match"),
+        (
+            lambda p: write_npz(
+                p, x_train=np.zeros((3, 2)), y_train=np.zeros(2), x_test=np.zeros((1, 2)), y_test=np.zeros(1)
+            ),
+            "x_train has 3 examples and y_train 2; they must match",
+        ),
         (lambda p: None, "no such file"),
     ],
-)  # fmt: skip
+)
 def test_bad_user_npz_is_rejected_in_one_line(tmp_path: Path, make, message):
     path = tmp_path / "bad.npz"
     make(path)

@@ -16,18 +16,26 @@ from tinyopt import layout
 from tinyopt.console import is_native_noise
 from tinyopt.errors import UserError
 
-TINY = dict(seed=3, data={"train_limit": 600, "test_limit": 200}, train={"epochs": 1}, plan=[["float32"]],
-            reference={"dir": None}, benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
+TINY = dict(
+    seed=3,
+    data={"train_limit": 600, "test_limit": 200},
+    train={"epochs": 1},
+    plan=[["float32"]],
+    reference={"dir": None},
+    benchmark={"latency_warmup": 2, "latency_repeats": 20},
+)
 # What TensorFlow, XLA, absl and LiteRT wrote on a run's console before tinyopt filtered them.
-NOISE = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-         "I0000 00:00:1796150466.565641    8992 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
-         "will not be used.",
-         "E0000 00:00:1796150472.063190    8992 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
-         "Failed call to cuInit: UNKNOWN ERROR (303)",
-         "E0000 00:00:1796150472.339499    8992 node_def_util.cc:682] NodeDef mentions attribute "
-         "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; signature=...>",
-         "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-         "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8"]  # fmt: skip
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796150466.565641    8992 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
+    "will not be used.",
+    "E0000 00:00:1796150472.063190    8992 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1796150472.339499    8992 node_def_util.cc:682] NodeDef mentions attribute "
+    "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; signature=...>",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
+]
 
 
 def completed_flow_runs(prefect_home: Path) -> int:
@@ -55,8 +63,15 @@ def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(
     # Progress: steps done / total and elapsed time, one line per finished step, named after what it did.
     # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency
     assert "[1/8 " in console and "[8/8 " in console and "[9/" not in console, console[-3000:]
-    for name in ("fetch fashion-mnist", "train baseline", "convert base-float32", "evaluate base-float32",
-                 "benchmark base-float32", "measure latency", "log base-float32 to MLflow"):  # fmt: skip
+    for name in (
+        "fetch fashion-mnist",
+        "train baseline",
+        "convert base-float32",
+        "evaluate base-float32",
+        "benchmark base-float32",
+        "measure latency",
+        "log base-float32 to MLflow",
+    ):
         assert f"] {name} done" in console, name
     assert not [line for line in console.splitlines() if "Task run" in line and "Finished in state" in line]
     with sqlite3.connect(home / "prefect.db") as db:
@@ -72,8 +87,12 @@ def test_two_runs_at_once_on_one_new_prefect_home_both_complete(tmp_path):
     home = tmp_path / "shared-prefect-home"
     root = make_project(tmp_path / "project", **TINY)
     env = {**os.environ, "PREFECT_HOME": str(home)}
-    runs = [subprocess.Popen(TINYOPT + ["run"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True) for _ in range(2)]  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            TINYOPT + ["run"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=900)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n".join(output[-2000:] for output in outputs)
     assert completed_flow_runs(home) == 2
@@ -94,8 +113,9 @@ def test_a_closed_prefect_api_url_is_one_line_before_any_work(tmp_path):
 def test_a_temporary_server_that_does_not_start_in_time_is_one_line_with_what_to_do(tmp_path):
     home = tmp_path / "prefect-home"
     root = make_project(tmp_path / "project", **TINY)
-    result = run_cli(["run"], cwd=root, env={"PREFECT_HOME": str(home),
-                                              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"})  # fmt: skip
+    result = run_cli(
+        ["run"], cwd=root, env={"PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
+    )
     assert result.returncode == 2
     [line] = error_lines(result)
     assert line.startswith("tinyopt: error: Prefect's temporary API server did not start (Timed out"), line
@@ -153,23 +173,28 @@ def test_a_missing_directory_is_probed_where_it_would_be_made_and_nothing_is_lef
 
 def test_native_noise_is_recognised_and_other_native_lines_are_not():
     assert all(is_native_noise(line) for line in NOISE)
-    kept = ["E0000 00:00:1796150472.063190    8992 bfc_allocator.cc:485] Allocator ran out of memory",
-            "F0000 00:00:1796150472.063190    8992 tensor.cc:12] Check failed: dims() == 2",
-            "E0000 00:00:1796150472.339499    8992 node_def_util.cc:630] Invalid argument: NodeDef missing attr 'T'",
-            "tinyopt: error: something a user must see", "INFO: Created TensorFlow Lite delegate for GPU."]  # fmt: skip
+    kept = [
+        "E0000 00:00:1796150472.063190    8992 bfc_allocator.cc:485] Allocator ran out of memory",
+        "F0000 00:00:1796150472.063190    8992 tensor.cc:12] Check failed: dims() == 2",
+        "E0000 00:00:1796150472.339499    8992 node_def_util.cc:630] Invalid argument: NodeDef missing attr 'T'",
+        "tinyopt: error: something a user must see",
+        "INFO: Created TensorFlow Lite delegate for GPU.",
+    ]
     assert not any(is_native_noise(line) for line in kept)
 
 
 def test_native_stderr_is_filtered_and_a_crash_still_gets_its_last_words_out(tmp_path):
     """Through the real file descriptor 2, as TensorFlow's C++ code writes it, in a process that then aborts."""
     payload = ("\n".join(NOISE) + "\n").encode()
-    script = ("import os, sys\n"
-              "from tinyopt.console import filter_native_stderr\n"
-              "filter_native_stderr()\n"
-              f"os.write(2, {payload!r})\n"
-              "os.write(2, b'F0000 00:00:1 1 tensor.cc:12] Check failed: a real native error\\n')\n"
-              "print('python stderr still works', file=sys.stderr, flush=True)\n"
-              "os.abort()\n")  # fmt: skip
+    script = (
+        "import os, sys\n"
+        "from tinyopt.console import filter_native_stderr\n"
+        "filter_native_stderr()\n"
+        f"os.write(2, {payload!r})\n"
+        "os.write(2, b'F0000 00:00:1 1 tensor.cc:12] Check failed: a real native error\\n')\n"
+        "print('python stderr still works', file=sys.stderr, flush=True)\n"
+        "os.abort()\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0  # aborted
     assert "Check failed: a real native error" in result.stderr and "python stderr still works" in result.stderr

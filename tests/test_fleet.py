@@ -15,19 +15,31 @@ from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_f
 from tinyopt.signing import peek
 
 pytestmark = [pytest.mark.slow, needs_fashion]
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, s3_endpoint) -> Path:
     """A pipeline run on a small slice, with the fleet pointed at the loopback S3 server."""
     root = make_project(
-        tmp_path_factory.mktemp("project"), seed=3, data={"train_limit": 1200, "test_limit": 400},
-        train={"epochs": 2}, techniques={"prune": {"fine_tune_epochs": 1}}, conversion={"calibration_samples": 64},
-        plan=[["float32"], ["int8"], ["prune", "int8"]], reference={"dir": None},
+        tmp_path_factory.mktemp("project"),
+        seed=3,
+        data={"train_limit": 1200, "test_limit": 400},
+        train={"epochs": 2},
+        techniques={"prune": {"fine_tune_epochs": 1}},
+        conversion={"calibration_samples": 64},
+        plan=[["float32"], ["int8"], ["prune", "int8"]],
+        reference={"dir": None},
         benchmark={"latency_warmup": 2, "latency_repeats": 20},
-        fleet={"bucket": BUCKET, "endpoint_url": s3_endpoint,
-               "channels": {"canary": {"profile": "nano33ble", "gated": False},
-                            "stable": {"profile": "nano33ble", "gated": True},
-                            "tiny": {"profile": "uno", "gated": True}}},
-    )  # fmt: skip
+        fleet={
+            "bucket": BUCKET,
+            "endpoint_url": s3_endpoint,
+            "channels": {
+                "canary": {"profile": "nano33ble", "gated": False},
+                "stable": {"profile": "nano33ble", "gated": True},
+                "tiny": {"profile": "uno", "gated": True},
+            },
+        },
+    )
     result = run_cli(["run"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root
@@ -60,7 +72,9 @@ def test_cli_register_promote_verify_status_rollback(project, keys, s3_endpoint)
     assert "registered base-int8 as cli-model version 1 (alias candidate)" in done.stdout
     run_cli(["register", "--variant", "prune-int8", "--name", "cli-model"], cwd=project, env=cli_env)
     for version in (1, 2):
-        published = run_cli(["promote", "cli-model", "--version", str(version), "--channel", "canary"], cwd=project, env=cli_env)
+        published = run_cli(
+            ["promote", "cli-model", "--version", str(version), "--channel", "canary"], cwd=project, env=cli_env
+        )
         assert published.returncode == 0, published.stderr[-2000:]
         assert f"canary: published cli-model v{version}" in published.stdout
     device = run_cli(["verify", "--channel", "canary", "--public-key", str(keys[1]), "--into", "device"], cwd=project)
@@ -163,7 +177,9 @@ def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
     promote("fashion-mnist-nano33ble", register(project, better), "stable", env)
     with pytest.raises(UserError, match="stable serves fashion-mnist-nano33ble"):
         promote("fashion-mnist-nano33ble", register(project, worse), "stable", env)
-    assert tracking.client().get_model_version_by_alias("fashion-mnist-nano33ble", "production").tags["variant"] == better
+    assert (
+        tracking.client().get_model_version_by_alias("fashion-mnist-nano33ble", "production").tags["variant"] == better
+    )
 
 
 def test_gate_refuses_what_does_not_fit_or_scores_worse():
@@ -172,7 +188,10 @@ def test_gate_refuses_what_does_not_fit_or_scores_worse():
     record = {"metric": "accuracy", "score": 0.89, "fits": {"nano33ble": True, "uno": False}}
     serving = {"model_name": "m", "version": 3, "metric": "accuracy", "score": 0.90}
     assert gate("stable", record, "uno", None).startswith("it does not fit uno")
-    assert gate("stable", record, "nano33ble", serving) == "stable serves m v3 with accuracy 0.9000; this one scores 0.8900"
+    assert (
+        gate("stable", record, "nano33ble", serving)
+        == "stable serves m v3 with accuracy 0.9000; this one scores 0.8900"
+    )
     assert gate("stable", dict(record, score=0.90), "nano33ble", serving) is None  # as good is good enough
     errors = {"metric": "mae", "score": 0.20, "fits": {"nano33ble": True}}
     assert gate("stable", errors, "nano33ble", dict(serving, metric="mae", score=0.25)) is None  # lower MAE is better

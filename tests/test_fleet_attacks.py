@@ -19,10 +19,18 @@ MODEL = "attack-model"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, s3_endpoint) -> Path:
-    return make_project(tmp_path_factory.mktemp("attacks"), fleet={
-        "bucket": BUCKET, "endpoint_url": s3_endpoint, "prefix": "attacks",
-        "channels": {"canary": {"profile": "nano33ble", "gated": False},
-                     "stable": {"profile": "nano33ble", "gated": True, "manifest_ttl_days": 7}}})  # fmt: skip
+    return make_project(
+        tmp_path_factory.mktemp("attacks"),
+        fleet={
+            "bucket": BUCKET,
+            "endpoint_url": s3_endpoint,
+            "prefix": "attacks",
+            "channels": {
+                "canary": {"profile": "nano33ble", "gated": False},
+                "stable": {"profile": "nano33ble", "gated": True, "manifest_ttl_days": 7},
+            },
+        },
+    )
 
 
 @pytest.fixture
@@ -52,10 +60,21 @@ def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(path))
-    record = {"name": label, "metric": "accuracy", "score": score, "fits": {"nano33ble": True},
-              "mlflow_run_id": run.info.run_id, "tflite": str(path)}  # fmt: skip
-    summary = {"run_id": "r1", "git_commit": "c0ffee", "params_hash": "p", "dataset": {"name": "toy", "version": "v"},
-               "variants": [record]}  # fmt: skip
+    record = {
+        "name": label,
+        "metric": "accuracy",
+        "score": score,
+        "fits": {"nano33ble": True},
+        "mlflow_run_id": run.info.run_id,
+        "tflite": str(path),
+    }
+    summary = {
+        "run_id": "r1",
+        "git_commit": "c0ffee",
+        "params_hash": "p",
+        "dataset": {"name": "toy", "version": "v"},
+        "variants": [record],
+    }
     return register_variant(summary, label, "nano33ble", MODEL)["version"]
 
 
@@ -138,8 +157,11 @@ def test_unsigned_fields_are_rejected(env, project, tmp_path, public, change):
     elif change == "key_id outside":
         envelope["key_id"] = "0123456789abcdef"
     else:
-        envelope = {"manifest": json.loads(base64.b64decode(envelope["payload"])), "signature": envelope["signature"],
-                    "key_id": "0123456789abcdef"}  # fmt: skip
+        envelope = {
+            "manifest": json.loads(base64.b64decode(envelope["payload"])),
+            "signature": envelope["signature"],
+            "key_id": "0123456789abcdef",
+        }
     put_current(env, "canary", json.dumps(envelope).encode())
     with pytest.raises(UserError, match="must have exactly the fields payload and signature"):
         device(env, public, tmp_path / "device")
@@ -212,8 +234,9 @@ def test_rollback_publishes_a_higher_sequence_and_moves_the_alias(env, project, 
     assert json.loads((into / "state.json").read_text())["channels"]["stable"]["sequence"] == 3
 
 
-def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(env, project, tmp_path, public,
-                                                                               monkeypatch):  # fmt: skip
+def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
+    env, project, tmp_path, public, monkeypatch
+):
     from tasks.promote import promote, rollback
     from tinyopt.fleet import FleetStore
     from tinyopt.signing import peek
@@ -295,8 +318,11 @@ def test_cli_verify_rejects_bad_inputs_in_one_line_and_writes_nothing(env, proje
     cli_env = {"TINYOPT_SIGNING_KEY_FILE": str(keys[0])}
     params = ["--params", str(tmp_path / "params.yaml")]
     into = tmp_path / "device"
-    good = run_cli(["verify", "--channel", "canary", "--public-key", str(keys[1]), "--into", str(into), *params],
-                   cwd=project, env=cli_env)  # fmt: skip
+    good = run_cli(
+        ["verify", "--channel", "canary", "--public-key", str(keys[1]), "--into", str(into), *params],
+        cwd=project,
+        env=cli_env,
+    )
     assert good.returncode == 0 and "sequence 1" in good.stdout, good.stderr[-2000:]
     manifest, model = into / "manifest.json", next(into.glob("*.tflite"))
     offline = ["verify", "--channel", "canary", "--public-key", str(keys[1]), "--state", str(into / "state.json")]
@@ -306,21 +332,41 @@ def test_cli_verify_rejects_bad_inputs_in_one_line_and_writes_nothing(env, proje
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / "rsa.pub").write_bytes(rsa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    (tmp_path / "rsa.pub").write_bytes(
+        rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     cases = {
-        "missing model": ([*offline, "--manifest", str(manifest), "--model", str(tmp_path / "nope.tflite")],
-                          "nope.tflite: cannot read the model"),
-        "not JSON": ([*offline, "--manifest", str(tmp_path / "not.json"), "--model", str(model)],
-                     "the manifest is not JSON"),
-        "lacks fields": ([*offline, "--manifest", str(tmp_path / "fields.json"), "--model", str(model)],
-                         "must have exactly the fields payload and signature (found: signature)"),
-        "RSA public key": (["verify", "--channel", "canary", "--public-key", str(tmp_path / "rsa.pub"),
-                            "--manifest", str(manifest), "--model", str(model)],
-                           "holds an RSA public key; manifests are verified with Ed25519"),
-        "another channel": ([*offline, "--manifest", str(manifest), "--model", str(model), "--channel", "stable"],
-                            "the manifest is for channel canary, this device is on stable"),
-    }  # fmt: skip
+        "missing model": (
+            [*offline, "--manifest", str(manifest), "--model", str(tmp_path / "nope.tflite")],
+            "nope.tflite: cannot read the model",
+        ),
+        "not JSON": (
+            [*offline, "--manifest", str(tmp_path / "not.json"), "--model", str(model)],
+            "the manifest is not JSON",
+        ),
+        "lacks fields": (
+            [*offline, "--manifest", str(tmp_path / "fields.json"), "--model", str(model)],
+            "must have exactly the fields payload and signature (found: signature)",
+        ),
+        "RSA public key": (
+            [
+                "verify",
+                "--channel",
+                "canary",
+                "--public-key",
+                str(tmp_path / "rsa.pub"),
+                "--manifest",
+                str(manifest),
+                "--model",
+                str(model),
+            ],
+            "holds an RSA public key; manifests are verified with Ed25519",
+        ),
+        "another channel": (
+            [*offline, "--manifest", str(manifest), "--model", str(model), "--channel", "stable"],
+            "the manifest is for channel canary, this device is on stable",
+        ),
+    }
     before = {p.name: p.read_bytes() for p in into.iterdir()}
     for name, (args, message) in cases.items():
         result = run_cli([*args, *params], cwd=project, env=cli_env)
@@ -338,7 +384,8 @@ def test_signing_rejects_rsa_keys_and_keys_inside_the_project(tmp_path, monkeypa
     from tinyopt.signing import load_private_key
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())  # fmt: skip
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     (tmp_path / "rsa.key").write_bytes(pem)
     monkeypatch.delenv("TINYOPT_SIGNING_KEY", raising=False)
     monkeypatch.setenv("TINYOPT_SIGNING_KEY_FILE", str(tmp_path / "rsa.key"))

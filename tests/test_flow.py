@@ -49,8 +49,10 @@ def test_summary_records_the_run_data_and_baseline(project):
     assert summary["dataset"]["name"] == "fashion-mnist"
     assert summary["dataset"]["version"].endswith(".dir")
     assert (summary["dataset"]["num_train"], summary["dataset"]["num_val"], summary["dataset"]["num_test"]) == (
-        1080, 120, 400,
-    )  # fmt: skip
+        1080,
+        120,
+        400,
+    )
     baseline = summary["baseline"]
     assert baseline["chain"] == ["train", "float32"] and baseline["name"] == "base-float32"
     assert (project / baseline["model"]).is_file() and (project / baseline["tflite"]).is_file()
@@ -65,11 +67,14 @@ def test_every_chain_of_the_plan_is_a_variant_or_a_skip_with_its_reason(project)
     summary = summary_of(project)
     names = [v["name"] for v in summary["variants"]]
     assert names == ["base-float32", "base-int8", "prune-int8", "prune-float16", "prune-sp_cluster-int8"]
-    assert summary["skipped"] == [{
-        "name": "qat-int16x8", "chain": ["train", "qat", "int16x8"],
-        "reason": "the TFLite converter rejects this model for int16x8: "
-                  "Quantization to 16x8-bit not yet supported for op: 'DEQUANTIZE'.",
-    }]  # fmt: skip
+    assert summary["skipped"] == [
+        {
+            "name": "qat-int16x8",
+            "chain": ["train", "qat", "int16x8"],
+            "reason": "the TFLite converter rejects this model for int16x8: "
+            "Quantization to 16x8-bit not yet supported for op: 'DEQUANTIZE'.",
+        }
+    ]
     by_name = {v["name"]: v for v in summary["variants"]}
     pruned = by_name["prune-int8"]
     assert pruned["chain"] == ["train", "prune", "int8"] and pruned["parent_variant"] == "base-int8"
@@ -81,9 +86,25 @@ def test_every_chain_of_the_plan_is_a_variant_or_a_skip_with_its_reason(project)
         assert (project / variant["tflite"]).is_file() and (project / variant["c_source"]).is_file()
 
 
-VARIANT_FIELDS = {"name", "chain", "tflite", "c_source", "raw_bytes", "gzip_bytes", "accuracy", "latency_us_p50",
-                  "latency_us_p99", "input_dtype", "tflm_runs", "tflm_error", "arena_bytes", "params", "macs", "fits",
-                  "mlflow_run_id"}  # fmt: skip
+VARIANT_FIELDS = {
+    "name",
+    "chain",
+    "tflite",
+    "c_source",
+    "raw_bytes",
+    "gzip_bytes",
+    "accuracy",
+    "latency_us_p50",
+    "latency_us_p99",
+    "input_dtype",
+    "tflm_runs",
+    "tflm_error",
+    "arena_bytes",
+    "params",
+    "macs",
+    "fits",
+    "mlflow_run_id",
+}
 
 
 def test_every_variant_is_benchmarked_judged_per_device_and_picked_from(project):
@@ -101,8 +122,13 @@ def test_every_variant_is_benchmarked_judged_per_device_and_picked_from(project)
     # TFLM reference kernels and LiteRT optimized kernels round differently by a step at most.
     assert by_name["base-int8"]["fits"]["nano33ble"] and by_name["base-int8"]["tflm_top1_agreement"] >= 0.9
     assert by_name["prune-float16"]["tflm_runs"] is False and "DEQUANTIZE" in by_name["prune-float16"]["tflm_error"]
-    assert set(summary["picks"]) == {"smallest-ota", "most-accurate", "most-accurate-deployable", "fastest",
-                                     "best-on-nano33ble"}  # fmt: skip
+    assert set(summary["picks"]) == {
+        "smallest-ota",
+        "most-accurate",
+        "most-accurate-deployable",
+        "fastest",
+        "best-on-nano33ble",
+    }
     ota = summary["picks"]["smallest-ota"]
     assert by_name[ota["variant"]]["tflm_runs"] and ota["why"].startswith("lowest gzip_bytes")
 
@@ -115,8 +141,9 @@ def test_reference_models_are_measured_in_the_same_run(project):
     assert len(names) == 19 and "graph-int8-floatio" in names
     deployable = {r["name"] for r in summary["reference"] if r["tflm_runs"]}
     # The reference README's table: the float32 and int8-with-float-I/O files run, nothing else does.
-    assert deployable == {f"{model}-{kind}" for model in ("base", "pruned", "graph", "separable")
-                          for kind in ("f32", "int8-floatio")}  # fmt: skip
+    assert deployable == {
+        f"{model}-{kind}" for model in ("base", "pruned", "graph", "separable") for kind in ("f32", "int8-floatio")
+    }
     row = next(c for c in summary["comparisons"] if c["reference"] == "base-f32")
     assert row["ours"] == "base-float32" and row["latency_ratio"] > 0
     report = (project / "reports" / "latest" / "report.md").read_text()
@@ -139,14 +166,27 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
     assert parent.info.status == "FINISHED"
     for key in ("git_commit", "dataset", "dataset_version", "params_hash"):
         assert parent.data.tags[key] == str(
-            {"git_commit": summary["git_commit"], "dataset": "fashion-mnist",
-             "dataset_version": summary["dataset"]["version"], "params_hash": summary["params_hash"]}[key]
-        )  # fmt: skip
+            {
+                "git_commit": summary["git_commit"],
+                "dataset": "fashion-mnist",
+                "dataset_version": summary["dataset"]["version"],
+                "params_hash": summary["params_hash"],
+            }[key]
+        )
     child = client.get_run(summary["baseline"]["mlflow_run_id"])
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.metrics["accuracy"] == pytest.approx(summary["baseline"]["accuracy"])
     assert child.data.metrics["raw_bytes"] == summary["baseline"]["raw_bytes"]
-    for key in ("gzip_bytes", "train_seconds", "keras_score", "score", "params", "macs", "latency_us_p50", "fits.nano33ble"):
+    for key in (
+        "gzip_bytes",
+        "train_seconds",
+        "keras_score",
+        "score",
+        "params",
+        "macs",
+        "latency_us_p50",
+        "fits.nano33ble",
+    ):
         assert key in child.data.metrics
     assert child.data.params["train.epochs"] == "2" and child.data.params["seed"] == "7"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -156,7 +196,10 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
         [v["name"] for v in summary["variants"]] + [f"ref:{r['name']}" for r in summary["reference"]]
     )
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "summary.json", "report.md", "score-vs-gzip.png", "score-vs-arena.png"
+        "summary.json",
+        "report.md",
+        "score-vs-gzip.png",
+        "score-vs-arena.png",
     }
     ota = summary["picks"]["smallest-ota"]["variant"]
     picked = next(run for run in children if run.data.tags["variant"] == ota)
@@ -195,8 +238,11 @@ def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):
     result = run_cli(["run"], cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert tflite.is_file()
-    ran = [name for name, outcome in finished_steps(result.stdout + result.stderr)
-           if outcome == "done" and not name.startswith("log ") and name != "measure latency"]  # fmt: skip
+    ran = [
+        name
+        for name, outcome in finished_steps(result.stdout + result.stderr)
+        if outcome == "done" and not name.startswith("log ") and name != "measure latency"
+    ]
     assert ran == ["convert prune-int8"]
 
 

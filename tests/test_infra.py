@@ -72,7 +72,9 @@ def test_services_and_their_dependencies():
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
             if condition["condition"] == "service_healthy":
-                assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}'s health, which has no check"
+                assert "healthcheck" in SERVICES[dependency], (
+                    f"{name} waits for {dependency}'s health, which has no check"
+                )
             if condition["condition"] == "service_completed_successfully":
                 assert SERVICES[dependency].get("restart") is None, f"{dependency} is a one-shot: it must not restart"
         for volume in service.get("volumes", []):
@@ -88,7 +90,9 @@ def test_services_and_their_dependencies():
 
 def urls_to_services(text: str) -> list[tuple[str, int]]:
     """(service, port) of every scheme://[user:pass@]host:port in text whose host is a compose service."""
-    return [(host, int(port)) for host, port in re.findall(r"://(?:[^@/\s]+@)?([\w-]+):(\d+)", text) if host in SERVICES]
+    return [
+        (host, int(port)) for host, port in re.findall(r"://(?:[^@/\s]+@)?([\w-]+):(\d+)", text) if host in SERVICES
+    ]
 
 
 def test_clients_point_at_the_services_and_ports_that_serve_them():
@@ -102,7 +106,10 @@ def test_clients_point_at_the_services_and_ports_that_serve_them():
     wiring = {
         "mlflow backend": (mlflow_command, "postgres"),
         "mlflow artifacts": (services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"], "minio"),
-        "prefect database": (services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"], "postgres"),
+        "prefect database": (
+            services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"],
+            "postgres",
+        ),
         "worker -> prefect": (pipeline["PREFECT_API_URL"], "prefect-server"),
         "worker -> mlflow": (pipeline["MLFLOW_TRACKING_URI"], "mlflow"),
         "worker -> s3": (pipeline["AWS_ENDPOINT_URL"], "minio"),
@@ -112,12 +119,17 @@ def test_clients_point_at_the_services_and_ports_that_serve_them():
         assert found == [(service, listens[service])], f"{what}: {found}"
     assert "--backend-store-uri postgresql://" in mlflow_command
     assert f"--artifacts-destination s3://{dotenv()['MLFLOW_BUCKET']}/" in mlflow_command
-    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/" + dotenv()["PREFECT_DB"])
+    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith(
+        "/" + dotenv()["PREFECT_DB"]
+    )
     assert "tinyopt deploy --pool tinyopt" in " ".join(services["deploy"]["command"])
     assert services["worker"]["command"][:5] == ["prefect", "worker", "start", "--pool", "tinyopt"]
     # The pipeline reaches S3 with its own keys, MLflow with others; the signing key is a secret, not a variable.
     assert pipeline["AWS_ACCESS_KEY_ID"] == "tinyopt-pipeline" != services["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"]
-    assert pipeline["TINYOPT_SIGNING_KEY_FILE"] == "/run/secrets/signing_key" and "signing_key" in services["worker"]["secrets"]
+    assert (
+        pipeline["TINYOPT_SIGNING_KEY_FILE"] == "/run/secrets/signing_key"
+        and "signing_key" in services["worker"]["secrets"]
+    )
 
 
 def test_images_pin_what_requirements_lock_pins():
@@ -162,7 +174,10 @@ def test_bucket_policies_grant_each_role_only_what_it_does():
     # The pipeline: read and write under fleet/ and dvc/, list only those prefixes; never delete.
     listing, objects = statements("pipeline")
     assert set(objects["Action"]) == {"s3:GetObject", "s3:PutObject"}
-    assert objects["Resource"] == [f"arn:aws:s3:::{fleet.bucket}/{fleet.prefix}/*", f"arn:aws:s3:::{fleet.bucket}/dvc/*"]
+    assert objects["Resource"] == [
+        f"arn:aws:s3:::{fleet.bucket}/{fleet.prefix}/*",
+        f"arn:aws:s3:::{fleet.bucket}/dvc/*",
+    ]
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{fleet.prefix}/*", "dvc/*"]
     dvc_remote = (REPO / ".dvc" / "config").read_text()
     assert f"s3://{fleet.bucket}/dvc" in dvc_remote
@@ -174,7 +189,11 @@ def test_bucket_policies_grant_each_role_only_what_it_does():
 
 # --- the same wiring, for real, on loopback ---------------------------------------------------------
 
-POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) if Path("/usr/lib/postgresql").is_dir() else None
+POSTGRES_BIN = (
+    next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+    if Path("/usr/lib/postgresql").is_dir()
+    else None
+)
 needs_postgres = pytest.mark.skipif(POSTGRES_BIN is None, reason="needs Debian's postgresql (make setup installs it)")
 
 
@@ -206,15 +225,38 @@ def loopback(tmp_path_factory, s3_endpoint):
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
     user = env_file["POSTGRES_USER"]
-    subprocess.run(as_postgres_user([str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust"]),
-                   check=True, capture_output=True)  # fmt: skip
-    postgres = subprocess.Popen(as_postgres_user([str(POSTGRES_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-                                                  "-p", str(ports["postgres"]), "-k", str(data)]),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        as_postgres_user([str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust"]),
+        check=True,
+        capture_output=True,
+    )
+    postgres = subprocess.Popen(
+        as_postgres_user(
+            [
+                str(POSTGRES_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ports["postgres"]),
+                "-k",
+                str(data),
+            ]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     processes.append(postgres)
     wait_for_port(ports["postgres"])
-    pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(ports["postgres"]), "PGUSER": user,
-              **services["postgres"]["environment"], "PATH": f"{POSTGRES_BIN}:{os.environ['PATH']}"}  # fmt: skip
+    pg_env = {
+        **os.environ,
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(ports["postgres"]),
+        "PGUSER": user,
+        **services["postgres"]["environment"],
+        "PATH": f"{POSTGRES_BIN}:{os.environ['PATH']}",
+    }
     # What the postgres image's entrypoint does on a new volume: POSTGRES_DB, then the init scripts.
     subprocess.run(["createdb", pg_env["POSTGRES_DB"]], env=pg_env, check=True)
     init = subprocess.run(["sh", str(INFRA / "postgres" / "init.sh")], env=pg_env, capture_output=True, text=True)
@@ -230,8 +272,11 @@ def loopback(tmp_path_factory, s3_endpoint):
         service = services[name]
         command = on_loopback(service["command"]).replace("--host 0.0.0.0", "--host 127.0.0.1")
         command = command.replace(f"--port {port}", f"--port {ports[name]}")
-        env = {**os.environ, **{k: on_loopback(str(v)) for k, v in service["environment"].items()},
-               "PREFECT_HOME": str(base / "prefect-home")}  # fmt: skip
+        env = {
+            **os.environ,
+            **{k: on_loopback(str(v)) for k, v in service["environment"].items()},
+            "PREFECT_HOME": str(base / "prefect-home"),
+        }
         env.pop("PREFECT_API_URL", None)
         logs[name] = base / f"{name}.log"
         argv = shlex.split(command)
@@ -260,13 +305,21 @@ def loopback(tmp_path_factory, s3_endpoint):
 def test_the_compose_wiring_runs_the_pipeline_on_postgres_and_s3(loopback, tmp_path, keys):
     env = {**loopback["pipeline_env"], "TINYOPT_SIGNING_KEY_FILE": str(keys[0])}
     root = make_project(
-        tmp_path / "project", seed=9, data={"train_limit": 600, "test_limit": 200}, train={"epochs": 1},
-        conversion={"calibration_samples": 32}, plan=[["float32"], ["int8"]], reference={"dir": None},
+        tmp_path / "project",
+        seed=9,
+        data={"train_limit": 600, "test_limit": 200},
+        train={"epochs": 1},
+        conversion={"calibration_samples": 32},
+        plan=[["float32"], ["int8"]],
+        reference={"dir": None},
         benchmark={"latency_warmup": 2, "latency_repeats": 20},
-    )  # fmt: skip
+    )
     # The `deploy` one-shot: deployments on the Prefect server, whose database is PostgreSQL.
-    done = run_cli(["deploy", "--pool", loopback["env_file"]["PREFECT_WORK_POOL"], "--params", str(root / "params.yaml")],
-                   cwd=root, env=env)  # fmt: skip
+    done = run_cli(
+        ["deploy", "--pool", loopback["env_file"]["PREFECT_WORK_POOL"], "--params", str(root / "params.yaml")],
+        cwd=root,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:] + loopback["logs"]["prefect-server"].read_text()[-2000:]
     # What the worker runs, with the worker's variables: tracking to MLflow on PostgreSQL, artifacts to S3.
     done = run_cli(["run"], cwd=root, env=env)
@@ -275,8 +328,13 @@ def test_the_compose_wiring_runs_the_pipeline_on_postgres_and_s3(loopback, tmp_p
     assert summary["mlflow_tracking_uri"] == env["MLFLOW_TRACKING_URI"]
 
     def sql(database: str, query: str) -> list[str]:
-        out = subprocess.run(["psql", "-At", "-d", database, "-c", query], env=loopback["pg_env"], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            ["psql", "-At", "-d", database, "-c", query],
+            env=loopback["pg_env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout.split()
 
     env_file = loopback["env_file"]
@@ -284,7 +342,9 @@ def test_the_compose_wiring_runs_the_pipeline_on_postgres_and_s3(loopback, tmp_p
     assert set(sql(env_file["PREFECT_DB"], "select name from deployment")) == {"on-demand", "nightly"}
     keys = [o["Key"] for o in loopback["s3"].list_objects_v2(Bucket=env_file["MLFLOW_BUCKET"]).get("Contents", [])]
     assert all(k.startswith("artifacts/") for k in keys)
-    assert {"base-float32.tflite", "base-int8.tflite", "summary.json", "model.keras"} <= {k.rsplit("/", 1)[1] for k in keys}
+    assert {"base-float32.tflite", "base-int8.tflite", "summary.json", "model.keras"} <= {
+        k.rsplit("/", 1)[1] for k in keys
+    }
     int8 = next(v for v in summary["variants"] if v["name"] == "base-int8")
     stored = next(k for k in keys if k.endswith(f"/{int8['mlflow_run_id']}/artifacts/base-int8.tflite"))
     body = loopback["s3"].get_object(Bucket=env_file["MLFLOW_BUCKET"], Key=stored)["Body"].read()

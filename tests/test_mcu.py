@@ -107,8 +107,9 @@ def _convert(build, prepared: Path, tmp: Path, conversion: str = "int8") -> byte
     model = build()
     path = tmp / "model.keras"
     model.save(path)
-    record = convert_model(path, conversion, tmp / f"{conversion}.tflite", prepared,
-                           ConversionParams(calibration_samples=100), seed=0)  # fmt: skip
+    record = convert_model(
+        path, conversion, tmp / f"{conversion}.tflite", prepared, ConversionParams(calibration_samples=100), seed=0
+    )
     return Path(record.tflite_path).read_bytes()
 
 
@@ -121,9 +122,10 @@ def test_full_int8_ops_bit_exact_with_tflm(kind, prepared_slice, tmp_path):
     blob = _convert(_keras_models()[kind], prepared_slice, tmp_path)
     generated = generate(blob, "m")
     assert generated.input_dtype == "int8" and generated.output_dtype == "int8"
-    expected = {"conv": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MEAN", "SOFTMAX",
-                         "FULLY_CONNECTED"},
-                "conv1d": {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"}}[kind]  # fmt: skip
+    expected = {
+        "conv": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MEAN", "SOFTMAX", "FULLY_CONNECTED"},
+        "conv1d": {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"},
+    }[kind]
     assert expected <= set(generated.op_kinds)
     outputs = _assert_bit_exact(blob, _test_images(HOST_IMAGES))
     assert len(np.unique(outputs, axis=0)) > 10  # the inputs reach the outputs
@@ -167,8 +169,9 @@ def _profile(core: str) -> DeviceProfile:
 
     if core in PROFILE:
         return DEFAULT_DEVICES[PROFILE[core]]
-    return DeviceProfile(name="Arm Corstone-300 (MPS3 AN547)", core=core, clock_mhz=32,
-                         flash_bytes=512 * 1024, sram_bytes=512 * 1024)  # fmt: skip
+    return DeviceProfile(
+        name="Arm Corstone-300 (MPS3 AN547)", core=core, clock_mhz=32, flash_bytes=512 * 1024, sram_bytes=512 * 1024
+    )
 
 
 @needs_fashion

@@ -17,8 +17,19 @@ from tests.conftest import make_project, run_cli
 
 pytestmark = pytest.mark.slow
 
-PLAN = [["float32"], ["float16"], ["dynamic_range"], ["int8_fallback"], ["int8"], ["int16x8"], ["prune", "int8"],
-        ["cluster", "int8"], ["qat", "int8"], ["separable", "int8"], ["graph", "float32"]]  # fmt: skip
+PLAN = [
+    ["float32"],
+    ["float16"],
+    ["dynamic_range"],
+    ["int8_fallback"],
+    ["int8"],
+    ["int16x8"],
+    ["prune", "int8"],
+    ["cluster", "int8"],
+    ["qat", "int8"],
+    ["separable", "int8"],
+    ["graph", "float32"],
+]
 QUICK = {"prune": {"fine_tune_epochs": 1}, "cluster": {"fine_tune_epochs": 1}, "qat": {"fine_tune_epochs": 1}}
 
 
@@ -30,15 +41,24 @@ def _seeded():
 
 
 def run_pipeline(root: Path, model: Path, data: Path, task: dict, plan=PLAN) -> dict:
-    make_project(root, task=task, plan=plan, techniques=QUICK, conversion={"calibration_samples": 64},
-                 reference={"dir": None}, benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
+    make_project(
+        root,
+        task=task,
+        plan=plan,
+        techniques=QUICK,
+        conversion={"calibration_samples": 64},
+        reference={"dir": None},
+        benchmark={"latency_warmup": 2, "latency_repeats": 20},
+    )
     result = run_cli(["run", "--model", str(model), "--data", str(data)], cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((root / "reports" / "latest" / "summary.json").read_text())
     base = next(v for v in summary["variants"] if v["name"] == "base-float32")
     print(f"\n{model.name} on {data.name}: Keras {base['metric']} {base['keras_score']:.4f}")  # shown with -rP
     for v in summary["variants"]:
-        print(f"  {v['name']:20s} {v['score']:.4f} ({v['score'] - base['keras_score']:+.4f}) {v['raw_bytes']:>8,} bytes")
+        print(
+            f"  {v['name']:20s} {v['score']:.4f} ({v['score'] - base['keras_score']:+.4f}) {v['raw_bytes']:>8,} bytes"
+        )
     for s in summary["skipped"]:
         print(f"  skipped {s['name']}: {s['reason']}")
     return summary
@@ -68,7 +88,9 @@ def test_mlp_on_tabular_data_with_one_hot_labels(tmp_path):
     model.fit(x[:1000], one_hot[:1000], epochs=15, verbose=0)
     model.save(tmp_path / "mlp.h5")
 
-    summary = run_pipeline(tmp_path / "project", tmp_path / "mlp.h5", tmp_path / "tabular.npz", {"kind": "classification"})
+    summary = run_pipeline(
+        tmp_path / "project", tmp_path / "mlp.h5", tmp_path / "tabular.npz", {"kind": "classification"}
+    )
     variants, skips = by_name(summary), skipped(summary)
     base = variants["base-float32"]
     assert base["metric"] == "accuracy" and base["score"] == pytest.approx(base["keras_score"], abs=1e-6)
@@ -87,17 +109,28 @@ def test_1d_conv_on_sensor_windows_with_a_regression_target(tmp_path):
     windows = rng.normal(0, 1, (900, 64, 3)).astype(np.float32)
     amplitude = rng.uniform(0.5, 2.0, 900).astype(np.float32)
     windows[:, :, 0] *= amplitude[:, None]  # the target: the amplitude of channel 0
-    np.savez(tmp_path / "sensors.npz", x_train=windows[:700], y_train=amplitude[:700], x_test=windows[700:],
-             y_test=amplitude[700:])  # fmt: skip
-    model = tf.keras.Sequential([
-        tf.keras.layers.InputLayer((64, 3)), tf.keras.layers.Conv1D(8, 5, activation="relu"),
-        tf.keras.layers.GlobalAveragePooling1D(), tf.keras.layers.Dense(1),
-    ])  # fmt: skip
+    np.savez(
+        tmp_path / "sensors.npz",
+        x_train=windows[:700],
+        y_train=amplitude[:700],
+        x_test=windows[700:],
+        y_test=amplitude[700:],
+    )
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.InputLayer((64, 3)),
+            tf.keras.layers.Conv1D(8, 5, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling1D(),
+            tf.keras.layers.Dense(1),
+        ]
+    )
     model.compile("adam", "mse")
     model.fit(windows[:700], amplitude[:700], epochs=30, verbose=0)
     model.save(tmp_path / "sensor.keras")
 
-    summary = run_pipeline(tmp_path / "project", tmp_path / "sensor.keras", tmp_path / "sensors.npz", {"kind": "regression"})
+    summary = run_pipeline(
+        tmp_path / "project", tmp_path / "sensor.keras", tmp_path / "sensors.npz", {"kind": "regression"}
+    )
     variants, skips = by_name(summary), skipped(summary)
     base = variants["base-float32"]
     assert base["metric"] == "mae" and "accuracy" not in base and base["mae"] == base["score"]
@@ -140,15 +173,25 @@ def test_cnn_with_batch_norm_on_a_directory_of_images(tmp_path):
     write_images(tmp_path / "images")
     x_train, y_train, _, _ = _load_images(tmp_path / "images")
     layers = tf.keras.layers
-    model = tf.keras.Sequential([
-        layers.InputLayer((16, 16)), layers.Reshape((16, 16, 1)), layers.Conv2D(8, 3, use_bias=False),
-        layers.BatchNormalization(), layers.Activation("relu"), layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(3),
-    ])  # fmt: skip
+    model = tf.keras.Sequential(
+        [
+            layers.InputLayer((16, 16)),
+            layers.Reshape((16, 16, 1)),
+            layers.Conv2D(8, 3, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(3),
+        ]
+    )
     model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train / 255.0, y_train, epochs=10, verbose=0)
     model.save(tmp_path / "cnn.keras")
 
-    summary = run_pipeline(tmp_path / "project", tmp_path / "cnn.keras", tmp_path / "images", {"kind": "classification"})
+    summary = run_pipeline(
+        tmp_path / "project", tmp_path / "cnn.keras", tmp_path / "images", {"kind": "classification"}
+    )
     variants, skips = by_name(summary), skipped(summary)
     base = variants["base-float32"]
     assert summary["dataset"]["name"] == "images" and summary["dataset"]["num_test"] == 36
@@ -164,11 +207,18 @@ def test_cnn_with_batch_norm_on_a_directory_of_images(tmp_path):
 def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
     import tensorflow as tf
 
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.arange(50) % 2,
-             x_test=np.zeros((10, 5), np.float32), y_test=np.arange(10) % 2)  # fmt: skip
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((50, 5), np.float32),
+        y_train=np.arange(50) % 2,
+        x_test=np.zeros((10, 5), np.float32),
+        y_test=np.arange(10) % 2,
+    )
     tf.keras.Sequential([tf.keras.layers.InputLayer((7,)), tf.keras.layers.Dense(2)]).save(tmp_path / "m.keras")
     make_project(tmp_path / "p", reference={"dir": None})
-    result = run_cli(["run", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p")
+    result = run_cli(
+        ["run", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "tinyopt: error: the model takes inputs of shape (7,), the data has (5,)" in result.stderr
     bad = run_cli(["run", "--model", str(tmp_path / "nope.keras")], cwd=tmp_path / "p")
@@ -178,10 +228,17 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
 def test_a_keras_3_model_is_refused_with_the_fix(tmp_path):
     import keras  # Keras 3, as a user of TensorFlow >= 2.16 gets by default
 
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((50, 5), np.float32), y_train=np.arange(50) % 2,
-             x_test=np.zeros((10, 5), np.float32), y_test=np.arange(10) % 2)  # fmt: skip
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((50, 5), np.float32),
+        y_train=np.arange(50) % 2,
+        x_test=np.zeros((10, 5), np.float32),
+        y_test=np.arange(10) % 2,
+    )
     keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(2)]).save(tmp_path / "k3.keras")
     make_project(tmp_path / "p", reference={"dir": None})
-    result = run_cli(["run", "--model", str(tmp_path / "k3.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p")
+    result = run_cli(
+        ["run", "--model", str(tmp_path / "k3.keras"), "--data", str(tmp_path / "d.npz")], cwd=tmp_path / "p"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "saved by Keras 3, and tfmot optimizes Keras 2 (tf-keras) models only" in result.stderr

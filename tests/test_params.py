@@ -35,13 +35,22 @@ def test_digest_changes_with_any_knob():
         ({"train": {"epochs": 0}}, "'train.epochs': Input should be greater than or equal to 1, got 0"),
         ({"train": {"learning_rate": -1}}, "'train.learning_rate': Input should be greater than 0"),
         ({"data": {"validation_fraction": 0.9}}, "'data.validation_fraction': Input should be less than 0.5"),
-        ({"data": {"dataset": "cifar"}}, "'data.dataset' must be one of 'fashion-mnist', 'mnist', 'npz', 'idx' or 'images'"),
+        (
+            {"data": {"dataset": "cifar"}},
+            "'data.dataset' must be one of 'fashion-mnist', 'mnist', 'npz', 'idx' or 'images'",
+        ),
         ({"data": {"dataset": "npz"}}, "data.path is required when data.dataset is npz"),
         ({"data": {"path": "x.npz"}}, "data.path is only used when data.dataset is one of npz, idx, images"),
-        ({"task": {"kind": "regression", "metric": "accuracy"}}, "task.metric accuracy does not score a regression task"),
+        (
+            {"task": {"kind": "regression", "metric": "accuracy"}},
+            "task.metric accuracy does not score a regression task",
+        ),
         ({"schedule": {"cron": "every night"}}, "schedule.cron: 'every night' is not a cron expression"),
         ({"schedule": {"timezone": "Mars/Olympus"}}, "schedule.timezone: unknown time zone 'Mars/Olympus'"),
-        ({"schedule": {"objective": "cheapest"}}, "schedule.objective: no objective 'cheapest' (objectives: smallest-ota,"),
+        (
+            {"schedule": {"objective": "cheapest"}},
+            "schedule.objective: no objective 'cheapest' (objectives: smallest-ota,",
+        ),
         ({"schedule": {"channel": "beta"}}, "schedule.channel: no channel 'beta' (channels: canary, stable)"),
         ([1, 2], "the top level must be a mapping"),
     ],
@@ -109,15 +118,26 @@ def test_true_or_false_is_never_a_number(key: str):
 
 
 def test_the_bool_check_covers_every_numeric_knob():
-    assert {"seed", "train.epochs", "train.learning_rate", "data.validation_fraction", "data.train_limit",
-            "techniques.prune.target_sparsity", "conversion.batch_size", "benchmark.latency_repeats"} <= set(NUMBER_KEYS)
+    assert {
+        "seed",
+        "train.epochs",
+        "train.learning_rate",
+        "data.validation_fraction",
+        "data.train_limit",
+        "techniques.prune.target_sparsity",
+        "conversion.batch_size",
+        "benchmark.latency_repeats",
+    } <= set(NUMBER_KEYS)
     assert parse_params({"conversion": {"strip_names": False}}).conversion.strip_names is False  # a real bool still is
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("train:\n  epochs: 3\n  batch_size: 8\n  epochs: 30\n", r"at line 4, column 3: the key 'epochs' is given twice"),
+        (
+            "train:\n  epochs: 3\n  batch_size: 8\n  epochs: 30\n",
+            r"at line 4, column 3: the key 'epochs' is given twice",
+        ),
         ("seed: 1\nseed: 2\n", r"at line 2, column 1: the key 'seed' is given twice"),
         ("", r"empty file"),
         ("   \n\n", r"empty file"),

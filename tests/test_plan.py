@@ -39,19 +39,48 @@ def test_a_chain_listed_twice_is_rejected():
 
 def test_default_plan_covers_every_component_of_the_paper():
     steps = {step for chain in DEFAULT_PLAN for step in chain}
-    assert steps == {"float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8", "prune",
-                     "prune_2_4", "cluster", "sp_cluster", "qat", "pqat", "cqat", "pcqat", "separable", "graph"}  # fmt: skip
+    assert steps == {
+        "float32",
+        "float16",
+        "dynamic_range",
+        "int8_fallback",
+        "int8",
+        "int16x8",
+        "prune",
+        "prune_2_4",
+        "cluster",
+        "sp_cluster",
+        "qat",
+        "pqat",
+        "cqat",
+        "pcqat",
+        "separable",
+        "graph",
+    }
     for technique in ("prune", "cluster", "qat", "separable"):
         assert {chain[-1] for chain in DEFAULT_PLAN if chain[:-1] == [technique]} == {
-            "float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8"
+            "float32",
+            "float16",
+            "dynamic_range",
+            "int8_fallback",
+            "int8",
+            "int16x8",
         }
 
 
 def test_shared_prefixes_are_one_model_each():
-    chains = [["prune", "int8"], ["prune", "float16"], ["prune", "sp_cluster", "int8"],
-              ["prune", "sp_cluster", "pcqat", "int8"], ["cluster", "int8"]]  # fmt: skip
+    chains = [
+        ["prune", "int8"],
+        ["prune", "float16"],
+        ["prune", "sp_cluster", "int8"],
+        ["prune", "sp_cluster", "pcqat", "int8"],
+        ["cluster", "int8"],
+    ]
     assert planning.technique_prefixes(chains) == [
-        ("cluster",), ("prune",), ("prune", "sp_cluster"), ("prune", "sp_cluster", "pcqat")
+        ("cluster",),
+        ("prune",),
+        ("prune", "sp_cluster"),
+        ("prune", "sp_cluster", "pcqat"),
     ]
 
 

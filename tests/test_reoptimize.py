@@ -11,25 +11,46 @@ import yaml
 from tasks.promote import replaces_production
 from tests.conftest import full_params
 
-PICK = {"name": "qat-int8", "metric": "accuracy", "score": 0.8994, "fits": {"nano33ble": True, "uno": False}, "sha256": "aa"}
-PRODUCTION = {"model_name": "fashion-mnist-nano33ble", "version": 4, "name": "base-int8", "metric": "accuracy",
-              "score": 0.8971, "sha256": "bb"}  # fmt: skip
+PICK = {
+    "name": "qat-int8",
+    "metric": "accuracy",
+    "score": 0.8994,
+    "fits": {"nano33ble": True, "uno": False},
+    "sha256": "aa",
+}
+PRODUCTION = {
+    "model_name": "fashion-mnist-nano33ble",
+    "version": 4,
+    "name": "base-int8",
+    "metric": "accuracy",
+    "score": 0.8971,
+    "sha256": "bb",
+}
 
 
 def test_a_better_pick_that_fits_replaces_production():
     replace, why = replaces_production(PICK, PRODUCTION, "nano33ble")
     assert replace
-    assert why == ("the new pick qat-int8 (accuracy 0.8994) beats what production serves fashion-mnist-nano33ble v4 "
-                   "(base-int8, accuracy 0.8971)")  # fmt: skip
-    assert replaces_production(PICK, None, "nano33ble") == (True, "nothing in production yet; qat-int8 (accuracy 0.8994) fits nano33ble")
+    assert why == (
+        "the new pick qat-int8 (accuracy 0.8994) beats what production serves fashion-mnist-nano33ble v4 "
+        "(base-int8, accuracy 0.8971)"
+    )
+    assert replaces_production(PICK, None, "nano33ble") == (
+        True,
+        "nothing in production yet; qat-int8 (accuracy 0.8994) fits nano33ble",
+    )
 
 
 def test_production_stays_unless_the_pick_is_strictly_better_and_fits():
     assert replaces_production(PICK, dict(PRODUCTION, score=0.8994), "nano33ble")[1].endswith("is not better")
     assert replaces_production(PICK, dict(PRODUCTION, score=0.91), "nano33ble")[0] is False
-    assert replaces_production(PICK, dict(PRODUCTION, sha256="aa"), "nano33ble")[1].endswith("the same model as the new pick")
+    assert replaces_production(PICK, dict(PRODUCTION, sha256="aa"), "nano33ble")[1].endswith(
+        "the same model as the new pick"
+    )
     assert replaces_production(PICK, None, "uno") == (False, "the new pick qat-int8 (accuracy 0.8994) does not fit uno")
-    assert not replaces_production(PICK, dict(PRODUCTION, metric="mae"), "nano33ble")[0]  # unlike metrics: a person decides
+    assert not replaces_production(PICK, dict(PRODUCTION, metric="mae"), "nano33ble")[
+        0
+    ]  # unlike metrics: a person decides
     mae = dict(PICK, metric="mae", score=0.20)
     assert replaces_production(mae, dict(PRODUCTION, metric="mae", score=0.25), "nano33ble")[0]  # lower error is better
 
@@ -47,7 +68,10 @@ def test_deployments_follow_the_schedule_section(tmp_path):
     on_demand, nightly = deployments(str(path))
     assert (on_demand.name, on_demand.schedules) == ("on-demand", [])
     assert nightly.name == "nightly" and len(nightly.schedules) == 1
-    assert (nightly.schedules[0].schedule.cron, nightly.schedules[0].schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
+    assert (nightly.schedules[0].schedule.cron, nightly.schedules[0].schedule.timezone) == (
+        "30 3 * * 1-5",
+        "Europe/Berlin",
+    )
     for deployment in (on_demand, nightly):
         assert deployment.entrypoint == "flows.reoptimize.reoptimize"  # importable from any working directory
         assert deployment.parameters == {"params_path": str(path.resolve())}

@@ -17,15 +17,24 @@ from tests.conftest import free_port, make_project, needs_fashion, run_cli, wait
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 
-SMALL = dict(seed=3, data={"train_limit": 1200, "test_limit": 300}, train={"epochs": 1},
-             techniques={"prune": {"fine_tune_epochs": 1}, "cluster": {"fine_tune_epochs": 1}},
-             conversion={"calibration_samples": 64}, plan=[["float32"], ["int8"], ["prune", "int8"], ["cluster", "int8"]],
-             reference={"dir": None}, benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
+SMALL = dict(
+    seed=3,
+    data={"train_limit": 1200, "test_limit": 300},
+    train={"epochs": 1},
+    techniques={"prune": {"fine_tune_epochs": 1}, "cluster": {"fine_tune_epochs": 1}},
+    conversion={"calibration_samples": 64},
+    plan=[["float32"], ["int8"], ["prune", "int8"], ["cluster", "int8"]],
+    reference={"dir": None},
+    benchmark={"latency_warmup": 2, "latency_repeats": 20},
+)
 
 
 def fingerprints(root) -> dict:
     summary = json.loads((root / "reports" / "latest" / "summary.json").read_text())
-    return {v["name"]: (v["score"], hashlib.sha256((root / v["tflite"]).read_bytes()).hexdigest()) for v in summary["variants"]}
+    return {
+        v["name"]: (v["score"], hashlib.sha256((root / v["tflite"]).read_bytes()).hexdigest())
+        for v in summary["variants"]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +62,19 @@ def test_a_dask_scheduler_at_an_address_gives_identical_variants(on_threads, tmp
     root = make_project(tmp_path / "project", runner={"kind": "dask", "address": f"tcp://127.0.0.1:{port}"}, **SMALL)
     env = {**os.environ, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(root / ".tinyopt" / "prefect-results")}
     with (tmp_path / "dask.log").open("w") as log:
-        scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(port)
-        worker = subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
-                                  cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = subprocess.Popen(
+            [dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         done = run_cli(["run"], cwd=root)
         assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "dask.log").read_text()[-2000:]

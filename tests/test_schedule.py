@@ -26,13 +26,21 @@ PREFECT = [sys.executable, "-m", "prefect"]
 def prefect_api(tmp_path_factory):
     """A real Prefect server (API, scheduler and the other services) on loopback, with its own database."""
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-server")), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-server")),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     log = tmp_path_factory.mktemp("logs") / "prefect-server.log"
     with log.open("w") as out:
-        server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        server = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     wait_for_port(port, timeout=120)
     yield f"http://127.0.0.1:{port}/api"
     server.send_signal(signal.SIGINT)
@@ -41,7 +49,7 @@ def prefect_api(tmp_path_factory):
 
 def next_minute_cron(margin_seconds: int = 25) -> tuple[str, dt.datetime]:
     """A daily cron (a nightly schedule's shape) for the first whole minute at least `margin_seconds` away."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     slot = (now + dt.timedelta(seconds=margin_seconds + 60)).replace(second=0, microsecond=0)
     return f"{slot.minute} {slot.hour} * * *", slot
 
@@ -50,14 +58,23 @@ def next_minute_cron(margin_seconds: int = 25) -> tuple[str, dt.datetime]:
 def project(tmp_path_factory, s3_endpoint, keys, prefect_api) -> tuple[Path, dict]:
     cron, slot = next_minute_cron()
     root = make_project(
-        tmp_path_factory.mktemp("project"), seed=5, data={"train_limit": 1000, "test_limit": 300},
-        train={"epochs": 1}, conversion={"calibration_samples": 64}, plan=[["float32"], ["int8"]],
-        reference={"dir": None}, benchmark={"latency_warmup": 2, "latency_repeats": 20},
+        tmp_path_factory.mktemp("project"),
+        seed=5,
+        data={"train_limit": 1000, "test_limit": 300},
+        train={"epochs": 1},
+        conversion={"calibration_samples": 64},
+        plan=[["float32"], ["int8"]],
+        reference={"dir": None},
+        benchmark={"latency_warmup": 2, "latency_repeats": 20},
         fleet={"bucket": BUCKET, "endpoint_url": s3_endpoint},
         schedule={"cron": cron, "timezone": "UTC", "objective": "best-on-nano33ble", "channel": "stable"},
-    )  # fmt: skip
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "TINYOPT_SIGNING_KEY_FILE": str(keys[0]),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # fmt: skip
+    )
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "TINYOPT_SIGNING_KEY_FILE": str(keys[0]),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
     return root, {"env": env, "slot": slot, "cron": cron, "s3": s3_endpoint}
 
 
@@ -65,7 +82,11 @@ def flow_runs(api_url: str, deployment: str) -> list[dict]:
     """The flow runs of a deployment (`flow/name`), from the server's REST API."""
     import httpx
 
-    body = {"deployments": {"name": {"any_": [deployment.split("/")[1]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 50}
+    body = {
+        "deployments": {"name": {"any_": [deployment.split("/")[1]]}},
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 50,
+    }
     response = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
@@ -105,8 +126,13 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
     try:
         # The server's scheduler creates the nightly run; the serve process runs it.
         api_url = env["PREFECT_API_URL"]
-        run = wait_for_run(api_url, "reoptimize/nightly", timeout=(ctx["slot"] - dt.datetime.now(dt.timezone.utc)).seconds + 300,
-                           runner=serve, log=log)
+        run = wait_for_run(
+            api_url,
+            "reoptimize/nightly",
+            timeout=(ctx["slot"] - dt.datetime.now(dt.UTC)).seconds + 300,
+            runner=serve,
+            log=log,
+        )
         assert run["state_type"] == "COMPLETED", log.read_text()[-4000:]
         assert run["auto_scheduled"] and dt.datetime.fromisoformat(run["expected_start_time"]) == ctx["slot"]
         assert run["parameters"] == {"params_path": str((root / "params.yaml").resolve())}
@@ -128,13 +154,21 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
 
         manifest = peek(s3.get_object(Bucket=BUCKET, Key="fleet/channels/stable/manifest.json")["Body"].read())
         assert (manifest["sha256"], manifest["channel"], manifest["sequence"]) == (
-            production.tags["sha256"], "stable", 1)  # fmt: skip
+            production.tags["sha256"],
+            "stable",
+            1,
+        )
 
         # On demand: the same data and params, so every step comes from the cache and the pick is what
         # production serves already: nothing is registered or published.
         started = time.monotonic()
-        done = subprocess.run([*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
-                              env=env, capture_output=True, text=True, timeout=360)  # fmt: skip
+        done = subprocess.run(
+            [*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=360,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log.read_text()[-3000:]
         second = decisions(root)[-1]
         assert not second["replace"] and "the same model as the new pick" in second["why"], second
@@ -154,23 +188,41 @@ def test_deploy_to_a_work_pool_run_by_a_worker(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["schedule"]["cron"] = None  # on demand only: no nightly deployment is (re)created
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    done = subprocess.run([*TINYOPT, "deploy", "--pool", "tinyopt-test"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*TINYOPT, "deploy", "--pool", "tinyopt-test"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "deployed reoptimize/on-demand to pool tinyopt-test" in done.stdout
     deployment = read_deployment(env["PREFECT_API_URL"], "reoptimize/on-demand")
     pool = [deployment[k] for k in ("work_pool_name", "job_variables", "entrypoint")] + [len(deployment["schedules"])]
-    assert pool == ["tinyopt-test", {"working_dir": str(root.resolve()), "env": {
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(root.resolve() / ".tinyopt" / "prefect-results")}},
-        "flows.reoptimize.reoptimize", 0]  # fmt: skip
+    assert pool == [
+        "tinyopt-test",
+        {
+            "working_dir": str(root.resolve()),
+            "env": {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(root.resolve() / ".tinyopt" / "prefect-results")},
+        },
+        "flows.reoptimize.reoptimize",
+        0,
+    ]
 
     log = root / "worker.log"
     with log.open("w") as out:
-        worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "tinyopt-test", "--type", "process"],
-                                  cwd="/", env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = subprocess.Popen(
+            [*PREFECT, "worker", "start", "--pool", "tinyopt-test", "--type", "process"],
+            cwd="/",
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         before = len(decisions(root))
-        done = subprocess.run([*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
-                              env=env, capture_output=True, text=True, timeout=360)  # fmt: skip
+        done = subprocess.run(
+            [*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=360,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log.read_text()[-3000:]
         assert len(decisions(root)) == before + 1  # it ran in the project (working_dir), though the worker is in /
         assert not decisions(root)[-1]["replace"]
@@ -186,6 +238,12 @@ def test_serve_without_a_server_says_so_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "is unreachable" in done.stderr and "PREFECT_API_URL" in done.stderr
     env.pop("PREFECT_API_URL")
-    done = subprocess.run([*TINYOPT, "deploy", "--pool", "p"], cwd=root, env={**env, "PREFECT_HOME": str(tmp_path / "ph")},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [*TINYOPT, "deploy", "--pool", "p"],
+        cwd=root,
+        env={**env, "PREFECT_HOME": str(tmp_path / "ph")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "need a Prefect server" in done.stderr and done.stderr.count("\n") == 1, done.stderr

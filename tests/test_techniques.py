@@ -19,11 +19,20 @@ from tasks.prune import prune_2_4, prune_magnitude
 from tasks.qat import quantize_aware_train
 from tasks.separable import make_separable
 from tasks.train import train_baseline
-from tests.conftest import prepare_fashion_slice, needs_fashion
+from tests.conftest import needs_fashion, prepare_fashion_slice
 from tinyopt.errors import NotApplicable
 from tinyopt.litert import load_interpreter
 from tinyopt.models import kernels, load_model
-from tinyopt.params import TaskParams, ClusterParams, ConversionParams, ModelParams, PruneParams, QatParams, StructuredPruneParams, TrainParams
+from tinyopt.params import (
+    ClusterParams,
+    ConversionParams,
+    ModelParams,
+    PruneParams,
+    QatParams,
+    StructuredPruneParams,
+    TaskParams,
+    TrainParams,
+)
 
 pytestmark = needs_fashion
 TRAIN = TrainParams(epochs=1, batch_size=64)
@@ -72,8 +81,16 @@ def test_clustered_layers_have_at_most_n_unique_values(prepared, base, tmp_path)
 
 
 def test_sparsity_preserving_clustering_keeps_the_pruned_zeros(prepared, pruned, tmp_path):
-    record = cluster_model(Path(pruned.model_path), prepared, ClusterParams(clusters=8, fine_tune_epochs=1), TRAIN,
-                           TASK, SEED, tmp_path, preserve_sparsity=True)  # fmt: skip
+    record = cluster_model(
+        Path(pruned.model_path),
+        prepared,
+        ClusterParams(clusters=8, fine_tune_epochs=1),
+        TRAIN,
+        TASK,
+        SEED,
+        tmp_path,
+        preserve_sparsity=True,
+    )
     before, after = kernels(load_model(pruned.model_path)), kernels(load_model(record.model_path))
     for name in before:
         assert ((before[name] == 0) <= (after[name] == 0)).all(), name  # every zero stays zero
@@ -86,7 +103,14 @@ def tensor_dtypes(path: Path) -> set[str]:
 
 
 def test_full_integer_int8_has_int8_io_and_no_float_tensors(prepared, pruned, tmp_path):
-    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
+    record = convert_model(
+        Path(pruned.model_path),
+        "int8",
+        tmp_path / "m.tflite",
+        prepared,
+        ConversionParams(calibration_samples=100),
+        SEED,
+    )
     assert (record.input_dtype, record.output_dtype) == ("int8", "int8")
     assert tensor_dtypes(tmp_path / "m.tflite") <= {"int8", "int32"}  # no float op anywhere
 
@@ -94,11 +118,20 @@ def test_full_integer_int8_has_int8_io_and_no_float_tensors(prepared, pruned, tm
 def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
     sizes = {}
     for conversion, io, must_have in [
-        ("float32", "float32", {"float32"}), ("float16", "float32", {"float16"}),
-        ("dynamic_range", "float32", {"int8", "float32"}), ("int8_fallback", "float32", {"int8", "float32"}),
+        ("float32", "float32", {"float32"}),
+        ("float16", "float32", {"float16"}),
+        ("dynamic_range", "float32", {"int8", "float32"}),
+        ("int8_fallback", "float32", {"int8", "float32"}),
         ("int16x8", "float32", {"int16", "int8"}),
-    ]:  # fmt: skip
-        record = convert_model(base, conversion, tmp_path / f"{conversion}.tflite", prepared, ConversionParams(calibration_samples=50), SEED)
+    ]:
+        record = convert_model(
+            base,
+            conversion,
+            tmp_path / f"{conversion}.tflite",
+            prepared,
+            ConversionParams(calibration_samples=50),
+            SEED,
+        )
         assert record.input_dtype == io and record.output_dtype == io, conversion
         assert must_have <= tensor_dtypes(tmp_path / f"{conversion}.tflite"), conversion
         assert record.calibration_samples == (50 if conversion in ("int8_fallback", "int16x8") else 0)
@@ -109,10 +142,19 @@ def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
 def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path):
     settings = QatParams(fine_tune_epochs=1)
     qat = quantize_aware_train(base, prepared, "qat", settings, TRAIN, TASK, SEED, tmp_path / "qat")
-    pqat = quantize_aware_train(Path(pruned.model_path), prepared, "pqat", settings, TRAIN, TASK, SEED, tmp_path / "pqat")
+    pqat = quantize_aware_train(
+        Path(pruned.model_path), prepared, "pqat", settings, TRAIN, TASK, SEED, tmp_path / "pqat"
+    )
     assert Path(qat.model_path).is_dir()  # SavedModel: tfmot's wrappers do not survive .keras
     for record in (qat, pqat):
-        converted = convert_model(Path(record.model_path), "int8", tmp_path / f"{record.step}.tflite", prepared, ConversionParams(calibration_samples=50), SEED)
+        converted = convert_model(
+            Path(record.model_path),
+            "int8",
+            tmp_path / f"{record.step}.tflite",
+            prepared,
+            ConversionParams(calibration_samples=50),
+            SEED,
+        )
         assert converted.input_dtype == "int8"
         assert evaluate_tflite(Path(converted.tflite_path), prepared).score > 0.5
     assert pqat.sparsity == pytest.approx(pruned.sparsity, abs=0.01)  # PQAT keeps the zeros
@@ -122,14 +164,21 @@ def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared,
     """evaluate_tflite's figure equals a plain LiteRT loop over the test set, one example at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
-    record = convert_model(Path(pruned.model_path), "int8", tmp_path / "m.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
+    record = convert_model(
+        Path(pruned.model_path),
+        "int8",
+        tmp_path / "m.tflite",
+        prepared,
+        ConversionParams(calibration_samples=100),
+        SEED,
+    )
     data = load_prepared(prepared)
     interpreter = Interpreter(model_path=record.tflite_path)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero = inp["quantization"]
     correct = 0
-    for x, y in zip(data["x_test"], data["y_test"]):
+    for x, y in zip(data["x_test"], data["y_test"], strict=False):
         interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None])
         interpreter.invoke()
         correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == y)
@@ -139,10 +188,20 @@ def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared,
 def test_a_chain_is_reproducible_with_the_same_seed(prepared, base, pruned, tmp_path):
     settings = PruneParams(target_sparsity=0.75, initial_sparsity=0.3, fine_tune_epochs=1)
     again = prune_magnitude(base, prepared, settings, TRAIN, TASK, SEED, tmp_path / "again")
-    for a, b in zip(load_model(pruned.model_path).get_weights(), load_model(again.model_path).get_weights()):
+    weights = load_model(pruned.model_path).get_weights(), load_model(again.model_path).get_weights()
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
-    first = convert_model(Path(pruned.model_path), "int8", tmp_path / "a.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
-    second = convert_model(Path(again.model_path), "int8", tmp_path / "b.tflite", prepared, ConversionParams(calibration_samples=100), SEED)
+    first = convert_model(
+        Path(pruned.model_path),
+        "int8",
+        tmp_path / "a.tflite",
+        prepared,
+        ConversionParams(calibration_samples=100),
+        SEED,
+    )
+    second = convert_model(
+        Path(again.model_path), "int8", tmp_path / "b.tflite", prepared, ConversionParams(calibration_samples=100), SEED
+    )
     assert Path(first.tflite_path).read_bytes() == Path(second.tflite_path).read_bytes()
 
 
@@ -161,7 +220,9 @@ def test_separable_on_a_model_without_conv2d_is_not_applicable(prepared, tmp_pat
     from tinyopt.models import save_model
     from tinyopt.params import SeparableParams
 
-    mlp = tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)])
+    mlp = tf.keras.Sequential(
+        [tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]
+    )
     save_model(mlp, tmp_path / "mlp.keras")
     with pytest.raises(NotApplicable, match="no Conv2D"):
         make_separable(tmp_path / "mlp.keras", prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path / "out")
@@ -171,10 +232,16 @@ def test_graph_folds_batch_norm_and_activation_without_changing_outputs():
     import tensorflow as tf
 
     layers = tf.keras.layers
-    model = tf.keras.Sequential([
-        layers.InputLayer((12, 12, 3)), layers.Conv2D(8, 3, use_bias=False, name="conv"),
-        layers.BatchNormalization(name="bn"), layers.Activation("relu", name="act"), layers.Flatten(), layers.Dense(4),
-    ])  # fmt: skip
+    model = tf.keras.Sequential(
+        [
+            layers.InputLayer((12, 12, 3)),
+            layers.Conv2D(8, 3, use_bias=False, name="conv"),
+            layers.BatchNormalization(name="bn"),
+            layers.Activation("relu", name="act"),
+            layers.Flatten(),
+            layers.Dense(4),
+        ]
+    )
     rng = np.random.default_rng(0)
     bn = model.layers[1]
     bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8), rng.uniform(0.5, 2, 8)])
@@ -205,6 +272,8 @@ def test_c_array_compiles_and_holds_the_model_bytes(base, tmp_path):
         '#include <cstdio>\n#include "base-float32.h"\n'
         "int main() { std::fwrite(g_base_float32_model, 1, g_base_float32_model_len, stdout); return 0; }\n"
     )
-    subprocess.run(["g++", "-std=c++17", "-o", str(tmp_path / "dump"), str(main), str(source)], check=True, cwd=tmp_path)
+    subprocess.run(
+        ["g++", "-std=c++17", "-o", str(tmp_path / "dump"), str(main), str(source)], check=True, cwd=tmp_path
+    )
     dumped = subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True).stdout
     assert dumped == tflite.read_bytes()

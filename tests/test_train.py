@@ -11,7 +11,7 @@ from tasks.convert import convert_model
 from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
-from tests.conftest import prepare_fashion_slice, needs_fashion, run_cli
+from tests.conftest import needs_fashion, prepare_fashion_slice, run_cli
 from tinyopt import litert
 from tinyopt.errors import UserError
 from tinyopt.models import load_model as load_keras_model
@@ -28,7 +28,9 @@ def prepared(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
-    return train_baseline(prepared, ModelParams(), TINY, TaskParams(), seed=11, out_dir=tmp_path_factory.mktemp("baseline"))
+    return train_baseline(
+        prepared, ModelParams(), TINY, TaskParams(), seed=11, out_dir=tmp_path_factory.mktemp("baseline")
+    )
 
 
 def test_training_writes_the_paper_cnn_and_learns(trained):
@@ -43,7 +45,7 @@ def test_training_writes_the_paper_cnn_and_learns(trained):
 def test_same_seed_gives_the_same_model(prepared, trained, tmp_path):
     again = train_baseline(prepared, ModelParams(), TINY, TaskParams(), seed=11, out_dir=tmp_path)
     first, second = load_keras_model(trained.model_path), load_keras_model(again.model_path)
-    for a, b in zip(first.get_weights(), second.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
 
 

@@ -31,14 +31,25 @@ SCREENSHOTS = Path(os.environ.get("TINYOPT_TEST_ARTIFACTS", "test-artifacts"))
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """`tinyopt ui` on loopback, in its own process group (MLflow starts helper processes)."""
-    root = make_project(tmp_path_factory.mktemp("ui-project"), seed=5, data={"train_limit": 600, "test_limit": 200},
-                        train={"epochs": 1}, plan=[["float32"], ["int8"]], reference={"dir": None},
-                        benchmark={"latency_warmup": 2, "latency_repeats": 20})  # fmt: skip
+    root = make_project(
+        tmp_path_factory.mktemp("ui-project"),
+        seed=5,
+        data={"train_limit": 600, "test_limit": 200},
+        train={"epochs": 1},
+        plan=[["float32"], ["int8"]],
+        reference={"dir": None},
+        benchmark={"latency_warmup": 2, "latency_repeats": 20},
+    )
     port = free_port()
     printed = root / "ui.out"
     with printed.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "tinyopt", "ui", "--port", str(port)], cwd=root,
-                                  stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tinyopt", "ui", "--port", str(port)],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # MLflow starts four workers and its job runner: minutes on a busy 2-core machine
     while time.monotonic() < deadline:
@@ -73,9 +84,15 @@ def test_parent_and_variant_runs_are_visible_in_the_browser(ui):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(runs_url)  # what `tinyopt ui` printed
         parent = page.get_by_role("row").filter(has_text=f"pipeline {summary['run_id']}")

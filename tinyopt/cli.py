@@ -57,7 +57,11 @@ class _Cli(click.Group):
 
 
 params_option = click.option(
-    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
     help="the params file (the one place for knobs)",
 )
 
@@ -70,9 +74,16 @@ def main() -> None:
 
 @main.command()
 @params_option
-@click.option("--model", "model_path", default=None, type=click.Path(), help="your trained Keras model (.keras, .h5, SavedModel)")
-@click.option("--data", "data_path", default=None, type=click.Path(),
-              help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class")
+@click.option(
+    "--model", "model_path", default=None, type=click.Path(), help="your trained Keras model (.keras, .h5, SavedModel)"
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(),
+    help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class",
+)
 def run(params_path: str, model_path: str | None, data_path: str | None) -> None:
     """Run the whole pipeline as the Prefect flow `optimize`."""
     from tinyopt import console, prefect_home, tracking
@@ -109,7 +120,8 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     click.echo(
         f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
         f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
-        f"MLflow: {summary['mlflow_tracking_uri']} (experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+        f"MLflow: {summary['mlflow_tracking_uri']} "
+        f"(experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
     )
 
 
@@ -122,8 +134,13 @@ def _run_writes() -> list[Path]:
     """The directories a run writes (checked before it starts)."""
     from tinyopt import tracking
 
-    places = [layout.DATA_ROOT, layout.ARTIFACTS, layout.REPORTS, Path(os.environ["PREFECT_HOME"]),
-              Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])]  # fmt: skip
+    places = [
+        layout.DATA_ROOT,
+        layout.ARTIFACTS,
+        layout.REPORTS,
+        Path(os.environ["PREFECT_HOME"]),
+        Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]),
+    ]
     if tracking.tracking_uri().startswith("sqlite:"):
         places += [layout.MLFLOW_DB.parent, layout.MLFLOW_ARTIFACTS]
     return places
@@ -135,8 +152,17 @@ def variants_table(summary: dict) -> str:
     rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena")]
     for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
         arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
-        rows.append((v["name"], f"{v['raw_bytes']:,}", f"{v['gzip_bytes']:,}", f"{v['score']:.4f}",
-                     f"{v['latency_us_p50']:.1f}", f"{v['input_dtype']}/{v['output_dtype']}", arena))  # fmt: skip
+        rows.append(
+            (
+                v["name"],
+                f"{v['raw_bytes']:,}",
+                f"{v['gzip_bytes']:,}",
+                f"{v['score']:.4f}",
+                f"{v['latency_us_p50']:.1f}",
+                f"{v['input_dtype']}/{v['output_dtype']}",
+                arena,
+            )
+        )
     return aligned(rows)
 
 
@@ -144,7 +170,9 @@ def aligned(rows) -> str:
     """Rows of strings as columns: the first left-aligned, the others right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        )
         for row in rows
     )
 
@@ -172,7 +200,9 @@ def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
 
     params = load_params(params_path)
     raw = Path(raw_dir) if raw_dir else layout.DATA_ROOT / params.data.dataset
-    _warn(check_data(load_raw(params.data.dataset, raw, params.data), params.data, params.seed, params.task, str(raw))[1])
+    _warn(
+        check_data(load_raw(params.data.dataset, raw, params.data), params.data, params.seed, params.task, str(raw))[1]
+    )
     record = prepare_dataset(raw, params.data, params.seed, Path(out))
     click.echo(f"{record.path}: {record.num_train} train / {record.num_val} val / {record.num_test} test")
 
@@ -197,11 +227,20 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
 
 @main.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--conversion", default="float32", show_default=True,
-              help="float32, float16, dynamic_range, int8_fallback, int8 or int16x8")
+@click.option(
+    "--conversion",
+    default="float32",
+    show_default=True,
+    help="float32, float16, dynamic_range, int8_fallback, int8 or int16x8",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False),
-              help="training data to calibrate integer conversions on")
+@click.option(
+    "--prepared",
+    default=str(layout.PREPARED),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="training data to calibrate integer conversions on",
+)
 @params_option
 def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
     """Convert a Keras model file to .tflite (and a C array beside it), with params.yaml's conversion
@@ -234,8 +273,13 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False),
-              help="the prepared data (its test split scores the models)")
+@click.option(
+    "--prepared",
+    default=str(layout.PREPARED),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the prepared data (its test split scores the models)",
+)
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
 @params_option
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
@@ -264,8 +308,9 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     edges = {str(f): benchmark_tflite(f, Path(prepared)) for f in files}
     evaluations = {str(f): evaluate_tflite(f, Path(prepared), params.task.score_metric) for f in files}
     latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
-    records = [model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params)
-               for f in files]  # fmt: skip
+    records = [
+        model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params) for f in files
+    ]
     from tasks.report import model_rows
 
     click.echo(aligned(model_rows(records)))
@@ -274,7 +319,9 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
 
 
 @main.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="a directory outside the project")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="a directory outside the project"
+)
 @click.option("--force", is_flag=True, help="replace an existing key pair (devices then need the new signing.pub)")
 @params_option
 def keygen(out_dir: str, force: bool, params_path: str) -> None:
@@ -283,10 +330,13 @@ def keygen(out_dir: str, force: bool, params_path: str) -> None:
 
     project = signing.project_of(Path(params_path))
     if signing.inside_project(Path(out_dir), project):
-        raise UserError(f"{out_dir}: inside the project or a git working tree; keys must live outside both "
-                        "(e.g. ~/.tinyopt-keys)")  # fmt: skip
+        raise UserError(
+            f"{out_dir}: inside the project or a git working tree; keys must live outside both (e.g. ~/.tinyopt-keys)"
+        )
     private, public = signing.generate_keys(Path(out_dir).expanduser(), force)
-    click.echo(f"private key: {private} (export TINYOPT_SIGNING_KEY_FILE={private})\npublic key: {public} (give it to devices)")
+    click.echo(
+        f"private key: {private} (export TINYOPT_SIGNING_KEY_FILE={private})\npublic key: {public} (give it to devices)"
+    )
 
 
 @main.command()
@@ -296,8 +346,14 @@ def keygen(out_dir: str, force: bool, params_path: str) -> None:
 @click.option("--name", "model_name", default=None, help="registered model name (default: <dataset>-<profile>)")
 @click.option("--summary", "summary_path", default=str(layout.REPORTS / "latest" / "summary.json"), show_default=True)
 @params_option
-def register(variant: str | None, objective: str, profile: str | None, model_name: str | None, summary_path: str,
-             params_path: str) -> None:  # fmt: skip
+def register(
+    variant: str | None,
+    objective: str,
+    profile: str | None,
+    model_name: str | None,
+    summary_path: str,
+    params_path: str,
+) -> None:
     """Register a picked variant in MLflow's model registry (alias: candidate)."""
     from tasks.registry import load_summary, register_variant
     from tinyopt.params import check_name, load_params
@@ -337,8 +393,9 @@ def promote(model: str, version: int, channel: str, force: bool, reason: str | N
 
     _quiet_user_errors_in_prefect_logs()
     done = promote_flow(model, version, channel, params_path, reason if force else None)
-    click.echo(f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]}, "
-               f"sequence {done['sequence']})")  # fmt: skip
+    click.echo(
+        f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]}, sequence {done['sequence']})"
+    )
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -350,17 +407,35 @@ def _read_file(path: str, what: str) -> bytes:
 
 @main.command()
 @click.option("--channel", required=True, help="the channel this device is on (a manifest for another is rejected)")
-@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False),
-              help="check this manifest file (with --model) instead of downloading the channel's from S3")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="check this manifest file (with --model) instead of downloading the channel's from S3",
+)
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False))
-@click.option("--into", default="fleet-download", show_default=True,
-              help="where a download keeps the model, manifest and state")  # fmt: skip
-@click.option("--state", "state_path", default=None, type=click.Path(dir_okay=False),
-              help="the device's last accepted sequence (default: INTO/state.json, or state.json beside --model)")
+@click.option(
+    "--into", default="fleet-download", show_default=True, help="where a download keeps the model, manifest and state"
+)
+@click.option(
+    "--state",
+    "state_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="the device's last accepted sequence (default: INTO/state.json, or state.json beside --model)",
+)
 @params_option
-def verify(channel: str, manifest_path: str | None, model_path: str | None, public_key: str, into: str,
-           state_path: str | None, params_path: str) -> None:  # fmt: skip
+def verify(
+    channel: str,
+    manifest_path: str | None,
+    model_path: str | None,
+    public_key: str,
+    into: str,
+    state_path: str | None,
+    params_path: str,
+) -> None:
     """Check a manifest and its model the way a device does: signature, channel, expiry, sequence
     (no downgrade), size and sha256; then record the sequence in the state file."""
     from tasks import promote as promotion
@@ -379,9 +454,11 @@ def verify(channel: str, manifest_path: str | None, model_path: str | None, publ
         if state_path and Path(state_path) != Path(into) / "state.json":
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
         manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
-    click.echo(f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
-               f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
-               "signature good")  # fmt: skip
+    click.echo(
+        f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
+        f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
+        "signature good"
+    )
 
 
 @main.command()
@@ -393,13 +470,20 @@ def rollback(channel: str, params_path: str) -> None:
     from tinyopt.params import load_params
 
     done = roll_back(channel, load_params(params_path), Path(params_path).resolve().parent)
-    click.echo(f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
-               f"sequence {done['sequence']})")  # fmt: skip
+    click.echo(
+        f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
+        f"sequence {done['sequence']})"
+    )
 
 
 @main.command()
-@click.option("--public-key", "public_key", default=None, type=click.Path(dir_okay=False),
-              help="also check each channel's manifest with it (signature, schema, expiry)")
+@click.option(
+    "--public-key",
+    "public_key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also check each channel's manifest with it (signature, schema, expiry)",
+)
 @params_option
 def status(public_key: str | None, params_path: str) -> None:
     """What each fleet channel serves now."""
@@ -415,9 +499,11 @@ def status(public_key: str | None, params_path: str) -> None:
         elif shown is None or "model_name" not in shown:
             serves = "an unreadable manifest (promote again to re-sign it)"
         else:
-            serves = (f"{shown['model_name']} v{shown['version']} ({shown.get('metric')} {shown.get('score')}, "
-                      f"sha256 {str(shown.get('sha256'))[:12]}, sequence {shown.get('sequence')}, "
-                      f"expires {shown.get('expires')})")  # fmt: skip
+            serves = (
+                f"{shown['model_name']} v{shown['version']} ({shown.get('metric')} {shown.get('score')}, "
+                f"sha256 {str(shown.get('sha256'))[:12]}, sequence {shown.get('sequence')}, "
+                f"expires {shown.get('expires')})"
+            )
         unchecked = " [not verified: pass --public-key]" if row["published"] else ""
         check = f" [{row['check']}]" if row["check"] else unchecked
         click.echo(f"{row['channel']}: {serves}{check}; {row['history']} manifests published")
@@ -432,8 +518,10 @@ def _prefect_server() -> str:
 
     api = get_current_settings().api.url
     if not api:
-        raise UserError("deployments need a Prefect server: start one (`prefect server start`) and set "
-                        "PREFECT_API_URL=http://127.0.0.1:4200/api")  # fmt: skip
+        raise UserError(
+            "deployments need a Prefect server: start one (`prefect server start`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     require_healthy(api, "Prefect server", "start it, or fix PREFECT_API_URL")
     return api
 
@@ -497,13 +585,26 @@ def ui(port: int, host: str, params_path: str) -> None:
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
         raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({tracking.shown(uri)}): open it in a browser")
-    experiment = load_params(params_path).tracking.experiment if Path(params_path).is_file() else TrackingParams().experiment
+    experiment = (
+        load_params(params_path).tracking.experiment if Path(params_path).is_file() else TrackingParams().experiment
+    )
     # An offline tool: no usage data leaves the machine, from the server or from the UI it serves (its
     # UI telemetry follows the server's setting).
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", layout.MLFLOW_ARTIFACTS.resolve().as_uri(),
-               "--host", host, "--port", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        layout.MLFLOW_ARTIFACTS.resolve().as_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     runs = ui_runs_url(f"http://{host}:{port}", experiment)
     click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it); the runs of experiment '{experiment}':\n{runs}")
     raise SystemExit(subprocess.call(command, env=env))

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Lines TensorFlow, XLA, absl and LiteRT write from C++ straight to file descriptor 2, none of them
 # actionable here: absl's notice before its logging is set up, the CUDA probe of a machine without a
@@ -42,8 +43,13 @@ def filter_native_stderr() -> None:
     sys.stderr.flush()
     original = os.dup(2)
     reader, writer = os.pipe()
-    subprocess.Popen([sys.executable, "-c", "import tinyopt.console as c; c._forward_filtered()"],
-                     stdin=reader, stdout=original, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    subprocess.Popen(
+        [sys.executable, "-c", "import tinyopt.console as c; c._forward_filtered()"],
+        stdin=reader,
+        stdout=original,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     os.close(reader)
     os.dup2(writer, 2)
     os.close(writer)
@@ -62,8 +68,11 @@ class _NotPrefectsTaskFinished(logging.Filter):
     """Prefect logs 'Finished in state ...' for every task run; the progress line says it, with the count."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "prefect.task_runs" and record.levelno == logging.INFO
-                    and record.getMessage().startswith("Finished in state"))  # fmt: skip
+        return not (
+            record.name == "prefect.task_runs"
+            and record.levelno == logging.INFO
+            and record.getMessage().startswith("Finished in state")
+        )
 
 
 def quiet_prefect_task_finished() -> None:

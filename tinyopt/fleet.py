@@ -9,7 +9,6 @@ Layout under the prefix:
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from tinyopt.errors import UserError
 from tinyopt.params import FleetParams
@@ -23,9 +22,11 @@ class FleetStore:
         self.bucket, self.prefix = settings.bucket, settings.prefix.strip("/")
         # Transient errors (throttling, 5xx, dropped connections) are retried with exponential backoff.
         self.s3 = boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
             config=Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=30),
-        )  # fmt: skip
+        )
 
     def key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
@@ -41,11 +42,13 @@ class FleetStore:
                 return None
             if code == "NoSuchBucket":
                 raise UserError(f"s3://{self.bucket}: no such bucket; create it or set fleet.bucket") from None
-            raise UserError(f"s3://{self.bucket}: {what} failed ({code}: {exc.response['Error'].get('Message', '')})") from None
+            raise UserError(
+                f"s3://{self.bucket}: {what} failed ({code}: {exc.response['Error'].get('Message', '')})"
+            ) from None
         except BotoCoreError as exc:
             raise UserError(f"S3 {what} failed: {exc} (check fleet.endpoint_url and your AWS credentials)") from None
 
-    def get(self, key: str) -> Optional[bytes]:
+    def get(self, key: str) -> bytes | None:
         response = self._call(f"reading {key}", self.s3.get_object, Key=key)
         return None if response is None else response["Body"].read()
 
@@ -65,7 +68,7 @@ class FleetStore:
                 return sorted(keys)
             token = page["NextContinuationToken"]
 
-    def get_json(self, key: str) -> Optional[dict]:
+    def get_json(self, key: str) -> dict | None:
         body = self.get(key)
         return None if body is None else json.loads(body)
 

@@ -63,5 +63,3 @@ def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarr
         interpreter.invoke()
         outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs)
-
-

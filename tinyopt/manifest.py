@@ -20,30 +20,40 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
 
 from tinyopt import signing
 from tinyopt.errors import UserError
 from tinyopt.files import write_json
 
 SCHEMA = 2
-FIELDS = {"schema": int, "channel": str, "sequence": int, "created": str, "expires": str, "key_id": str,
-          "model_name": str, "version": int, "sha256": str, "size": int, "model_key": str}  # fmt: skip
+FIELDS = {
+    "schema": int,
+    "channel": str,
+    "sequence": int,
+    "created": str,
+    "expires": str,
+    "key_id": str,
+    "model_name": str,
+    "version": int,
+    "sha256": str,
+    "size": int,
+    "model_key": str,
+}
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def expires(manifest: dict) -> dt.datetime:
     return dt.datetime.fromisoformat(manifest["expires"])
 
 
-def summary(manifest: Optional[dict]) -> Optional[dict]:
+def summary(manifest: dict | None) -> dict | None:
     """What a later manifest records of this one: `previous` (what the channel served before this
     model: a rollback's target), `replaces` (the manifest that was current when it was published)."""
     if manifest is None:
@@ -55,8 +65,9 @@ def check_fields(manifest: dict) -> dict:
     if manifest.get("schema") != SCHEMA:
         raise UserError(f"the manifest has schema {manifest.get('schema')!r}; this device reads schema {SCHEMA}")
     # bool is an int to isinstance; a true/false sequence or size is as wrong as a missing one
-    wrong = [k for k, kind in FIELDS.items()
-             if isinstance(manifest.get(k), bool) or not isinstance(manifest.get(k), kind)]  # fmt: skip
+    wrong = [
+        k for k, kind in FIELDS.items() if isinstance(manifest.get(k), bool) or not isinstance(manifest.get(k), kind)
+    ]
     if wrong:
         raise UserError(f"the signed manifest lacks fields or has them of the wrong type: {', '.join(wrong)}")
     try:
@@ -77,32 +88,43 @@ def read_state(path: Path) -> dict:
             raise ValueError("bad channels")
         return channels
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise UserError(f"{path}: not a device state file (it holds the last accepted sequence per channel); "
-                        "restore it, or delete it only to trust the bucket's current manifest anew")  # fmt: skip
+        raise UserError(
+            f"{path}: not a device state file (it holds the last accepted sequence per channel); "
+            "restore it, or delete it only to trust the bucket's current manifest anew"
+        ) from None
 
 
-def check_manifest(published: bytes | dict, public_key, channel: str, accepted: dict,
-                   clock: Optional[dt.datetime] = None) -> tuple[dict, bytes]:  # fmt: skip
+def check_manifest(
+    published: bytes | dict, public_key, channel: str, accepted: dict, clock: dt.datetime | None = None
+) -> tuple[dict, bytes]:
     """(manifest, payload) if `published` may be trusted by a device on `channel` that accepted
     `accepted` (read_state's record) so far; a one-line UserError naming the attack otherwise."""
     manifest, payload = signing.open_envelope(published, public_key)
     check_fields(manifest)
     if manifest["channel"] != channel:
-        raise UserError(f"the manifest is for channel {manifest['channel']}, this device is on {channel}: "
-                        "a manifest copied across channels")  # fmt: skip
+        raise UserError(
+            f"the manifest is for channel {manifest['channel']}, this device is on {channel}: "
+            "a manifest copied across channels"
+        )
     moment = clock or now()
     if moment >= expires(manifest):
-        raise UserError(f"the manifest (sequence {manifest['sequence']}) expired at {manifest['expires']}: a stale or "
-                        f"replayed manifest; the publisher must promote again to re-sign {channel}")  # fmt: skip
+        raise UserError(
+            f"the manifest (sequence {manifest['sequence']}) expired at {manifest['expires']}: a stale or "
+            f"replayed manifest; the publisher must promote again to re-sign {channel}"
+        )
     last = accepted.get(channel)
     if last is not None:
         if manifest["sequence"] < last["sequence"]:
-            raise UserError(f"sequence {manifest['sequence']} is older than the last accepted {last['sequence']} "
-                            f"on {channel}: a downgrade or replay")  # fmt: skip
+            raise UserError(
+                f"sequence {manifest['sequence']} is older than the last accepted {last['sequence']} "
+                f"on {channel}: a downgrade or replay"
+            )
         same = hashlib.sha256(payload).hexdigest() == last.get("payload_sha256")
         if manifest["sequence"] == last["sequence"] and not same:
-            raise UserError(f"sequence {manifest['sequence']} was accepted on {channel} already with other contents: "
-                            "a replay under a reused number")  # fmt: skip
+            raise UserError(
+                f"sequence {manifest['sequence']} was accepted on {channel} already with other contents: "
+                "a replay under a reused number"
+            )
     return manifest, payload
 
 
@@ -113,6 +135,10 @@ def check_model(manifest: dict, model: bytes) -> None:
 
 def accept(path: Path, manifest: dict, payload: bytes, accepted: dict) -> None:
     """Record `manifest` as the last accepted on its channel (atomically: a crash keeps the old record)."""
-    record = {"sequence": manifest["sequence"], "payload_sha256": hashlib.sha256(payload).hexdigest(),
-              "sha256": manifest["sha256"], "accepted": timestamp(now())}  # fmt: skip
+    record = {
+        "sequence": manifest["sequence"],
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "sha256": manifest["sha256"],
+        "accepted": timestamp(now()),
+    }
     write_json(path, {"channels": {**accepted, manifest["channel"]: record}})

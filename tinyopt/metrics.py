@@ -14,8 +14,11 @@ def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     y_pred = np.asarray(y_pred, dtype=np.float64)
     y_true = np.asarray(y_true)
     if metric == "accuracy":
-        predicted = (y_pred.reshape(len(y_pred), -1)[:, 0] > 0).astype(int) if y_pred.reshape(len(y_pred), -1).shape[1] == 1 \
-            else np.argmax(y_pred.reshape(len(y_pred), -1), axis=-1)  # fmt: skip
+        predicted = (
+            (y_pred.reshape(len(y_pred), -1)[:, 0] > 0).astype(int)
+            if y_pred.reshape(len(y_pred), -1).shape[1] == 1
+            else np.argmax(y_pred.reshape(len(y_pred), -1), axis=-1)
+        )
         return float(np.mean(predicted == y_true.reshape(-1)))
     if metric == "mae":
         return float(np.mean(np.abs(y_pred.reshape(y_true.shape) - y_true)))

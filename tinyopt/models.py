@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -65,9 +64,10 @@ def check_input_shape(inputs: list[list], given: tuple[int, ...]) -> None:
         raise UserError(f"the model has {len(inputs)} inputs; tinyopt handles models with one input")
     expected = tuple(inputs[0][1:])
     given = tuple(given)
-    if len(expected) != len(given) or any(e not in (None, g) for e, g in zip(expected, given)):
-        raise UserError(f"the model takes inputs of shape {expected}, the data has {given}; "
-                        "give data the model was built for")
+    if len(expected) != len(given) or any(e not in (None, g) for e, g in zip(expected, given, strict=False)):
+        raise UserError(
+            f"the model takes inputs of shape {expected}, the data has {given}; give data the model was built for"
+        )
 
 
 PROBE_TIMEOUT_S = 600
@@ -85,8 +85,9 @@ def probe_model(path: str | Path) -> dict:
         raise UserError(f"{path}: no such model file; train it first (`tinyopt train`) or fix the path")
     code = "import sys; from tinyopt.models import _probe_main; _probe_main(sys.argv[1])"
     try:
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
         raise UserError(f"{path}: loading the model took over {PROBE_TIMEOUT_S} s; is it a Keras model?") from None
     answer = _last_json_line(done.stdout)
@@ -94,12 +95,14 @@ def probe_model(path: str | Path) -> dict:
         raise UserError(answer["error"])  # the loader's own one line, even if the child crashed after it
     if done.returncode != 0 or answer is None:
         how = f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0 else f"exit {done.returncode}"
-        raise UserError(f"{path}: loading it crashed the model loader ({how}); the file is damaged or not a Keras "
-                        "model: re-export it")  # fmt: skip
+        raise UserError(
+            f"{path}: loading it crashed the model loader ({how}); the file is damaged or not a Keras "
+            "model: re-export it"
+        )
     return answer
 
 
-def _last_json_line(text: str) -> Optional[dict]:
+def _last_json_line(text: str) -> dict | None:
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:
@@ -111,9 +114,9 @@ def _last_json_line(text: str) -> Optional[dict]:
 
 def _probe_main(path: str) -> None:
     """The child side of probe_model: one JSON line on stdout, a description or the error."""
-    import tinyopt  # noqa: F401  (tf-keras, as tfmot needs, before TensorFlow is imported)
-
     import tensorflow as tf
+
+    import tinyopt  # noqa: F401  (tf-keras, as tfmot needs, before TensorFlow is imported)
 
     try:
         try:  # most user models load without tfmot's scope, and importing tfmot costs seconds
@@ -125,8 +128,10 @@ def _probe_main(path: str) -> None:
         answer = {"error": str(exc)}
     except Exception as exc:  # it loaded, but is not a model with known inputs and outputs (a bare tf.Module)
         reason = (str(exc).strip().splitlines() or [""])[0][:150]
-        answer = {"error": f"{path}: not a Keras model with known inputs and outputs ({type(exc).__name__}: "
-                           f"{reason}); save it with model.save()"}
+        answer = {
+            "error": f"{path}: not a Keras model with known inputs and outputs ({type(exc).__name__}: "
+            f"{reason}); save it with model.save()"
+        }
     print(json.dumps(answer), flush=True)
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -40,25 +40,28 @@ USER_DATASETS = ("npz", "idx", "images")
 
 class DataParams(Section):
     dataset: Literal["fashion-mnist", "mnist", "npz", "idx", "images"] = "fashion-mnist"
-    path: Optional[str] = Field(
+    path: str | None = Field(
         default=None,
         description="your data: a .npz (x_train, y_train, x_test, y_test), a directory of IDX files, or a "
         "directory of images with one sub-directory per class",
     )
     test_fraction: float = Field(
-        default=0.2, gt=0.0, lt=0.9, description="images only: share held out as the test set when there is no test/ directory"
+        default=0.2,
+        gt=0.0,
+        lt=0.9,
+        description="images only: share held out as the test set when there is no test/ directory",
     )
-    input_scale: Optional[float] = Field(
+    input_scale: float | None = Field(
         default=None, gt=0.0, description="inputs are multiplied by this; null: 1/255 for 8-bit data, else 1"
     )
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    train_limit: Optional[int] = Field(
+    train_limit: int | None = Field(
         default=None, ge=20, description="use a random subset of this many training examples (quick runs, tests)"
     )
-    test_limit: Optional[int] = Field(default=None, ge=10, description="use the first N test examples")
+    test_limit: int | None = Field(default=None, ge=10, description="use the first N test examples")
 
     @model_validator(mode="after")
-    def _npz_needs_path(self) -> "DataParams":
+    def _npz_needs_path(self) -> DataParams:
         if self.dataset in USER_DATASETS and not self.path:
             raise ValueError(f"data.path is required when data.dataset is {self.dataset}")
         if self.dataset not in USER_DATASETS and self.path:
@@ -67,10 +70,12 @@ class DataParams(Section):
 
 
 class ModelParams(Section):
-    path: Optional[str] = Field(
+    path: str | None = Field(
         default=None, description="your trained Keras model (.keras, .h5 or SavedModel directory): the baseline"
     )
-    fine_tune_epochs: int = Field(default=0, ge=0, le=1000, description="with path: train it further first (0: as given)")
+    fine_tune_epochs: int = Field(
+        default=0, ge=0, le=1000, description="with path: train it further first (0: as given)"
+    )
     architecture: Literal["paper-cnn"] = Field(default="paper-cnn", description="the model trained when path is null")
     conv_filters: int = Field(default=12, ge=1, le=512)
     kernel_size: int = Field(default=3, ge=1, le=11)
@@ -80,12 +85,12 @@ class TaskParams(Section):
     """What the model predicts, and how it is scored."""
 
     kind: Literal["classification", "regression", "anomaly"] = "classification"
-    metric: Optional[Literal["accuracy", "mae", "auc"]] = Field(
+    metric: Literal["accuracy", "mae", "auc"] | None = Field(
         default=None, description="null: accuracy for classification, mae for regression, auc for anomaly"
     )
 
     @model_validator(mode="after")
-    def _metric_fits_kind(self) -> "TaskParams":
+    def _metric_fits_kind(self) -> TaskParams:
         allowed = {"classification": ("accuracy",), "regression": ("mae",), "anomaly": ("auc",)}[self.kind]
         if self.metric is not None and self.metric not in allowed:
             raise ValueError(f"task.metric {self.metric} does not score a {self.kind} task (use {allowed[0]})")
@@ -121,7 +126,7 @@ class PruneParams(Section):
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _initial_below_target(self) -> "PruneParams":
+    def _initial_below_target(self) -> PruneParams:
         if self.schedule == "polynomial_decay" and self.initial_sparsity >= self.target_sparsity:
             raise ValueError("techniques.prune.initial_sparsity must be below target_sparsity")
         return self
@@ -153,7 +158,7 @@ class QatParams(Section):
 class SeparableParams(Section):
     """Rebuild with depthwise-separable convolutions in place of Conv2D and retrain from scratch."""
 
-    epochs: Optional[int] = Field(default=None, ge=1, le=1000, description="null: the same as train.epochs")
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="null: the same as train.epochs")
 
 
 class GraphParams(Section):
@@ -173,8 +178,10 @@ class ConversionParams(Section):
     calibration_samples: int = Field(
         default=500, ge=1, le=100000, description="training examples used to calibrate integer conversions"
     )
-    batch_size: Optional[int] = Field(
-        default=1, ge=1, le=4096,
+    batch_size: int | None = Field(
+        default=1,
+        ge=1,
+        le=4096,
         description="fixed batch size of the converted model (1 for a microcontroller: static shapes let "
         "the converter fold the shape arithmetic away); null keeps the batch dimension dynamic",
     )
@@ -183,9 +190,17 @@ class ConversionParams(Section):
 
 # Which settings section each technique step reads.
 TECHNIQUE_SETTINGS = {
-    "prune": "prune", "prune_2_4": "prune_2_4", "cluster": "cluster", "sp_cluster": "cluster",
-    "qat": "qat", "pqat": "qat", "cqat": "qat", "pcqat": "qat", "separable": "separable", "graph": "graph",
-}  # fmt: skip
+    "prune": "prune",
+    "prune_2_4": "prune_2_4",
+    "cluster": "cluster",
+    "sp_cluster": "cluster",
+    "qat": "qat",
+    "pqat": "qat",
+    "cqat": "qat",
+    "pcqat": "qat",
+    "separable": "separable",
+    "graph": "graph",
+}
 QAT_STEPS = ("qat", "pqat", "cqat", "pcqat")
 PRUNE_STEPS = ("prune", "prune_2_4")
 CLUSTER_STEPS = ("cluster", "sp_cluster")
@@ -252,7 +267,7 @@ class DeviceProfile(Section):
 
     name: str
     core: str = ""
-    clock_mhz: Optional[float] = Field(default=None, gt=0)
+    clock_mhz: float | None = Field(default=None, gt=0)
     flash_bytes: int = Field(ge=0)
     sram_bytes: int = Field(ge=0)
     # An estimate, not a measurement: TFLM's interpreter with the handful of kernels a small CNN uses,
@@ -263,19 +278,37 @@ class DeviceProfile(Section):
 
 
 DEFAULT_DEVICES = {
-    "nano33ble": DeviceProfile(name="Arduino Nano 33 BLE Sense (nRF52840)", core="Cortex-M4F", clock_mhz=64,
-                               flash_bytes=1024 * 1024, sram_bytes=256 * 1024),
-    "stm32f746": DeviceProfile(name="STM32F746 Discovery", core="Cortex-M7", clock_mhz=216,
-                               flash_bytes=1024 * 1024, sram_bytes=320 * 1024),
-    "b-l475e-iot01a": DeviceProfile(name="B-L475E-IOT01A (STM32L475)", core="Cortex-M4", clock_mhz=80,
-                                    flash_bytes=1024 * 1024, sram_bytes=128 * 1024),
-    "pico": DeviceProfile(name="Raspberry Pi Pico (RP2040)", core="Cortex-M0+", clock_mhz=133,
-                          flash_bytes=2 * 1024 * 1024, sram_bytes=264 * 1024),
-    "esp32": DeviceProfile(name="ESP32-WROOM-32", core="Xtensa LX6", clock_mhz=240,
-                           flash_bytes=4 * 1024 * 1024, sram_bytes=520 * 1024),
-    "uno": DeviceProfile(name="Arduino Uno (ATmega328P)", core="AVR", clock_mhz=16,
-                         flash_bytes=32 * 1024, sram_bytes=2 * 1024),
-}  # fmt: skip
+    "nano33ble": DeviceProfile(
+        name="Arduino Nano 33 BLE Sense (nRF52840)",
+        core="Cortex-M4F",
+        clock_mhz=64,
+        flash_bytes=1024 * 1024,
+        sram_bytes=256 * 1024,
+    ),
+    "stm32f746": DeviceProfile(
+        name="STM32F746 Discovery", core="Cortex-M7", clock_mhz=216, flash_bytes=1024 * 1024, sram_bytes=320 * 1024
+    ),
+    "b-l475e-iot01a": DeviceProfile(
+        name="B-L475E-IOT01A (STM32L475)",
+        core="Cortex-M4",
+        clock_mhz=80,
+        flash_bytes=1024 * 1024,
+        sram_bytes=128 * 1024,
+    ),
+    "pico": DeviceProfile(
+        name="Raspberry Pi Pico (RP2040)",
+        core="Cortex-M0+",
+        clock_mhz=133,
+        flash_bytes=2 * 1024 * 1024,
+        sram_bytes=264 * 1024,
+    ),
+    "esp32": DeviceProfile(
+        name="ESP32-WROOM-32", core="Xtensa LX6", clock_mhz=240, flash_bytes=4 * 1024 * 1024, sram_bytes=520 * 1024
+    ),
+    "uno": DeviceProfile(
+        name="Arduino Uno (ATmega328P)", core="AVR", clock_mhz=16, flash_bytes=32 * 1024, sram_bytes=2 * 1024
+    ),
+}
 
 
 class Objective(Section):
@@ -283,13 +316,14 @@ class Objective(Section):
 
     metric: Literal["score", "gzip_bytes", "raw_bytes", "latency_us_p50", "arena_bytes"]
     goal: Literal["min", "max", "best"] = Field(description="best: the score's own direction (max accuracy, min MAE)")
-    max_score_drop: Optional[float] = Field(
-        default=None, ge=0.0,
+    max_score_drop: float | None = Field(
+        default=None,
+        ge=0.0,
         description="at most this much worse than the baseline's validation score, in the metric's units "
         "(0.005 = half a point of accuracy)",
     )
     tflm_only: bool = Field(default=False, description="only variants TensorFlow Lite Micro runs")
-    profile: Optional[str] = Field(default=None, description="only variants that fit this device profile")
+    profile: str | None = Field(default=None, description="only variants that fit this device profile")
 
 
 DEFAULT_OBJECTIVES = {
@@ -304,16 +338,27 @@ DEFAULT_OBJECTIVES = {
 class ReferenceParams(Section):
     """Reference .tflite models benchmarked in the same run, in the same harness."""
 
-    dir: Optional[str] = Field(default="../shared/reference/seed-cnn1", description="null: no reference models")
+    dir: str | None = Field(default="../shared/reference/seed-cnn1", description="null: no reference models")
     dataset: str = Field(default="fashion-mnist", description="the dataset the reference models were trained on")
     # Which of our variants answers each reference model, for the side-by-side ratios.
-    counterparts: dict[str, str] = Field(default_factory=lambda: {
-        f"{theirs}-{their_conv}": f"{ours}-{our_conv}"
-        for theirs, ours in (("base", "base"), ("pruned", "prune"), ("qat", "qat"), ("graph", "graph"),
-                             ("separable", "separable"))
-        for their_conv, our_conv in (("f32", "float32"), ("f16", "float16"), ("dynrange", "dynamic_range"),
-                                     ("int8-floatio", "int8_fallback"))
-    })  # fmt: skip
+    counterparts: dict[str, str] = Field(
+        default_factory=lambda: {
+            f"{theirs}-{their_conv}": f"{ours}-{our_conv}"
+            for theirs, ours in (
+                ("base", "base"),
+                ("pruned", "prune"),
+                ("qat", "qat"),
+                ("graph", "graph"),
+                ("separable", "separable"),
+            )
+            for their_conv, our_conv in (
+                ("f32", "float32"),
+                ("f16", "float16"),
+                ("dynrange", "dynamic_range"),
+                ("int8-floatio", "int8_fallback"),
+            )
+        }
+    )
 
 
 class BenchmarkParams(Section):
@@ -330,8 +375,10 @@ def check_name(kind: str, name: str) -> str:
     import re
 
     if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or ".." in name:
-        raise UserError(f"{kind} {name!r}: use letters, digits, '.', '_' and '-' only, starting with a letter or "
-                        "digit (no '/', '..' or spaces)")  # fmt: skip
+        raise UserError(
+            f"{kind} {name!r}: use letters, digits, '.', '_' and '-' only, starting with a letter or "
+            "digit (no '/', '..' or spaces)"
+        )
     return name
 
 
@@ -340,9 +387,10 @@ class ChannelParams(Section):
 
     profile: str = "nano33ble"
     gated: bool = Field(
-        default=False, description="refuse a model that does not fit, or that scores worse (the task's metric) than what it serves"
+        default=False,
+        description="refuse a model that does not fit, or that scores worse (the task's metric) than what it serves",
     )
-    manifest_ttl_days: Optional[int] = Field(
+    manifest_ttl_days: int | None = Field(
         default=None, ge=1, le=3650, description="how long devices accept a manifest (null: fleet.manifest_ttl_days)"
     )
 
@@ -352,16 +400,17 @@ class FleetParams(Section):
 
     bucket: str = Field(default="tinyopt-fleet", min_length=3)
     prefix: str = Field(default="fleet", description="key prefix inside the bucket")
-    endpoint_url: Optional[str] = Field(default=None, description="null: AWS, or AWS_ENDPOINT_URL if set")
+    endpoint_url: str | None = Field(default=None, description="null: AWS, or AWS_ENDPOINT_URL if set")
     region: str = "us-east-1"
     manifest_ttl_days: int = Field(
         default=30, ge=1, le=3650, description="a device rejects a manifest older than this: re-promote to re-sign it"
     )
-    channels: dict[str, ChannelParams] = Field(default_factory=lambda: {
-        "canary": ChannelParams(), "stable": ChannelParams(gated=True)})  # fmt: skip
+    channels: dict[str, ChannelParams] = Field(
+        default_factory=lambda: {"canary": ChannelParams(), "stable": ChannelParams(gated=True)}
+    )
 
     @model_validator(mode="after")
-    def _valid_channel_names(self) -> "FleetParams":
+    def _valid_channel_names(self) -> FleetParams:
         for name in self.channels:
             try:
                 check_name("fleet.channels: channel", name)
@@ -378,22 +427,25 @@ class RunnerParams(Section):
 
     kind: Literal["threads", "dask"] = "threads"
     workers: int = Field(default=4, ge=1, le=256, description="threads, or the processes of a local Dask cluster")
-    address: Optional[str] = Field(default=None, description="dask: a scheduler to use (tcp://host:8786); null starts a local cluster")
+    address: str | None = Field(
+        default=None, description="dask: a scheduler to use (tcp://host:8786); null starts a local cluster"
+    )
 
 
 class ScheduleParams(Section):
     """The `reoptimize` deployments (tinyopt serve / tinyopt deploy): when the nightly one runs, whose
     pick it compares with what the registry's `production` alias serves, and where a better one goes."""
 
-    cron: Optional[str] = Field(default="0 2 * * *", description="the nightly run; null: on-demand only")
+    cron: str | None = Field(default="0 2 * * *", description="the nightly run; null: on-demand only")
     timezone: str = "UTC"
     objective: str = Field(default="best-on-nano33ble", description="the objective whose pick may replace production")
-    channel: Optional[str] = Field(
-        default="stable", description="where a better pick is published (through its gate); null: report only, promote nothing"
+    channel: str | None = Field(
+        default="stable",
+        description="where a better pick is published (through its gate); null: report only, promote nothing",
     )
 
     @model_validator(mode="after")
-    def _valid_schedule(self) -> "ScheduleParams":
+    def _valid_schedule(self) -> ScheduleParams:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         from cronsim import CronSim, CronSimError
@@ -402,11 +454,15 @@ class ScheduleParams(Section):
             try:
                 CronSim(self.cron, dt.datetime.now())
             except CronSimError as exc:
-                raise ValueError(f"schedule.cron: {self.cron!r} is not a cron expression ({exc}); e.g. '0 2 * * *'") from None
+                raise ValueError(
+                    f"schedule.cron: {self.cron!r} is not a cron expression ({exc}); e.g. '0 2 * * *'"
+                ) from None
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"schedule.timezone: unknown time zone {self.timezone!r} (e.g. UTC, Europe/Berlin)") from None
+            raise ValueError(
+                f"schedule.timezone: unknown time zone {self.timezone!r} (e.g. UTC, Europe/Berlin)"
+            ) from None
         return self
 
 
@@ -433,7 +489,7 @@ class Params(Section):
     schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")
-    def _valid_plan(self) -> "Params":
+    def _valid_plan(self) -> Params:
         seen = set()
         for index, chain in enumerate(self.plan):
             try:
@@ -453,9 +509,14 @@ class Params(Section):
                     f"(profiles: {', '.join(self.devices)})"
                 )
         if self.schedule.objective not in self.objectives:
-            raise ValueError(f"schedule.objective: no objective '{self.schedule.objective}' (objectives: {', '.join(self.objectives)})")
+            raise ValueError(
+                f"schedule.objective: no objective '{self.schedule.objective}' "
+                f"(objectives: {', '.join(self.objectives)})"
+            )
         if self.schedule.channel is not None and self.schedule.channel not in self.fleet.channels:
-            raise ValueError(f"schedule.channel: no channel '{self.schedule.channel}' (channels: {', '.join(self.fleet.channels)})")
+            raise ValueError(
+                f"schedule.channel: no channel '{self.schedule.channel}' (channels: {', '.join(self.fleet.channels)})"
+            )
         return self
 
     def digest(self) -> str:
@@ -533,12 +594,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return _resolve_paths(params, path.parent)
 
 
-def with_inputs(params: Params, model: Optional[str] = None, data: Optional[str] = None) -> Params:
+def with_inputs(params: Params, model: str | None = None, data: str | None = None) -> Params:
     """params with the command line's --model and --data applied: a .npz file, a directory of IDX
     files, or a directory of images with one sub-directory per class."""
     if model:
         if not Path(model).exists():
-            raise UserError(f"{model}: no such model file (--model takes a .keras or .h5 file or a SavedModel directory)")
+            raise UserError(
+                f"{model}: no such model file (--model takes a .keras or .h5 file or a SavedModel directory)"
+            )
         params = params.model_copy(update={"model": params.model.model_copy(update={"path": os.path.abspath(model)})})
     if data:
         path = Path(data)
@@ -548,21 +611,29 @@ def with_inputs(params: Params, model: Optional[str] = None, data: Optional[str]
             # IDX data is files named like MNIST's; a class folder named "idx..." is still images.
             kind = "idx" if any(p.is_file() and "idx" in p.name for p in path.iterdir()) else "images"
         else:
-            raise UserError(f"{data}: no such file or directory (--data takes a .npz, or a directory of IDX files or images)")
-        params = params.model_copy(update={"data": DataParams.model_validate(
-            {**params.data.model_dump(), "dataset": kind, "path": os.path.abspath(data)}
-        )})  # fmt: skip
+            raise UserError(
+                f"{data}: no such file or directory (--data takes a .npz, or a directory of IDX files or images)"
+            )
+        params = params.model_copy(
+            update={
+                "data": DataParams.model_validate(
+                    {**params.data.model_dump(), "dataset": kind, "path": os.path.abspath(data)}
+                )
+            }
+        )
     return params
 
 
 def _resolve_paths(params: Params, base: Path) -> Params:
     """Relative paths in a params file mean relative to that file, wherever the pipeline runs."""
 
-    def resolve(value: Optional[str]) -> Optional[str]:
+    def resolve(value: str | None) -> str | None:
         return value if value is None or Path(value).is_absolute() else os.path.normpath(base.resolve() / value)
 
-    return params.model_copy(update={
-        "data": params.data.model_copy(update={"path": resolve(params.data.path)}),
-        "model": params.model.model_copy(update={"path": resolve(params.model.path)}),
-        "reference": params.reference.model_copy(update={"dir": resolve(params.reference.dir)}),
-    })  # fmt: skip
+    return params.model_copy(
+        update={
+            "data": params.data.model_copy(update={"path": resolve(params.data.path)}),
+            "model": params.model.model_copy(update={"path": resolve(params.model.path)}),
+            "reference": params.reference.model_copy(update={"dir": resolve(params.reference.dir)}),
+        }
+    )

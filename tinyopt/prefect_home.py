@@ -53,8 +53,11 @@ def start_api() -> str:
 
     settings = get_current_settings()
     if settings.api.url:
-        require_healthy(settings.api.url, "Prefect API", "start that server, or unset PREFECT_API_URL to let tinyopt "
-                        "start a temporary one")  # fmt: skip
+        require_healthy(
+            settings.api.url,
+            "Prefect API",
+            "start that server, or unset PREFECT_API_URL to let tinyopt start a temporary one",
+        )
         return settings.api.url
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -64,8 +67,10 @@ def start_api() -> str:
         home.mkdir(parents=True, exist_ok=True)
         lock = open(home / ".tinyopt-server-start.lock", "a")
     except OSError as exc:
-        raise UserError(f"Prefect home {home} is not writable ({exc.strerror}); fix its permissions or set "
-                        "PREFECT_HOME to a writable directory") from None  # fmt: skip
+        raise UserError(
+            f"Prefect home {home} is not writable ({exc.strerror}); fix its permissions or set "
+            "PREFECT_HOME to a writable directory"
+        ) from None
     server = SubprocessASGIServer()
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

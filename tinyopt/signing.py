@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 from tinyopt.errors import UserError
 
@@ -40,7 +39,7 @@ def project_root(start: Path) -> Path:
     return next((p for p in (start, *start.parents) if (p / ".git").exists()), start)
 
 
-def project_of(params_path: Path) -> Optional[Path]:
+def project_of(params_path: Path) -> Path | None:
     """The project a command works on: the params file's directory; with no params file, the git
     repository around the current directory, if any (a home directory is not a project)."""
     if params_path.is_file():
@@ -49,14 +48,15 @@ def project_of(params_path: Path) -> Optional[Path]:
     return root if (root / ".git").exists() else None
 
 
-def inside_project(path: Path, project: Optional[Path]) -> bool:
+def inside_project(path: Path, project: Path | None) -> bool:
     """Is `path` inside `project` (the params file's directory), the git repository holding it, or
     any git working tree at all (where a `git add -A` would commit it)?"""
     target = path.expanduser().resolve()
     if (project_root(target) / ".git").exists():
         return True
-    return project is not None and any(root == target or root in target.parents
-                                       for root in {project.resolve(), project_root(project)})  # fmt: skip
+    return project is not None and any(
+        root == target or root in target.parents for root in {project.resolve(), project_root(project)}
+    )
 
 
 def generate_keys(directory: Path, force: bool = False) -> tuple[Path, Path]:
@@ -70,8 +70,10 @@ def generate_keys(directory: Path, force: bool = False) -> tuple[Path, Path]:
     private, public = directory / "signing.key", directory / "signing.pub"
     existing = [p.name for p in (private, public) if p.exists()]
     if existing and not force:
-        raise UserError(f"{directory}: {' and '.join(existing)} exist already; devices trust that key. "
-                        "Pass --force to replace it (every device then needs the new signing.pub)")  # fmt: skip
+        raise UserError(
+            f"{directory}: {' and '.join(existing)} exist already; devices trust that key. "
+            "Pass --force to replace it (every device then needs the new signing.pub)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -82,7 +84,7 @@ def generate_keys(directory: Path, force: bool = False) -> tuple[Path, Path]:
     return private, public
 
 
-def load_private_key(project: Optional[Path] = None):
+def load_private_key(project: Path | None = None):
     """The Ed25519 signing key from the environment; `project` (default: the current directory) is
     where a key file must not be."""
     from cryptography.hazmat.primitives import serialization
@@ -93,20 +95,27 @@ def load_private_key(project: Optional[Path] = None):
     elif os.environ.get(KEY_FILE_ENV):
         path = Path(os.environ[KEY_FILE_ENV])
         if inside_project(path, project or Path.cwd()):
-            raise UserError(f"{path}: the signing key must live outside the project directory (never in the repository)")
+            raise UserError(
+                f"{path}: the signing key must live outside the project directory (never in the repository)"
+            )
         if not path.is_file():
-            raise UserError(f"{path}: no such signing key file ({KEY_FILE_ENV}); make one with `tinyopt keygen --out DIR`")
+            raise UserError(
+                f"{path}: no such signing key file ({KEY_FILE_ENV}); make one with `tinyopt keygen --out DIR`"
+            )
         pem, source = path.read_bytes(), str(path)
     else:
-        raise UserError(f"no signing key: set {KEY_FILE_ENV} to a private key file outside the project "
-                        f"(`tinyopt keygen --out ~/.tinyopt-keys`) or {KEY_ENV} to its PEM text")  # fmt: skip
+        raise UserError(
+            f"no signing key: set {KEY_FILE_ENV} to a private key file outside the project "
+            f"(`tinyopt keygen --out ~/.tinyopt-keys`) or {KEY_ENV} to its PEM text"
+        )
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise UserError(f"{source}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"{source}: holds an {_kind(key)} key; manifests are signed with Ed25519 "
-                        "(make one with `tinyopt keygen`)")
+        raise UserError(
+            f"{source}: holds an {_kind(key)} key; manifests are signed with Ed25519 (make one with `tinyopt keygen`)"
+        )
     return key
 
 
@@ -120,8 +129,10 @@ def load_public_key(path: Path):
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise UserError(f"{path}: holds an {_kind(key)} public key; manifests are verified with Ed25519 "
-                        "(the signing.pub of `tinyopt keygen`)")
+        raise UserError(
+            f"{path}: holds an {_kind(key)} public key; manifests are verified with Ed25519 "
+            "(the signing.pub of `tinyopt keygen`)"
+        )
     return key
 
 
@@ -160,8 +171,10 @@ def open_envelope(published: bytes | dict, public_key) -> tuple[dict, bytes]:
         raise UserError("the manifest is not a JSON object with payload and signature")
     if sorted(envelope) != sorted(ENVELOPE_KEYS):
         found = ", ".join(sorted(map(str, envelope))) or "none"
-        raise UserError(f"the manifest must have exactly the fields payload and signature (found: {found}): "
-                        "a field outside the signed payload, or not a schema-2 signed manifest")  # fmt: skip
+        raise UserError(
+            f"the manifest must have exactly the fields payload and signature (found: {found}): "
+            "a field outside the signed payload, or not a schema-2 signed manifest"
+        )
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         signature = base64.b64decode(envelope["signature"], validate=True)
@@ -180,7 +193,7 @@ def open_envelope(published: bytes | dict, public_key) -> tuple[dict, bytes]:
     return manifest, payload
 
 
-def peek(published: bytes) -> Optional[dict]:
+def peek(published: bytes) -> dict | None:
     """The manifest inside an envelope WITHOUT checking its signature (for display only), or None."""
     try:
         manifest = json.loads(base64.b64decode(json.loads(published)["payload"], validate=True))

@@ -17,8 +17,9 @@ import inspect
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -80,7 +81,7 @@ def compute_code_versions() -> None:
         code_version(module_name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_version(module_name: str) -> str:
     seen: set[str] = set()
     pending = [module_name]
@@ -188,4 +189,3 @@ def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
     if cache:
         options.update(cache_key_fn=cache_key, persist_result=True)
     return task(**options)(run)
-

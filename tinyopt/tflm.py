@@ -16,8 +16,8 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -89,8 +89,10 @@ def _check_in_child(model_path: str, samples_path: str) -> dict:
         outputs.append(_dequantize(interpreter.get_output(0), detail_out).reshape(-1))
     with _captured_output() as report:
         interpreter.print_allocations()
-    match = next((re.search(r"Arena allocation total (\d+) bytes", line) for line in report
-                  if "Arena allocation total" in line), None)  # fmt: skip
+    match = next(
+        (re.search(r"Arena allocation total (\d+) bytes", line) for line in report if "Arena allocation total" in line),
+        None,
+    )
     arena = int(match.group(1)) if match else None
     verified = False
     if arena:  # the recorded figure must be enough on its own: run once with exactly that arena
@@ -102,8 +104,13 @@ def _check_in_child(model_path: str, samples_path: str) -> dict:
                 verified = True
             except Exception:
                 verified = False
-    return {"runs": True, "error": None, "arena_bytes": arena, "arena_verified": verified,
-            "outputs": np.asarray(outputs).tolist()}  # fmt: skip
+    return {
+        "runs": True,
+        "error": None,
+        "arena_bytes": arena,
+        "arena_verified": verified,
+        "outputs": np.asarray(outputs).tolist(),
+    }
 
 
 def check(tflite_path: str | Path, samples: np.ndarray, timeout: float = 300) -> dict:
@@ -114,8 +121,12 @@ def check(tflite_path: str | Path, samples: np.ndarray, timeout: float = 300) ->
         samples_path, result_path = os.path.join(scratch, "samples.npy"), os.path.join(scratch, "result.json")
         np.save(samples_path, samples.astype(np.float32))
         try:
-            done = subprocess.run([sys.executable, "-m", "tinyopt.tflm", str(tflite_path), samples_path, result_path],
-                                  capture_output=True, text=True, timeout=timeout)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "tinyopt.tflm", str(tflite_path), samples_path, result_path],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             return {"runs": False, "error": f"TFLM did not finish within {timeout:.0f} s", "arena_bytes": None}
         if done.returncode != 0 or not os.path.exists(result_path):

@@ -10,8 +10,8 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
 
 from tinyopt import layout
 from tinyopt.errors import UserError
@@ -30,7 +30,7 @@ def shown(uri: str) -> str:
     return _USERINFO.sub(lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", uri, count=1)
 
 
-def check_reachable(uri: Optional[str] = None, timeout: float = 5.0) -> None:
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when a remote tracking server does not answer (MLflow itself would
     retry for minutes before giving up). Credentials in the URI never appear in the message."""
     uri = uri or tracking_uri()
@@ -63,11 +63,12 @@ def experiment_id(name: str) -> str:
         # Keep a local store's artifacts beside its database, not wherever the process happens to run.
         artifact_location = layout.MLFLOW_ARTIFACTS.resolve().as_uri()
     # Open it in the UI's model-training view (MLflow 3 would otherwise show its GenAI overview).
-    return mlflow_client.create_experiment(name, artifact_location=artifact_location,
-                                           tags={"mlflow.experimentKind": "custom_model_development"})
+    return mlflow_client.create_experiment(
+        name, artifact_location=artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
+    )
 
 
-def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: Optional[str] = None) -> str:
+def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
     tags = dict(tags)
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id

@@ -20,8 +20,21 @@ from tinyopt.errors import NotApplicable
 from tinyopt.files import write_bytes
 from tinyopt.mcu.graph import Graph, Op, Tensor, load_graph
 
-SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
-                 "EXPAND_DIMS", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "ADD", "MEAN")  # fmt: skip
+SUPPORTED_OPS = (
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "MAX_POOL_2D",
+    "AVERAGE_POOL_2D",
+    "RESHAPE",
+    "EXPAND_DIMS",
+    "SQUEEZE",
+    "SOFTMAX",
+    "QUANTIZE",
+    "DEQUANTIZE",
+    "ADD",
+    "MEAN",
+)
 ALIAS_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")  # same bytes, new shape: no code, shared storage
 WIDE_WEIGHTS_MAX = 2048  # convolutions with at most this many weights store them as int16 (see to_conv16)
 # Below this share of non-zero weights, (index, value) lists beat dense SMLAD rows in flash and instructions
@@ -95,8 +108,7 @@ def plan_arena(buffers: list[Buffer]) -> int:
     placed: list[Buffer] = []
     for buf in sorted(buffers, key=lambda b: (-b.nbytes, b.first)):
         offset = 0
-        for other in sorted((p for p in placed if p.first <= buf.last and buf.first <= p.last),
-                            key=lambda p: p.offset):  # fmt: skip
+        for other in sorted((p for p in placed if p.first <= buf.last and buf.first <= p.last), key=lambda p: p.offset):
             if offset + buf.nbytes <= other.offset:
                 break
             offset = max(offset, _aligned(other.offset + other.nbytes))
@@ -122,8 +134,11 @@ def c_array(ctype: str, name: str, values) -> str:
             line = []
     if line:
         body.append("  " + ", ".join(line) + ",")
-    return f"static const {ctype} {name}[{max(1, len(flat))}] __attribute__((aligned(4))) = {{\n" + \
-        ("\n".join(body) if flat else "  0") + "\n};\n"  # fmt: skip
+    return (
+        f"static const {ctype} {name}[{max(1, len(flat))}] __attribute__((aligned(4))) = {{\n"
+        + ("\n".join(body) if flat else "  0")
+        + "\n};\n"
+    )
 
 
 def c_float(x: float) -> str:
@@ -157,8 +172,11 @@ class Generated:
 
     def write(self, directory: Path) -> dict[str, Path]:
         directory = Path(directory)
-        paths = {"source": directory / f"{self.name}.c", "header": directory / f"{self.name}.h",
-                 "kernels": directory / "kernels.h"}  # fmt: skip
+        paths = {
+            "source": directory / f"{self.name}.c",
+            "header": directory / f"{self.name}.h",
+            "kernels": directory / "kernels.h",
+        }
         write_bytes(paths["source"], self.source.encode())
         write_bytes(paths["header"], self.header.encode())
         write_bytes(paths["kernels"], kernels_header().encode())
@@ -253,12 +271,13 @@ def _pool_in_place(g: Graph, op: Op, root: dict[int, int]) -> bool:
         return False
     inp, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     o = op.options
-    padded = compute_padding(o.strideH, 1, inp.shape[1], o.filterHeight, out.shape[1]) or \
-        compute_padding(o.strideW, 1, inp.shape[2], o.filterWidth, out.shape[2])  # fmt: skip
+    padded = compute_padding(o.strideH, 1, inp.shape[1], o.filterHeight, out.shape[1]) or compute_padding(
+        o.strideW, 1, inp.shape[2], o.filterWidth, out.shape[2]
+    )
     if padded or op.inputs[0] in g.inputs or inp.dtype is not out.dtype:
         return False
     shared = {i for i in range(len(g.tensors)) if root[i] == root[op.inputs[0]]}
-    later = any(set(other.inputs) & shared for other in g.ops[op.index + 1:])
+    later = any(set(other.inputs) & shared for other in g.ops[op.index + 1 :])
     return not later and not shared & set(g.outputs)
 
 
@@ -279,8 +298,10 @@ def _round4(n: int) -> int:
 def _require_int8(em: _Emitter, op: Op, *tensors: int) -> None:
     for i in tensors:
         if em.t(i).dtype is not np.int8:
-            raise NotApplicable(f"the MCU code generator handles {op.kind} on int8 tensors only "
-                                f"({em.t(i).name!r} is {np.dtype(em.t(i).dtype).name})")  # fmt: skip
+            raise NotApplicable(
+                f"the MCU code generator handles {op.kind} on int8 tensors only "
+                f"({em.t(i).name!r} is {np.dtype(em.t(i).dtype).name})"
+            )
 
 
 def _bias(em: _Emitter, op: Op, outs: int) -> np.ndarray:
@@ -339,8 +360,12 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
     mults, shifts = _per_channel_multipliers(inp, w, out, oc)
     act_min, act_max = activation_range(o.fusedActivationFunction, out.scale, out.zero_point)
     geom = _geom(em, inp, out, kh, kw, o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor)
-    wide = weights.size <= WIDE_WEIGHTS_MAX and weights.shape[1] <= 16 and max(shifts) <= 0 and \
-        not (depthwise and inp.shape[-1] != 1)  # fmt: skip
+    wide = (
+        weights.size <= WIDE_WEIGHTS_MAX
+        and weights.shape[1] <= 16
+        and max(shifts) <= 0
+        and not (depthwise and inp.shape[-1] != 1)
+    )
     if wide:  # to_conv16 takes right shifts
         m, s = em.const_name(op, "mult"), em.const_name(op, "right")
         em.consts.append(c_array("int32_t", m, mults))
@@ -353,8 +378,10 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
     em.body.append(f"  {{ static const to_geom g = {geom};")
     if depthwise and inp.shape[-1] != 1:
         em.consts.append(c_array("int8_t", wn, weights))
-        em.body.append(f"    to_depthwise({em.ptr(op.inputs[0])}, &g, {o.depthMultiplier}, {wn}, {b}, {in_zp}, "
-                       f"{m}, {s}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}")  # fmt: skip
+        em.body.append(
+            f"    to_depthwise({em.ptr(op.inputs[0])}, &g, {o.depthMultiplier}, {wn}, {b}, {in_zp}, "
+            f"{m}, {s}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+        )
         em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
         return
     k = weights.shape[1]
@@ -363,19 +390,23 @@ def _emit_conv(em: _Emitter, op: Op) -> None:
         widened = np.zeros((oc, kp), dtype=np.int16)
         widened[:, :k] = weights
         em.consts.append(c_array("int16_t", wn, widened))
-        em.body.append(f"    to_conv16({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
-                       f"{out.zero_point}, {act_min}, {act_max}, "
-                       f"(int16_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
-                       f"{em.ptr(op.outputs[0])}); }}")  # fmt: skip
+        em.body.append(
+            f"    to_conv16({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
+            f"{out.zero_point}, {act_min}, {act_max}, "
+            f"(int16_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
+            f"{em.ptr(op.outputs[0])}); }}"
+        )
         em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
         return
     kp = _round4(k)
     padded = np.zeros((oc, kp), dtype=np.int8)
     padded[:, :k] = weights
     em.consts.append(c_array("int8_t", wn, padded))
-    em.body.append(f"    to_conv({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
-                   f"{act_min}, {act_max}, (int8_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
-                   f"{em.ptr(op.outputs[0])}); }}")  # fmt: skip
+    em.body.append(
+        f"    to_conv({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
+        f"{act_min}, {act_max}, (int8_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
+        f"{em.ptr(op.outputs[0])}); }}"
+    )
     em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
 
 
@@ -414,8 +445,10 @@ def _emit_fully_connected(em: _Emitter, op: Op) -> None:
         names = [em.const_name(op, x) for x in ("codes", "pairs")]
         em.consts.append(c_array("uint8_t", names[0], packed.reshape(outs, -1)))
         em.consts.append(c_array("uint32_t", names[1], pairs))
-        em.body.append(f"  to_fully_connected_clustered({em.ptr(op.inputs[0])}, {names[0]}, {names[1]}, {b}, {kp}, "
-                       f"{outs}, {m}, {s}, {tail}")  # fmt: skip
+        em.body.append(
+            f"  to_fully_connected_clustered({em.ptr(op.inputs[0])}, {names[0]}, {names[1]}, {b}, {kp}, "
+            f"{outs}, {m}, {s}, {tail}"
+        )
         return
     kp = _round4(k)
     padded = np.zeros((outs, kp), dtype=np.int8)
@@ -458,28 +491,34 @@ def _emit_quantize(em: _Emitter, op: Op) -> None:
     if inp.dtype is not np.float32 or out.dtype is not np.int8:
         raise NotApplicable("the MCU code generator handles QUANTIZE from float32 to int8 only")
     scale = float(out.scales[0])
-    em.body.append(f"  to_quantize({em.ptr(op.inputs[0], 'float')}, {inp.size}, {scale.hex()}, "
-                   f"{c_float(np.float32(1.0) / np.float32(scale))}, {out.zero_point}, {em.ptr(op.outputs[0])});")
+    em.body.append(
+        f"  to_quantize({em.ptr(op.inputs[0], 'float')}, {inp.size}, {scale.hex()}, "
+        f"{c_float(np.float32(1.0) / np.float32(scale))}, {out.zero_point}, {em.ptr(op.outputs[0])});"
+    )
 
 
 def _emit_dequantize(em: _Emitter, op: Op) -> None:
     inp, out = em.t(op.inputs[0]), em.t(op.outputs[0])
     if inp.dtype is not np.int8 or out.dtype is not np.float32:
         raise NotApplicable("the MCU code generator handles DEQUANTIZE from int8 to float32 only")
-    em.body.append(f"  to_dequantize({em.ptr(op.inputs[0])}, {inp.size}, {c_float(inp.scale)}, {inp.zero_point}, "
-                   f"{em.ptr(op.outputs[0], 'float')});")
+    em.body.append(
+        f"  to_dequantize({em.ptr(op.inputs[0])}, {inp.size}, {c_float(inp.scale)}, {inp.zero_point}, "
+        f"{em.ptr(op.outputs[0], 'float')});"
+    )
 
 
 def _emit_softmax(em: _Emitter, op: Op) -> None:
-    inp, out = em.t(op.inputs[0]), em.t(op.outputs[0])
+    inp = em.t(op.inputs[0])
     _require_int8(em, op, op.inputs[0], op.outputs[0])
     # PreprocessSoftmaxScaling and CalculateInputRadius with 5 integer bits (double rounding build).
     real = min(float(op.options.beta) * float(inp.scales[0]) * (1 << 26), float((1 << 31) - 1))
     mult, shift = quantize_multiplier(real)
     diff_min = -int(math.floor(31.0 * (1 << 26) / (1 << shift)))
     depth = inp.shape[-1]
-    em.body.append(f"  to_softmax({em.ptr(op.inputs[0])}, {inp.size // depth}, {depth}, {mult}, {shift}, "
-                   f"{diff_min}, {em.ptr(op.outputs[0])});")
+    em.body.append(
+        f"  to_softmax({em.ptr(op.inputs[0])}, {inp.size // depth}, {depth}, {mult}, {shift}, "
+        f"{diff_min}, {em.ptr(op.outputs[0])});"
+    )
 
 
 def _emit_add(em: _Emitter, op: Op) -> None:
@@ -492,9 +531,11 @@ def _emit_add(em: _Emitter, op: Op) -> None:
     bm, bsh = quantize_multiplier(float(b.scales[0]) / twice)
     om, osh = quantize_multiplier(twice / ((1 << 20) * float(out.scales[0])))
     act_min, act_max = activation_range(op.options.fusedActivationFunction, out.scale, out.zero_point)
-    em.body.append(f"  to_add({em.ptr(op.inputs[0])}, {em.ptr(op.inputs[1])}, {a.size}, {-a.zero_point}, "
-                   f"{-b.zero_point}, {am}, {ash}, {bm}, {bsh}, {om}, {osh}, {out.zero_point}, {act_min}, "
-                   f"{act_max}, {em.ptr(op.outputs[0])});")  # fmt: skip
+    em.body.append(
+        f"  to_add({em.ptr(op.inputs[0])}, {em.ptr(op.inputs[1])}, {a.size}, {-a.zero_point}, "
+        f"{-b.zero_point}, {am}, {ash}, {bm}, {bsh}, {om}, {osh}, {out.zero_point}, {act_min}, "
+        f"{act_max}, {em.ptr(op.outputs[0])});"
+    )
 
 
 def _emit_mean(em: _Emitter, op: Op) -> None:
@@ -510,15 +551,28 @@ def _emit_mean(em: _Emitter, op: Op) -> None:
     mult, shift = quantize_multiplier(float(inp.scales[0]) / float(out.scales[0]))
     fold = min(n.bit_length() - 1, 32, 31 + shift)  # TFLM folds 1/n into the multiplier this way
     mult, shift = (mult << fold) // n, shift - fold
-    em.body.append(f"  to_mean({em.ptr(op.inputs[0])}, 1, {n}, {depth}, {inp.zero_point}, {mult}, {shift}, "
-                   f"{out.zero_point}, (int32_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
-                   f"{em.ptr(op.outputs[0])});")  # fmt: skip
+    em.body.append(
+        f"  to_mean({em.ptr(op.inputs[0])}, 1, {n}, {depth}, {inp.zero_point}, {mult}, {shift}, "
+        f"{out.zero_point}, (int32_t *)(arena + {em.name.upper()}_OFF_S{op.index}), "
+        f"{em.ptr(op.outputs[0])});"
+    )
 
 
-_EMIT = {"CONV_2D": _emit_conv, "DEPTHWISE_CONV_2D": _emit_conv, "FULLY_CONNECTED": _emit_fully_connected,
-         "MAX_POOL_2D": _emit_pool, "AVERAGE_POOL_2D": _emit_pool, "RESHAPE": _emit_alias,
-         "EXPAND_DIMS": _emit_alias, "SQUEEZE": _emit_alias, "QUANTIZE": _emit_quantize,
-         "DEQUANTIZE": _emit_dequantize, "SOFTMAX": _emit_softmax, "ADD": _emit_add, "MEAN": _emit_mean}  # fmt: skip
+_EMIT = {
+    "CONV_2D": _emit_conv,
+    "DEPTHWISE_CONV_2D": _emit_conv,
+    "FULLY_CONNECTED": _emit_fully_connected,
+    "MAX_POOL_2D": _emit_pool,
+    "AVERAGE_POOL_2D": _emit_pool,
+    "RESHAPE": _emit_alias,
+    "EXPAND_DIMS": _emit_alias,
+    "SQUEEZE": _emit_alias,
+    "QUANTIZE": _emit_quantize,
+    "DEQUANTIZE": _emit_dequantize,
+    "SOFTMAX": _emit_softmax,
+    "ADD": _emit_add,
+    "MEAN": _emit_mean,
+}
 
 C_TYPES = {np.int8: "int8_t", np.float32: "float"}
 
@@ -576,8 +630,18 @@ void *tinyopt_input(void) {{ return {name}_input(); }}
 int tinyopt_invoke(const void *in, void *out) {{ return {name}_invoke((const {in_t} *)in, ({out_t} *)out); }}
 #endif
 """
-    return Generated(name, source, header, arena, tin.nbytes, tout.nbytes, np.dtype(tin.dtype).name,
-                     np.dtype(tout.dtype).name, [op.kind for op in g.ops], em.techniques)  # fmt: skip
+    return Generated(
+        name,
+        source,
+        header,
+        arena,
+        tin.nbytes,
+        tout.nbytes,
+        np.dtype(tin.dtype).name,
+        np.dtype(tout.dtype).name,
+        [op.kind for op in g.ops],
+        em.techniques,
+    )
 
 
 def generate_file(tflite_path: str | Path, name: str, out_dir: str | Path, sparse: bool = True) -> Generated:

@@ -36,15 +36,49 @@ class Core:
 
 
 CORES = {
-    "cortex-m4": Core("cortex-m4", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"), "mps2-an386",
-                      25_000_000, 0x0, 4 << 20, 0x20000000, 4 << 20),
-    "cortex-m7": Core("cortex-m7", ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"), "mps2-an500",
-                      25_000_000, 0x0, 4 << 20, 0x20000000, 4 << 20),
-    "cortex-m55": Core("cortex-m55", ("-mcpu=cortex-m55", "-mfloat-abi=hard"), "mps3-an547",
-                       32_000_000, 0x0, 512 << 10, 0x20000000, 512 << 10),
-}  # fmt: skip
-CFLAGS = ("-O2", "-std=c99", "-mthumb", "-ffreestanding", "-ffunction-sections", "-fdata-sections",
-          "-fno-tree-loop-distribute-patterns", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall")  # fmt: skip
+    "cortex-m4": Core(
+        "cortex-m4",
+        ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
+        "mps2-an386",
+        25_000_000,
+        0x0,
+        4 << 20,
+        0x20000000,
+        4 << 20,
+    ),
+    "cortex-m7": Core(
+        "cortex-m7",
+        ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"),
+        "mps2-an500",
+        25_000_000,
+        0x0,
+        4 << 20,
+        0x20000000,
+        4 << 20,
+    ),
+    "cortex-m55": Core(
+        "cortex-m55",
+        ("-mcpu=cortex-m55", "-mfloat-abi=hard"),
+        "mps3-an547",
+        32_000_000,
+        0x0,
+        512 << 10,
+        0x20000000,
+        512 << 10,
+    ),
+}
+CFLAGS = (
+    "-O2",
+    "-std=c99",
+    "-mthumb",
+    "-ffreestanding",
+    "-ffunction-sections",
+    "-fdata-sections",
+    "-fno-tree-loop-distribute-patterns",
+    "-ffp-contract=off",
+    "-fno-strict-aliasing",
+    "-Wall",
+)
 STACK_RESERVE = 2048  # linked below RAM's end; the painted high-water mark says what was used
 
 
@@ -52,8 +86,9 @@ def core_for(profile: DeviceProfile) -> Core:
     core = profile.core.lower().strip()
     core = core[:-1] if core.startswith("cortex-m") and core.endswith("f") else core  # Cortex-M4F: the FPU is on
     if core not in CORES:
-        raise NotApplicable(f"no emulated machine for core '{profile.core}' ({profile.name}); "
-                            f"firmware builds for {', '.join(CORES)}")  # fmt: skip
+        raise NotApplicable(
+            f"no emulated machine for core '{profile.core}' ({profile.name}); firmware builds for {', '.join(CORES)}"
+        )
     return CORES[core]
 
 
@@ -116,69 +151,118 @@ def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) 
     for name in ("startup.c", "main.c"):
         (out_dir / name).write_text(fw.joinpath(name).read_text())
     script = fw.joinpath("link.ld.in").read_text()
-    for key, value in {"FLASH_ORIGIN": core.flash_origin, "FLASH_BYTES": min(profile.flash_bytes, core.flash_limit),
-                       "RAM_ORIGIN": core.ram_origin, "RAM_BYTES": min(profile.sram_bytes, core.ram_limit),
-                       "STACK_BYTES": STACK_RESERVE}.items():  # fmt: skip
+    for key, value in {
+        "FLASH_ORIGIN": core.flash_origin,
+        "FLASH_BYTES": min(profile.flash_bytes, core.flash_limit),
+        "RAM_ORIGIN": core.ram_origin,
+        "RAM_BYTES": min(profile.sram_bytes, core.ram_limit),
+        "STACK_BYTES": STACK_RESERVE,
+    }.items():
         script = script.replace(f"@{key}@", hex(value))
     (out_dir / "link.ld").write_text(script)
     cc = ["arm-none-eabi-gcc", *core.cflags, *CFLAGS, "-I", str(out_dir)]
     objects = []
-    for src, extra in ((paths["source"], ["-DTINYOPT_GENERIC_ENTRY", "-DTINYOPT_OP_HOOK=tinyopt_op_hook"]),
-                       (out_dir / "main.c", []), (out_dir / "startup.c", ["-fno-tree-vectorize"])):  # fmt: skip
+    for src, extra in (
+        (paths["source"], ["-DTINYOPT_GENERIC_ENTRY", "-DTINYOPT_OP_HOOK=tinyopt_op_hook"]),
+        (out_dir / "main.c", []),
+        (out_dir / "startup.c", ["-fno-tree-vectorize"]),
+    ):
         obj = src.with_suffix(".o")
         done = _run([*cc, *extra, "-c", str(src), "-o", str(obj)], out_dir)
         if done.returncode:
             raise RuntimeError(f"arm-none-eabi-gcc failed on {src.name}: {done.stderr.strip()[-2000:]}")
         objects.append(obj)
     elf = out_dir / "firmware.elf"
-    done = _run([*cc, "-nostdlib", "-T", "link.ld", "-Wl,--gc-sections", "-Wl,-Map=firmware.map", *map(str, objects),
-                 "-lgcc", "-o", str(elf)], out_dir)  # fmt: skip
+    done = _run(
+        [
+            *cc,
+            "-nostdlib",
+            "-T",
+            "link.ld",
+            "-Wl,--gc-sections",
+            "-Wl,-Map=firmware.map",
+            *map(str, objects),
+            "-lgcc",
+            "-o",
+            str(elf),
+        ],
+        out_dir,
+    )
     if done.returncode:
         overflow = re.search(r"region `(\w+)' overflowed by (\d+) bytes", done.stderr)
         if overflow:
             region, more = overflow.group(1), int(overflow.group(2))
             budget = profile.flash_bytes if region == "FLASH" else profile.sram_bytes
-            raise NotApplicable(f"the firmware does not fit {profile.name}: {region} ({budget:,} bytes) "
-                                f"overflowed by {more:,} bytes")  # fmt: skip
+            raise NotApplicable(
+                f"the firmware does not fit {profile.name}: {region} ({budget:,} bytes) overflowed by {more:,} bytes"
+            )
         raise RuntimeError(f"linking the firmware failed: {done.stderr.strip()[-2000:]}")
     text, data, bss = _size(elf)
     model_text, model_data, model_bss = _size_object(objects[0])
-    return Firmware(elf, core, profile, text + data, model_text + model_data, data + bss - STACK_RESERVE,
-                    generated.arena_bytes)  # fmt: skip
+    return Firmware(
+        elf, core, profile, text + data, model_text + model_data, data + bss - STACK_RESERVE, generated.arena_bytes
+    )
 
 
 def _size_object(obj: Path) -> tuple[int, int, int]:
     """text, data, bss of the sections of one object that survived --gc-sections (from the map file)."""
     keep = {"text": 0, "data": 0, "bss": 0}
     map_text = (obj.parent / "firmware.map").read_text()
-    for match in re.finditer(r"^ \.(text|rodata|data|bss)[\w.]*\s*\n?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$",
-                             map_text, re.M):  # fmt: skip
+    for match in re.finditer(
+        r"^ \.(text|rodata|data|bss)[\w.]*\s*\n?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", map_text, re.M
+    ):
         kind, _, size, source = match.groups()
         if Path(source).name == obj.name:
             keep["text" if kind in ("text", "rodata") else kind] += int(size, 16)
     return keep["text"], keep["data"], keep["bss"]
 
 
-def run_firmware(firmware: Firmware, inputs: np.ndarray, op_kinds: list[str], output_dtype: str,
-                 timeout: float = 600) -> DeviceRun:  # fmt: skip
+def run_firmware(
+    firmware: Firmware, inputs: np.ndarray, op_kinds: list[str], output_dtype: str, timeout: float = 600
+) -> DeviceRun:
     """Run the firmware on `inputs` (already in the model's input type) under QEMU; bounded by `timeout`."""
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         np.ascontiguousarray(inputs).tofile(work / "inputs.bin")
-        cmd = ["qemu-system-arm", "-M", firmware.core.machine, "-nographic", "-monitor", "none", "-serial", "none",
-               "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(firmware.elf)]
+        cmd = [
+            "qemu-system-arm",
+            "-M",
+            firmware.core.machine,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-icount",
+            "shift=0",
+            "-kernel",
+            str(firmware.elf),
+        ]
         try:
             done = _run(cmd, work, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise UserError(f"QEMU did not finish within {timeout:.0f} s; measure fewer inputs") from None
         report = re.search(r"TINYOPT count=(\d+) ticks=(\d+) stack=(\d+) ops=([\d,]*)", done.stdout + done.stderr)
         if done.returncode != 0 or not report:
-            raise RuntimeError(f"the firmware failed under QEMU (exit {done.returncode}): "
-                               f"{(done.stdout + done.stderr).strip()[-500:]}")  # fmt: skip
+            raise RuntimeError(
+                f"the firmware failed under QEMU (exit {done.returncode}): {(done.stdout + done.stderr).strip()[-500:]}"
+            )
         outputs = np.fromfile(work / "outputs.bin", dtype=np.dtype(output_dtype)).reshape(len(inputs), -1)
     count, ticks, stack = int(report.group(1)), int(report.group(2)), int(report.group(3))
     per_tick = 1e9 / firmware.core.clock_hz  # instructions per SysTick tick at icount shift=0
     per_op = [int(t) * per_tick / count for t in report.group(4).split(",") if t]
-    return DeviceRun(firmware.core.name, firmware.core.machine, count, firmware.flash_bytes,
-                     firmware.model_flash_bytes, firmware.static_ram_bytes + stack, stack,
-                     ticks * per_tick / count, per_op, op_kinds, outputs)  # fmt: skip
+    return DeviceRun(
+        firmware.core.name,
+        firmware.core.machine,
+        count,
+        firmware.flash_bytes,
+        firmware.model_flash_bytes,
+        firmware.static_ram_bytes + stack,
+        stack,
+        ticks * per_tick / count,
+        per_op,
+        op_kinds,
+        outputs,
+    )

@@ -13,8 +13,18 @@ import numpy as np
 
 from tinyopt.mcu.codegen import Generated
 
-HOST_CFLAGS = ("-O2", "-std=c99", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Werror", "-shared", "-fPIC",
-               "-DTINYOPT_GENERIC_ENTRY", "-DTINYOPT_PORTABLE")  # fmt: skip
+HOST_CFLAGS = (
+    "-O2",
+    "-std=c99",
+    "-ffp-contract=off",
+    "-fno-strict-aliasing",
+    "-Wall",
+    "-Werror",
+    "-shared",
+    "-fPIC",
+    "-DTINYOPT_GENERIC_ENTRY",
+    "-DTINYOPT_PORTABLE",
+)
 
 
 def model_io(x: np.ndarray, generated: Generated, interpreter=None) -> np.ndarray:
@@ -35,8 +45,9 @@ def run_host(generated: Generated, inputs: np.ndarray, cc: str = "gcc") -> np.nd
     with tempfile.TemporaryDirectory() as scratch:
         paths = generated.write(Path(scratch))
         lib_path = Path(scratch) / "model.so"
-        done = subprocess.run([cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)],
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)], capture_output=True, text=True
+        )
         if done.returncode:
             raise RuntimeError(f"{cc} failed on the generated C: {done.stderr.strip()[-2000:]}")
         lib = ctypes.CDLL(str(lib_path))

@@ -36,9 +36,15 @@ class DeviceReport:
         return self.instructions_per_inference * cpi / (clock_mhz * 1e3)
 
 
-def measure_on_device(tflite_path: str | Path, profile: DeviceProfile, x: np.ndarray, y: np.ndarray,
-                      sparse: bool = True, cluster_indices: bool = False,
-                      timeout: float = 600) -> DeviceReport:  # fmt: skip
+def measure_on_device(
+    tflite_path: str | Path,
+    profile: DeviceProfile,
+    x: np.ndarray,
+    y: np.ndarray,
+    sparse: bool = True,
+    cluster_indices: bool = False,
+    timeout: float = 600,
+) -> DeviceReport:
     """Generate C for the model, build it for the profile's core, run every input under QEMU, and compare the
     device's outputs with TFLM's on the same inputs. NotApplicable when an op or the budget rules it out."""
     path = Path(tflite_path)
@@ -51,10 +57,21 @@ def measure_on_device(tflite_path: str | Path, profile: DeviceProfile, x: np.nda
     reference = run_tflm(blob, inputs)
     same = (run.outputs == reference).all(axis=1)
     per_op: dict[str, float] = {}
-    for index, (kind, count) in enumerate(zip(generated.op_kinds, run.instructions_per_op)):
+    for index, (kind, count) in enumerate(zip(generated.op_kinds, run.instructions_per_op, strict=False)):
         per_op[f"{index}:{kind}"] = count
-    return DeviceReport(path.stem, run.core, run.flash_bytes, run.model_flash_bytes, run.ram_bytes,
-                        generated.arena_bytes, run.stack_bytes, run.instructions_per_inference, per_op, len(x),
-                        float(np.mean(run.outputs.argmax(axis=1) == y)), float(same.mean()),
-                        sum(t.sparse for t in generated.techniques),
-                        sum(t.clustered for t in generated.techniques))  # fmt: skip
+    return DeviceReport(
+        path.stem,
+        run.core,
+        run.flash_bytes,
+        run.model_flash_bytes,
+        run.ram_bytes,
+        generated.arena_bytes,
+        run.stack_bytes,
+        run.instructions_per_inference,
+        per_op,
+        len(x),
+        float(np.mean(run.outputs.argmax(axis=1) == y)),
+        float(same.mean()),
+        sum(t.sparse for t in generated.techniques),
+        sum(t.clustered for t in generated.techniques),
+    )
