@@ -1,0 +1,142 @@
+"""The typed records of a run, from conversion to summary, registry and report.
+
+`Measured` holds every figure of one .tflite file (a variant of ours or a reference model), `Variant`
+adds where a variant of ours came from, `Summary` is reports/<run-id>/summary.json. Their JSON is the
+summary's: `Summary.model_validate_json(path.read_text())` reads one back, `.model_dump(mode="json")`
+writes the same dicts (the score also under the task metric's own name: accuracy, mae or auc).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_serializer
+
+from tinyopt.errors import UserError
+
+
+class Record(BaseModel):
+    # Read back tolerantly (a summary written by an older tinyopt, the metric's own-name copy of the score).
+    model_config = ConfigDict(extra="ignore")
+
+
+class Measured(Record):
+    """Every figure of one .tflite file: size, score, host latency, TFLM facts, device fit."""
+
+    name: str
+    tflite: str
+    raw_bytes: int
+    gzip_bytes: int
+    metric: str
+    score: float
+    val_score: float
+    latency_us_p50: float
+    latency_us_p99: float
+    input_dtype: str
+    output_dtype: str
+    params: int
+    macs: int
+    ops: dict[str, int]
+    tflm_runs: bool
+    tflm_error: str | None = None
+    arena_bytes: int | None = None
+    arena_verified: bool = False
+    tflm_top1_agreement: float | None = None
+    tflm_max_abs_diff: float | None = None
+    fits: dict[str, bool] = {}  # device profile -> fits its flash and SRAM
+    fit_reasons: dict[str, str] = {}
+    mlflow_run_id: str | None = None  # set once the record is logged
+
+    @model_serializer(mode="wrap")
+    def _as_summary(self, handler: Any) -> dict[str, Any]:
+        fields = handler(self)
+        ordered: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key != "mlflow_run_id":
+                ordered[key] = value
+            if key == "val_score":
+                ordered[self.metric] = fields["score"]  # the score under the task metric's own name too
+        if self.mlflow_run_id is not None:
+            ordered["mlflow_run_id"] = self.mlflow_run_id
+        return ordered
+
+    def figure(self, key: str) -> Any:
+        """A figure by the name params.yaml's objectives use (`gzip_bytes`, `latency_us_p50`...)."""
+        return getattr(self, key, None)
+
+
+class Variant(Measured):
+    """A variant of ours: the chain that made it, its Keras model and what the techniques reported."""
+
+    chain: list[str]  # "train" first, the conversion last
+    model: str  # the Keras model it was converted from
+    c_source: str
+    keras_score: float
+    train_seconds: float
+    sparsity: float
+    unique_weights: dict[str, int]
+    notes: str = ""
+    parent_variant: str | None = None
+
+
+class Baseline(Variant):
+    epochs_run: int = 0
+
+
+class Pick(Record):
+    """The best variant for one objective, or None with the reason nothing qualified."""
+
+    variant: str | None
+    metric: str
+    value: float | None
+    candidates: int
+    why: str
+    runner_up: str | None
+
+
+class Skipped(Record):
+    name: str
+    chain: list[str]
+    reason: str
+
+
+class Summary(Record):
+    """reports/<run-id>/summary.json."""
+
+    run_id: str
+    created: str
+    mlflow_run_id: str
+    mlflow_tracking_uri: str
+    mlflow_experiment: str
+    git_commit: str | None
+    params_hash: str
+    dataset: dict[str, Any]
+    baseline: Baseline
+    variants: list[Variant]
+    skipped: list[Skipped]
+    picks: dict[str, Pick]
+    reference: list[Measured]
+    reference_note: str | None
+    comparisons: list[dict[str, Any]]
+    headline: list[dict[str, Any]]
+    devices: dict[str, dict[str, Any]]
+    timings: dict[str, Any]
+
+    def variant(self, name: str) -> Variant:
+        found = next((v for v in self.variants if v.name == name), None)
+        if found is None:
+            known = ", ".join(v.name for v in self.variants)
+            raise UserError(f"run {self.run_id} has no variant '{name}'; its variants: {known}")
+        return found
+
+
+def load_summary(path: Path) -> Summary:
+    """A run's summary.json, typed; a file that is not one is a UserError naming it."""
+    try:
+        return Summary.model_validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; run `tinyopt run` first") from None
+    except ValueError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise UserError(f"{path} is not a tinyopt summary ({' '.join(first)}); rerun `tinyopt run`") from None
