@@ -1,0 +1,68 @@
+"""The `tinyopt` command group: how every command reports a user's mistake (one line, exit 2), the options
+they share, and the quieting of library noise that several commands need."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from tinyopt.errors import NotApplicable, UserError
+
+
+def configure_prefect() -> None:
+    from tinyopt import prefect_home
+
+    prefect_home.configure()
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; a user's mistake needs only its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_library_warnings() -> None:
+    # TensorFlow, tf-keras and tfmot warn about their own internals (legacy formats, deprecations);
+    # none of it is actionable for a tinyopt user.
+    import warnings
+
+    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras"):
+        warnings.filterwarnings("ignore", module=module)
+
+
+def quiet_user_errors_in_prefect_logs() -> None:
+    for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
+    for handler in logging.getLogger("prefect").handlers:
+        handler.addFilter(_NoTracebackForUserErrors())
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (UserError, NotApplicable) as exc:
+            click.echo(f"tinyopt: error: {exc}", err=True)
+            sys.exit(2)
+
+
+params_option = click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the params file (the one place for knobs)",
+)
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="tinyopt")
+def main() -> None:
+    """tinyopt: train, optimize and benchmark neural networks for microcontrollers."""

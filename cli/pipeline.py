@@ -1,0 +1,266 @@
+"""The pipeline's commands: `tinyopt run` runs the whole optimize flow; fetch, prepare, train, convert,
+evaluate and bench run one step each (dvc.yaml's stages call them, so DVC and Prefect run the very same
+step functions)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from cli.group import (
+    configure_prefect,
+    main,
+    params_option,
+    quiet_library_warnings,
+    quiet_user_errors_in_prefect_logs,
+)
+from tinyopt import layout
+from tinyopt.errors import UserError
+
+
+@main.command()
+@params_option
+@click.option(
+    "--model", "model_path", default=None, type=click.Path(), help="your trained Keras model (.keras, .h5, SavedModel)"
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(),
+    help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class",
+)
+def run(params_path: str, model_path: str | None, data_path: str | None) -> None:
+    """Run the whole pipeline as the Prefect flow `optimize`."""
+    from tinyopt import console, prefect_home, tracking
+
+    # Before anything imports Prefect (it reads its settings once, and creates its home) and before any
+    # work: every place the run writes can be written.
+    prefect_home.set_defaults()
+    layout.require_writable(_run_writes())
+    configure_prefect()
+    from tasks.preflight import check_inputs
+    from tinyopt.params import load_params, with_inputs
+
+    # Bad params, data or model fail here, in seconds, before any machinery starts or anything is written.
+    _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
+    tracking.check_reachable()
+    console.filter_native_stderr()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its 'Creating initial MLflow database tables'
+    prefect_home.start_api()
+    from flows.optimize import optimize, task_runner
+
+    quiet_user_errors_in_prefect_logs()
+    console.quiet_prefect_task_finished()
+    quiet_library_warnings()
+    runner = task_runner(load_params(params_path).runner)
+    summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
+    click.echo("\n" + variants_table(summary))
+    for skip in summary.get("skipped", []):
+        click.echo(f"skipped {skip['name']}: {skip['reason']}")
+    if summary.get("reference_note"):
+        click.echo(summary["reference_note"])
+    click.echo("")
+    for objective, pick in summary["picks"].items():
+        click.echo(f"pick {objective}: {pick['variant'] or 'none'} ({pick['why']})")
+    click.echo(
+        f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
+        f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
+        f"MLflow: {summary['mlflow_tracking_uri']} "
+        f"(experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+    )
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"tinyopt: warning: {warning}", err=True)
+
+
+def _run_writes() -> list[Path]:
+    """The directories a run writes (checked before it starts)."""
+    from tinyopt import tracking
+
+    places = [
+        layout.DATA_ROOT,
+        layout.ARTIFACTS,
+        layout.REPORTS,
+        Path(os.environ["PREFECT_HOME"]),
+        Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]),
+    ]
+    if tracking.tracking_uri().startswith("sqlite:"):
+        places += [layout.MLFLOW_DB.parent, layout.MLFLOW_ARTIFACTS]
+    return places
+
+
+def variants_table(summary: dict) -> str:
+    """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
+    metric = summary["variants"][0]["metric"] if summary["variants"] else "score"
+    rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena")]
+    for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
+        arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
+        rows.append(
+            (
+                v["name"],
+                f"{v['raw_bytes']:,}",
+                f"{v['gzip_bytes']:,}",
+                f"{v['score']:.4f}",
+                f"{v['latency_us_p50']:.1f}",
+                f"{v['input_dtype']}/{v['output_dtype']}",
+                arena,
+            )
+        )
+    return aligned(rows)
+
+
+def aligned(rows) -> str:
+    """Rows of strings as columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        )
+        for row in rows
+    )
+
+
+@main.command()
+@params_option
+@click.option("--out", "out_root", default=str(layout.DATA_ROOT), show_default=True, type=click.Path(file_okay=False))
+def fetch(params_path: str, out_root: str) -> None:
+    """Fetch the dataset's raw files into DATA_ROOT/<dataset>/ and verify them."""
+    from tasks.data import fetch_dataset
+    from tinyopt.params import load_params
+
+    record = fetch_dataset(load_params(params_path).data, Path(out_root))
+    click.echo(f"{record.directory}: {record.name}, version {record.version}")
+
+
+@main.command()
+@params_option
+@click.option("--raw", "raw_dir", default=None, type=click.Path(file_okay=False), help="default: data/<dataset>")
+@click.option("--out", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
+    """Split the raw data into train / validation / test (fixed seed)."""
+    from tasks.data import check_data, load_raw, prepare_dataset
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    raw = Path(raw_dir) if raw_dir else layout.DATA_ROOT / params.data.dataset
+    _warn(
+        check_data(load_raw(params.data.dataset, raw, params.data), params.data, params.seed, params.task, str(raw))[1]
+    )
+    record = prepare_dataset(raw, params.data, params.seed, Path(out))
+    click.echo(f"{record.path}: {record.num_train} train / {record.num_val} val / {record.num_test} test")
+
+
+@main.command()
+@params_option
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
+def train(params_path: str, prepared: str, out_dir: str) -> None:
+    """Train the baseline model and save it as OUT_DIR/model.keras."""
+    from tasks.data import load_prepared
+    from tasks.preflight import check_prepared
+    from tasks.train import train_baseline
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    if params.model.path:
+        check_prepared(params, load_prepared(prepared))  # a model file that crashes its loader fails here, in one line
+    record = train_baseline(Path(prepared), params.model, params.train, params.task, params.seed, Path(out_dir))
+    click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test {record.metric} {record.keras_score:.4f}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--conversion",
+    default="float32",
+    show_default=True,
+    help="float32, float16, dynamic_range, int8_fallback, int8 or int16x8",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--prepared",
+    default=str(layout.PREPARED),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="training data to calibrate integer conversions on",
+)
+@params_option
+def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
+    """Convert a Keras model file to .tflite (and a C array beside it), with params.yaml's conversion
+    settings."""
+    from tasks.convert import NEEDS_CALIBRATION, convert_model
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    calibration = Path(prepared) if conversion in NEEDS_CALIBRATION else None
+    record = convert_model(Path(model_path), conversion, Path(out), calibration, params.conversion, params.seed)
+    click.echo(f"{record.tflite_path}: {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)")
+
+
+@main.command()
+@click.option("--tflite", "tflite_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON here")
+@params_option
+def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str) -> None:
+    """The task's metric for a .tflite file on the held-out test split, by running the file itself."""
+    from tasks.evaluate import evaluate_tflite
+    from tinyopt.files import write_json
+    from tinyopt.params import load_params
+
+    record = evaluate_tflite(Path(tflite_path), Path(prepared), load_params(params_path).task.score_metric)
+    if out:
+        write_json(out, record.model_dump(exclude={"outputs"}))
+    click.echo(f"{record.tflite_path}: {record.metric} {record.score:.4f} on {record.num_test} test examples")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--prepared",
+    default=str(layout.PREPARED),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the prepared data (its test split scores the models)",
+)
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
+@params_option
+def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
+    """Benchmark .tflite files (or directories of them) in the pipeline's own harness."""
+    from flows.summary import model_record
+    from tasks.benchmark import benchmark_tflite, measure_latency
+    from tasks.data import load_prepared
+    from tasks.evaluate import evaluate_tflite
+    from tinyopt.files import write_json
+    from tinyopt.params import load_params
+
+    params = load_params(params_path)
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(path.glob("*.tflite"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory")
+    if not files:
+        raise UserError(f"no .tflite files in {', '.join(paths)}")
+    quiet_library_warnings()
+    sample = load_prepared(prepared)["x_test"][0]
+    edges = {str(f): benchmark_tflite(f, Path(prepared)) for f in files}
+    evaluations = {str(f): evaluate_tflite(f, Path(prepared), params.task.score_metric) for f in files}
+    latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
+    records = [
+        model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params) for f in files
+    ]
+    from tasks.report import model_rows
+
+    click.echo(aligned(model_rows(records)))
+    if json_out:
+        write_json(json_out, records)

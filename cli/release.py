@@ -1,0 +1,202 @@
+"""The release commands: keys, the model registry, fleet channels (promote, verify, rollback, status)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.group import configure_prefect, main, params_option, quiet_user_errors_in_prefect_logs
+from tinyopt import layout
+from tinyopt.errors import UserError
+
+
+@main.command()
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="a directory outside the project"
+)
+@click.option("--force", is_flag=True, help="replace an existing key pair (devices then need the new signing.pub)")
+@params_option
+def keygen(out_dir: str, force: bool, params_path: str) -> None:
+    """Make an Ed25519 key pair for signing manifests (keep signing.key out of the repository)."""
+    from tinyopt import signing
+
+    project = signing.project_of(Path(params_path))
+    if signing.inside_project(Path(out_dir), project):
+        raise UserError(
+            f"{out_dir}: inside the project or a git working tree; keys must live outside both (e.g. ~/.tinyopt-keys)"
+        )
+    private, public = signing.generate_keys(Path(out_dir).expanduser(), force)
+    click.echo(
+        f"private key: {private} (export TINYOPT_SIGNING_KEY_FILE={private})\npublic key: {public} (give it to devices)"
+    )
+
+
+@main.command()
+@click.option("--variant", default=None, help="a variant of the run (default: the pick of --objective)")
+@click.option("--objective", default="best-on-nano33ble", show_default=True, help="whose pick to register")
+@click.option("--profile", default=None, help="the target device profile (default: the objective's, else nano33ble)")
+@click.option("--name", "model_name", default=None, help="registered model name (default: <dataset>-<profile>)")
+@click.option("--summary", "summary_path", default=str(layout.REPORTS / "latest" / "summary.json"), show_default=True)
+@params_option
+def register(
+    variant: str | None,
+    objective: str,
+    profile: str | None,
+    model_name: str | None,
+    summary_path: str,
+    params_path: str,
+) -> None:
+    """Register a picked variant in MLflow's model registry (alias: candidate)."""
+    from tasks.registry import load_summary, register_variant
+    from tinyopt.params import check_name, load_params
+
+    if model_name:
+        check_name("model", model_name)
+    params = load_params(params_path)
+    summary = load_summary(Path(summary_path))
+    if variant is None:
+        pick = summary["picks"].get(objective)
+        if not pick or not pick["variant"]:
+            raise UserError(f"objective '{objective}' picked nothing in run {summary['run_id']}; pass --variant")
+        variant = pick["variant"]
+        profile = profile or (params.objectives[objective].profile if objective in params.objectives else None)
+    done = register_variant(summary, variant, profile or "nano33ble", model_name)
+    click.echo(f"registered {done['variant']} as {done['model']} version {done['version']} (alias {done['alias']})")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--version", required=True, type=int)
+@click.option("--channel", required=True)
+@click.option("--force", is_flag=True, help="publish even if the channel's gate refuses (needs --reason)")
+@click.option("--reason", default=None, help="why the gate is overridden (recorded in the manifest and registry)")
+@params_option
+def promote(model: str, version: int, channel: str, force: bool, reason: str | None, params_path: str) -> None:
+    """Publish a registered model version to a fleet channel (signed manifest on S3); promoting what a
+    channel serves again re-signs it when needed (near expiry, tampered with)."""
+    from tinyopt.params import check_name, load_params
+
+    check_name("model", model)
+    if force and not reason:
+        raise UserError("--force needs --reason: the override is recorded")
+    load_params(params_path)  # a bad params file is one line before Prefect starts
+    configure_prefect()
+    from flows.promote import promote as promote_flow
+
+    quiet_user_errors_in_prefect_logs()
+    done = promote_flow(model, version, channel, params_path, reason if force else None)
+    click.echo(
+        f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]}, sequence {done['sequence']})"
+    )
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+@main.command()
+@click.option("--channel", required=True, help="the channel this device is on (a manifest for another is rejected)")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="check this manifest file (with --model) instead of downloading the channel's from S3",
+)
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False))
+@click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--into", default="fleet-download", show_default=True, help="where a download keeps the model, manifest and state"
+)
+@click.option(
+    "--state",
+    "state_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="the device's last accepted sequence (default: INTO/state.json, or state.json beside --model)",
+)
+@params_option
+def verify(
+    channel: str,
+    manifest_path: str | None,
+    model_path: str | None,
+    public_key: str,
+    into: str,
+    state_path: str | None,
+    params_path: str,
+) -> None:
+    """Check a manifest and its model the way a device does: signature, channel, expiry, sequence
+    (no downgrade), size and sha256; then record the sequence in the state file."""
+    from tasks import promote as promotion
+    from tinyopt import signing
+    from tinyopt.params import check_name, load_params
+
+    check_name("channel", channel)
+    if bool(manifest_path) != bool(model_path):
+        raise UserError("give both --manifest and --model (files), or neither (download the channel from S3)")
+    key = signing.load_public_key(Path(public_key))
+    if manifest_path:
+        state = Path(state_path) if state_path else Path(model_path).parent / "state.json"
+        published, model = _read_file(manifest_path, "manifest"), _read_file(model_path, "model")
+        manifest = promotion.verify(published, model, key, channel, state)
+    else:
+        if state_path and Path(state_path) != Path(into) / "state.json":
+            raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
+        manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
+    click.echo(
+        f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
+        f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
+        "signature good"
+    )
+
+
+@main.command()
+@click.argument("channel")
+@params_option
+def rollback(channel: str, params_path: str) -> None:
+    """Publish a new manifest that serves what the channel served before its current model."""
+    from tasks.promote import rollback as roll_back
+    from tinyopt.params import load_params
+
+    done = roll_back(channel, load_params(params_path), Path(params_path).resolve().parent)
+    click.echo(
+        f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
+        f"sequence {done['sequence']})"
+    )
+
+
+@main.command()
+@click.option(
+    "--public-key",
+    "public_key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also check each channel's manifest with it (signature, schema, expiry)",
+)
+@params_option
+def status(public_key: str | None, params_path: str) -> None:
+    """What each fleet channel serves now."""
+    from tasks.promote import status as channel_status
+    from tinyopt import signing
+    from tinyopt.params import load_params
+
+    key = signing.load_public_key(Path(public_key)) if public_key else None
+    for row in channel_status(load_params(params_path), key):
+        shown = row["manifest"]
+        if not row["published"]:
+            serves = "nothing"
+        elif shown is None or "model_name" not in shown:
+            serves = "an unreadable manifest (promote again to re-sign it)"
+        else:
+            serves = (
+                f"{shown['model_name']} v{shown['version']} ({shown.get('metric')} {shown.get('score')}, "
+                f"sha256 {str(shown.get('sha256'))[:12]}, sequence {shown.get('sequence')}, "
+                f"expires {shown.get('expires')})"
+            )
+        unchecked = " [not verified: pass --public-key]" if row["published"] else ""
+        check = f" [{row['check']}]" if row["check"] else unchecked
+        click.echo(f"{row['channel']}: {serves}{check}; {row['history']} manifests published")
