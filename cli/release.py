@@ -9,6 +9,7 @@ import click
 from cli.group import configure_prefect, main, params_option, quiet_user_errors_in_prefect_logs
 from tinyopt import layout
 from tinyopt.errors import UserError
+from tinyopt.params import DEFAULT_OBJECTIVE, DEFAULT_PROFILE
 
 
 @main.command()
@@ -19,7 +20,7 @@ from tinyopt.errors import UserError
 @params_option
 def keygen(out_dir: str, force: bool, params_path: str) -> None:
     """Make an Ed25519 key pair for signing manifests (keep signing.key out of the repository)."""
-    from tinyopt import signing
+    from tinyopt.release import signing
 
     project = signing.project_of(Path(params_path))
     if signing.inside_project(Path(out_dir), project):
@@ -34,8 +35,10 @@ def keygen(out_dir: str, force: bool, params_path: str) -> None:
 
 @main.command()
 @click.option("--variant", default=None, help="a variant of the run (default: the pick of --objective)")
-@click.option("--objective", default="best-on-nano33ble", show_default=True, help="whose pick to register")
-@click.option("--profile", default=None, help="the target device profile (default: the objective's, else nano33ble)")
+@click.option("--objective", default=DEFAULT_OBJECTIVE, show_default=True, help="whose pick to register")
+@click.option(
+    "--profile", default=None, help=f"the target device profile (default: the objective's, else {DEFAULT_PROFILE})"
+)
 @click.option("--name", "model_name", default=None, help="registered model name (default: <dataset>-<profile>)")
 @click.option("--summary", "summary_path", default=str(layout.REPORTS / "latest" / "summary.json"), show_default=True)
 @params_option
@@ -48,8 +51,8 @@ def register(
     params_path: str,
 ) -> None:
     """Register a picked variant in MLflow's model registry (alias: candidate)."""
-    from tasks.registry import load_summary, register_variant
     from tinyopt.params import check_name, load_params
+    from tinyopt.release.registry import load_summary, register_variant
 
     if model_name:
         check_name("model", model_name)
@@ -61,7 +64,7 @@ def register(
             raise UserError(f"objective '{objective}' picked nothing in run {summary['run_id']}; pass --variant")
         variant = pick["variant"]
         profile = profile or (params.objectives[objective].profile if objective in params.objectives else None)
-    done = register_variant(summary, variant, profile or "nano33ble", model_name)
+    done = register_variant(summary, variant, profile or DEFAULT_PROFILE, model_name)
     click.echo(f"registered {done['variant']} as {done['model']} version {done['version']} (alias {done['alias']})")
 
 
@@ -131,9 +134,8 @@ def verify(
 ) -> None:
     """Check a manifest and its model the way a device does: signature, channel, expiry, sequence
     (no downgrade), size and sha256; then record the sequence in the state file."""
-    from tasks import promote as promotion
-    from tinyopt import signing
     from tinyopt.params import check_name, load_params
+    from tinyopt.release import device, signing
 
     check_name("channel", channel)
     if bool(manifest_path) != bool(model_path):
@@ -142,11 +144,11 @@ def verify(
     if manifest_path:
         state = Path(state_path) if state_path else Path(model_path).parent / "state.json"
         published, model = _read_file(manifest_path, "manifest"), _read_file(model_path, "model")
-        manifest = promotion.verify(published, model, key, channel, state)
+        manifest = device.verify(published, model, key, channel, state)
     else:
         if state_path and Path(state_path) != Path(into) / "state.json":
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
-        manifest = promotion.download_and_verify(channel, load_params(params_path), key, Path(into))
+        manifest = device.download_and_verify(channel, load_params(params_path), key, Path(into))
     click.echo(
         f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
         f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
@@ -159,8 +161,8 @@ def verify(
 @params_option
 def rollback(channel: str, params_path: str) -> None:
     """Publish a new manifest that serves what the channel served before its current model."""
-    from tasks.promote import rollback as roll_back
     from tinyopt.params import load_params
+    from tinyopt.release.promote import rollback as roll_back
 
     done = roll_back(channel, load_params(params_path), Path(params_path).resolve().parent)
     click.echo(
@@ -180,9 +182,9 @@ def rollback(channel: str, params_path: str) -> None:
 @params_option
 def status(public_key: str | None, params_path: str) -> None:
     """What each fleet channel serves now."""
-    from tasks.promote import status as channel_status
-    from tinyopt import signing
     from tinyopt.params import load_params
+    from tinyopt.release import signing
+    from tinyopt.release.channel import status as channel_status
 
     key = signing.load_public_key(Path(public_key)) if public_key else None
     for row in channel_status(load_params(params_path), key):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks import promote as promotion
 from tinyopt.errors import UserError
 from tinyopt.params import load_params
+from tinyopt.release.promote import promote as promote_version
 
 
 def not_a_user_error(task, task_run, state) -> bool:
@@ -17,13 +17,14 @@ def not_a_user_error(task, task_run, state) -> bool:
     return not isinstance(getattr(state, "data", None), UserError)
 
 
+# S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
+# The one publish task: this flow's, and reoptimize's (which also runs it as `refresh`).
+publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=not_a_user_error)(promote_version)
+
+
 @flow(name="promote")
 def promote(
     model: str, version: int, channel: str, params_path: str = "params.yaml", force_reason: str | None = None
 ) -> dict:
     params = load_params(params_path)
-    # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
-    publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=not_a_user_error)(
-        promotion.promote
-    )
     return publish(model, version, channel, params, force_reason, Path(params_path).resolve().parent)

@@ -11,78 +11,56 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.optimize import optimize, task_runner
-from tasks import promote as promotion
-from tasks import registry
+from flows.promote import publish
 from tinyopt import layout, tracking
-from tinyopt.files import sha256_file, write_json
+from tinyopt.files import write_json
 from tinyopt.params import load_params
+from tinyopt.release.channel import alias_for
+from tinyopt.release.decision import decide
+from tinyopt.release.registry import register_variant
+
+register = task(name="register", retries=2, retry_delay_seconds=5)(register_variant)
+# Devices refuse an expired manifest: keeping production re-signs its channel when it is stale (or
+# repairs it when tampered); otherwise promoting the same version changes nothing.
+refresh = publish.with_options(name="refresh")
 
 
 @flow(name="reoptimize")
-def reoptimize(params_path: str = "params.yaml", data: str | None = None, promote: bool = True) -> dict:
+def reoptimize(params_path: str = "params.yaml", data: str | None = None, publish_better: bool = True) -> dict:
     """Returns (and writes to reports/<run-id>/reoptimize.json) the decision and what was done.
-    `data` takes a new dataset version (as `tinyopt run --data`); `promote=False` only compares."""
+    `data` takes a new dataset version (as `tinyopt run --data`); `publish_better=False` only compares."""
     logger = get_run_logger()
     params = load_params(params_path)
-    settings = params.schedule
+    channel = params.schedule.channel
     summary = optimize.with_options(task_runner=task_runner(params.runner))(params_path=params_path, data=data)
+    decision = decide(summary, params)
+    logger.info("%s: %s", "replace production" if decision["replace"] else "keep production", decision["why"])
+    if decision["replace"] and publish_better and channel:
+        decision["registered"] = register(summary, decision["pick"], decision["profile"], decision["model_name"])
+        version = decision["registered"]["version"]
+        decision["published"] = publish(decision["model_name"], version, channel, params)
+        logger.info("published %s v%d to %s", decision["model_name"], version, channel)
+    elif decision["production"] and publish_better and channel and alias_for(channel) == "production":
+        decision["refreshed"] = refresh(decision["model_name"], decision["production"]["version"], channel, params)
+        logger.info("%s: %s", channel, decision["refreshed"]["status"])
+    record(summary, decision)
+    return decision
 
-    pick = summary["picks"][settings.objective]
-    # The device the pick must fit: the objective's, else the channel's, else the default profile.
-    channel_profile = params.fleet.channels[settings.channel].profile if settings.channel else "nano33ble"
-    profile = params.objectives[settings.objective].profile or channel_profile
-    model_name = f"{summary['dataset']['name']}-{profile}"
-    decision = {
-        "run_id": summary["run_id"],
-        "objective": settings.objective,
-        "profile": profile,
-        "model_name": model_name,
-        "pick": pick["variant"],
-        "channel": settings.channel,
-    }
-    production = registry.serving(model_name, "production")
-    decision["production"] = production and {k: production[k] for k in ("version", "name", "metric", "score", "sha256")}
-    if pick["variant"] is None:
-        replace, why = False, f"objective {settings.objective} picked nothing: {pick['why']}"
-    else:
-        candidate = next(v for v in summary["variants"] if v["name"] == pick["variant"])
-        candidate = {**candidate, "sha256": sha256_file(candidate["tflite"])}
-        replace, why = promotion.replaces_production(candidate, production, profile)
-    decision.update(replace=replace, why=why, registered=None, published=None, refreshed=None)
-    logger.info("%s: %s", "replace production" if replace else "keep production", why)
 
-    if replace and promote and settings.channel:
-        registered = task(name="register", retries=2, retry_delay_seconds=5)(registry.register_variant)(
-            summary, pick["variant"], profile, model_name
-        )
-        decision["registered"] = registered
-        publish = task(name="publish", retries=1, retry_delay_seconds=5)(promotion.promote)
-        decision["published"] = publish(model_name, registered["version"], settings.channel, params)
-        logger.info("published %s v%d to %s", model_name, registered["version"], settings.channel)
-    elif production and promote and settings.channel and promotion.alias_for(settings.channel) == "production":
-        # Devices refuse an expired manifest: keeping production re-signs its channel when it is stale
-        # (or repairs it when tampered); otherwise promoting the same version changes nothing.
-        refresh = task(name="refresh", retries=1, retry_delay_seconds=5)(promotion.promote)
-        decision["refreshed"] = refresh(model_name, production["version"], settings.channel, params)
-        logger.info("%s: %s", settings.channel, decision["refreshed"]["status"])
-
-    tracking.client().set_tag(
-        summary["mlflow_run_id"], "reoptimize.decision", ("replace: " if replace else "keep: ") + why
-    )
+def record(summary: dict, decision: dict) -> None:
+    """The decision on the run's MLflow parent run, in reports/<run-id>/reoptimize.json and in Prefect's UI."""
+    verdict = "replace" if decision["replace"] else "keep"
+    tracking.client().set_tag(summary["mlflow_run_id"], "reoptimize.decision", f"{verdict}: {decision['why']}")
     write_json(layout.REPORTS / summary["run_id"] / "reoptimize.json", decision)
+    published = (
+        decision["published"] and f"Published v{decision['registered']['version']} to `{decision['channel']}`.\n"
+    )
     create_markdown_artifact(
         key="tinyopt-reoptimize",
         description=f"reoptimize {summary['run_id']}",
-        markdown=(
-            f"**{'Replace' if replace else 'Keep'} production** ({model_name}): {why}\n\n"
-            + (
-                f"Published v{decision['registered']['version']} to `{settings.channel}`.\n"
-                if decision["published"]
-                else ""
-            )
-        ),
+        markdown=f"**{verdict.capitalize()} production** ({decision['model_name']}): {decision['why']}\n\n"
+        + (published or ""),
     )
-    return decision
 
 
 def deployments(params_path: str = "params.yaml", for_worker: bool = False) -> list:

@@ -151,6 +151,6 @@ def s3_endpoint():
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> tuple[Path, Path]:
-    from tinyopt.signing import generate_keys
+    from tinyopt.release.signing import generate_keys
 
     return generate_keys(tmp_path_factory.mktemp("keys"))

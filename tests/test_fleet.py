@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_fashion, run_cli
-from tinyopt.signing import peek
+from tinyopt.release.signing import peek
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 
@@ -60,7 +60,7 @@ def summary(project: Path) -> dict:
 
 
 def register(project: Path, variant: str) -> int:
-    from tasks.registry import register_variant
+    from tinyopt.release.registry import register_variant
 
     return register_variant(summary(project), variant, "nano33ble")["version"]
 
@@ -104,10 +104,11 @@ def test_registered_version_links_back_to_its_run(env, project):
 
 
 def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
-    from tasks.promote import promote, verify
     from tinyopt.errors import UserError
-    from tinyopt.fleet import FleetStore
-    from tinyopt.signing import canonical, load_public_key
+    from tinyopt.release.device import verify
+    from tinyopt.release.fleet import FleetStore
+    from tinyopt.release.promote import promote
+    from tinyopt.release.signing import canonical, load_public_key
 
     version = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", version, "canary", env)
@@ -128,9 +129,10 @@ def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
 
 
 def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch, tmp_path):
-    from tasks.promote import promote, verify
-    from tinyopt.fleet import FleetStore
-    from tinyopt.signing import load_public_key
+    from tinyopt.release.device import verify
+    from tinyopt.release.fleet import FleetStore
+    from tinyopt.release.promote import promote
+    from tinyopt.release.signing import load_public_key
 
     old = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", old, "canary", env)
@@ -158,10 +160,10 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
 
 
 def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
-    from tasks.promote import promote
     from tinyopt import tracking
     from tinyopt.errors import UserError
-    from tinyopt.fleet import FleetStore
+    from tinyopt.release.fleet import FleetStore
+    from tinyopt.release.promote import promote
 
     version = register(project, "base-int8")
     with pytest.raises(UserError, match="tiny refuses .* it does not fit uno"):
@@ -183,7 +185,7 @@ def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
 
 
 def test_gate_refuses_what_does_not_fit_or_scores_worse():
-    from tasks.promote import gate
+    from tinyopt.release.decision import gate
 
     record = {"metric": "accuracy", "score": 0.89, "fits": {"nano33ble": True, "uno": False}}
     serving = {"model_name": "m", "version": 3, "metric": "accuracy", "score": 0.90}

@@ -53,7 +53,7 @@ def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
     """A registered version whose .tflite is `label`'s bytes, logged to a real MLflow run."""
     import mlflow
 
-    from tasks.registry import register_variant
+    from tinyopt.release.registry import register_variant
 
     path = tmp_path / f"{label}.tflite"
     path.write_bytes(f"TFL3 model {label}".encode() * 40)
@@ -79,21 +79,21 @@ def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
 
 
 def current(env) -> bytes:
-    from tinyopt.fleet import FleetStore
+    from tinyopt.release.fleet import FleetStore
 
     store = FleetStore(env.fleet)
     return store.get(store.manifest_key("canary"))
 
 
 def device(env, public, into: Path, channel: str = "canary", clock=None) -> dict:
-    from tasks.promote import download_and_verify
+    from tinyopt.release.device import download_and_verify
 
     return download_and_verify(channel, env, public, into, clock)
 
 
 def put_current(env, channel: str, body: bytes) -> None:
     """What an attacker with write access to the bucket does."""
-    from tinyopt.fleet import FleetStore
+    from tinyopt.release.fleet import FleetStore
 
     store = FleetStore(env.fleet)
     store.put(store.manifest_key(channel), body, "application/json")
@@ -101,15 +101,15 @@ def put_current(env, channel: str, body: bytes) -> None:
 
 @pytest.fixture
 def public(keys):
-    from tinyopt.signing import load_public_key
+    from tinyopt.release.signing import load_public_key
 
     return load_public_key(keys[1])
 
 
 def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, project, tmp_path, public):
-    from tasks.promote import promote
     from tinyopt.errors import UserError
-    from tinyopt.fleet import FleetStore
+    from tinyopt.release.fleet import FleetStore
+    from tinyopt.release.promote import promote
 
     old, new = register(project, tmp_path, 0.80, "old"), register(project, tmp_path, 0.85, "new")
     promote(MODEL, old, "canary", env)
@@ -135,8 +135,8 @@ def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, 
 
 
 def test_cross_channel_canary_manifest_copied_to_stable_is_rejected(env, project, tmp_path, public):
-    from tasks.promote import promote
     from tinyopt.errors import UserError
+    from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "canary-only"), "canary", env)
     put_current(env, "stable", current(env))
@@ -147,8 +147,8 @@ def test_cross_channel_canary_manifest_copied_to_stable_is_rejected(env, project
 
 @pytest.mark.parametrize("change", ["extra field", "key_id outside", "old schema-1 envelope"])
 def test_unsigned_fields_are_rejected(env, project, tmp_path, public, change):
-    from tasks.promote import promote
     from tinyopt.errors import UserError
+    from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "unsigned"), "canary", env)
     envelope = json.loads(current(env))
@@ -170,9 +170,9 @@ def test_unsigned_fields_are_rejected(env, project, tmp_path, public, change):
 def test_a_changed_payload_or_another_key_fails_the_signature(env, project, tmp_path, public):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tasks.promote import promote
-    from tinyopt import signing
     from tinyopt.errors import UserError
+    from tinyopt.release import signing
+    from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "forged"), "canary", env)
     envelope = json.loads(current(env))
@@ -187,9 +187,9 @@ def test_a_changed_payload_or_another_key_fails_the_signature(env, project, tmp_
 
 
 def test_an_expired_manifest_is_rejected_and_promoting_again_re_signs_it(env, project, tmp_path, public):
-    from tasks.promote import promote
     from tinyopt.errors import UserError
-    from tinyopt.signing import peek
+    from tinyopt.release.promote import promote
+    from tinyopt.release.signing import peek
 
     version = register(project, tmp_path, 0.80, "expiring")
     first = promote(MODEL, version, "stable", env)
@@ -210,15 +210,15 @@ def test_an_expired_manifest_is_rejected_and_promoting_again_re_signs_it(env, pr
 
 
 def current_of(env, channel: str) -> bytes:
-    from tinyopt.fleet import FleetStore
+    from tinyopt.release.fleet import FleetStore
 
     store = FleetStore(env.fleet)
     return store.get(store.manifest_key(channel))
 
 
 def test_rollback_publishes_a_higher_sequence_and_moves_the_alias(env, project, tmp_path, public):
-    from tasks.promote import promote, rollback
-    from tasks.registry import serving
+    from tinyopt.release.promote import promote, rollback
+    from tinyopt.release.registry import serving
 
     one, two = register(project, tmp_path, 0.80, "one"), register(project, tmp_path, 0.81, "two")
     promote(MODEL, one, "stable", env)
@@ -237,9 +237,9 @@ def test_rollback_publishes_a_higher_sequence_and_moves_the_alias(env, project, 
 def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
     env, project, tmp_path, public, monkeypatch
 ):
-    from tasks.promote import promote, rollback
-    from tinyopt.fleet import FleetStore
-    from tinyopt.signing import peek
+    from tinyopt.release.fleet import FleetStore
+    from tinyopt.release.promote import promote, rollback
+    from tinyopt.release.signing import peek
 
     v1, v2, v3 = (register(project, tmp_path, 0.80 + i / 100, f"chain{i}") for i in range(3))
     promote(MODEL, v1, "canary", env)
@@ -270,8 +270,8 @@ def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
 
 
 def test_promoting_again_repairs_a_tampered_current_manifest(env, project, tmp_path, public):
-    from tasks.promote import promote
     from tinyopt.errors import UserError
+    from tinyopt.release.promote import promote
 
     version = register(project, tmp_path, 0.80, "repair")
     promote(MODEL, version, "stable", env)
@@ -291,9 +291,9 @@ def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(en
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from tasks.promote import promote
-    from tasks.registry import serving
     from tinyopt.errors import UserError
+    from tinyopt.release.promote import promote
+    from tinyopt.release.registry import serving
 
     version = register(project, tmp_path, 0.80, "registry")
     real = MlflowClient.set_registered_model_alias
@@ -312,7 +312,7 @@ def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(en
 
 
 def test_cli_verify_rejects_bad_inputs_in_one_line_and_writes_nothing(env, project, tmp_path, keys):
-    from tasks.promote import promote
+    from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "cli"), "canary", env)
     cli_env = {"TINYOPT_SIGNING_KEY_FILE": str(keys[0])}
@@ -381,7 +381,7 @@ def test_signing_rejects_rsa_keys_and_keys_inside_the_project(tmp_path, monkeypa
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from tinyopt.errors import UserError
-    from tinyopt.signing import load_private_key
+    from tinyopt.release.signing import load_private_key
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -155,8 +155,8 @@ def statements(role: str) -> list[dict]:
 
 
 def test_bucket_policies_grant_each_role_only_what_it_does():
-    from tinyopt.fleet import FleetStore
     from tinyopt.params import load_params
+    from tinyopt.release.fleet import FleetStore
 
     fleet = load_params(REPO / "params.yaml").fleet
     assert fleet.bucket == dotenv()["FLEET_BUCKET"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.promote import replaces_production
 from tests.conftest import full_params
+from tinyopt.release.decision import replaces_production
 
 PICK = {
     "name": "qat-int8",
@@ -86,8 +86,8 @@ def test_deployments_follow_the_schedule_section(tmp_path):
 def test_production_lookup_tells_none_from_an_error(tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import serving
     from tinyopt import tracking
+    from tinyopt.release.registry import serving
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert serving("no-such-model") is None

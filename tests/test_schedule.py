@@ -150,7 +150,7 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=ctx["s3"], region_name="us-east-1")
-        from tinyopt.signing import peek
+        from tinyopt.release.signing import peek
 
         manifest = peek(s3.get_object(Bucket=BUCKET, Key="fleet/channels/stable/manifest.json")["Body"].read())
         assert (manifest["sha256"], manifest["channel"], manifest["sequence"]) == (

@@ -277,8 +277,10 @@ class DeviceProfile(Section):
     runtime_ram_bytes: int = Field(default=8_000, ge=0)
 
 
+DEFAULT_PROFILE = "nano33ble"  # the device a channel, the scheduled objective and `tinyopt register` target
+
 DEFAULT_DEVICES = {
-    "nano33ble": DeviceProfile(
+    DEFAULT_PROFILE: DeviceProfile(
         name="Arduino Nano 33 BLE Sense (nRF52840)",
         core="Cortex-M4F",
         clock_mhz=64,
@@ -326,12 +328,13 @@ class Objective(Section):
     profile: str | None = Field(default=None, description="only variants that fit this device profile")
 
 
+DEFAULT_OBJECTIVE = f"best-on-{DEFAULT_PROFILE}"
 DEFAULT_OBJECTIVES = {
     "smallest-ota": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.01, tflm_only=True),
     "most-accurate": Objective(metric="score", goal="best"),
     "most-accurate-deployable": Objective(metric="score", goal="best", tflm_only=True),
     "fastest": Objective(metric="latency_us_p50", goal="min", max_score_drop=0.005),
-    "best-on-nano33ble": Objective(metric="score", goal="best", profile="nano33ble"),
+    DEFAULT_OBJECTIVE: Objective(metric="score", goal="best", profile=DEFAULT_PROFILE),
 }
 
 
@@ -385,7 +388,7 @@ def check_name(kind: str, name: str) -> str:
 class ChannelParams(Section):
     """A release channel devices poll: the device profile its models must fit, and whether it is gated."""
 
-    profile: str = "nano33ble"
+    profile: str = DEFAULT_PROFILE
     gated: bool = Field(
         default=False,
         description="refuse a model that does not fit, or that scores worse (the task's metric) than what it serves",
@@ -438,7 +441,7 @@ class ScheduleParams(Section):
 
     cron: str | None = Field(default="0 2 * * *", description="the nightly run; null: on-demand only")
     timezone: str = "UTC"
-    objective: str = Field(default="best-on-nano33ble", description="the objective whose pick may replace production")
+    objective: str = Field(default=DEFAULT_OBJECTIVE, description="the objective whose pick may replace production")
     channel: str | None = Field(
         default="stable",
         description="where a better pick is published (through its gate); null: report only, promote nothing",

@@ -1,7 +1,7 @@
 """Channel manifests (schema 2) and the checks a device makes before it trusts one.
 
 A manifest names the channel it is for, a per-channel sequence number that only grows, and an
-expiry; all of it is inside the signed payload (see tinyopt.signing). A device keeps two things: the
+expiry; all of it is inside the signed payload (see tinyopt.release.signing). A device keeps two things: the
 public key, and a state file holding the last sequence it accepted on each channel (written only
 after a manifest and its model passed every check). It rejects, each with its own one line:
   - an envelope with any field besides payload and signature (nothing unsigned can be read),
@@ -21,9 +21,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from tinyopt import signing
 from tinyopt.errors import UserError
 from tinyopt.files import write_json
+from tinyopt.release import signing
 
 SCHEMA = 2
 FIELDS = {
