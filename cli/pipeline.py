@@ -232,12 +232,11 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 @params_option
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
     """Benchmark .tflite files (or directories of them) in the pipeline's own harness."""
-    from flows.summary import model_record
-    from tasks.benchmark import benchmark_tflite, measure_latency
-    from tasks.data import load_prepared
-    from tasks.evaluate import evaluate_tflite
+    from flows.measure import measure
     from tinyopt.files import write_json
     from tinyopt.params import load_params
+    from tinyopt.report import model_rows
+    from tinyopt.steps import run_now
 
     params = load_params(params_path)
     files = []
@@ -252,15 +251,10 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     if not files:
         raise UserError(f"no .tflite files in {', '.join(paths)}")
     quiet_library_warnings()
-    sample = load_prepared(prepared)["x_test"][0]
-    edges = {str(f): benchmark_tflite(f, Path(prepared)) for f in files}
-    evaluations = {str(f): evaluate_tflite(f, Path(prepared), params.task.score_metric) for f in files}
-    latencies = measure_latency(files, sample, params.benchmark.latency_warmup, params.benchmark.latency_repeats)
-    records = [
-        model_record(f.stem, str(f), None, evaluations[str(f)], edges[str(f)], latencies[str(f)], params) for f in files
-    ]
-    from tasks.report import model_rows
-
+    stems = [f.stem for f in files]
+    named = {(f.stem if stems.count(f.stem) == 1 else str(f)): f for f in files}  # a stem twice: its path
+    measured, _ = measure(named, {}, Path(prepared), params, run_now)
+    records = [record.model_dump(mode="json") for record in measured.values()]
     click.echo(aligned(model_rows(records)))
     if json_out:
         write_json(json_out, records)

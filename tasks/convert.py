@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.c_array import write_c_array
+from tinyopt.c_array import write_c_array
 from tinyopt.errors import NotApplicable, UserError
 from tinyopt.files import gzip_size, write_bytes
 from tinyopt.models import load_model
@@ -136,4 +136,4 @@ def strip_names(blob: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-convert_task = step_task(convert_model)
+convert_task = step_task(convert_model, name="convert")

@@ -646,5 +646,5 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-fetch_task = step_task(fetch_dataset, retries=2)
-prepare_task = step_task(prepare_dataset)
+fetch_task = step_task(fetch_dataset, name="fetch", retries=2)
+prepare_task = step_task(prepare_dataset, name="prepare")

@@ -31,4 +31,4 @@ def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy")
     )
 
 
-evaluate_task = step_task(evaluate_tflite)
+evaluate_task = step_task(evaluate_tflite, name="evaluate")

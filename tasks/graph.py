@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.train import TRAINING_LOCK, ModelRecord, record_model
 from tinyopt.errors import NotApplicable
 from tinyopt.models import load_model
 from tinyopt.params import GraphParams, TaskParams
 from tinyopt.steps import step_task
+from tinyopt.training import TRAINING_LOCK, TrainedModel, save_trained
 
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "Conv1D", "Dense")
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid")
@@ -90,7 +90,8 @@ def tflite_op_counts(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def optimize_graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams, out_dir: Path) -> ModelRecord:
+def graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams, out_dir: Path) -> TrainedModel:
+    """Fold what can be folded and record the effect on the converted graph (nothing is trained)."""
     from tasks.data import load_prepared
 
     data = load_prepared(prepared)
@@ -104,7 +105,7 @@ def optimize_graph(parent: Path, prepared: Path, settings: GraphParams, task: Ta
         else:
             effect = f"converted graph ops {before} -> {after}"
         notes = ("; ".join(changes) if changes else "nothing to fold") + f"; {keras_layers}; {effect}"
-        return record_model(folded, data, task, "graph", out_dir / "model.keras", parent=parent, notes=notes)
+        return save_trained(folded, data, task, "graph", out_dir / "model.keras", parent=parent, notes=notes)
 
 
-graph_task = step_task(optimize_graph)
+graph_task = step_task(graph)

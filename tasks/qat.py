@@ -1,18 +1,14 @@
 """Quantization-aware training, plain (qat) or collaborative: pruning-preserving (pqat),
-cluster-preserving (cqat), or both (pcqat), from tfmot."""
+cluster-preserving (cqat), or both (pcqat), from tfmot; saved as a SavedModel directory."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
-from tinyopt.errors import NotApplicable
-from tinyopt.models import load_model
-from tinyopt.params import QatParams, TaskParams, TrainParams
-from tinyopt.steps import step_task
+from tasks.fine_tune import fine_tune_task
+from tinyopt.params import QatParams
+from tinyopt.training import Technique
 
 
-def _scheme(step: str):
+def _scheme(token: str):
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
         default_8bit_cluster_preserve_quantize_scheme as cluster_preserve,
     )
@@ -26,44 +22,27 @@ def _scheme(step: str):
         "pqat": prune_preserve.Default8BitPrunePreserveQuantizeScheme,
         "cqat": cluster_preserve.Default8BitClusterPreserveQuantizeScheme,
         "pcqat": lambda: cluster_preserve.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True),
-    }[step]()
+    }[token]()
 
 
-def quantize_aware_train(
-    parent: Path,
-    prepared: Path,
-    step: str,
-    settings: QatParams,
-    train: TrainParams,
-    task: TaskParams,
-    seed: int,
-    out_dir: Path,
-) -> ModelRecord:
-    """Insert fake-quantization (int8) and fine-tune; saved as a SavedModel directory."""
-    import tensorflow_model_optimization as tfmot
+class Qat(Technique):
+    """Insert fake-quantization (int8) and fine-tune; the fake-quant layers stay for the converter."""
 
-    from tasks.data import load_prepared
+    verb = "quantize"
+    saved_as = "model.savedmodel"
 
-    quantization = tfmot.quantization.keras
-    data = load_prepared(prepared)
-    with TRAINING_LOCK:
-        set_seeds(seed)
-        try:
-            model = quantization.quantize_apply(quantization.quantize_annotate_model(load_model(parent)), _scheme(step))
-        except (ValueError, RuntimeError, TypeError) as exc:
-            raise NotApplicable(f"tfmot cannot quantize this model: {str(exc).splitlines()[0][:200]}") from None
-        compile_for_task(model, task, settings.learning_rate)
-        epochs_run, seconds = fit(model, data, settings.fine_tune_epochs, train.batch_size)
-        return record_model(
-            model,
-            data,
-            task,
-            step,
-            out_dir / "model.savedmodel",
-            parent=parent,
-            epochs_run=epochs_run,
-            train_seconds=seconds,
-        )
+    def __init__(self, token: str):
+        self.token = token
+
+    def wrap(self, model, settings: QatParams, checked):
+        import tensorflow_model_optimization as tfmot
+
+        quantization = tfmot.quantization.keras
+        return quantization.quantize_apply(quantization.quantize_annotate_model(model), _scheme(self.token)), ""
 
 
-qat_task = step_task(quantize_aware_train)
+QAT, PQAT, CQAT, PCQAT = (Qat(token) for token in ("qat", "pqat", "cqat", "pcqat"))
+qat_task = fine_tune_task(QAT)
+pqat_task = fine_tune_task(PQAT)
+cqat_task = fine_tune_task(CQAT)
+pcqat_task = fine_tune_task(PCQAT)

@@ -3,13 +3,10 @@ standard Conv2D layers, and retrain it from scratch (the paper's "operations opt
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tasks.train import TRAINING_LOCK, ModelRecord, compile_for_task, fit, record_model, set_seeds
+from tasks.fine_tune import fine_tune_task
 from tinyopt.errors import NotApplicable
-from tinyopt.models import load_model
-from tinyopt.params import SeparableParams, TaskParams, TrainParams
-from tinyopt.steps import step_task
+from tinyopt.params import SeparableParams, TrainParams
+from tinyopt.training import Technique
 
 
 def to_separable(model):
@@ -39,43 +36,25 @@ def to_separable(model):
     return rebuilt, replaced
 
 
-def make_separable(
-    parent: Path,
-    prepared: Path,
-    settings: SeparableParams,
-    train: TrainParams,
-    task: TaskParams,
-    seed: int,
-    out_dir: Path,
-) -> ModelRecord:
-    from tasks.data import load_prepared
+class Separable(Technique):
+    """Each Conv2D replaced by a SeparableConv2D, all layers retrained from scratch (the training
+    settings' epochs, learning rate and early stopping, unless `separable.epochs` says otherwise)."""
 
-    data = load_prepared(prepared)
-    with TRAINING_LOCK:
-        set_seeds(seed)
-        original = load_model(parent)
-        model, replaced = to_separable(original)
+    token = "separable"
+
+    def wrap(self, model, settings: SeparableParams, checked):
+        rebuilt, replaced = to_separable(model)
         if not replaced:
             raise NotApplicable("the model has no Conv2D layer to replace")
-        compile_for_task(model, task, train.learning_rate)
-        epochs_run, seconds = fit(
-            model, data, settings.epochs or train.epochs, train.batch_size, train.early_stopping_patience
-        )
         notes = (
             f"replaced {', '.join(replaced)} by SeparableConv2D and retrained all layers from scratch; "
-            f"parameters {original.count_params():,} -> {model.count_params():,}"
+            f"parameters {model.count_params():,} -> {rebuilt.count_params():,}"
         )
-        return record_model(
-            model,
-            data,
-            task,
-            "separable",
-            out_dir / "model.keras",
-            parent=parent,
-            epochs_run=epochs_run,
-            train_seconds=seconds,
-            notes=notes,
-        )
+        return rebuilt, notes
+
+    def schedule(self, settings: SeparableParams, train: TrainParams) -> tuple[int, float, int]:
+        return settings.epochs or train.epochs, train.learning_rate, train.early_stopping_patience
 
 
-separable_task = step_task(make_separable)
+SEPARABLE = Separable()
+separable_task = fine_tune_task(SEPARABLE)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
-from tasks.fit import fit_verdict
-from tasks.report import markdown, pareto_front
-from tasks.select import select
 from tests.conftest import REPO, make_project, needs_fashion, prepare_fashion_slice, run_cli
+from tinyopt.device_fit import fit_verdict
 from tinyopt.params import DEFAULT_DEVICES, Objective
+from tinyopt.records import Variant
+from tinyopt.report import markdown, pareto_front
+from tinyopt.select import select
 
 REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="needs ../shared/reference/seed-cnn1")
@@ -88,19 +89,35 @@ def test_fit_verdicts_name_the_budget_and_the_overrun():
     }
 
 
-def variant(name, val, gzip, tflm=True, fits=True, latency=10.0):
-    return {
-        "name": name,
-        "val_score": val,
-        "score": val,
-        "metric": "accuracy",
-        "gzip_bytes": gzip,
-        "raw_bytes": gzip * 2,
-        "tflm_runs": tflm,
-        "fits": {"nano33ble": fits},
-        "latency_us_p50": latency,
-        "arena_bytes": 1000,
-    }
+def variant(name, val, gzip, tflm=True, fits=True, latency=10.0, metric="accuracy", **more) -> Variant:
+    """A variant record with the figures selection and the headline look at; the rest plain."""
+    figures = dict(
+        name=name,
+        tflite=f"{name}.tflite",
+        raw_bytes=gzip * 2,
+        gzip_bytes=gzip,
+        metric=metric,
+        score=val,
+        val_score=val,
+        latency_us_p50=latency,
+        latency_us_p99=latency,
+        input_dtype="int8",
+        output_dtype="int8",
+        params=1,
+        macs=1,
+        ops={},
+        tflm_runs=tflm,
+        arena_bytes=1000,
+        fits={"nano33ble": fits},
+        chain=["train", "int8"],
+        model="m.keras",
+        c_source="m.cc",
+        keras_score=val,
+        train_seconds=0.0,
+        sparsity=0.0,
+        unique_weights={},
+    )
+    return Variant(**{**figures, **more})
 
 
 def test_selection_applies_constraints_and_explains_the_pick():
@@ -123,24 +140,24 @@ def test_selection_applies_constraints_and_explains_the_pick():
             ),
         },
     )
-    assert picks["ota"]["variant"] == "b" and picks["ota"]["runner_up"] == "a" and picks["ota"]["candidates"] == 2
-    assert "lowest gzip_bytes (7000) of 2 variants meeting: TFLM runs it;" in picks["ota"]["why"]
-    assert "highest validation accuracy (0.91)" in picks["best"]["why"]
-    assert picks["best"]["variant"] == "d" and picks["nano"]["variant"] == "a"
-    assert picks["impossible"]["variant"] == "a"  # exactly at the baseline passes a zero-drop limit
+    assert picks["ota"].variant == "b" and picks["ota"].runner_up == "a" and picks["ota"].candidates == 2
+    assert "lowest gzip_bytes (7000) of 2 variants meeting: TFLM runs it;" in picks["ota"].why
+    assert "highest validation accuracy (0.91)" in picks["best"].why
+    assert picks["best"].variant == "d" and picks["nano"].variant == "a"
+    assert picks["impossible"].variant == "a"  # exactly at the baseline passes a zero-drop limit
     assert (
         select(
             [variant("c", 0.5, 10)], 0.9, "accuracy", {"x": Objective(metric="score", goal="best", max_score_drop=0.1)}
-        )["x"]["variant"]
+        )["x"].variant
         is None
     )
 
 
 def test_selection_follows_the_metric_direction_for_errors():
     variants = [
-        dict(variant("a", 0.30, 9000), metric="mae"),
-        dict(variant("b", 0.20, 9500), metric="mae"),
-        dict(variant("c", 0.26, 5000), metric="mae"),
+        variant("a", 0.30, 9000, metric="mae"),
+        variant("b", 0.20, 9500, metric="mae"),
+        variant("c", 0.26, 5000, metric="mae"),
     ]
     picks = select(
         variants,
@@ -151,8 +168,8 @@ def test_selection_follows_the_metric_direction_for_errors():
             "small": Objective(metric="gzip_bytes", goal="min", max_score_drop=0.02),
         },
     )
-    assert picks["best"]["variant"] == "b" and picks["best"]["why"].startswith("lowest validation mae (0.2)")
-    assert picks["small"]["variant"] == "c"  # 0.01 worse than the baseline's 0.25: allowed; a is 0.05 worse
+    assert picks["best"].variant == "b" and picks["best"].why.startswith("lowest validation mae (0.2)")
+    assert picks["small"].variant == "c"  # 0.01 worse than the baseline's 0.25: allowed; a is 0.05 worse
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -187,17 +204,7 @@ def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared
 
 
 def test_report_markdown_has_every_section():
-    record = dict(
-        variant("base-int8", 0.9, 17000),
-        input_dtype="int8",
-        output_dtype="int8",
-        params=20410,
-        macs=93288,
-        latency_us_p99=12.0,
-        tflm_error=None,
-        chain=["train", "int8"],
-        notes="",
-    )
+    record = variant("base-int8", 0.9, 17000, params=20410, macs=93288, latency_us_p99=12.0).model_dump(mode="json")
     summary = {
         "run_id": "r1",
         "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
@@ -232,21 +239,10 @@ def test_report_markdown_has_every_section():
 
 
 def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference():
-    from flows.summary import headline
+    from tinyopt.summary import headline
 
     def model(name, raw, gzip, acc, tflm=True, io="int8", latency=10.0):
-        return {
-            "name": name,
-            "raw_bytes": raw,
-            "gzip_bytes": gzip,
-            "score": acc,
-            "metric": "accuracy",
-            "tflm_runs": tflm,
-            "input_dtype": io,
-            "output_dtype": io,
-            "latency_us_p50": latency,
-            "arena_bytes": 1,
-        }
+        return variant(name, acc, gzip, tflm=tflm, latency=latency, raw_bytes=raw, input_dtype=io, output_dtype=io)
 
     references = [
         model("ref-best", 23224, 17098, 0.8964, io="float32", latency=8.0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows import plan as planning
+from tinyopt import plan as planning
 from tinyopt.errors import UserError
 from tinyopt.params import DEFAULT_PLAN, Params, parse_params
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.cluster import cluster_model
+from tasks.cluster import CLUSTER, SP_CLUSTER
 from tasks.convert import convert_model
 from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
-from tasks.graph import fold_layers, optimize_graph
-from tasks.prune import prune_2_4, prune_magnitude
-from tasks.qat import quantize_aware_train
-from tasks.separable import make_separable
+from tasks.fine_tune import fine_tune
+from tasks.graph import fold_layers, graph
+from tasks.prune import PRUNE, PRUNE_2_4
+from tasks.qat import PQAT, QAT
+from tasks.separable import SEPARABLE
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice
 from tinyopt.errors import NotApplicable
@@ -53,7 +54,7 @@ def base(prepared, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pruned(prepared, base, tmp_path_factory):
     settings = PruneParams(target_sparsity=0.75, initial_sparsity=0.3, fine_tune_epochs=1)
-    return prune_magnitude(base, prepared, settings, TRAIN, TASK, SEED, tmp_path_factory.mktemp("pruned"))
+    return fine_tune(PRUNE, base, prepared, settings, TRAIN, TASK, SEED, tmp_path_factory.mktemp("pruned"))
 
 
 def test_pruned_model_has_the_target_sparsity_after_stripping(pruned):
@@ -65,7 +66,9 @@ def test_pruned_model_has_the_target_sparsity_after_stripping(pruned):
 
 
 def test_2_4_pruning_leaves_two_zeros_in_every_block_of_four(prepared, base, tmp_path):
-    record = prune_2_4(base, prepared, StructuredPruneParams(fine_tune_epochs=1), TRAIN, TASK, SEED, tmp_path)
+    record = fine_tune(
+        PRUNE_2_4, base, prepared, StructuredPruneParams(fine_tune_epochs=1), TRAIN, TASK, SEED, tmp_path
+    )
     # Layer names depend on what else this process built, so find the layers by their shapes.
     dense = next(k for k in kernels(load_model(record.model_path)).values() if k.shape == (2028, 10))
     blocks = dense.T.reshape(10, -1, 4)  # blocks of four consecutive input weights per output
@@ -74,23 +77,18 @@ def test_2_4_pruning_leaves_two_zeros_in_every_block_of_four(prepared, base, tmp
 
 
 def test_clustered_layers_have_at_most_n_unique_values(prepared, base, tmp_path):
-    record = cluster_model(base, prepared, ClusterParams(clusters=8, fine_tune_epochs=1), TRAIN, TASK, SEED, tmp_path)
+    record = fine_tune(
+        CLUSTER, base, prepared, ClusterParams(clusters=8, fine_tune_epochs=1), TRAIN, TASK, SEED, tmp_path
+    )
     for name, kernel in kernels(load_model(record.model_path)).items():
         assert np.unique(kernel).size <= 8, name
     assert max(record.unique_weights.values()) <= 8
 
 
 def test_sparsity_preserving_clustering_keeps_the_pruned_zeros(prepared, pruned, tmp_path):
-    record = cluster_model(
-        Path(pruned.model_path),
-        prepared,
-        ClusterParams(clusters=8, fine_tune_epochs=1),
-        TRAIN,
-        TASK,
-        SEED,
-        tmp_path,
-        preserve_sparsity=True,
-    )
+    settings = ClusterParams(clusters=8, fine_tune_epochs=1)
+    record = fine_tune(SP_CLUSTER, Path(pruned.model_path), prepared, settings, TRAIN, TASK, SEED, tmp_path)
+    assert record.step == "sp_cluster"
     before, after = kernels(load_model(pruned.model_path)), kernels(load_model(record.model_path))
     for name in before:
         assert ((before[name] == 0) <= (after[name] == 0)).all(), name  # every zero stays zero
@@ -141,10 +139,8 @@ def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
 
 def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path):
     settings = QatParams(fine_tune_epochs=1)
-    qat = quantize_aware_train(base, prepared, "qat", settings, TRAIN, TASK, SEED, tmp_path / "qat")
-    pqat = quantize_aware_train(
-        Path(pruned.model_path), prepared, "pqat", settings, TRAIN, TASK, SEED, tmp_path / "pqat"
-    )
+    qat = fine_tune(QAT, base, prepared, settings, TRAIN, TASK, SEED, tmp_path / "qat")
+    pqat = fine_tune(PQAT, Path(pruned.model_path), prepared, settings, TRAIN, TASK, SEED, tmp_path / "pqat")
     assert Path(qat.model_path).is_dir()  # SavedModel: tfmot's wrappers do not survive .keras
     for record in (qat, pqat):
         converted = convert_model(
@@ -187,7 +183,7 @@ def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared,
 
 def test_a_chain_is_reproducible_with_the_same_seed(prepared, base, pruned, tmp_path):
     settings = PruneParams(target_sparsity=0.75, initial_sparsity=0.3, fine_tune_epochs=1)
-    again = prune_magnitude(base, prepared, settings, TRAIN, TASK, SEED, tmp_path / "again")
+    again = fine_tune(PRUNE, base, prepared, settings, TRAIN, TASK, SEED, tmp_path / "again")
     weights = load_model(pruned.model_path).get_weights(), load_model(again.model_path).get_weights()
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -208,7 +204,7 @@ def test_a_chain_is_reproducible_with_the_same_seed(prepared, base, pruned, tmp_
 def test_separable_replaces_conv2d_and_reports_it(prepared, base, tmp_path):
     from tinyopt.params import SeparableParams
 
-    record = make_separable(base, prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path)
+    record = fine_tune(SEPARABLE, base, prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path)
     layers = [type(layer).__name__ for layer in load_model(record.model_path).layers]
     assert "SeparableConv2D" in layers and "Conv2D" not in layers
     assert "retrained all layers from scratch" in record.notes and "20,410 -> 20,323" in record.notes
@@ -225,7 +221,9 @@ def test_separable_on_a_model_without_conv2d_is_not_applicable(prepared, tmp_pat
     )
     save_model(mlp, tmp_path / "mlp.keras")
     with pytest.raises(NotApplicable, match="no Conv2D"):
-        make_separable(tmp_path / "mlp.keras", prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path / "out")
+        fine_tune(
+            SEPARABLE, tmp_path / "mlp.keras", prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path / "out"
+        )
 
 
 def test_graph_folds_batch_norm_and_activation_without_changing_outputs():
@@ -255,7 +253,7 @@ def test_graph_folds_batch_norm_and_activation_without_changing_outputs():
 def test_graph_step_on_the_paper_cnn_says_nothing_changed(prepared, base, tmp_path):
     from tinyopt.params import GraphParams
 
-    record = optimize_graph(base, prepared, GraphParams(), TASK, tmp_path)
+    record = graph(base, prepared, GraphParams(), TASK, tmp_path)
     assert record.notes.startswith("nothing to fold")
     assert "the converted graph is unchanged" in record.notes
 

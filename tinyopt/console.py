@@ -116,6 +116,11 @@ class Progress:
             line = f"[{self.done}/{self.total} {_elapsed(time.monotonic() - self.started)}] {label} {outcome}"
             self.say(line + (f" (running: {', '.join(running)})" if running else ""))
 
+    def expect(self, steps: int) -> None:
+        """Steps the plan learned of on the way (the reference models found once the data is known)."""
+        with self._lock:
+            self.total += steps
+
     def drop(self, steps: int) -> None:
         """Steps that will not run after all (a skipped technique takes its variants with it)."""
         with self._lock:

@@ -62,8 +62,9 @@ class Measured(Record):
         return ordered
 
     def figure(self, key: str) -> Any:
-        """A figure by the name params.yaml's objectives use (`gzip_bytes`, `latency_us_p50`...)."""
-        return getattr(self, key, None)
+        """A figure by the name params.yaml's objectives use (`gzip_bytes`, `latency_us_p50`...); the
+        task metric's own name (`accuracy`) is the test score."""
+        return self.score if key == self.metric else getattr(self, key, None)
 
 
 class Variant(Measured):
@@ -89,7 +90,7 @@ class Pick(Record):
 
     variant: str | None
     metric: str
-    value: float | None
+    value: int | float | None  # bytes stay integers in the JSON
     candidates: int
     why: str
     runner_up: str | None

@@ -155,9 +155,10 @@ class SkippedRecord(StepRecord):
     reason: str
 
 
-def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
+def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache: bool = True) -> Any:
     """Wrap a plain step function as a Prefect task (cached on inputs and code version).
 
+    `name` is the task's name in the Prefect UI (the function's name by default).
     A step that raises NotApplicable completes with a SkippedRecord instead of failing: the flow
     reports the reason and runs the rest of the plan.
     """
@@ -183,9 +184,49 @@ def step_task(fn: Callable, *, retries: int = 0, cache: bool = True) -> Any:
         return False
 
     _STEP_MODULES.add(fn.__module__)
-    options: dict[str, Any] = {"name": fn.__name__.replace("_", "-"), "retries": retries}
+    options: dict[str, Any] = {"name": name or fn.__name__, "retries": retries}
     if retries:
         options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
     if cache:
         options.update(cache_key_fn=cache_key, persist_result=True)
     return task(**options)(run)
+
+
+def named(step: Any, label: str) -> Any:
+    """The task with its runs named after what they do (`convert qat-int8`), in the UI and the logs.
+    Only the run's name: cache keys do not depend on it."""
+    return step.with_options(task_run_name=label.replace("{", "{{").replace("}", "}}"))
+
+
+class Submitter:
+    """How a flow runs its steps: each task run named `label`, counted in the run's progress."""
+
+    def __init__(self, progress: Any):
+        self.progress = progress
+
+    def __call__(self, step: Any, label: str, **arguments: Any) -> Any:
+        """Submit the task run (it runs alongside others); returns its future."""
+        return self.progress.track(named(step, label).submit(**arguments), label)
+
+    def now(self, step: Any, label: str, **arguments: Any) -> Any:
+        """Run the task now, in the flow's thread; returns its result."""
+        from tinyopt.console import state_outcome
+
+        state = named(step, label)(**arguments, return_state=True)
+        self.progress.finished(label, state_outcome(state))
+        return state.result()
+
+
+class Done:
+    """A result that is already there, for code written against futures."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def run_now(step: Any, label: str, **arguments: Any) -> Done:
+    """Run a step's function in this process, without Prefect (the CLI's one-step commands)."""
+    return Done(step.fn(**arguments))

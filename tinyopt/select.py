@@ -8,29 +8,29 @@ from __future__ import annotations
 
 from tinyopt.metrics import HIGHER_IS_BETTER, drop
 from tinyopt.params import Objective
+from tinyopt.records import Pick, Variant
 
 
-def _value(variant: dict, metric: str):
-    return variant["val_score"] if metric == "score" else variant.get(metric)
+def _value(variant: Variant, metric: str):
+    return variant.val_score if metric == "score" else variant.figure(metric)
 
 
 def select(
-    variants: list[dict], baseline_val_score: float, score_metric: str, objectives: dict[str, Objective]
-) -> dict[str, dict]:
-    """objective name -> {'variant', 'metric', 'value', 'why', 'runner_up', 'candidates'} (variant None
-    when nothing meets the constraints, with the reason)."""
+    variants: list[Variant], baseline_val_score: float, score_metric: str, objectives: dict[str, Objective]
+) -> dict[str, Pick]:
+    """objective name -> the pick (its variant None when nothing meets the constraints, with the reason)."""
     picks = {}
     for name, objective in objectives.items():
         candidates, rules = [], []
         for variant in variants:
             if _value(variant, objective.metric) is None:
                 continue
-            if objective.tflm_only and not variant["tflm_runs"]:
+            if objective.tflm_only and not variant.tflm_runs:
                 continue
-            if objective.profile and not variant["fits"].get(objective.profile, False):
+            if objective.profile and not variant.fits.get(objective.profile, False):
                 continue
             if objective.max_score_drop is not None and (
-                drop(score_metric, baseline_val_score, variant["val_score"]) > objective.max_score_drop + 1e-12
+                drop(score_metric, baseline_val_score, variant.val_score) > objective.max_score_drop + 1e-12
             ):
                 continue
             candidates.append(variant)
@@ -46,34 +46,34 @@ def select(
         constraint = ("; ".join(rules)) or "no constraint"
         label = f"validation {score_metric}" if objective.metric == "score" else objective.metric
         if not candidates:
-            picks[name] = {
-                "variant": None,
-                "metric": label,
-                "value": None,
-                "candidates": 0,
-                "why": f"no variant meets the constraints ({constraint})",
-                "runner_up": None,
-            }
+            picks[name] = Pick(
+                variant=None,
+                metric=label,
+                value=None,
+                candidates=0,
+                why=f"no variant meets the constraints ({constraint})",
+                runner_up=None,
+            )
             continue
         goal = objective.goal
         if goal == "best":
             goal = "max" if objective.metric != "score" or HIGHER_IS_BETTER[score_metric] else "min"
         sign = -1 if goal == "max" else 1
         # Ties go to the smaller file, then the name: a pick must not depend on the order of the plan.
-        ranked = sorted(candidates, key=lambda v: (sign * _value(v, objective.metric), v["gzip_bytes"], v["name"]))
+        ranked = sorted(candidates, key=lambda v: (sign * _value(v, objective.metric), v.gzip_bytes, v.name))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
         why = (
             f"{'highest' if goal == 'max' else 'lowest'} {label} ({_value(best, objective.metric)}) of "
             f"{len(candidates)} variants meeting: {constraint}"
         )
         if runner_up:
-            why += f"; runner-up {runner_up['name']} ({_value(runner_up, objective.metric)})"
-        picks[name] = {
-            "variant": best["name"],
-            "metric": label,
-            "value": _value(best, objective.metric),
-            "candidates": len(candidates),
-            "why": why,
-            "runner_up": runner_up["name"] if runner_up else None,
-        }
+            why += f"; runner-up {runner_up.name} ({_value(runner_up, objective.metric)})"
+        picks[name] = Pick(
+            variant=best.name,
+            metric=label,
+            value=_value(best, objective.metric),
+            candidates=len(candidates),
+            why=why,
+            runner_up=runner_up.name if runner_up else None,
+        )
     return picks

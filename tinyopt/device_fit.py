@@ -7,6 +7,8 @@ DeviceProfile). A model TFLM cannot run fits no microcontroller profile.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tinyopt.params import DeviceProfile
 
 
@@ -38,10 +40,9 @@ def fit_verdict(
     return verdict
 
 
-def fits_all(record: dict, devices: dict[str, DeviceProfile]) -> dict[str, dict]:
+def fits_all(edge: Any, devices: dict[str, DeviceProfile]) -> dict[str, dict]:
+    """The verdict for every device profile, from a benchmark's figures (an EdgeRecord or a Measured)."""
     return {
-        name: fit_verdict(
-            record["raw_bytes"], record["tflm_runs"], record["arena_bytes"], profile, record["tflm_error"]
-        )
+        name: fit_verdict(edge.raw_bytes, edge.tflm_runs, edge.arena_bytes, profile, edge.tflm_error)
         for name, profile in devices.items()
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from pathlib import Path
 
+from tinyopt import layout
 from tinyopt.files import atomic_path
 from tinyopt.metrics import HIGHER_IS_BETTER
 
@@ -206,3 +208,12 @@ def write_report(summary: dict, out_dir: Path) -> list[Path]:
     with atomic_path(path) as tmp:
         tmp.write_text(markdown(summary))
     return [path, *plots]
+
+
+def publish_latest(files: list[Path], reports: Path = layout.REPORTS) -> None:
+    """Copy a run's report files to reports/latest/, each replaced atomically."""
+    latest = reports / "latest"
+    latest.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, latest / f".{path.name}.tmp")
+        (latest / f".{path.name}.tmp").replace(latest / path.name)

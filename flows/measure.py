@@ -1,0 +1,63 @@
+"""Measuring model files in the pipeline's harness: the evaluation, the edge benchmark (in parallel),
+then the host latency of all of them in one sequential harness, once nothing else runs.
+
+The optimize flow measures its variants and the reference models with it; `tinyopt bench` measures
+any .tflite files with it, running each step in-process (tinyopt.steps.run_now)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.benchmark import benchmark_task, latency_task
+from tasks.data import load_prepared
+from tasks.evaluate import EvalRecord, evaluate_task
+from tinyopt.params import Params
+from tinyopt.records import Measured
+from tinyopt.summary import measured
+
+REFERENCE = "ref:"  # how a reference model's task runs are labelled
+
+
+def measure(
+    ours: dict[str, Path],
+    references: dict[str, Path],
+    prepared: Path,
+    params: Params,
+    run: Any,
+    evaluated: dict[str, EvalRecord] | None = None,
+) -> tuple[dict[str, Measured], dict[str, Measured]]:
+    """Every figure of each named file, ours and the reference models; `run(step, label, **arguments)`
+    runs a step and returns its future. Files of ours already in `evaluated` are not evaluated again."""
+    evaluated = evaluated or {}
+    labelled = {**ours, **{REFERENCE + name: path for name, path in references.items()}}
+    evaluations = {
+        label: run(
+            evaluate_task, f"evaluate {label}", tflite_path=path, prepared=prepared, metric=params.task.score_metric
+        )
+        for label, path in labelled.items()
+        if label not in evaluated
+    }
+    edges = {
+        label: run(benchmark_task, f"benchmark {label}", tflite_path=path, prepared=prepared)
+        for label, path in labelled.items()
+    }
+    edges = {label: future.result() for label, future in edges.items()}
+    evaluated = {**evaluated, **{label: future.result() for label, future in evaluations.items()}}
+    latencies = run(
+        latency_task,
+        "measure latency",
+        tflite_paths=[Path(edge.tflite_path) for edge in edges.values()],
+        sample=load_prepared(prepared)["x_test"][0],
+        warmup=params.benchmark.latency_warmup,
+        repeats=params.benchmark.latency_repeats,
+    ).result()
+
+    def figures(label: str, name: str) -> Measured:
+        edge = edges[label]
+        return measured(name, str(labelled[label]), evaluated[label], edge, latencies[edge.tflite_path], params.devices)
+
+    return (
+        {name: figures(name, name) for name in ours},
+        {name: figures(REFERENCE + name, name) for name in references},
+    )

@@ -1,0 +1,79 @@
+"""The one fine-tune every technique shares: load the prepared data, take the training lock, seed,
+load the parent fresh from its file, wrap it (or say why the technique does not apply), compile, fit,
+strip, record. A technique only says how to wrap and strip (tinyopt.training.Technique)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tinyopt.errors import NotApplicable
+from tinyopt.models import load_model
+from tinyopt.params import TaskParams, TrainParams
+from tinyopt.steps import step_task
+from tinyopt.training import (
+    TRAINING_LOCK,
+    Technique,
+    TrainedModel,
+    compile_for_task,
+    save_trained,
+    set_seeds,
+    train_epochs,
+)
+
+
+def fine_tune(
+    technique: Technique,
+    parent: Path,
+    prepared: Path,
+    settings: Any,
+    train: TrainParams,
+    task: TaskParams,
+    seed: int,
+    out_dir: Path,
+) -> TrainedModel:
+    """Apply `technique` to the parent model and fine-tune it; saved as out_dir/model.keras (or
+    model.savedmodel) with its figures in model.json."""
+    from tasks.data import load_prepared
+
+    checked = technique.check(parent, prepared, settings, train)
+    data = load_prepared(prepared)
+    with TRAINING_LOCK:
+        set_seeds(seed)
+        # A fresh copy of the parent: tfmot wrappers share layers with the model they wrap.
+        model = load_model(parent)
+        try:
+            wrapped, notes = technique.wrap(model, settings, checked)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            if technique.verb is None:
+                raise
+            why = str(exc).splitlines()[0][:200]
+            raise NotApplicable(f"tfmot cannot {technique.verb} this model: {why}") from None
+        epochs, learning_rate, patience = technique.schedule(settings, train)
+        compile_for_task(wrapped, task, learning_rate)
+        epochs_run, seconds = train_epochs(wrapped, data, epochs, train.batch_size, patience, technique.callbacks())
+        return save_trained(
+            technique.strip(wrapped),
+            data,
+            task,
+            technique.token,
+            out_dir / technique.saved_as,
+            parent=parent,
+            epochs_run=epochs_run,
+            train_seconds=seconds,
+            notes=notes,
+        )
+
+
+def fine_tune_task(technique: Technique) -> Any:
+    """The Prefect task of one technique, named by its token (`qat`, `sp_cluster`), cached like any step."""
+
+    def run(
+        parent: Path, prepared: Path, settings: Any, train: TrainParams, task: TaskParams, seed: int, out_dir: Path
+    ) -> TrainedModel:
+        return fine_tune(technique, parent, prepared, settings, train, task, seed, out_dir)
+
+    # The cache digests the technique's own module (and all it imports), under the technique's name.
+    run.__module__, run.__name__, run.__qualname__ = type(technique).__module__, technique.token, technique.token
+    run.__doc__ = type(technique).__doc__
+    return step_task(run)

@@ -1,0 +1,156 @@
+"""Track step: one MLflow child run per model file under the run's parent run, with its lineage, its
+chain's params, every figure as a metric and its files as artifacts; then the parent run's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tinyopt import plan, tracking
+from tinyopt.params import Params
+from tinyopt.records import Measured, Pick, Summary, Variant
+from tinyopt.steps import step_task
+
+TAG_LIMIT = 5000  # MLflow refuses longer tag values
+METRICS = (
+    "score",
+    "val_score",
+    "raw_bytes",
+    "gzip_bytes",
+    "latency_us_p50",
+    "latency_us_p99",
+    "params",
+    "macs",
+    "arena_bytes",
+    "tflm_top1_agreement",
+    "tflm_max_abs_diff",
+    "keras_score",
+    "sparsity",
+    "train_seconds",
+)
+
+
+def lineage_tags(run_id: str, commit: str | None, dataset: Any, params: Params) -> dict[str, str]:
+    """The tags every MLflow run of a pipeline run carries: where its models came from."""
+    return {
+        "tinyopt.run_id": run_id,
+        "git_commit": commit,
+        "dataset": dataset.name,
+        "dataset_version": dataset.version,
+        "params_hash": params.digest(),
+    }
+
+
+def log_model(
+    parent_run_id: str, experiment: str, name: str, tags: dict, params: dict, metrics: dict, artifacts: list[Path]
+) -> str:
+    """One MLflow child run for one model file (retried: a tracking server may blip)."""
+    run_id = tracking.start_run(experiment, name, tags, parent_run_id=parent_run_id)
+    tracking.log_run_data(run_id, params=params, metrics=metrics, artifacts=artifacts)
+    tracking.end_run(run_id)
+    return run_id
+
+
+log_model_task = step_task(log_model, retries=3, cache=False)
+
+
+def metrics_of(record: Measured) -> dict[str, float]:
+    """Every numeric figure of a record, as MLflow metrics."""
+    metrics = {key: float(getattr(record, key)) for key in METRICS if getattr(record, key, None) is not None}
+    metrics[record.metric] = float(record.score)  # also under its own name: accuracy, mae or auc
+    metrics["tflm_runs"] = float(record.tflm_runs)
+    metrics.update({f"fits.{profile}": float(ok) for profile, ok in record.fits.items()})
+    metrics.update({f"unique_weights.{layer}": float(n) for layer, n in getattr(record, "unique_weights", {}).items()})
+    return metrics
+
+
+def variant_tags(variant: Variant, lineage: dict, picks: dict[str, Pick]) -> dict[str, str]:
+    tags = {
+        **lineage,
+        "variant": variant.name,
+        "chain": " > ".join(variant.chain),
+        "parent_variant": variant.parent_variant,
+        "input_dtype": variant.input_dtype,
+        "tflm_runs": str(variant.tflm_runs).lower(),
+        "kind": "variant",
+        **{f"pick.{objective}": "true" for objective, pick in picks.items() if pick.variant == variant.name},
+    }
+    if variant.notes:
+        tags["notes"] = variant.notes[:TAG_LIMIT]
+    if variant.tflm_error:
+        tags["tflm_error"] = variant.tflm_error[:TAG_LIMIT]
+    return tags
+
+
+def variant_artifacts(variant: Variant) -> list[Path]:
+    """The .tflite file and its C array; the Keras model too for the baseline."""
+    c_source = Path(variant.c_source)
+    files = [Path(variant.tflite), c_source, c_source.with_suffix(".h")]
+    return [*files, Path(variant.model)] if variant.name == "base-float32" else files
+
+
+def log_models(
+    parent_run_id: str,
+    lineage: dict,
+    variants: list[Variant],
+    references: list[Measured],
+    picks: dict[str, Pick],
+    params: Params,
+    run: Any,
+) -> tuple[list[Variant], list[Measured]]:
+    """Log every record as a child run (in parallel, through `run`); the records with their run ids."""
+    experiment = params.tracking.experiment
+    futures = [
+        run(
+            log_model_task,
+            f"log {variant.name} to MLflow",
+            parent_run_id=parent_run_id,
+            experiment=experiment,
+            name=variant.name,
+            tags=variant_tags(variant, lineage, picks),
+            params=plan.chain_params(variant.chain[1:], params),
+            metrics=metrics_of(variant),
+            artifacts=variant_artifacts(variant),
+        )
+        for variant in variants
+    ]
+    futures += [
+        run(
+            log_model_task,
+            f"log ref:{reference.name} to MLflow",
+            parent_run_id=parent_run_id,
+            experiment=experiment,
+            name=f"reference {reference.name}",
+            tags={
+                **lineage,
+                "variant": f"ref:{reference.name}",
+                "kind": "reference",
+                "tflm_runs": str(reference.tflm_runs).lower(),
+                "source": reference.tflite,
+            },
+            params={"reference_file": reference.tflite},
+            metrics=metrics_of(reference),
+            artifacts=[],
+        )
+        for reference in references
+    ]
+    logged = [
+        record.model_copy(update={"mlflow_run_id": future.result()})
+        for record, future in zip([*variants, *references], futures, strict=True)
+    ]
+    return logged[: len(variants)], logged[len(variants) :]
+
+
+def close_run(parent_run_id: str, params: Params, summary: Summary, files: list[Path]) -> None:
+    """The parent run's own params, the baseline's score, the report files, a tag per pick and the skips."""
+    tracking.log_run_data(
+        parent_run_id,
+        params={"params_hash": params.digest(), "variants": len(summary.variants), "skipped": len(summary.skipped)},
+        metrics={f"baseline_{summary.baseline.metric}": summary.baseline.score},
+        artifacts=files,
+    )
+    for objective, pick in summary.picks.items():
+        tracking.client().set_tag(parent_run_id, f"pick.{objective}", pick.variant or "none")
+    if summary.skipped:
+        skips = "; ".join(f"{skip.name}: {skip.reason}" for skip in summary.skipped)
+        tracking.client().set_tag(parent_run_id, "skipped", skips[:TAG_LIMIT])
