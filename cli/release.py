@@ -59,10 +59,10 @@ def register(
     params = load_params(params_path)
     summary = load_summary(Path(summary_path))
     if variant is None:
-        pick = summary["picks"].get(objective)
-        if not pick or not pick["variant"]:
-            raise UserError(f"objective '{objective}' picked nothing in run {summary['run_id']}; pass --variant")
-        variant = pick["variant"]
+        pick = summary.picks.get(objective)
+        if not pick or not pick.variant:
+            raise UserError(f"objective '{objective}' picked nothing in run {summary.run_id}; pass --variant")
+        variant = pick.variant
         profile = profile or (params.objectives[objective].profile if objective in params.objectives else None)
     done = register_variant(summary, variant, profile or DEFAULT_PROFILE, model_name)
     click.echo(f"registered {done['variant']} as {done['model']} version {done['version']} (alias {done['alias']})")

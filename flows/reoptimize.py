@@ -15,6 +15,7 @@ from flows.promote import publish
 from tinyopt import layout, tracking
 from tinyopt.files import write_json
 from tinyopt.params import load_params
+from tinyopt.records import Summary
 from tinyopt.release.channel import alias_for
 from tinyopt.release.decision import decide
 from tinyopt.release.registry import register_variant
@@ -32,7 +33,8 @@ def reoptimize(params_path: str = "params.yaml", data: str | None = None, publis
     logger = get_run_logger()
     params = load_params(params_path)
     channel = params.schedule.channel
-    summary = optimize.with_options(task_runner=task_runner(params.runner))(params_path=params_path, data=data)
+    run = optimize.with_options(task_runner=task_runner(params.runner))
+    summary = Summary.model_validate(run(params_path=params_path, data=data))
     decision = decide(summary, params)
     logger.info("%s: %s", "replace production" if decision["replace"] else "keep production", decision["why"])
     if decision["replace"] and publish_better and channel:
@@ -47,17 +49,17 @@ def reoptimize(params_path: str = "params.yaml", data: str | None = None, publis
     return decision
 
 
-def record(summary: dict, decision: dict) -> None:
+def record(summary: Summary, decision: dict) -> None:
     """The decision on the run's MLflow parent run, in reports/<run-id>/reoptimize.json and in Prefect's UI."""
     verdict = "replace" if decision["replace"] else "keep"
-    tracking.client().set_tag(summary["mlflow_run_id"], "reoptimize.decision", f"{verdict}: {decision['why']}")
-    write_json(layout.REPORTS / summary["run_id"] / "reoptimize.json", decision)
+    tracking.client().set_tag(summary.mlflow_run_id, "reoptimize.decision", f"{verdict}: {decision['why']}")
+    write_json(layout.REPORTS / summary.run_id / "reoptimize.json", decision)
     published = (
         decision["published"] and f"Published v{decision['registered']['version']} to `{decision['channel']}`.\n"
     )
     create_markdown_artifact(
         key="tinyopt-reoptimize",
-        description=f"reoptimize {summary['run_id']}",
+        description=f"reoptimize {summary.run_id}",
         markdown=f"**{verdict.capitalize()} production** ({decision['model_name']}): {decision['why']}\n\n"
         + (published or ""),
     )

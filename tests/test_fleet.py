@@ -60,9 +60,10 @@ def summary(project: Path) -> dict:
 
 
 def register(project: Path, variant: str) -> int:
-    from tinyopt.release.registry import register_variant
+    from tinyopt.release.registry import load_summary, register_variant
 
-    return register_variant(summary(project), variant, "nano33ble")["version"]
+    summary_path = project / "reports" / "latest" / "summary.json"
+    return register_variant(load_summary(summary_path), variant, "nano33ble")["version"]
 
 
 def test_cli_register_promote_verify_status_rollback(project, keys, s3_endpoint):
@@ -186,16 +187,18 @@ def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
 
 def test_gate_refuses_what_does_not_fit_or_scores_worse():
     from tinyopt.release.decision import gate
+    from tinyopt.release.registry import RegisteredRecord
 
-    record = {"metric": "accuracy", "score": 0.89, "fits": {"nano33ble": True, "uno": False}}
+    record = RegisteredRecord(name="base-int8", metric="accuracy", score=0.89, fits={"nano33ble": True, "uno": False})
     serving = {"model_name": "m", "version": 3, "metric": "accuracy", "score": 0.90}
     assert gate("stable", record, "uno", None).startswith("it does not fit uno")
     assert (
         gate("stable", record, "nano33ble", serving)
         == "stable serves m v3 with accuracy 0.9000; this one scores 0.8900"
     )
-    assert gate("stable", dict(record, score=0.90), "nano33ble", serving) is None  # as good is good enough
-    errors = {"metric": "mae", "score": 0.20, "fits": {"nano33ble": True}}
+    as_good = record.model_copy(update={"score": 0.90})
+    assert gate("stable", as_good, "nano33ble", serving) is None  # as good is good enough
+    errors = RegisteredRecord(name="reg-int8", metric="mae", score=0.20, fits={"nano33ble": True})
     assert gate("stable", errors, "nano33ble", dict(serving, metric="mae", score=0.25)) is None  # lower MAE is better
 
 

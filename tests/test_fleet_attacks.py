@@ -49,6 +49,27 @@ def env(project, keys, monkeypatch, tmp_path):
     return load_params(tmp_path / "params.yaml")
 
 
+def toy_summary(label: str, path: Path, score: float, mlflow_run_id: str):
+    """A run summary of one variant, `label`, whose .tflite is `path` (only its bytes matter here)."""
+    from tinyopt.records import Baseline, Summary
+
+    variant = {
+        **dict(name=label, tflite=str(path), raw_bytes=path.stat().st_size, gzip_bytes=path.stat().st_size),
+        **dict(metric="accuracy", score=score, val_score=score, latency_us_p50=1.0, latency_us_p99=1.0),
+        **dict(input_dtype="int8", output_dtype="int8", params=1, macs=1, ops={}, tflm_runs=True),
+        **dict(fits={"nano33ble": True}, chain=["train", "int8"], model="model.keras", c_source="model.cc"),
+        **dict(keras_score=score, train_seconds=0.0, sparsity=0.0, unique_weights={}, mlflow_run_id=mlflow_run_id),
+    }
+    return Summary(
+        **dict(run_id="r1", created="2026-12-01T00:00:00+00:00", mlflow_run_id=mlflow_run_id, mlflow_experiment="t"),
+        **dict(mlflow_tracking_uri=os.environ["MLFLOW_TRACKING_URI"], git_commit="c0ffee", params_hash="p"),
+        **dict(dataset={"name": "toy", "version": "v"}, baseline=Baseline(**variant), variants=[variant]),
+        **dict(skipped=[], picks={}, reference=[], reference_note=None, comparisons=[], headline=[]),
+        devices={},
+        timings={},
+    )
+
+
 def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
     """A registered version whose .tflite is `label`'s bytes, logged to a real MLflow run."""
     import mlflow
@@ -60,21 +81,7 @@ def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(path))
-    record = {
-        "name": label,
-        "metric": "accuracy",
-        "score": score,
-        "fits": {"nano33ble": True},
-        "mlflow_run_id": run.info.run_id,
-        "tflite": str(path),
-    }
-    summary = {
-        "run_id": "r1",
-        "git_commit": "c0ffee",
-        "params_hash": "p",
-        "dataset": {"name": "toy", "version": "v"},
-        "variants": [record],
-    }
+    summary = toy_summary(label, path, score, run.info.run_id)
     return register_variant(summary, label, "nano33ble", MODEL)["version"]
 
 
@@ -225,12 +232,12 @@ def test_rollback_publishes_a_higher_sequence_and_moves_the_alias(env, project, 
     promote(MODEL, two, "stable", env)
     into = tmp_path / "device"
     assert device(env, public, into, "stable")["version"] == two
-    assert serving(MODEL, "production")["version"] == two
+    assert serving(MODEL, "production").version == two
     back = rollback("stable", env)
     assert (back["version"], back["sequence"]) == (one, 3)
     seen = device(env, public, into, "stable")  # the device, which accepted 2, takes 3
     assert (seen["version"], seen["rollback_from"]["version"], seen["previous"]) == (one, two, None)
-    assert serving(MODEL, "production")["version"] == one
+    assert serving(MODEL, "production").version == one
     assert json.loads((into / "state.json").read_text())["channels"]["stable"]["sequence"] == 3
 
 
@@ -305,9 +312,9 @@ def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(en
     with pytest.raises(UserError, match="stable is published, but the registry step failed .*run the same command"):
         promote(MODEL, version, "stable", env)
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
-    assert serving(MODEL, "production")["version"] != version  # an earlier test's, not this one
+    assert serving(MODEL, "production").version != version  # an earlier test's, not this one
     assert promote(MODEL, version, "stable", env)["status"] == "alias moved"
-    assert serving(MODEL, "production")["version"] == version
+    assert serving(MODEL, "production").version == version
     assert promote(MODEL, version, "stable", env)["status"] == "unchanged"
 
 

@@ -10,49 +10,46 @@ import yaml
 
 from tests.conftest import full_params
 from tinyopt.release.decision import replaces_production
+from tinyopt.release.registry import RegisteredRecord, Serving
 
-PICK = {
-    "name": "qat-int8",
-    "metric": "accuracy",
-    "score": 0.8994,
-    "fits": {"nano33ble": True, "uno": False},
-    "sha256": "aa",
-}
-PRODUCTION = {
-    "model_name": "fashion-mnist-nano33ble",
-    "version": 4,
-    "name": "base-int8",
-    "metric": "accuracy",
-    "score": 0.8971,
-    "sha256": "bb",
-}
+PICK = RegisteredRecord(name="qat-int8", metric="accuracy", score=0.8994, fits={"nano33ble": True, "uno": False})
+PRODUCTION = Serving(
+    model_name="fashion-mnist-nano33ble", version=4, name="base-int8", metric="accuracy", score=0.8971, sha256="bb"
+)
+
+
+def production(**changes) -> Serving:
+    return PRODUCTION.model_copy(update=changes)
 
 
 def test_a_better_pick_that_fits_replaces_production():
-    replace, why = replaces_production(PICK, PRODUCTION, "nano33ble")
+    replace, why = replaces_production(PICK, "aa", PRODUCTION, "nano33ble")
     assert replace
     assert why == (
         "the new pick qat-int8 (accuracy 0.8994) beats what production serves fashion-mnist-nano33ble v4 "
         "(base-int8, accuracy 0.8971)"
     )
-    assert replaces_production(PICK, None, "nano33ble") == (
+    assert replaces_production(PICK, "aa", None, "nano33ble") == (
         True,
         "nothing in production yet; qat-int8 (accuracy 0.8994) fits nano33ble",
     )
 
 
 def test_production_stays_unless_the_pick_is_strictly_better_and_fits():
-    assert replaces_production(PICK, dict(PRODUCTION, score=0.8994), "nano33ble")[1].endswith("is not better")
-    assert replaces_production(PICK, dict(PRODUCTION, score=0.91), "nano33ble")[0] is False
-    assert replaces_production(PICK, dict(PRODUCTION, sha256="aa"), "nano33ble")[1].endswith(
+    assert replaces_production(PICK, "aa", production(score=0.8994), "nano33ble")[1].endswith("is not better")
+    assert replaces_production(PICK, "aa", production(score=0.91), "nano33ble")[0] is False
+    assert replaces_production(PICK, "aa", production(sha256="aa"), "nano33ble")[1].endswith(
         "the same model as the new pick"
     )
-    assert replaces_production(PICK, None, "uno") == (False, "the new pick qat-int8 (accuracy 0.8994) does not fit uno")
-    assert not replaces_production(PICK, dict(PRODUCTION, metric="mae"), "nano33ble")[
+    assert replaces_production(PICK, "aa", None, "uno") == (
+        False,
+        "the new pick qat-int8 (accuracy 0.8994) does not fit uno",
+    )
+    assert not replaces_production(PICK, "aa", production(metric="mae"), "nano33ble")[
         0
     ]  # unlike metrics: a person decides
-    mae = dict(PICK, metric="mae", score=0.20)
-    assert replaces_production(mae, dict(PRODUCTION, metric="mae", score=0.25), "nano33ble")[0]  # lower error is better
+    mae = PICK.model_copy(update={"metric": "mae", "score": 0.20})
+    assert replaces_production(mae, "aa", production(metric="mae", score=0.25), "nano33ble")[0]  # lower error is better
 
 
 def write_params(root: Path, **schedule) -> Path:

@@ -6,77 +6,76 @@ from __future__ import annotations
 from tinyopt.files import sha256_file
 from tinyopt.metrics import better
 from tinyopt.params import DEFAULT_PROFILE, Params
+from tinyopt.records import Measured, Summary
 from tinyopt.release import registry
+from tinyopt.release.registry import RegisteredRecord, Serving
 
 
-def gate(channel: str, record: dict, profile: str, current: dict | None) -> str | None:
-    """Why a gated channel refuses this model, or None."""
-    if not record["fits"].get(profile, False):
+def gate(channel: str, record: RegisteredRecord, profile: str, current: dict | None) -> str | None:
+    """Why a gated channel refuses this registered model, or None; `current` is the manifest the
+    channel is known to serve."""
+    if not record.fits.get(profile, False):
         return f"it does not fit {profile} (TFLM must run it within the profile's flash and SRAM)"
-    if (
-        current
-        and current.get("metric") == record["metric"]
-        and better(record["metric"], current["score"], record["score"])
-    ):
+    if current and current.get("metric") == record.metric and better(record.metric, current["score"], record.score):
         return (
-            f"{channel} serves {current['model_name']} v{current['version']} with {record['metric']} "
-            f"{current['score']:.4f}; this one scores {record['score']:.4f}"
+            f"{channel} serves {current['model_name']} v{current['version']} with {record.metric} "
+            f"{current['score']:.4f}; this one scores {record.score:.4f}"
         )
     return None
 
 
-def replaces_production(candidate: dict, production: dict | None, profile: str) -> tuple[bool, str]:
-    """Should the new pick `candidate` (a variant record with its sha256) replace what production
-    serves? Only if it fits `profile` and scores strictly better; returns (yes or no, why)."""
-    label = f"{candidate['name']} ({candidate['metric']} {candidate['score']:.4f})"
-    if not candidate["fits"].get(profile, False):
+def replaces_production(
+    candidate: Measured | RegisteredRecord, sha256: str, production: Serving | None, profile: str
+) -> tuple[bool, str]:
+    """Should the new pick `candidate` (whose .tflite has `sha256`) replace what production serves?
+    Only if it fits `profile` and scores strictly better; returns (yes or no, why)."""
+    label = f"{candidate.name} ({candidate.metric} {candidate.score:.4f})"
+    if not candidate.fits.get(profile, False):
         return False, f"the new pick {label} does not fit {profile}"
     if production is None:
         return True, f"nothing in production yet; {label} fits {profile}"
     serving = (
-        f"production serves {production['model_name']} v{production['version']} ({production['name']}, "
-        f"{production['metric']} {production['score']:.4f})"
+        f"production serves {production.model_name} v{production.version} ({production.name}, "
+        f"{production.metric} {production.score:.4f})"
     )
-    if production["sha256"] == candidate["sha256"]:
+    if production.sha256 == sha256:
         return False, f"{serving}: the same model as the new pick"
-    if production["metric"] != candidate["metric"]:
+    if production.metric != candidate.metric:
         return False, f"{serving}: another metric than the new pick's; compare them by hand"
-    if not better(candidate["metric"], candidate["score"], production["score"]):
+    if not better(candidate.metric, candidate.score, production.score):
         return False, f"{serving}: the new pick {label} is not better"
     return True, f"the new pick {label} beats what {serving}"
 
 
-def target(summary: dict, params: Params) -> tuple[str, str]:
+def target(summary: Summary, params: Params) -> tuple[str, str]:
     """(profile, registered model name) the scheduled pick is for: the objective's profile, else the
     schedule channel's, else the default profile."""
     settings = params.schedule
     channel_profile = params.fleet.channels[settings.channel].profile if settings.channel else DEFAULT_PROFILE
     profile = params.objectives[settings.objective].profile or channel_profile
-    return profile, f"{summary['dataset']['name']}-{profile}"
+    return profile, f"{summary.dataset['name']}-{profile}"
 
 
-def decide(summary: dict, params: Params) -> dict:
+def decide(summary: Summary, params: Params) -> dict:
     """The scheduled run's decision: its pick against what the registry's `production` alias serves
     (`replace`, `why`), and room for what is done about it (`registered`, `published`, `refreshed`)."""
     settings = params.schedule
     profile, model_name = target(summary, params)
-    pick = summary["picks"][settings.objective]
+    pick = summary.picks[settings.objective]
     production = registry.serving(model_name, "production")
-    if pick["variant"] is None:
-        replace, why = False, f"objective {settings.objective} picked nothing: {pick['why']}"
+    if pick.variant is None:
+        replace, why = False, f"objective {settings.objective} picked nothing: {pick.why}"
     else:
-        candidate = next(v for v in summary["variants"] if v["name"] == pick["variant"])
-        replace, why = replaces_production(
-            {**candidate, "sha256": sha256_file(candidate["tflite"])}, production, profile
-        )
+        candidate = summary.variant(pick.variant)
+        replace, why = replaces_production(candidate, sha256_file(candidate.tflite), production, profile)
     return {
-        "run_id": summary["run_id"],
+        "run_id": summary.run_id,
         "objective": settings.objective,
         "profile": profile,
         "model_name": model_name,
-        "pick": pick["variant"],
+        "pick": pick.variant,
         "channel": settings.channel,
-        "production": production and {k: production[k] for k in ("version", "name", "metric", "score", "sha256")},
+        "production": production and production.model_dump(include={"version", "name", "metric", "score", "sha256"}),
         "replace": replace,
         "why": why,
         "registered": None,

@@ -84,13 +84,14 @@ def promote(
         "sha256": sha,
         "size": len(blob),
         "model_key": model_key,
-        "metric": record["metric"],
-        "score": record["score"],
+        "metric": record.metric,
+        "score": record.score,
         "metrics": {
-            k: record.get(k) for k in ("raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes", "params", "macs")
+            k: getattr(record, k)
+            for k in ("raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes", "params", "macs")
         },
         "profile": settings.profile,
-        "fits": record["fits"].get(settings.profile, False),
+        "fits": record.fits.get(settings.profile, False),
         "variant": tags["variant"],
         "lineage": {
             k: tags.get(k) for k in ("pipeline_run", "git_commit", "dataset", "dataset_version", "params_hash")

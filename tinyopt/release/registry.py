@@ -1,4 +1,4 @@
-"""Registry step: record a picked variant as a version of a registered model in MLflow's registry.
+"""The model registry: record a picked variant as a version of a registered model in MLflow's registry.
 
 One registered model per target (e.g. fashion-mnist-nano33ble); each version points at the variant's
 run (its .tflite and C array are that run's artifacts) and carries the benchmark record and the
@@ -15,28 +15,40 @@ from tinyopt import tracking
 from tinyopt.errors import UserError
 from tinyopt.files import sha256_file
 from tinyopt.params import check_name
-
-RECORD_KEYS = (
-    "name",
-    "metric",
-    "score",
-    "val_score",
-    "raw_bytes",
-    "gzip_bytes",
-    "latency_us_p50",
-    "arena_bytes",
-    "tflm_runs",
-    "input_dtype",
-    "output_dtype",
-    "params",
-    "macs",
-    "fits",
-    "chain",
-)
+from tinyopt.records import Record, Summary, Variant
 
 
-def load_summary(path: Path) -> dict:
-    """A run's summary.json; UserError if it is missing, unreadable, or not a tinyopt run summary."""
+class RegisteredRecord(Record):
+    """The compact benchmark record a registered version carries in its `record` tag (a version
+    registered by an older tinyopt may lack the optional figures)."""
+
+    name: str
+    metric: str
+    score: float
+    fits: dict[str, bool] = {}
+    val_score: float | None = None
+    raw_bytes: int | None = None
+    gzip_bytes: int | None = None
+    latency_us_p50: float | None = None
+    arena_bytes: int | None = None
+    tflm_runs: bool | None = None
+    input_dtype: str | None = None
+    output_dtype: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    chain: list[str] = []
+
+
+class Serving(RegisteredRecord):
+    """What a registry alias points at: the version's record, with its name, number and sha256."""
+
+    model_name: str
+    version: int
+    sha256: str
+
+
+def load_summary(path: Path) -> Summary:
+    """A run's summary.json, typed; UserError if it is missing, unreadable, or not a tinyopt run summary."""
     if not path.is_file():
         raise UserError(f"{path}: no such run summary; run `tinyopt run` first or pass --summary")
     try:
@@ -55,49 +67,53 @@ def load_summary(path: Path) -> dict:
             f"{path}: not a tinyopt run summary (missing or malformed: {what}); pass the summary.json "
             "a `tinyopt run` wrote"
         )
-    return summary
+    try:
+        return Summary.model_validate(summary)
+    except ValueError as exc:
+        first = str(exc).splitlines()[1:2] or ["invalid"]
+        raise UserError(
+            f"{path}: not a tinyopt run summary (malformed: {first[0].strip()}); pass the summary.json "
+            "a `tinyopt run` wrote"
+        ) from None
 
 
-def register_variant(summary: dict, variant: str, profile: str, model_name: str | None = None) -> dict:
+def register_variant(summary: Summary, variant: str, profile: str, model_name: str | None = None) -> dict:
     """Register `variant` of a pipeline run for the device `profile`; returns name, version, alias."""
-    records = {v["name"]: v for v in summary["variants"]}
+    records = {v.name: v for v in summary.variants}
     if variant not in records:
-        raise UserError(f"no variant '{variant}' in run {summary['run_id']} (variants: {', '.join(records)})")
-    record = records[variant]
-    if not Path(record.get("tflite", "")).is_file():
+        raise UserError(f"no variant '{variant}' in run {summary.run_id} (variants: {', '.join(records)})")
+    record: Variant = records[variant]
+    if not Path(record.tflite).is_file():
         raise UserError(
-            f"variant '{variant}' of run {summary['run_id']}: its .tflite {record.get('tflite')} is gone; "
-            "run `tinyopt run` again"
+            f"variant '{variant}' of run {summary.run_id}: its .tflite {record.tflite} is gone; run `tinyopt run` again"
         )
-    if profile not in record["fits"]:
-        raise UserError(
-            f"no device profile '{profile}' in run {summary['run_id']} (profiles: {', '.join(record['fits'])})"
-        )
-    name = check_name("model", model_name or f"{summary['dataset']['name']}-{profile}")
+    if profile not in record.fits:
+        raise UserError(f"no device profile '{profile}' in run {summary.run_id} (profiles: {', '.join(record.fits)})")
+    name = check_name("model", model_name or f"{summary.dataset['name']}-{profile}")
     client = tracking.client()
     if not _exists(client, name):
         client.create_registered_model(name, description=f"tinyopt models for {profile}")
-    run = client.get_run(record["mlflow_run_id"])
-    compact = {key: record.get(key) for key in RECORD_KEYS}
+    run = client.get_run(record.mlflow_run_id)
+    compact = {key: getattr(record, key) for key in RegisteredRecord.model_fields}
     tags = {
         "variant": variant,
         "profile": profile,
-        "tflite": Path(record["tflite"]).name,
-        "sha256": sha256_file(record["tflite"]),
-        "fits": str(record["fits"][profile]).lower(),
+        "tflite": Path(record.tflite).name,
+        "sha256": sha256_file(record.tflite),
+        "fits": str(record.fits[profile]).lower(),
         "record": json.dumps(compact, sort_keys=True)[:5000],
-        "pipeline_run": summary["run_id"],
-        "git_commit": summary["git_commit"],
-        "dataset": summary["dataset"]["name"],
-        "dataset_version": summary["dataset"]["version"],
-        "params_hash": summary["params_hash"],
+        "pipeline_run": summary.run_id,
+        "git_commit": summary.git_commit,
+        "dataset": summary.dataset["name"],
+        "dataset_version": summary.dataset["version"],
+        "params_hash": summary.params_hash,
     }
     version = client.create_model_version(
         name,
         source=run.info.artifact_uri,
         run_id=run.info.run_id,
         tags=tags,
-        description=f"{variant} from pipeline run {summary['run_id']}",
+        description=f"{variant} from pipeline run {summary.run_id}",
     )
     client.set_registered_model_alias(name, "candidate", version.version)
     return {"model": name, "version": int(version.version), "alias": "candidate", "variant": variant}
@@ -113,7 +129,7 @@ def _exists(client, name: str) -> bool:
         return False
 
 
-def model_version(name: str, version: int) -> tuple[dict, dict]:
+def model_version(name: str, version: int) -> tuple[dict, RegisteredRecord]:
     """(tags, compact record) of a registered version; UserError when there is none."""
     from mlflow.exceptions import MlflowException
 
@@ -126,11 +142,11 @@ def model_version(name: str, version: int) -> tuple[dict, dict]:
         raise UserError(
             f"no version {version} of registered model '{name}' (register one with `tinyopt register`)"
         ) from None
-    return dict(found.tags), json.loads(found.tags["record"])
+    return dict(found.tags), RegisteredRecord.model_validate_json(found.tags["record"])
 
 
-def serving(name: str, alias: str = "production") -> dict | None:
-    """What the alias points at: {'model_name', 'version', 'sha256', **record}, or None when nothing does."""
+def serving(name: str, alias: str = "production") -> Serving | None:
+    """What the alias points at, or None when nothing does."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -141,12 +157,9 @@ def serving(name: str, alias: str = "production") -> dict | None:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    return {
-        **json.loads(found.tags["record"]),
-        "model_name": name,
-        "version": int(found.version),
-        "sha256": found.tags["sha256"],
-    }
+    return Serving(
+        **json.loads(found.tags["record"]), model_name=name, version=int(found.version), sha256=found.tags["sha256"]
+    )
 
 
 def move_alias(
@@ -165,7 +178,8 @@ def move_alias(
 
     client = tracking.client()
     try:
-        moved = (serving(name, alias) or {}).get("version") != version
+        current = serving(name, alias)
+        moved = current is None or current.version != version
         if moved:
             client.set_registered_model_alias(name, alias, str(version))
         if replaced and serving(replaced, alias):
