@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from tasks.data import read_idx  # noqa: E402
 from tinyopt.errors import NotApplicable  # noqa: E402
-from tinyopt.params import DEFAULT_DEVICES  # noqa: E402
+from tinyopt.params import DEFAULT_DEVICES, DEFAULT_PROFILE  # noqa: E402
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-cnn1"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -37,7 +37,7 @@ TFLM_REFERENCE = {"instructions": 3_495_658, "flash": 55_292}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--profile", default="nano33ble")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument(
         "--models",
         nargs="*",
