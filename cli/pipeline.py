@@ -174,6 +174,27 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
 
 
 @main.command()
+@click.argument("token")
+@click.option("--parent", required=True, type=click.Path(exists=True), help="the model to apply it to")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@params_option
+def technique(token: str, parent: str, out_dir: str, prepared: str, params_path: str) -> None:
+    """Apply the technique TOKEN (prune, cluster, qat...: a plan token) to a model, as the flow does."""
+    from tasks.techniques import STEPS, technique_call
+    from tinyopt.params import load_params
+    from tinyopt.steps import SkippedRecord
+
+    if token not in STEPS:
+        raise UserError(f"unknown technique '{token}'; techniques: {', '.join(STEPS)}")
+    step, arguments = technique_call(token, Path(parent), Path(prepared), load_params(params_path), Path(out_dir))
+    record = step.fn(**arguments)
+    if isinstance(record, SkippedRecord):
+        raise UserError(f"{token} does not apply to {parent}: {record.reason}")
+    click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test {record.metric} {record.keras_score:.4f}")
+
+
+@main.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option(
     "--conversion",

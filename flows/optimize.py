@@ -19,6 +19,7 @@ from tasks.data import fetch_task, prepare_task
 from tasks.track import close_run, lineage_tags, log_models
 from tasks.train import train_task
 from tinyopt import layout, plan, tracking
+from tinyopt.cache import compute_code_versions
 from tinyopt.console import Progress
 from tinyopt.files import write_json
 from tinyopt.lineage import git_commit
@@ -27,7 +28,7 @@ from tinyopt.records import Summary
 from tinyopt.references import find_references
 from tinyopt.report import publish_latest, write_report
 from tinyopt.select import select
-from tinyopt.steps import Submitter, compute_code_versions
+from tinyopt.steps import Submitter
 from tinyopt.summary import summarize, variant
 
 

@@ -103,9 +103,8 @@ def build(params: Params, chains: list[list[str]], prepared: Path, baseline: Any
             if prefix[:-1] not in built.models:  # its parent was skipped: so is it, for the same reason
                 built.skipped[plan.model_name(prefix)] = (list(prefix), built.skipped[plan.model_name(prefix[:-1])][1])
                 continue
-            step, arguments = technique_call(
-                prefix[-1], built.models[prefix[:-1]], prepared, params, plan.model_dir(prefix)
-            )
+            parent = Path(built.models[prefix[:-1]].model_path)
+            step, arguments = technique_call(prefix[-1], parent, prepared, params, plan.model_dir(prefix))
             level[prefix] = run(step, technique_label(prefix), **arguments)
         for prefix, future in level.items():
             record = future.result()

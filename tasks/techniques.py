@@ -26,10 +26,10 @@ FINE_TUNED = {
 STEPS = {**FINE_TUNED, "graph": graph_task}  # graph trains nothing: no training settings, no seed
 
 
-def technique_call(token: str, parent: Any, prepared: Path, params: Params, out_dir: Path) -> tuple[Any, dict]:
-    """The task that applies the technique `token` to the parent model (a TrainedModel), and its arguments."""
+def technique_call(token: str, parent: Path, prepared: Path, params: Params, out_dir: Path) -> tuple[Any, dict]:
+    """The task that applies the technique `token` to the parent model file, and its arguments."""
     arguments = dict(
-        parent=Path(parent.model_path),
+        parent=parent,
         prepared=prepared,
         settings=getattr(params.techniques, TECHNIQUE_SETTINGS[token]),
         task=params.task,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyopt.cache import _fingerprint
 from tinyopt.params import DataParams, ModelParams
-from tinyopt.steps import _fingerprint
 
 
 def test_a_params_section_naming_a_file_changes_key_when_the_file_changes(tmp_path):
@@ -23,3 +23,72 @@ def test_a_params_section_naming_a_file_changes_key_when_the_file_changes(tmp_pa
     model.write_bytes(b"v2")
     assert _fingerprint(ModelParams(path=str(model))) != first
     assert _fingerprint(DataParams()) == DataParams().model_dump_json()  # no path: the settings alone
+
+
+CACHED_STEP = """
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from tinyopt.steps import StepRecord, outputs_of, step_task
+
+root = Path(sys.argv[1])
+
+
+def shout(source: Path, out: Path) -> StepRecord:
+    out.write_text(source.read_text().upper())
+    with (root / "runs.log").open("a") as log:
+        log.write("ran\\n")
+    return StepRecord(outputs=outputs_of(out))
+
+
+shout_task = step_task(shout)
+
+
+@flow
+def once():
+    shout_task(source=root / "in.txt", out=root / "out.txt")
+
+
+def runs():
+    once()
+    return len((root / "runs.log").read_text().splitlines())
+
+
+(root / "in.txt").write_text("hello")
+seen = [runs(), runs()]  # the first runs, the second is cached
+(root / "out.txt").unlink()
+seen.append(runs())  # a deleted output: runs again
+(root / "out.txt").write_text("tampered")
+seen += [runs(), runs()]  # a changed output: runs again, then cached
+(root / "in.txt").write_text("bye")
+seen.append(runs())  # a changed input file: runs again
+(root / "out.txt").unlink()
+seen += [runs(), runs()]  # deleted a second time: runs again, then cached
+print(seen, (root / "out.txt").read_text())
+"""
+
+
+def test_the_step_cache_reruns_a_step_whose_output_or_input_file_changed(tmp_path):
+    """A real Prefect flow, run in a fresh process with its own Prefect home."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "cached_step.py"
+    script.write_text(CACHED_STEP)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy 2-core machine
+    }
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[1, 1, 2, 3, 3, 4, 5, 5] BYE"

@@ -1,30 +1,23 @@
-"""What every pipeline step shares: its result record, and how it is wrapped as a cached Prefect task.
+"""What every pipeline step shares: its result record, the one way it is declared as a Prefect task
+(cached by tinyopt.cache.STEP_CACHE), and how a flow or a command runs it.
 
 A step is a plain function with explicit inputs (paths, a params section) that writes its outputs
-atomically and returns a record. The Prefect task around it caches on the step's code and on the
-*contents* of its input files, so a second run with nothing changed skips the work, while an edited
+atomically and returns a record. A second run with nothing changed skips the work, while an edited
 dataset or params section runs it again.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import hashlib
-import importlib
-import importlib.util
-import inspect
-import logging
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-import tinyopt
-from tinyopt.files import sha256_file, sha256_tree
+from tinyopt.cache import STEP_CACHE, STEP_MODULES
+from tinyopt.files import sha256_file
 
 
 class StepRecord(BaseModel):
@@ -40,113 +33,6 @@ class StepRecord(BaseModel):
 
 def outputs_of(*paths: Path) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
-
-
-def _fingerprint(value: Any) -> str:
-    if isinstance(value, Path):
-        # The name counts too: two variants whose files happen to be identical keep separate records.
-        if value.is_file():
-            return f"file:{value}:{sha256_file(value)}"
-        if value.is_dir():
-            return f"dir:{value}:{sha256_tree(value)}"
-        return "missing:" + str(value)
-    if isinstance(value, BaseModel):
-        # A params section naming the user's files (data.path, model.path) counts them by content:
-        # new data or a retrained model at the same path must not be served from the cache.
-        named = getattr(value, "path", None)
-        return value.model_dump_json() + (_fingerprint(Path(named)) if isinstance(named, str) else "")
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_fingerprint(v) for v in value) + "]"
-    return repr(value)
-
-
-OWN_PACKAGES = ("tinyopt", "tasks", "flows")
-
-
-_CODE_VERSION_LOCK = threading.Lock()  # ast.parse is not thread-safe on CPython 3.11
-_STEP_MODULES: set[str] = set()  # modules of the functions step_task wrapped
-
-
-def code_version(module_name: str) -> str:
-    """Digest of a module's source and of every tinyopt module it imports, transitively: a change in
-    any code a step runs invalidates its cache, and a change elsewhere does not."""
-    with _CODE_VERSION_LOCK:
-        return _code_version(module_name)
-
-
-def compute_code_versions() -> None:
-    """Digest every step module's code now, in the calling thread. The flow calls this before it
-    submits tasks: a cache key that failed in a worker thread would leave that step uncached."""
-    for module_name in sorted(_STEP_MODULES):
-        code_version(module_name)
-
-
-@functools.cache
-def _code_version(module_name: str) -> str:
-    seen: set[str] = set()
-    pending = [module_name]
-    while pending:
-        name = pending.pop()
-        module = sys.modules.get(name) or importlib.import_module(name)
-        if name in seen or not getattr(module, "__file__", None):
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            pending += [n for n in names if n.split(".")[0] in OWN_PACKAGES and _is_module(n)]
-    digest = hashlib.sha256()
-    for name in sorted(seen):
-        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__).read_bytes())
-    return digest.hexdigest()
-
-
-def _is_module(name: str) -> bool:
-    """True for `tasks.train`, false for `tasks.train.fit` (a name imported from a module)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, AttributeError, ValueError):
-        return False
-
-
-def cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Key = the code the step runs + tinyopt version + every input, input files by content.
-
-    Parameters named `out*` are where the step writes: they count by name, not by what is there now.
-    """
-    fn = inspect.unwrap(context.task.fn)
-    digest = hashlib.sha256(tinyopt.__version__.encode())
-    digest.update(code_version(fn.__module__).encode())
-    for name in sorted(parameters):
-        value = parameters[name]
-        fingerprint = str(value) if name.startswith("out") else _fingerprint(value)
-        digest.update(f"{name}={fingerprint}\n".encode())
-    key = f"{fn.__module__}.{fn.__name__}-{digest.hexdigest()[:32]}"
-    _forget_if_outputs_changed(getattr(context, "result_store", None), key)
-    return key
-
-
-def _forget_if_outputs_changed(store: Any, key: str) -> None:
-    """A cached record whose files were deleted or overwritten since is dropped, so the step runs again."""
-    if store is None:
-        return
-    try:
-        if not store.exists(key):
-            return
-        record = store.read(key).result
-    except Exception as exc:  # left to Prefect's own lookup: only a record known to be stale is dropped
-        logging.getLogger("tinyopt.cache").warning("cache entry %s unreadable (%s); leaving it to Prefect", key, exc)
-        return
-    if not isinstance(record, StepRecord) or record.intact():
-        return
-    for storage in (store.metadata_storage, store.result_storage):
-        resolve = getattr(storage, "_resolve_path", None)
-        if resolve is not None:
-            Path(resolve(key)).unlink(missing_ok=True)
 
 
 class SkippedRecord(StepRecord):
@@ -183,12 +69,14 @@ def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache:
             return True
         return False
 
-    _STEP_MODULES.add(fn.__module__)
+    STEP_MODULES.add(fn.__module__)
     options: dict[str, Any] = {"name": name or fn.__name__, "retries": retries}
     if retries:
         options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
     if cache:
-        options.update(cache_key_fn=cache_key, persist_result=True)
+        options.update(cache_policy=STEP_CACHE, persist_result=True)
+    else:
+        options.update(cache_policy=NO_CACHE)
     return task(**options)(run)
 
 
