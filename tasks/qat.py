@@ -4,7 +4,7 @@ cluster-preserving (cqat), or both (pcqat), from tfmot; saved as a SavedModel di
 from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.params import QatParams
+from tinyopt.params import QAT_STEPS, QatParams
 from tinyopt.training import Technique
 
 
@@ -41,7 +41,7 @@ class Qat(Technique):
         return quantization.quantize_apply(quantization.quantize_annotate_model(model), _scheme(self.token)), ""
 
 
-QAT, PQAT, CQAT, PCQAT = (Qat(token) for token in ("qat", "pqat", "cqat", "pcqat"))
+QAT, PQAT, CQAT, PCQAT = (Qat(token) for token in QAT_STEPS)
 qat_task = fine_tune_task(QAT)
 pqat_task = fine_tune_task(PQAT)
 cqat_task = fine_tune_task(CQAT)

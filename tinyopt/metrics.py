@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "mae": False}
-METRIC_OF_TASK = {"classification": "accuracy", "regression": "mae", "anomaly": "auc"}
 
 
 def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -205,7 +205,6 @@ QAT_STEPS = ("qat", "pqat", "cqat", "pcqat")
 PRUNE_STEPS = ("prune", "prune_2_4")
 CLUSTER_STEPS = ("cluster", "sp_cluster")
 CONVERSION_STEPS = ("float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8")
-ALL_CONVERSIONS = [[c] for c in CONVERSION_STEPS]
 
 DEFAULT_PLAN = (
     [[c] for c in CONVERSION_STEPS]
