@@ -20,6 +20,12 @@ from tinyopt import layout
 from tinyopt.errors import UserError
 
 
+def prepared_option(help: str = "the prepared data (tinyopt prepare's output)"):
+    return click.option(
+        "--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False), help=help
+    )
+
+
 @main.command()
 @params_option
 @click.option(
@@ -157,7 +163,7 @@ def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
 
 @main.command()
 @params_option
-@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@prepared_option()
 @click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
 def train(params_path: str, prepared: str, out_dir: str) -> None:
     """Train the baseline model and save it as OUT_DIR/model.keras."""
@@ -177,7 +183,7 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
 @click.argument("token")
 @click.option("--parent", required=True, type=click.Path(exists=True), help="the model to apply it to")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@prepared_option()
 @params_option
 def technique(token: str, parent: str, out_dir: str, prepared: str, params_path: str) -> None:
     """Apply the technique TOKEN (prune, cluster, qat...: a plan token) to a model, as the flow does."""
@@ -203,13 +209,7 @@ def technique(token: str, parent: str, out_dir: str, prepared: str, params_path:
     help="float32, float16, dynamic_range, int8_fallback, int8 or int16x8",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "--prepared",
-    default=str(layout.PREPARED),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="training data to calibrate integer conversions on",
-)
+@prepared_option("training data to calibrate integer conversions on")
 @params_option
 def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
     """Convert a Keras model file to .tflite (and a C array beside it), with params.yaml's conversion
@@ -225,7 +225,7 @@ def convert(model_path: str, conversion: str, out: str, prepared: str, params_pa
 
 @main.command()
 @click.option("--tflite", "tflite_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--prepared", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
+@prepared_option()
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON here")
 @params_option
 def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str) -> None:
@@ -242,13 +242,7 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--prepared",
-    default=str(layout.PREPARED),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="the prepared data (its test split scores the models)",
-)
+@prepared_option("the prepared data (its test split scores the models)")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
 @params_option
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
