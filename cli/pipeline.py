@@ -103,7 +103,9 @@ def _run_writes() -> list[Path]:
 def variants_table(summary: dict) -> str:
     """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
     metric = summary["variants"][0]["metric"] if summary["variants"] else "score"
-    rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena")]
+    measured = [p for p in summary.get("devices", {}) if any(p in v.get("device", {}) for v in summary["variants"])]
+    profile = measured[0] if measured else None
+    rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena", f"instr {profile or '(device)'}")]
     for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
         arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
         rows.append(
@@ -115,6 +117,7 @@ def variants_table(summary: dict) -> str:
                 f"{v['latency_us_p50']:.1f}",
                 f"{v['input_dtype']}/{v['output_dtype']}",
                 arena,
+                f"{v['device'][profile]['instructions']:,.0f}" if profile in v.get("device", {}) else "-",
             )
         )
     return aligned(rows)
@@ -250,7 +253,7 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     from flows.measure import measure
     from tinyopt.files import write_json
     from tinyopt.params import load_params
-    from tinyopt.report import model_rows
+    from tinyopt.report import device_rows, model_rows
     from tinyopt.steps import run_now
 
     params = load_params(params_path)
@@ -269,7 +272,9 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     stems = [f.stem for f in files]
     named = {(f.stem if stems.count(f.stem) == 1 else str(f)): f for f in files}  # a stem twice: its path
     measured, _ = measure(named, {}, Path(prepared), params, run_now)
-    records = [record.model_dump(mode="json") for record in measured.values()]
-    click.echo(aligned(model_rows(records)))
+    click.echo(aligned(model_rows(list(measured.values()))))
+    profiles = [p for p in params.benchmark.devices if any(p in m.device for m in measured.values())]
+    if profiles:
+        click.echo("\n" + aligned(device_rows(list(measured.values()), profiles)))
     if json_out:
-        write_json(json_out, records)
+        write_json(json_out, [record.model_dump(mode="json") for record in measured.values()])

@@ -73,7 +73,7 @@ def report_stage(summary: Summary, params: Params) -> Path:
     """summary.json, the report beside it and in reports/latest/, all logged to the parent MLflow run."""
     as_json = summary.model_dump(mode="json")
     summary_path = write_json(layout.REPORTS / summary.run_id / "summary.json", as_json)
-    report_files = write_report(as_json, summary_path.parent)
+    report_files = write_report(summary, summary_path.parent)
     publish_latest([summary_path, *report_files])
     close_run(summary.mlflow_run_id, params, summary, [summary_path, *report_files])
     description = f"tinyopt run {summary.run_id}"

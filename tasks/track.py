@@ -28,6 +28,16 @@ METRICS = (
     "sparsity",
     "train_seconds",
 )
+DEVICE_FIGURES = (
+    "flash_bytes",
+    "model_flash_bytes",
+    "ram_bytes",
+    "instructions",
+    "score",
+    "bit_exact",
+    "bit_exact_share",
+    "latency_ms_estimate",
+)
 
 
 def lineage_tags(run_id: str, commit: str | None, dataset: Any, params: Params) -> dict[str, str]:
@@ -42,11 +52,18 @@ def lineage_tags(run_id: str, commit: str | None, dataset: Any, params: Params) 
 
 
 def log_model(
-    parent_run_id: str, experiment: str, name: str, tags: dict, params: dict, metrics: dict, artifacts: list[Path]
+    parent_run_id: str,
+    experiment: str,
+    name: str,
+    tags: dict,
+    params: dict,
+    metrics: dict,
+    artifacts: list[Path],
+    directories: dict[str, Path] | None = None,
 ) -> str:
     """One MLflow child run for one model file (retried: a tracking server may blip)."""
     run_id = tracking.start_run(experiment, name, tags, parent_run_id=parent_run_id)
-    tracking.log_run_data(run_id, params=params, metrics=metrics, artifacts=artifacts)
+    tracking.log_run_data(run_id, params=params, metrics=metrics, artifacts=artifacts, directories=directories or {})
     tracking.end_run(run_id)
     return run_id
 
@@ -61,7 +78,17 @@ def metrics_of(record: Measured) -> dict[str, float]:
     metrics["tflm_runs"] = float(record.tflm_runs)
     metrics.update({f"fits.{profile}": float(ok) for profile, ok in record.fits.items()})
     metrics.update({f"unique_weights.{layer}": float(n) for layer, n in getattr(record, "unique_weights", {}).items()})
+    for profile, figures in record.device.items():  # measured on the profile's emulated core
+        for key in DEVICE_FIGURES:
+            value = getattr(figures, key)
+            if value is not None:
+                metrics[f"device.{profile}.{key}"] = float(value)
     return metrics
+
+
+def c_library(record: Measured) -> dict[str, Path]:
+    """The generated C library, logged under c_library/."""
+    return {"c_library": Path(record.c_library)} if record.c_library else {}
 
 
 def variant_tags(variant: Variant, lineage: dict, picks: dict[str, Pick]) -> dict[str, str]:
@@ -111,6 +138,7 @@ def log_models(
             params=plan.chain_params(variant.chain[1:], params),
             metrics=metrics_of(variant),
             artifacts=variant_artifacts(variant),
+            directories=c_library(variant),
         )
         for variant in variants
     ]
@@ -131,6 +159,7 @@ def log_models(
             params={"reference_file": reference.tflite},
             metrics=metrics_of(reference),
             artifacts=[],
+            directories=c_library(reference),
         )
         for reference in references
     ]

@@ -9,10 +9,11 @@ import pytest
 
 from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
 from tests.conftest import REPO, make_project, needs_fashion, prepare_fashion_slice, run_cli
-from tinyopt.device_fit import fit_verdict
+from tinyopt.device_fit import fit_verdict, fits_all
 from tinyopt.params import DEFAULT_DEVICES, Objective
-from tinyopt.records import Variant
-from tinyopt.report import markdown, pareto_front
+from tinyopt.plots import pareto_front
+from tinyopt.records import Baseline, DeviceFigures, Pick, Summary, Variant
+from tinyopt.report import markdown, write_report
 from tinyopt.select import select
 
 REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
@@ -203,17 +204,55 @@ def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared
     assert missing.returncode == 2 and "nothing.tflite: no such file or directory" in missing.stderr
 
 
-def test_report_markdown_has_every_section():
-    record = variant("base-int8", 0.9, 17000, params=20410, macs=93288, latency_us_p99=12.0).model_dump(mode="json")
-    summary = {
-        "run_id": "r1",
-        "dataset": {"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
-        "git_commit": "c",
-        "params_hash": "h",
-        "variants": [record],
-        "reference": [dict(record, name="ref")],
-        "picks": {"ota": {"variant": "base-int8", "value": 17000, "metric": "gzip_bytes", "why": "because"}},
-        "comparisons": [
+def device_figures(instructions: float, flash: int = 20_000, ram: int = 10_000) -> DeviceFigures:
+    return DeviceFigures(
+        core="cortex-m4",
+        machine="mps2-an386",
+        flash_bytes=flash,
+        model_flash_bytes=flash - 2_000,
+        ram_bytes=ram,
+        arena_bytes=ram - 1_000,
+        stack_bytes=200,
+        instructions=instructions,
+        instructions_per_op={"0:CONV_2D": instructions},
+        images=100,
+        score=0.9,
+        bit_exact=True,
+        bit_exact_share=1.0,
+        latency_ms_estimate=instructions / 64e3,
+    )
+
+
+def test_report_has_every_section_and_the_device_figures(tmp_path):
+    record = variant(
+        "base-int8",
+        0.9,
+        17000,
+        params=20410,
+        macs=93288,
+        latency_us_p99=12.0,
+        device={"nano33ble": device_figures(4e5)},
+    )
+    summary = Summary(
+        run_id="r1",
+        created="2026-12-01T00:00:00+00:00",
+        mlflow_run_id="m",
+        mlflow_tracking_uri="sqlite:///mlflow.db",
+        mlflow_experiment="tinyopt",
+        git_commit="c",
+        params_hash="h",
+        dataset={"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
+        baseline=Baseline(**dict(record), epochs_run=1),
+        variants=[record],
+        skipped=[],
+        picks={
+            "ota": Pick(
+                variant="base-int8", value=17000, metric="gzip_bytes", why="because", candidates=1, runner_up=None
+            )
+        },
+        reference=[record.model_copy(update={"name": "ref"})],
+        reference_note=None,
+        comparisons=[
             {
                 "reference": "ref",
                 "ours": "base-int8",
@@ -223,19 +262,60 @@ def test_report_markdown_has_every_section():
                 "latency_ratio": 1.0,
             }
         ],
-        "skipped": [],
-    }
+        headline=[],
+        devices={name: profile.model_dump() for name, profile in DEFAULT_DEVICES.items()},
+        timings={},
+    )
     text = markdown(summary)
     for heading in (
         "## Picks",
         "## Variants",
+        "## On the emulated devices",
         "## Reference models",
         "## Ours beside the reference",
         "## How to read this",
     ):
         assert heading in text
     assert "| base-int8 | 34,000 | 17,000 | 0.9000 |" in text
-    assert "not device latency" in text
+    assert "| base-int8 | nano33ble | cortex-m4 (mps2-an386) | 20,000 (18,000) | 10,000 | 400,000 |" in text
+    assert "| ref:ref | nano33ble |" in text
+    assert "not device latency" in text and "QEMU counts instructions, not cycles" in text
+    files = write_report(summary, tmp_path)
+    assert {f.name for f in files} == {
+        "report.md",
+        "score-vs-gzip.png",
+        "score-vs-arena.png",
+        "score-vs-instructions.png",
+    }
+
+
+def test_fastest_on_a_device_is_the_fewest_measured_instructions():
+    variants = [
+        variant("float", 0.90, 40000, latency=1.0),  # fastest on the host, never run on the device
+        variant("a", 0.90, 18000, latency=9.0, device={"nano33ble": device_figures(5e5)}),
+        variant("b", 0.90, 7000, latency=8.0, device={"nano33ble": device_figures(3e5)}),
+    ]
+    objective = Objective(metric="instructions", goal="min", profile="nano33ble")
+    pick = select(variants, 0.90, "accuracy", {"fastest": objective})["fastest"]
+    assert (pick.variant, pick.value, pick.runner_up, pick.candidates) == ("b", 3e5, "a", 2)
+    assert "lowest instructions on nano33ble's emulated core (300000.0)" in pick.why
+
+
+def test_measured_figures_decide_the_fit_where_a_device_ran_the_model():
+    edge = variant("a", 0.9, 1000, raw_bytes=2_000_000, arena_bytes=1000)  # the estimate: over nano's flash
+    devices = {k: DEFAULT_DEVICES[k] for k in ("nano33ble", "stm32f746", "uno")}
+    verdicts = fits_all(
+        edge,
+        devices,
+        {"nano33ble": device_figures(4e5, flash=30_000, ram=12_000)},
+        {"stm32f746": "the firmware does not fit STM32F746 Discovery: FLASH (1,048,576 bytes) overflowed by 9 bytes"},
+    )
+    assert (
+        verdicts["nano33ble"]["fits"]
+        and "measured on mps2-an386: 30,000 B flash, 12,000 B RAM" in (verdicts["nano33ble"]["reason"])
+    )
+    assert not verdicts["stm32f746"]["fits"] and "overflowed by 9 bytes" in verdicts["stm32f746"]["reason"]
+    assert not verdicts["uno"]["fits"] and verdicts["uno"]["reason"].endswith("(estimate: TFLM's runtime figures)")
 
 
 def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference():

@@ -69,7 +69,10 @@ def compute_code_versions() -> None:
 def _code_version(module_name: str) -> str:
     digest = hashlib.sha256()
     for name in own_modules(module_name):
-        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__).read_bytes())
+        module = sys.modules[name]
+        digest.update(name.encode() + b"\0" + Path(module.__file__).read_bytes())
+        for extra in getattr(module, "CODE_FILES", ()):  # C sources and the like that the module runs
+            digest.update(Path(extra).name.encode() + b"\0" + Path(extra).read_bytes())
     return digest.hexdigest()
 
 

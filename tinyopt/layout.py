@@ -9,6 +9,7 @@ DATA_ROOT = Path("data")
 ARTIFACTS = Path("artifacts")
 PREPARED = ARTIFACTS / "prepared.npz"
 BASELINE_DIR = ARTIFACTS / "baseline"
+C_LIBRARIES = ARTIFACTS / "c"  # one generated C library per int8 model: artifacts/c/<variant>/
 REPORTS = Path("reports")
 MLFLOW_DB = Path("mlflow.db")
 MLFLOW_ARTIFACTS = Path("mlartifacts")

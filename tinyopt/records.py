@@ -14,11 +14,32 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from tinyopt.errors import UserError
+from tinyopt.params import DEVICE_METRICS
 
 
 class Record(BaseModel):
     # Read back tolerantly (a summary written by an older tinyopt, the metric's own-name copy of the score).
     model_config = ConfigDict(extra="ignore")
+
+
+class DeviceFigures(BaseModel):
+    """One model on one device profile's emulated core (tasks/device.py): measured, except the latency."""
+
+    model_config = ConfigDict(frozen=True)
+    core: str
+    machine: str  # the QEMU machine
+    flash_bytes: int  # text + data of the whole firmware (model, kernels, measurement harness)
+    model_flash_bytes: int  # the model's part: weights, parameters, its code
+    ram_bytes: int  # data + bss + the stack's measured high-water mark
+    arena_bytes: int  # the activation buffer, part of ram_bytes
+    stack_bytes: int
+    instructions: float  # per inference, mean over the test examples run (QEMU counts instructions, not cycles)
+    instructions_per_op: dict[str, float]
+    images: int
+    score: float  # the task's metric on the outputs the emulated device computed
+    bit_exact: bool  # every output identical to TFLM's reference kernels'
+    bit_exact_share: float
+    latency_ms_estimate: float | None  # instructions x CPI 1 at the profile's clock: an estimate, not a measurement
 
 
 class Measured(Record):
@@ -44,6 +65,9 @@ class Measured(Record):
     arena_verified: bool = False
     tflm_top1_agreement: float | None = None
     tflm_max_abs_diff: float | None = None
+    device: dict[str, DeviceFigures] = {}  # device profile -> measured on its emulated core
+    device_note: str | None = None  # why some or all profiles have no device figures
+    c_library: str | None = None  # the generated C library's directory
     fits: dict[str, bool] = {}  # device profile -> fits its flash and SRAM
     fit_reasons: dict[str, str] = {}
     mlflow_run_id: str | None = None  # set once the record is logged
@@ -61,9 +85,13 @@ class Measured(Record):
             ordered["mlflow_run_id"] = self.mlflow_run_id
         return ordered
 
-    def figure(self, key: str) -> Any:
+    def figure(self, key: str, profile: str | None = None) -> Any:
         """A figure by the name params.yaml's objectives use (`gzip_bytes`, `latency_us_p50`...); the
-        task metric's own name (`accuracy`) is the test score."""
+        task metric's own name (`accuracy`) is the test score; `instructions`, `flash_bytes` and
+        `ram_bytes` are the device figures measured on `profile` (None when not measured there)."""
+        if key in DEVICE_METRICS:
+            figures = self.device.get(profile or "")
+            return getattr(figures, key) if figures else None
         return self.score if key == self.metric else getattr(self, key, None)
 
 
@@ -123,6 +151,11 @@ class Summary(Record):
     headline: list[dict[str, Any]]
     devices: dict[str, dict[str, Any]]
     timings: dict[str, Any]
+
+    def measured_profiles(self) -> list[str]:
+        """The device profiles some model of the run was measured on, in params.yaml's order."""
+        seen = {profile for m in [*self.variants, *self.reference] for profile in m.device}
+        return [profile for profile in self.devices if profile in seen]
 
     def variant(self, name: str) -> Variant:
         found = next((v for v in self.variants if v.name == name), None)

@@ -7,12 +7,12 @@ a model never looks at the test set; the test score is what gets reported.
 from __future__ import annotations
 
 from tinyopt.metrics import HIGHER_IS_BETTER, drop
-from tinyopt.params import Objective
+from tinyopt.params import DEVICE_METRICS, Objective
 from tinyopt.records import Pick, Variant
 
 
-def _value(variant: Variant, metric: str):
-    return variant.val_score if metric == "score" else variant.figure(metric)
+def _value(variant: Variant, objective: Objective):
+    return variant.val_score if objective.metric == "score" else variant.figure(objective.metric, objective.profile)
 
 
 def select(
@@ -23,7 +23,7 @@ def select(
     for name, objective in objectives.items():
         candidates, rules = [], []
         for variant in variants:
-            if _value(variant, objective.metric) is None:
+            if _value(variant, objective) is None:
                 continue
             if objective.tflm_only and not variant.tflm_runs:
                 continue
@@ -45,6 +45,8 @@ def select(
             )
         constraint = ("; ".join(rules)) or "no constraint"
         label = f"validation {score_metric}" if objective.metric == "score" else objective.metric
+        if objective.metric in DEVICE_METRICS:
+            label += f" on {objective.profile}'s emulated core"
         if not candidates:
             picks[name] = Pick(
                 variant=None,
@@ -60,18 +62,18 @@ def select(
             goal = "max" if objective.metric != "score" or HIGHER_IS_BETTER[score_metric] else "min"
         sign = -1 if goal == "max" else 1
         # Ties go to the smaller file, then the name: a pick must not depend on the order of the plan.
-        ranked = sorted(candidates, key=lambda v: (sign * _value(v, objective.metric), v.gzip_bytes, v.name))
+        ranked = sorted(candidates, key=lambda v: (sign * _value(v, objective), v.gzip_bytes, v.name))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
         why = (
-            f"{'highest' if goal == 'max' else 'lowest'} {label} ({_value(best, objective.metric)}) of "
+            f"{'highest' if goal == 'max' else 'lowest'} {label} ({_value(best, objective)}) of "
             f"{len(candidates)} variants meeting: {constraint}"
         )
         if runner_up:
-            why += f"; runner-up {runner_up.name} ({_value(runner_up, objective.metric)})"
+            why += f"; runner-up {runner_up.name} ({_value(runner_up, objective)})"
         picks[name] = Pick(
             variant=best.name,
             metric=label,
-            value=_value(best, objective.metric),
+            value=_value(best, objective),
             candidates=len(candidates),
             why=why,
             runner_up=runner_up.name if runner_up else None,

@@ -29,9 +29,21 @@ EDGE_FIELDS = (
 )
 
 
-def measured(name: str, tflite: str, evaluation: Any, edge: Any, latency: dict, devices: dict[str, DeviceProfile]):
-    """Every figure of one model file: its evaluation, its edge benchmark, its host latency, its device fit."""
-    verdicts = fits_all(edge, devices)
+def measured(
+    name: str,
+    tflite: str,
+    evaluation: Any,
+    edge: Any,
+    latency: dict,
+    devices: dict[str, DeviceProfile],
+    on_device: Any = None,
+) -> Measured:
+    """Every figure of one model file: its evaluation, its edge benchmark, its host latency, what the emulated
+    devices measured (`on_device`: a DeviceRecord, or the reason there is none), and its device fit."""
+    figures = getattr(on_device, "figures", {})
+    not_run = getattr(on_device, "not_run", {})
+    verdicts = fits_all(edge, devices, figures, not_run)
+    note = on_device if isinstance(on_device, str) else "; ".join(f"{k}: {v}" for k, v in not_run.items()) or None
     return Measured(
         name=name,
         tflite=tflite,
@@ -40,6 +52,9 @@ def measured(name: str, tflite: str, evaluation: Any, edge: Any, latency: dict, 
         val_score=evaluation.val_score,
         latency_us_p50=latency["latency_us_p50"],
         latency_us_p99=latency["latency_us_p99"],
+        device=figures,
+        device_note=note,
+        c_library=getattr(on_device, "library", None),
         fits={profile: verdict["fits"] for profile, verdict in verdicts.items()},
         fit_reasons={profile: verdict["reason"] for profile, verdict in verdicts.items()},
         **{field: getattr(edge, field) for field in EDGE_FIELDS},

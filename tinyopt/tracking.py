@@ -81,7 +81,9 @@ def log_run_data(
     params: Mapping[str, object] = {},
     metrics: Mapping[str, float] = {},
     artifacts: Iterable[Path] = (),
+    directories: Mapping[str, Path] = {},
 ) -> None:
+    """Params, metrics, files (at the artifact root) and directories (each under its name) of one run."""
     from mlflow.entities import Metric, Param
 
     mlflow_client = client()
@@ -93,6 +95,8 @@ def log_run_data(
     )
     for artifact in artifacts:
         mlflow_client.log_artifact(run_id, str(artifact))
+    for name, directory in directories.items():
+        mlflow_client.log_artifacts(run_id, str(directory), artifact_path=name)
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

@@ -8,6 +8,7 @@ RAM (data + bss + the painted stack's high-water mark), instructions per inferen
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -20,53 +21,9 @@ import numpy as np
 
 from tinyopt.errors import NotApplicable, UserError
 from tinyopt.mcu.codegen import Generated
+from tinyopt.mcu.machines import Core, core_of, emulation_problem
 from tinyopt.params import DeviceProfile
 
-
-@dataclass(frozen=True)
-class Core:
-    name: str
-    cflags: tuple[str, ...]
-    machine: str  # QEMU machine
-    clock_hz: int  # the machine's SysTick (core) clock in QEMU
-    flash_origin: int
-    flash_limit: int  # what the QEMU machine maps there
-    ram_origin: int
-    ram_limit: int
-
-
-CORES = {
-    "cortex-m4": Core(
-        "cortex-m4",
-        ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
-        "mps2-an386",
-        25_000_000,
-        0x0,
-        4 << 20,
-        0x20000000,
-        4 << 20,
-    ),
-    "cortex-m7": Core(
-        "cortex-m7",
-        ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"),
-        "mps2-an500",
-        25_000_000,
-        0x0,
-        4 << 20,
-        0x20000000,
-        4 << 20,
-    ),
-    "cortex-m55": Core(
-        "cortex-m55",
-        ("-mcpu=cortex-m55", "-mfloat-abi=hard"),
-        "mps3-an547",
-        32_000_000,
-        0x0,
-        512 << 10,
-        0x20000000,
-        512 << 10,
-    ),
-}
 CFLAGS = (
     "-O2",
     "-std=c99",
@@ -83,13 +40,28 @@ STACK_RESERVE = 2048  # linked below RAM's end; the painted high-water mark says
 
 
 def core_for(profile: DeviceProfile) -> Core:
-    core = profile.core.lower().strip()
-    core = core[:-1] if core.startswith("cortex-m") and core.endswith("f") else core  # Cortex-M4F: the FPU is on
-    if core not in CORES:
-        raise NotApplicable(
-            f"no emulated machine for core '{profile.core}' ({profile.name}); firmware builds for {', '.join(CORES)}"
-        )
-    return CORES[core]
+    """The core and QEMU machine the profile names; NotApplicable with the reason when it cannot be emulated."""
+    problem = emulation_problem(profile.core, profile.emulator)
+    if problem:
+        raise NotApplicable(f"{profile.name}: {problem}")
+    return core_of(profile.core, profile.emulator)
+
+
+FIRMWARE = Path(__file__).parent / "firmware"
+# Not Python, yet the code a measurement runs: tinyopt.cache digests these with this module.
+CODE_FILES = (FIRMWARE / "startup.c", FIRMWARE / "main.c", FIRMWARE / "link.ld.in", Path(__file__).parent / "kernels.h")
+
+
+@functools.cache
+def toolchain_version() -> str:
+    """The cross compiler's and QEMU's versions (first lines), or '' when one is missing."""
+    if toolchain_missing():
+        return ""
+    lines = [
+        _run([tool, "--version"], Path.cwd()).stdout.splitlines()[:1]
+        for tool in ("arm-none-eabi-gcc", "qemu-system-arm")
+    ]
+    return "; ".join(line[0] for line in lines if line)
 
 
 def toolchain_missing() -> str | None:

@@ -1,0 +1,47 @@
+"""Compile step: an int8 .tflite to its C library (tinyopt.mcu: dependency-free C99, weights as const arrays,
+one statically planned activation buffer), the artifact a firmware team builds into its device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tinyopt.errors import NotApplicable
+from tinyopt.mcu.codegen import generate
+from tinyopt.mcu.graph import load_graph
+from tinyopt.mcu.library import c_name, write_library
+from tinyopt.steps import StepRecord, outputs_of, step_task
+
+
+class LibraryRecord(StepRecord):
+    tflite_path: str
+    directory: str
+    name: str  # the C prefix: <name>_invoke, <name>.h
+    arena_bytes: int
+    ops: list[str]
+    sparse_ops: int  # dense layers that list their non-zero weights and skip the zeros
+    clustered_ops: int
+
+
+def compile_model(tflite_path: Path, model_name: str, out_dir: Path) -> LibraryRecord:
+    """Write the model's C library to out_dir. NotApplicable (a skip, with the reason) for a model with an op or
+    type the generator does not compile, e.g. any float model."""
+    blob = Path(tflite_path).read_bytes()
+    if not any(tensor.dtype is np.int8 for tensor in load_graph(blob).tensors):
+        raise NotApplicable("a float model: microcontroller C libraries are made from int8 models")
+    generated = generate(blob, c_name(model_name))
+    written = write_library(generated, Path(tflite_path).name, Path(out_dir))
+    return LibraryRecord(
+        tflite_path=str(tflite_path),
+        directory=str(out_dir),
+        name=generated.name,
+        arena_bytes=generated.arena_bytes,
+        ops=generated.op_kinds,
+        sparse_ops=sum(t.sparse for t in generated.techniques),
+        clustered_ops=sum(t.clustered for t in generated.techniques),
+        outputs=outputs_of(*written),
+    )
+
+
+compile_task = step_task(compile_model, name="compile")

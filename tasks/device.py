@@ -1,0 +1,76 @@
+"""Device step: a model's C library built into firmware for each device profile's Cortex-M core and run
+under QEMU on the test split. Measured, not estimated: flash and RAM of the firmware, instructions per
+inference (QEMU counts instructions, not cycles), the task's score as the device computes it, and the share
+of test examples whose outputs are bit-exact with TensorFlow Lite Micro's reference kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyopt.mcu.library import read_library
+from tinyopt.mcu.measure import measure_library
+from tinyopt.params import DeviceProfile
+from tinyopt.records import DeviceFigures
+from tinyopt.steps import StepRecord, step_task
+
+
+class DeviceRecord(StepRecord):
+    tflite_path: str
+    library: str
+    figures: dict[str, DeviceFigures]  # profile -> what its emulated core measured
+    not_run: dict[str, str]  # profile -> why not (the firmware does not fit it, ...)
+
+
+def run_on_devices(
+    tflite_path: Path,
+    library: Path,
+    prepared: Path,
+    profiles: dict[str, DeviceProfile],
+    metric: str = "accuracy",
+    images: int | None = None,
+    toolchain: str = "",
+) -> DeviceRecord:
+    """Build and run the library on every profile; `toolchain` (the compiler's and QEMU's versions) only keys
+    the cache: another compiler or emulator measures again."""
+    from tasks.data import load_prepared
+
+    data = load_prepared(prepared)
+    x, y = data["x_test"][:images], data["y_test"][:images]
+    generated, meta = read_library(library)
+    reports = measure_library(
+        generated,
+        Path(tflite_path).read_bytes(),
+        profiles,
+        x,
+        y,
+        metric,
+        meta["sparse_ops"],
+        meta["clustered_ops"],
+        timeout=max(600, len(x) * 0.2),
+    )
+    figures, not_run = {}, {}
+    for name, report in reports.items():
+        if isinstance(report, str):
+            not_run[name] = report
+            continue
+        clock = profiles[name].clock_mhz
+        figures[name] = DeviceFigures(
+            core=report.core,
+            machine=report.machine,
+            flash_bytes=report.flash_bytes,
+            model_flash_bytes=report.model_flash_bytes,
+            ram_bytes=report.ram_bytes,
+            arena_bytes=report.arena_bytes,
+            stack_bytes=report.stack_bytes,
+            instructions=round(report.instructions_per_inference, 1),
+            instructions_per_op={op: round(n, 1) for op, n in report.instructions_per_op.items()},
+            images=report.images,
+            score=round(report.score, 6),
+            bit_exact=report.bit_exact_share == 1.0,
+            bit_exact_share=round(report.bit_exact_share, 6),
+            latency_ms_estimate=round(report.latency_estimate_ms(clock), 4) if clock else None,
+        )
+    return DeviceRecord(tflite_path=str(tflite_path), library=str(library), figures=figures, not_run=not_run)
+
+
+device_task = step_task(run_on_devices, name="device")
