@@ -111,7 +111,15 @@ def test_every_variant_is_benchmarked_judged_per_device_and_picked_from(project)
     summary = summary_of(project)
     for record in [*summary["variants"], *summary["reference"]]:
         assert VARIANT_FIELDS - {"chain", "c_source"} <= set(record), record["name"]
-        assert set(record["fits"]) == {"nano33ble", "stm32f746", "b-l475e-iot01a", "pico", "esp32", "uno"}
+        assert set(record["fits"]) == {
+            "nano33ble",
+            "stm32f746",
+            "corstone-300",
+            "b-l475e-iot01a",
+            "pico",
+            "esp32",
+            "uno",
+        }
         assert record["fits"]["uno"] is False  # 32 KB of flash: nothing fits, a useful negative case
         assert record["latency_us_p50"] <= record["latency_us_p99"]
     for variant in summary["variants"]:
@@ -150,6 +158,44 @@ def test_reference_models_are_measured_in_the_same_run(project):
     assert "## Reference models, measured in the same run and harness" in report
     for plot in ("score-vs-gzip.png", "score-vs-arena.png"):
         assert (project / "reports" / "latest" / plot).stat().st_size > 10_000
+
+
+def test_every_int8_model_runs_on_each_emulated_core_bit_exact_with_tflm(project):
+    summary = summary_of(project)
+    by_name = {
+        v["name"]: v for v in [*summary["variants"], *({**r, "name": "ref:" + r["name"]} for r in summary["reference"])]
+    }
+    int8 = [name for name, m in by_name.items() if "int8" in name and "int16" not in name]
+    assert {"base-int8", "prune-int8", "prune-sp_cluster-int8"} <= set(int8)
+    for name in int8:
+        device = by_name[name]["device"]
+        assert set(device) == {"nano33ble", "stm32f746", "corstone-300"}, (name, by_name[name]["device_note"])
+        assert [device[p]["core"] for p in device] == ["cortex-m4", "cortex-m7", "cortex-m55"]
+        for figures in device.values():
+            assert figures["bit_exact"] and figures["images"] == summary["dataset"]["num_test"]
+            assert 10_000 < figures["flash_bytes"] < 40_000 and 5_000 < figures["ram_bytes"] < 20_000
+            assert 100_000 < figures["instructions"] < 2_000_000
+        if by_name[name]["output_dtype"] == "int8":  # bit-exact with TFLM, and TFLM within a step of LiteRT
+            assert abs(device["nano33ble"]["score"] - by_name[name]["score"]) <= 0.01
+        assert by_name[name]["fit_reasons"]["nano33ble"].startswith("fits (measured on mps2-an386")
+        library = project / by_name[name]["c_library"]
+        assert {p.name for p in library.iterdir()} >= {"README.md", "kernels.h", "library.json"}
+    assert by_name["base-float32"]["device"] == {} and "a float model" in by_name["base-float32"]["device_note"]
+    assert summary["picks"]["fastest"]["metric"] == "instructions on nano33ble's emulated core"
+    assert by_name[summary["picks"]["fastest"]["variant"]]["device"]["nano33ble"]
+    report = (project / "reports" / "latest" / "report.md").read_text()
+    assert "## On the emulated devices" in report and "| base-int8 | corstone-300 | cortex-m55 (mps3-an547) |" in report
+    assert (project / "reports" / "latest" / "score-vs-instructions.png").stat().st_size > 10_000
+    client = mlflow_client(project)
+    run = client.get_run(by_name["base-int8"]["mlflow_run_id"])
+    for profile in ("nano33ble", "stm32f746", "corstone-300"):
+        for key in ("flash_bytes", "ram_bytes", "instructions", "score", "bit_exact"):
+            assert f"device.{profile}.{key}" in run.data.metrics
+    assert (
+        run.data.metrics["device.nano33ble.instructions"] == by_name["base-int8"]["device"]["nano33ble"]["instructions"]
+    )
+    library = {a.path for a in client.list_artifacts(run.info.run_id, "c_library")}
+    assert {"c_library/base_int8.c", "c_library/base_int8.h", "c_library/README.md"} <= library
 
 
 def test_shared_prefixes_are_trained_once(project):
@@ -222,14 +268,21 @@ def test_second_run_with_nothing_changed_reuses_every_step(project):
     log = result.stdout + result.stderr
     # fetch, prepare, train, 2 techniques + qat, 6 conversions, 5 evaluations, and the benchmarks and
     # evaluations of the 5 variants and 19 reference models: all from the cache. Latency is measured anew.
-    references = len(summary_of(project)["reference"])
+    summary = summary_of(project)
+    references = len(summary["reference"])
+    # Per model file a compile step, and per int8 one a device step: cached too.
+    devices = (len(summary["variants"]) + references) + sum(
+        bool(m["device"]) for m in [*summary["variants"], *summary["reference"]]
+    )
     steps = finished_steps(log)
     counts = re.findall(r"\[(\d+)/(\d+) ", log)
     assert counts[-1][0] == counts[-1][1] == str(len(steps)), counts  # the plan's total, skips taken off, is reached
-    assert len([name for name, outcome in steps if outcome == "cached"]) == 17 + 5 + 2 * references, log[-3000:]
+    assert len([name for name, outcome in steps if outcome == "cached"]) == 17 + 5 + 2 * references + devices, log[
+        -3000:
+    ]
     ran = [name for name, outcome in steps if outcome != "cached"]
     assert all(name.startswith("log ") or name == "measure latency" for name in ran), ran
-    assert len(steps) == 17 + 5 + 2 * references + 1 + 5 + references  # every step of the run, and the latency and logs
+    assert len(steps) == 17 + 5 + 2 * references + devices + 1 + 5 + references  # every step, the latency and logs
 
 
 def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):
