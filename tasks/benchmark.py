@@ -41,7 +41,7 @@ class EdgeRecord(StepRecord):
 
 
 def graph_facts(path: Path) -> dict:
-    """Parameters (elements of the constant tensors that feed weighted ops, through any DEQUANTIZE),
+    """Parameters (elements of the constant tensors that feed weighted ops, through DEQUANTIZE or FAKE_QUANT),
     multiply-accumulates for one inference, and op counts, read from the file's own graph."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -55,7 +55,15 @@ def graph_facts(path: Path) -> dict:
     produced = {i for op in ops for i in op["outputs"]}
     graph_inputs = {d["index"] for d in interpreter.get_input_details()}
     constant = {i for i in tensors if i not in produced and i not in graph_inputs}
-    dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    # Weights reach a layer through DEQUANTIZE (float16, dynamic range) or FAKE_QUANT (a QAT model converted to
+    # float): follow such chains back to the constant, or QAT's float32 variant counts only its biases.
+    produced_by = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] in ("DEQUANTIZE", "FAKE_QUANT")}
+
+    def source_of(index: int) -> int:
+        while index in produced_by:
+            index = produced_by[index]
+        return index
+
     counted: set[int] = set()
     macs = 0
     op_counts: dict[str, int] = {}
@@ -64,7 +72,7 @@ def graph_facts(path: Path) -> dict:
         if op["op_name"] not in WEIGHTED_OPS:
             continue
         for index in op["inputs"][1:]:
-            source = dequantized_from.get(index, index)
+            source = source_of(index)
             if source in constant:
                 counted.add(source)
         weights = tensors[op["inputs"][1]]["shape"]
@@ -81,7 +89,7 @@ def graph_facts(path: Path) -> dict:
 
 def benchmark_tflite(tflite_path: Path, prepared: Path) -> EdgeRecord:
     """Everything about one .tflite file except accuracy and latency (see the module's docstring)."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     x_test = load_prepared(prepared)["x_test"][:TFLM_SAMPLES]
     interpreter = litert.load_interpreter(tflite_path)

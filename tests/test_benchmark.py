@@ -33,6 +33,7 @@ def test_graph_facts_count_the_paper_cnn_parameters_and_macs():
     # That converter wrote the one-channel Conv2D as a depthwise convolution: same MACs either way.
     assert {"DEPTHWISE_CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "RESHAPE"} <= set(facts["ops"])
     assert graph_facts(REFERENCE / "base-f16.tflite")["params"] == 20410  # counted through DEQUANTIZE
+    assert graph_facts(REFERENCE / "qat-f32.tflite")["params"] == 20410  # through FAKE_QUANT (was 22: biases only)
 
 
 @needs_reference
@@ -61,7 +62,7 @@ def test_tflm_verdict_arena_and_agreement_with_litert(prepared, name, runs, reas
 @needs_reference
 @needs_fashion
 def test_latency_harness_reports_percentiles_and_the_int16_slowdown(prepared, tmp_path):
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     files = [REFERENCE / "base-int8-floatio.tflite", REFERENCE / "base-f32.tflite"]
     timings = measure_latency(files, load_prepared(prepared)["x_test"][0], warmup=5, repeats=50)
