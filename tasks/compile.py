@@ -30,7 +30,10 @@ def compile_model(tflite_path: Path, model_name: str, out_dir: Path) -> LibraryR
     blob = Path(tflite_path).read_bytes()
     if not any(tensor.dtype is np.int8 for tensor in load_graph(blob).tensors):
         raise NotApplicable("a float model: microcontroller C libraries are made from int8 models")
-    generated = generate(blob, c_name(model_name))
+    try:
+        generated = generate(blob, c_name(model_name))
+    except (KeyError, ValueError, IndexError, TypeError) as exc:  # a graph the generator did not foresee
+        raise NotApplicable(f"the MCU code generator failed on it ({type(exc).__name__}: {exc}); please report it")
     written = write_library(generated, Path(tflite_path).name, Path(out_dir))
     return LibraryRecord(
         tflite_path=str(tflite_path),

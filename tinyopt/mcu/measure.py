@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.errors import NotApplicable, UserError
 from tinyopt.mcu.codegen import Generated, generate
 from tinyopt.mcu.firmware import build_firmware, run_firmware
 from tinyopt.mcu.host import model_io, run_tflm, tflm_interpreter
@@ -76,6 +76,9 @@ def measure_library(
                 run = run_firmware(firmware, inputs, generated.op_kinds, generated.output_dtype, timeout=timeout)
         except NotApplicable as exc:
             reports[name] = str(exc)
+            continue
+        except (RuntimeError, UserError) as exc:  # a build or emulator failure: reported, the run goes on
+            reports[name] = f"failed on {profile.name}: {str(exc).splitlines()[0][:300]}"
             continue
         per_op = {
             f"{index}:{kind}": count
