@@ -33,7 +33,8 @@ def compile_model(tflite_path: Path, model_name: str, out_dir: Path) -> LibraryR
     try:
         generated = generate(blob, c_name(model_name))
     except (KeyError, ValueError, IndexError, TypeError) as exc:  # a graph the generator did not foresee
-        raise NotApplicable(f"the MCU code generator failed on it ({type(exc).__name__}: {exc}); please report it")
+        reason = f"the MCU code generator failed on it ({type(exc).__name__}: {exc}); please report it"
+        raise NotApplicable(reason) from None
     written = write_library(generated, Path(tflite_path).name, Path(out_dir))
     return LibraryRecord(
         tflite_path=str(tflite_path),
