@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from tasks.data import read_idx  # noqa: E402
+from tinyopt.datasets.idx import read_idx  # noqa: E402
 from tinyopt.errors import NotApplicable  # noqa: E402
 from tinyopt.params import DEFAULT_DEVICES, DEFAULT_PROFILE  # noqa: E402
 

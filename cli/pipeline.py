@@ -152,7 +152,9 @@ def fetch(params_path: str, out_root: str) -> None:
 @click.option("--out", default=str(layout.PREPARED), show_default=True, type=click.Path(dir_okay=False))
 def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
     """Split the raw data into train / validation / test (fixed seed)."""
-    from tasks.data import check_data, load_raw, prepare_dataset
+    from tasks.data import prepare_dataset
+    from tinyopt.datasets.checks import check_data
+    from tinyopt.datasets.sources import load_raw
     from tinyopt.params import load_params
 
     params = load_params(params_path)
@@ -170,9 +172,9 @@ def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
 @click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
 def train(params_path: str, prepared: str, out_dir: str) -> None:
     """Train the baseline model and save it as OUT_DIR/model.keras."""
-    from tasks.data import load_prepared
     from tasks.preflight import check_prepared
     from tasks.train import train_baseline
+    from tinyopt.datasets.prepared import load_prepared
     from tinyopt.params import load_params
 
     params = load_params(params_path)

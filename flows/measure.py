@@ -12,10 +12,10 @@ from typing import Any
 
 from tasks.benchmark import benchmark_task, latency_task
 from tasks.compile import compile_task
-from tasks.data import load_prepared
 from tasks.device import device_task
 from tasks.evaluate import EvalRecord, evaluate_task
 from tinyopt import layout
+from tinyopt.datasets.prepared import load_prepared
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
 from tinyopt.params import Params
 from tinyopt.records import Measured

@@ -34,7 +34,7 @@ class ConvertRecord(StepRecord):
 
 def calibration_set(prepared: Path, samples: int, seed: int) -> np.ndarray:
     """`samples` training examples, drawn with a fixed seed."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     x_train = load_prepared(prepared)["x_train"]
     rng = np.random.default_rng(seed)

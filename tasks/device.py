@@ -32,7 +32,7 @@ def run_on_devices(
 ) -> DeviceRecord:
     """Build and run the library on every profile; `toolchain` (the compiler's and QEMU's versions) only keys
     the cache: another compiler or emulator measures again."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     x, y = data["x_test"][:images], data["y_test"][:images]

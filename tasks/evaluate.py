@@ -19,7 +19,7 @@ class EvalRecord(StepRecord):
 
 
 def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy") -> EvalRecord:
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     return EvalRecord(

@@ -34,7 +34,7 @@ def fine_tune(
 ) -> TrainedModel:
     """Apply `technique` to the parent model and fine-tune it; saved as out_dir/model.keras (or
     model.savedmodel) with its figures in model.json."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     checked = technique.check(parent, prepared, settings, train)
     data = load_prepared(prepared)

@@ -92,7 +92,7 @@ def tflite_op_counts(model) -> dict[str, int]:
 
 def graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams, out_dir: Path) -> TrainedModel:
     """Fold what can be folded and record the effect on the converted graph (nothing is trained)."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     with TRAINING_LOCK:

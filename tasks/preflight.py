@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.data import check_data, check_labels, load_source
+from tinyopt.datasets.checks import check_data
+from tinyopt.datasets.labels import check_labels
+from tinyopt.datasets.sources import load_source
 from tinyopt.errors import UserError
 from tinyopt.models import check_input_shape, probe_model
 from tinyopt.params import USER_DATASETS, Params, TaskParams

@@ -22,7 +22,7 @@ class Prune(Technique):
 
         import tensorflow_model_optimization as tfmot
 
-        from tasks.data import load_prepared
+        from tinyopt.datasets.prepared import load_prepared
 
         steps_per_epoch = math.ceil(len(load_prepared(prepared)["y_train"]) / train.batch_size)
         end_step = max(1, steps_per_epoch * settings.fine_tune_epochs - 1)

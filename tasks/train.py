@@ -41,7 +41,7 @@ def train_baseline(
 ) -> TrainedModel:
     """The baseline, saved as out_dir/model.keras with its figures in model.json: the user's model
     (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch."""
-    from tasks.data import load_prepared
+    from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     with TRAINING_LOCK:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.data import split_indices
 from tests.conftest import SMALL, make_project, run_cli
+from tinyopt.datasets.split import split_indices
 from tinyopt.params import DataParams
 
 RNG = np.random.default_rng(0)

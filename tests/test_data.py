@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import data
-from tasks.data import IdxDataset, fetch_dataset, load_prepared, prepare_dataset, read_idx
+from tasks.data import fetch_dataset, prepare_dataset
 from tests.conftest import needs_fashion, run_cli
+from tinyopt.datasets import idx
+from tinyopt.datasets.idx import IdxDataset, read_idx
+from tinyopt.datasets.labels import class_labels
+from tinyopt.datasets.prepared import load_prepared
+from tinyopt.datasets.sources import load_raw
+from tinyopt.datasets.split import check_split, split_indices
 from tinyopt.errors import UserError
 from tinyopt.params import DataParams
 
@@ -38,7 +43,7 @@ def write_small_idx_dataset(directory: Path, n_train: int = 100, n_test: int = 3
     md5 = {}
     for split, array in arrays.items():
         blob = gzip.compress(idx_bytes(array), mtime=0)
-        (directory / data._NAMES[split]).write_bytes(blob)
+        (directory / idx._NAMES[split]).write_bytes(blob)
         md5[split] = hashlib.md5(blob).hexdigest()
     return md5
 
@@ -48,8 +53,8 @@ def small_mnist(tmp_path, monkeypatch):
     """MNIST's spec pointed at small files made here (the real download needs internet)."""
     source = tmp_path / "source"
     md5 = write_small_idx_dataset(source)
-    spec = IdxDataset(files=data._NAMES, gz_md5=md5, local_dir=str(source))
-    monkeypatch.setitem(data.IDX_DATASETS, "mnist", spec)
+    spec = IdxDataset(files=idx._NAMES, gz_md5=md5, local_dir=str(source))
+    monkeypatch.setitem(idx.IDX_DATASETS, "mnist", spec)
     return source, spec
 
 
@@ -95,7 +100,7 @@ def test_fetch_downloads_from_a_mirror_when_there_is_no_local_copy(tmp_path: Pat
         mirror = f"http://127.0.0.1:{server.server_address[1]}/"
         dead = "http://127.0.0.1:9/"  # nothing listens on the discard port: the next mirror is tried
         monkeypatch.setitem(
-            data.IDX_DATASETS, "mnist", IdxDataset(files=spec.files, gz_md5=spec.gz_md5, mirrors=(dead, mirror))
+            idx.IDX_DATASETS, "mnist", IdxDataset(files=spec.files, gz_md5=spec.gz_md5, mirrors=(dead, mirror))
         )
         record = fetch_dataset(DataParams(dataset="mnist"), tmp_path / "data")
     finally:
@@ -107,7 +112,7 @@ def test_fetch_downloads_from_a_mirror_when_there_is_no_local_copy(tmp_path: Pat
 def test_fetch_with_no_source_fails_in_one_line_and_leaves_nothing(tmp_path: Path, small_mnist, monkeypatch):
     _, spec = small_mnist
     monkeypatch.setitem(
-        data.IDX_DATASETS, "mnist", IdxDataset(files=spec.files, gz_md5=spec.gz_md5, mirrors=("http://127.0.0.1:9/",))
+        idx.IDX_DATASETS, "mnist", IdxDataset(files=spec.files, gz_md5=spec.gz_md5, mirrors=("http://127.0.0.1:9/",))
     )
     with pytest.raises(UserError, match="not found locally and no mirror answered"):
         fetch_dataset(DataParams(dataset="mnist"), tmp_path / "data")
@@ -127,16 +132,16 @@ def test_missing_and_corrupt_files_are_reported_by_name(tmp_path: Path, small_mn
     directory = tmp_path / "data" / "mnist"
     (directory / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(UserError, match=r"train-labels-idx1-ubyte.gz: missing mnist file; run `tinyopt fetch`"):
-        data.load_raw("mnist", directory)
+        load_raw("mnist", directory)
     shutil.copy(directory / "t10k-labels-idx1-ubyte.gz", directory / "train-labels-idx1-ubyte.gz")
     with pytest.raises(UserError, match=r"train-labels-idx1-ubyte.gz: checksum mismatch"):
-        data.load_raw("mnist", directory)
+        load_raw("mnist", directory)
 
 
 @needs_fashion
 def test_the_real_fashion_mnist_files_verify_and_load(tmp_path: Path):
     record = fetch_dataset(DataParams(), tmp_path / "data")
-    x_train, y_train, x_test, y_test = data.load_raw("fashion-mnist", Path(record.directory))
+    x_train, y_train, x_test, y_test = load_raw("fashion-mnist", Path(record.directory))
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert sorted(np.unique(y_train)) == list(range(10))
     assert np.bincount(y_test).tolist() == [1000] * 10
@@ -197,7 +202,7 @@ def test_split_is_seeded_disjoint_and_leaves_the_test_set_alone(tmp_path: Path, 
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])  # same seed, same split
     assert not np.array_equal(a["x_val"], c["x_val"])  # another seed, another split
-    x_train, _, x_test, _ = data.load_raw("mnist", raw)
+    x_train, _, x_test, _ = load_raw("mnist", raw)
     np.testing.assert_array_equal(a["x_test"], x_test.astype(np.float32) / 255.0)  # test set untouched, in order
     rows = lambda x: {row.tobytes() for row in x}  # noqa: E731
     assert not rows(a["x_train"]) & rows(a["x_val"])  # validation carved out of train, disjoint
@@ -215,25 +220,25 @@ def test_cli_prepare_on_a_missing_dataset_is_one_line(tmp_path: Path):
 
 
 def test_integral_float_labels_are_class_indices_and_others_are_refused():
-    labels, width = data.class_labels(np.array([0.0, 1.0, 2.0]), "y_train", "d.npz")
+    labels, width = class_labels(np.array([0.0, 1.0, 2.0]), "y_train", "d.npz")
     assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 2] and width is None
-    labels, width = data.class_labels(np.eye(4)[[3, 0, 1]], "y_train", "d.npz")
+    labels, width = class_labels(np.eye(4)[[3, 0, 1]], "y_train", "d.npz")
     assert labels.tolist() == [3, 0, 1] and width == 4
     with pytest.raises(UserError, match=r"d.npz: y_train holds non-integer labels \(1.5 at index 1\)"):
-        data.class_labels(np.array([0.0, 1.5]), "y_train", "d.npz")
+        class_labels(np.array([0.0, 1.5]), "y_train", "d.npz")
 
 
 def test_a_class_missing_from_the_validation_split_is_a_warning_not_an_error():
     from tinyopt.params import TaskParams
 
     params = DataParams(dataset="npz", path="d.npz", validation_fraction=0.1)
-    train_idx, val_idx = data.split_indices(100, params, seed=0)
+    train_idx, val_idx = split_indices(100, params, seed=0)
     y = np.zeros(100, dtype=np.int64)
     y[train_idx[:5]] = 1  # class 1 only in the training split
     labels = {"train": y, "test": np.array([0, 1]), "classes": 2, "one_hot": None}
-    warnings = data.check_split(labels, 100, params, 0, TaskParams(), "d.npz")
+    warnings = check_split(labels, 100, params, 0, TaskParams(), "d.npz")
     assert len(warnings) == 1 and "1 of 2 classes have no example in the validation split" in warnings[0]
     y[:] = 0
     y[val_idx[:1]] = 1  # class 1's only example lands in validation: nothing to learn it from
     with pytest.raises(UserError, match="class 1 has 1 training examples and none is left in the training split"):
-        data.check_split({**labels, "train": y}, 100, params, 0, TaskParams(), "d.npz")
+        check_split({**labels, "train": y}, 100, params, 0, TaskParams(), "d.npz")

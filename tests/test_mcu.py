@@ -30,7 +30,7 @@ needs_arm = pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_tool
 
 
 def _test_images(n: int) -> np.ndarray:
-    from tasks.data import read_idx
+    from tinyopt.datasets.idx import read_idx
 
     return read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:n].astype(np.float32) / 255.0
 

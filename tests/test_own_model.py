@@ -168,10 +168,10 @@ def write_images(root: Path, per_class: int = 60) -> None:
 def test_cnn_with_batch_norm_on_a_directory_of_images(tmp_path):
     import tensorflow as tf
 
-    from tasks.data import _load_images
+    from tinyopt.datasets.images import load_images
 
     write_images(tmp_path / "images")
-    x_train, y_train, _, _ = _load_images(tmp_path / "images")
+    x_train, y_train, _, _ = load_images(tmp_path / "images")
     layers = tf.keras.layers
     model = tf.keras.Sequential(
         [

@@ -12,7 +12,6 @@ import pytest
 
 from tasks.cluster import CLUSTER, SP_CLUSTER
 from tasks.convert import convert_model
-from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
 from tasks.fine_tune import fine_tune
 from tasks.graph import fold_layers, graph
@@ -21,6 +20,7 @@ from tasks.qat import PQAT, QAT
 from tasks.separable import SEPARABLE
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice
+from tinyopt.datasets.prepared import load_prepared
 from tinyopt.errors import NotApplicable
 from tinyopt.litert import load_interpreter
 from tinyopt.models import kernels, load_model

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tasks.convert import convert_model
-from tasks.data import load_prepared
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice, run_cli
 from tinyopt import litert
+from tinyopt.datasets.prepared import load_prepared
 from tinyopt.errors import UserError
 from tinyopt.models import load_model as load_keras_model
 from tinyopt.params import ModelParams, TaskParams, TrainParams
