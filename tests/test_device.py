@@ -92,7 +92,7 @@ def test_device_step_measures_each_core_bit_exact_and_says_what_does_not_fit(tmp
                         "emulator": "mps3-an547",
                         "flash_bytes": 1,
                         "sram_bytes": 1,
-                    }
+                    },
                 },
                 "benchmark": {"devices": ["m4"]},
             },
