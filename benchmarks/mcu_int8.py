@@ -96,12 +96,12 @@ def main() -> None:
                     f"{r.ram_bytes:,}",
                     f"{r.arena_bytes:,}",
                     f"{r.stack_bytes:,}",
-                    f"{r.instructions_per_inference:,.0f}",
+                    f"{r.instructions:,.0f}",
                     f"{r.flash_bytes / TFLM_CMSIS['flash']:.3f}",
-                    f"{r.instructions_per_inference / TFLM_CMSIS['instructions']:.3f}",
+                    f"{r.instructions / TFLM_CMSIS['instructions']:.3f}",
                     f"{r.ram_bytes / TFLM_CMSIS['ram']:.3f}",
-                    f"{r.latency_estimate_ms(profile.clock_mhz):.2f}",
-                    f"{r.accuracy:.4f}",
+                    f"{r.latency_ms_estimate:.2f}",
+                    f"{r.score:.4f}",
                     f"{r.bit_exact_share:.2%}",
                 ]
             )

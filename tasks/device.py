@@ -36,40 +36,11 @@ def run_on_devices(
 
     data = load_prepared(prepared)
     x, y = data["x_test"][:images], data["y_test"][:images]
-    generated, meta = read_library(library)
-    reports = measure_library(
-        generated,
-        Path(tflite_path).read_bytes(),
-        profiles,
-        x,
-        y,
-        metric,
-        meta["sparse_ops"],
-        meta["clustered_ops"],
-        timeout=max(600, len(x) * 0.2),
-    )
-    figures, not_run = {}, {}
-    for name, report in reports.items():
-        if isinstance(report, str):
-            not_run[name] = report
-            continue
-        clock = profiles[name].clock_mhz
-        figures[name] = DeviceFigures(
-            core=report.core,
-            machine=report.machine,
-            flash_bytes=report.flash_bytes,
-            model_flash_bytes=report.model_flash_bytes,
-            ram_bytes=report.ram_bytes,
-            arena_bytes=report.arena_bytes,
-            stack_bytes=report.stack_bytes,
-            instructions=round(report.instructions_per_inference, 1),
-            instructions_per_op={op: round(n, 1) for op, n in report.instructions_per_op.items()},
-            images=report.images,
-            score=round(report.score, 6),
-            bit_exact=report.bit_exact_share == 1.0,
-            bit_exact_share=round(report.bit_exact_share, 6),
-            latency_ms_estimate=round(report.latency_estimate_ms(clock), 4) if clock else None,
-        )
+    generated = read_library(library)
+    blob = Path(tflite_path).read_bytes()
+    reports = measure_library(generated, blob, profiles, x, y, metric, timeout=max(600, len(x) * 0.2))
+    figures = {name: report for name, report in reports.items() if not isinstance(report, str)}
+    not_run = {name: report for name, report in reports.items() if isinstance(report, str)}
     return DeviceRecord(tflite_path=str(tflite_path), library=str(library), figures=figures, not_run=not_run)
 
 

@@ -77,8 +77,8 @@ def write_library(generated: Generated, model: str, out_dir: Path) -> list[Path]
     return paths
 
 
-def read_library(directory: Path) -> tuple[Generated, dict]:
-    """The library written by write_library, as the firmware builder takes it, and its library.json."""
+def read_library(directory: Path) -> Generated:
+    """The library written by write_library, as the firmware builder takes it."""
     directory = Path(directory)
     meta = json.loads((directory / "library.json").read_text())
     generated = Generated(
@@ -92,4 +92,4 @@ def read_library(directory: Path) -> tuple[Generated, dict]:
         output_dtype=meta["output_dtype"],
         op_kinds=meta["op_kinds"],
     )
-    return generated, meta
+    return generated

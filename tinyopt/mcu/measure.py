@@ -4,7 +4,6 @@ and run under QEMU on labelled test inputs, compared with TFLM's reference kerne
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,33 +14,7 @@ from tinyopt.mcu.firmware import build_firmware, run_firmware
 from tinyopt.mcu.host import model_io, run_tflm, tflm_interpreter
 from tinyopt.metrics import score
 from tinyopt.params import DeviceProfile
-
-
-@dataclass
-class DeviceReport:
-    model: str
-    core: str
-    machine: str
-    flash_bytes: int
-    model_flash_bytes: int
-    ram_bytes: int  # data + bss + stack high-water mark
-    arena_bytes: int
-    stack_bytes: int
-    instructions_per_inference: float
-    instructions_per_op: dict[str, float]
-    images: int
-    score: float  # the task's metric on the outputs the emulated device computed
-    bit_exact_share: float  # share of inputs whose outputs equal TFLM's reference kernels' exactly
-    sparse_ops: int  # dense layers that skip zero weights
-    clustered_ops: int  # dense layers stored as 4-bit indices into their few values
-
-    @property
-    def accuracy(self) -> float:  # the benchmark script's name for a classifier's score
-        return self.score
-
-    def latency_estimate_ms(self, clock_mhz: float, cpi: float = 1.0) -> float:
-        """An estimate, not a measurement: instructions x an assumed CPI at the profile's clock."""
-        return self.instructions_per_inference * cpi / (clock_mhz * 1e3)
+from tinyopt.records import DeviceFigures
 
 
 def dequantized(outputs: np.ndarray, interpreter) -> np.ndarray:
@@ -59,16 +32,14 @@ def measure_library(
     x: np.ndarray,
     y: np.ndarray,
     metric: str = "accuracy",
-    sparse_ops: int = 0,
-    clustered_ops: int = 0,
     timeout: float = 600,
-) -> dict[str, DeviceReport | str]:
+) -> dict[str, DeviceFigures | str]:
     """Each profile's report, or the reason it could not be built or run there (the model does not fit,
     the core has no emulator). TFLM's reference outputs are computed once for all profiles."""
     interpreter = tflm_interpreter(blob)
     inputs = model_io(x, generated, interpreter)
     reference = run_tflm(blob, inputs)
-    reports: dict[str, DeviceReport | str] = {}
+    reports: dict[str, DeviceFigures | str] = {}
     for name, profile in profiles.items():
         try:
             with tempfile.TemporaryDirectory() as scratch:
@@ -80,12 +51,10 @@ def measure_library(
         except (RuntimeError, UserError) as exc:  # a build or emulator failure: reported, the run goes on
             reports[name] = f"failed on {profile.name}: {str(exc).splitlines()[0][:300]}"
             continue
-        per_op = {
-            f"{index}:{kind}": count
-            for index, (kind, count) in enumerate(zip(generated.op_kinds, run.instructions_per_op, strict=False))
-        }
-        reports[name] = DeviceReport(
-            model=generated.name,
+        per_op = zip(generated.op_kinds, run.instructions_per_op, strict=False)
+        same = float((run.outputs == reference).all(axis=1).mean())
+        clock = profile.clock_mhz
+        reports[name] = DeviceFigures(
             core=run.core,
             machine=run.machine,
             flash_bytes=run.flash_bytes,
@@ -93,13 +62,13 @@ def measure_library(
             ram_bytes=run.ram_bytes,
             arena_bytes=generated.arena_bytes,
             stack_bytes=run.stack_bytes,
-            instructions_per_inference=run.instructions_per_inference,
-            instructions_per_op=per_op,
+            instructions=round(run.instructions_per_inference, 1),
+            instructions_per_op={f"{i}:{kind}": round(n, 1) for i, (kind, n) in enumerate(per_op)},
             images=len(x),
-            score=score(metric, y, dequantized(run.outputs, interpreter)),
-            bit_exact_share=float((run.outputs == reference).all(axis=1).mean()),
-            sparse_ops=sparse_ops,
-            clustered_ops=clustered_ops,
+            score=round(score(metric, y, dequantized(run.outputs, interpreter)), 6),
+            bit_exact=same == 1.0,
+            bit_exact_share=round(same, 6),
+            latency_ms_estimate=round(run.latency_estimate_ms(clock), 4) if clock else None,
         )
     return reports
 
@@ -112,15 +81,12 @@ def measure_on_device(
     sparse: bool = True,
     cluster_indices: bool = False,
     timeout: float = 600,
-) -> DeviceReport:
+) -> DeviceFigures:
     """Generate C for the model, build it for the profile's core, run every input under QEMU, and compare the
     device's outputs with TFLM's on the same inputs. NotApplicable when an op or the budget rules it out."""
-    path = Path(tflite_path)
-    blob = path.read_bytes()
+    blob = Path(tflite_path).read_bytes()
     generated = generate(blob, "model", sparse=sparse, cluster_indices=cluster_indices)
-    counts = sum(t.sparse for t in generated.techniques), sum(t.clustered for t in generated.techniques)
-    report = measure_library(generated, blob, {"profile": profile}, x, y, "accuracy", *counts, timeout=timeout)
-    if isinstance(report["profile"], str):
-        raise NotApplicable(report["profile"])
-    report["profile"].model = path.stem
-    return report["profile"]
+    report = measure_library(generated, blob, {"profile": profile}, x, y, "accuracy", timeout=timeout)["profile"]
+    if isinstance(report, str):
+        raise NotApplicable(report)
+    return report
