@@ -52,7 +52,8 @@ def register(
 ) -> None:
     """Register a picked variant in MLflow's model registry (alias: candidate)."""
     from tinyopt.params import check_name, load_params
-    from tinyopt.release.registry import load_summary, register_variant
+    from tinyopt.records import load_summary
+    from tinyopt.release.registry import register_variant
 
     if model_name:
         check_name("model", model_name)

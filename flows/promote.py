@@ -7,19 +7,15 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tinyopt.errors import UserError
 from tinyopt.params import load_params
 from tinyopt.release.promote import promote as promote_version
-
-
-def not_a_user_error(task, task_run, state) -> bool:
-    """Retry what may be transient; a user's mistake fails the same way twice."""
-    return not isinstance(getattr(state, "data", None), UserError)
-
+from tinyopt.steps import retry_unless_user_error
 
 # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
 # The one publish task: this flow's, and reoptimize's (which also runs it as `refresh`).
-publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=not_a_user_error)(promote_version)
+publish = task(name="publish", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)(
+    promote_version
+)
 
 
 @flow(name="promote")

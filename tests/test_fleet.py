@@ -60,7 +60,8 @@ def summary(project: Path) -> dict:
 
 
 def register(project: Path, variant: str) -> int:
-    from tinyopt.release.registry import load_summary, register_variant
+    from tinyopt.records import load_summary
+    from tinyopt.release.registry import register_variant
 
     summary_path = project / "reports" / "latest" / "summary.json"
     return register_variant(load_summary(summary_path), variant, "nano33ble")["version"]

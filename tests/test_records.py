@@ -58,7 +58,7 @@ def test_a_variant_round_trips_with_its_run_id_last():
 def test_a_file_that_is_no_summary_is_a_user_error(tmp_path):
     path = tmp_path / "summary.json"
     path.write_text('{"run_id": "x"}')
-    with pytest.raises(UserError, match="is not a tinyopt summary"):
+    with pytest.raises(UserError, match="not a tinyopt run summary"):
         load_summary(path)
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="no such run summary"):
         load_summary(tmp_path / "missing.json")

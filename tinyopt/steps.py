@@ -41,6 +41,19 @@ class SkippedRecord(StepRecord):
     reason: str
 
 
+def retry_unless_user_error(_task: Any, _run: Any, state: Any) -> bool:
+    """A Prefect retry condition: retry what may be transient; a wrong input fails the same way twice."""
+    from tinyopt.errors import UserError
+
+    try:
+        state.result()
+    except UserError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
 def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache: bool = True) -> Any:
     """Wrap a plain step function as a Prefect task (cached on inputs and code version).
 
@@ -50,7 +63,7 @@ def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache:
     """
     from prefect import task
 
-    from tinyopt.errors import NotApplicable, UserError
+    from tinyopt.errors import NotApplicable
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -58,16 +71,6 @@ def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache:
             return fn(*args, **kwargs)
         except NotApplicable as exc:
             return SkippedRecord(reason=str(exc))
-
-    def retry_unless_user_error(_task: Any, _run: Any, state: Any) -> bool:
-        # A wrong input stays wrong on the next try: only retry what may be transient.
-        try:
-            state.result()
-        except UserError:
-            return False
-        except Exception:
-            return True
-        return False
 
     STEP_MODULES.add(fn.__module__)
     options: dict[str, Any] = {"name": name or fn.__name__, "retries": retries}

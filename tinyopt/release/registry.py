@@ -47,36 +47,6 @@ class Serving(RegisteredRecord):
     sha256: str
 
 
-def load_summary(path: Path) -> Summary:
-    """A run's summary.json, typed; UserError if it is missing, unreadable, or not a tinyopt run summary."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such run summary; run `tinyopt run` first or pass --summary")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        reason = "empty file" if not path.read_bytes().strip() else f"not JSON: {str(exc).splitlines()[0][:120]}"
-        raise UserError(
-            f"{path}: not a readable run summary ({reason}); pass the summary.json a `tinyopt run` "
-            "wrote (reports/<run-id>/summary.json)"
-        ) from None
-    needed = ("run_id", "variants", "picks", "dataset", "git_commit", "params_hash")
-    missing = [key for key in needed if key not in summary] if isinstance(summary, dict) else list(needed)
-    if missing or not isinstance(summary["variants"], list) or not isinstance(summary["picks"], dict):
-        what = ", ".join(missing) or "variants, picks"
-        raise UserError(
-            f"{path}: not a tinyopt run summary (missing or malformed: {what}); pass the summary.json "
-            "a `tinyopt run` wrote"
-        )
-    try:
-        return Summary.model_validate(summary)
-    except ValueError as exc:
-        first = str(exc).splitlines()[1:2] or ["invalid"]
-        raise UserError(
-            f"{path}: not a tinyopt run summary (malformed: {first[0].strip()}); pass the summary.json "
-            "a `tinyopt run` wrote"
-        ) from None
-
-
 def register_variant(summary: Summary, variant: str, profile: str, model_name: str | None = None) -> dict:
     """Register `variant` of a pipeline run for the device `profile`; returns name, version, alias."""
     records = {v.name: v for v in summary.variants}
