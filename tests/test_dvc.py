@@ -44,7 +44,7 @@ def test_dvc_repro_on_a_small_slice(tmp_path):
 STEP_OF_STAGE = {
     "fetch": ["tasks.data"],
     "prepare": ["tasks.data"],
-    "train": ["tasks.train", "tasks.preflight"],
+    "train": ["tasks.train", "tinyopt.preflight"],
     "convert": ["tasks.convert", "tasks.evaluate"],
     "technique": ["tasks.techniques"],
     "graph": ["tasks.techniques"],
