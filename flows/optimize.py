@@ -91,6 +91,7 @@ def measure_stage(built: Built, chains: list, references: dict, prepared: Path, 
         params,
         run,
         evaluated=built.evaluated(),
+        on_devices=built.on_devices,
     )
     variants = [
         variant(chain, built.models[tuple(chain[:-1])], converted[name], ours[name])

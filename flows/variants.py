@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect.futures import as_completed
 
+from flows.devices import start_on_devices
 from tasks.convert import convert_task
 from tasks.evaluate import evaluate_task
 from tasks.techniques import technique_call
@@ -17,6 +18,8 @@ from tinyopt import plan
 from tinyopt.params import Params
 from tinyopt.records import Skipped
 from tinyopt.steps import SkippedRecord
+
+INTEGER_CONVERSIONS = ("int8", "int8_fallback")  # what microcontrollers run: compiled and run on the devices
 
 
 def step_count(chains: list[list[str]]) -> int:
@@ -36,6 +39,7 @@ class Built:
     conversions: dict[str, tuple[list[str], Any]] = field(default_factory=dict)  # variant -> (chain, future)
     evaluations: dict[str, Any] = field(default_factory=dict)  # variant -> evaluation future
     skipped: dict[str, tuple[list[str], str]] = field(default_factory=dict)  # model or variant -> (chain, reason)
+    on_devices: dict[str, Any] = field(default_factory=dict)  # int8 variant -> its compile and device futures
 
     def converted(self) -> dict[str, Any]:
         """Variant name -> its conversion record, for every variant that was evaluated."""
@@ -95,6 +99,8 @@ def build(params: Params, chains: list[list[str]], prepared: Path, baseline: Any
                 prepared=prepared,
                 metric=params.task.score_metric,
             )
+            if built.conversions[name][0][-1] in INTEGER_CONVERSIONS:  # the emulators work while others train
+                built.on_devices |= start_on_devices({name: Path(record.tflite_path)}, prepared, params, run)
 
     convert(())
     for depth in range(1, max((len(p) for p in prefixes), default=0) + 1):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tinyopt.errors import NotApplicable
 from tinyopt.mcu.library import read_library
 from tinyopt.mcu.measure import measure_library
 from tinyopt.params import DeviceProfile
@@ -34,6 +35,8 @@ def run_on_devices(
     the cache: another compiler or emulator measures again."""
     from tinyopt.datasets.prepared import load_prepared
 
+    if not (Path(library) / "library.json").is_file():
+        raise NotApplicable(f"no C library in {library} (the compile step skipped this model)")
     data = load_prepared(prepared)
     x, y = data["x_test"][:images], data["y_test"][:images]
     generated = read_library(library)

@@ -119,5 +119,7 @@ class Done:
 
 
 def run_now(step: Any, label: str, **arguments: Any) -> Done:
-    """Run a step's function in this process, without Prefect (the CLI's one-step commands)."""
+    """Run a step's function in this process, without Prefect (the CLI's one-step commands). Steps run one
+    after another here, so what a step would wait for (`wait_for`) is done already."""
+    arguments.pop("wait_for", None)
     return Done(step.fn(**arguments))

@@ -1,0 +1,75 @@
+"""Running int8 model files on the emulated devices: per file a compile step (its C library), then a device
+step that waits for it and runs the library on every profile of benchmark.devices. The optimize flow starts
+them as soon as each int8 variant is converted, so the emulators work while other models still train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.compile import compile_task
+from tasks.device import device_task
+from tinyopt import layout
+from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
+from tinyopt.params import Params
+from tinyopt.steps import SkippedRecord
+
+
+def devices_off(params: Params) -> str | None:
+    """Why no model of this run is measured on a device, or None."""
+    if not params.benchmark.devices:
+        return "not measured on a device: benchmark.devices lists no profile"
+    missing = toolchain_missing()
+    return f"not measured on a device: {missing}" if missing else None
+
+
+def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, run: Any) -> dict[str, Any]:
+    """label -> (compile future, device future), or the reason when devices are off."""
+    off = devices_off(params)
+    if off:
+        return {label: off for label in labelled}
+    expect(run, 2 * len(labelled))
+    profiles = {name: params.devices[name] for name in params.benchmark.devices}
+    started = {}
+    for label, path in labelled.items():
+        name = label.replace(":", "-")  # ref:base-f32 -> ref-base-f32
+        library = layout.C_LIBRARIES / name
+        compiled = run(compile_task, f"compile {label}", tflite_path=path, model_name=name, out_dir=library)
+        measured = run(
+            device_task,
+            f"device {label}",
+            wait_for=[compiled],
+            tflite_path=path,
+            library=library,
+            prepared=prepared,
+            profiles=profiles,
+            metric=params.task.score_metric,
+            images=params.benchmark.device_images,
+            toolchain=toolchain_version(),
+        )
+        started[label] = (compiled, measured)
+    return started
+
+
+def device_results(started: dict[str, Any]) -> dict[str, Any]:
+    """label -> its DeviceRecord, or why it has none (a float model, an op the generator lacks...)."""
+    results = {}
+    for label, futures in started.items():
+        if isinstance(futures, str):
+            results[label] = futures
+            continue
+        compiled, measured = (future.result() for future in futures)
+        if isinstance(compiled, SkippedRecord):
+            results[label] = f"not compiled for a device: {compiled.reason}"
+        elif isinstance(measured, SkippedRecord):
+            results[label] = f"not run on a device: {measured.reason}"
+        else:
+            results[label] = measured
+    return results
+
+
+def expect(run: Any, steps: int) -> None:
+    """Count steps only known now in the flow's progress line (a command's run_now has none)."""
+    progress = getattr(run, "progress", None)
+    if progress is not None:
+        progress.expect(steps)
