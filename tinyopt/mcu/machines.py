@@ -37,24 +37,30 @@ def core_name(core: str) -> str:
     return name[:-1] if name.startswith("cortex-m") and name.endswith("f") else name
 
 
+def machine_for(core: str, emulator: str | None) -> str | None:
+    """The QEMU machine a profile runs on: its `emulator`, or the one machine tinyopt knows for its core."""
+    if emulator is not None:
+        return emulator
+    return next((machine for machine, spec in MACHINES.items() if spec[0] == core_name(core)), None)
+
+
 def emulation_problem(core: str, emulator: str | None) -> str | None:
     """Why a profile with this core and QEMU machine cannot be built and run, or None."""
     name = core_name(core)
     if name not in CORE_FLAGS:
         return f"no emulated machine for core '{core}'; firmware builds for {', '.join(CORE_FLAGS)}"
-    if emulator is None:
-        machines = [m for m, spec in MACHINES.items() if spec[0] == name]
-        return f"it names no emulator (the QEMU machine for {core}: {', '.join(machines)})"
-    if emulator not in MACHINES:
+    machine = machine_for(core, emulator)
+    if machine not in MACHINES:
         return f"unknown QEMU machine '{emulator}'; known: {', '.join(MACHINES)}"
-    if MACHINES[emulator][0] != name:
-        return f"QEMU machine {emulator} emulates a {MACHINES[emulator][0]}, not a {core}"
+    if MACHINES[machine][0] != name:
+        return f"QEMU machine {machine} emulates a {MACHINES[machine][0]}, not a {core}"
     return None
 
 
-def core_of(core: str, emulator: str) -> Core:
+def core_of(core: str, emulator: str | None) -> Core:
     """The build and run settings; call after emulation_problem() returned None."""
-    machine_core, clock, flash_origin, flash_limit, ram_origin, ram_limit = MACHINES[emulator]
+    machine = machine_for(core, emulator)
+    machine_core, clock, flash_origin, flash_limit, ram_origin, ram_limit = MACHINES[machine]
     return Core(
-        machine_core, CORE_FLAGS[machine_core], emulator, clock, flash_origin, flash_limit, ram_origin, ram_limit
+        machine_core, CORE_FLAGS[machine_core], machine, clock, flash_origin, flash_limit, ram_origin, ram_limit
     )

@@ -17,7 +17,7 @@ class DeviceProfile(Section):
     emulator: str | None = Field(
         default=None,
         description="the QEMU machine that emulates the core (mps2-an386: Cortex-M4, mps2-an500: Cortex-M7, "
-        "mps3-an547: Cortex-M55); null: not measured on an emulator",
+        "mps3-an547: Cortex-M55); null: the one tinyopt knows for the core",
     )
     clock_mhz: float | None = Field(default=None, gt=0)
     flash_bytes: int = Field(ge=0)
