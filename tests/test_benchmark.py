@@ -279,6 +279,7 @@ def test_report_has_every_section_and_the_device_figures(tmp_path):
         assert heading in text
     assert "| base-int8 | 34,000 | 17,000 | 0.9000 |" in text
     assert "| base-int8 | nano33ble | cortex-m4 (mps2-an386) | 20,000 (18,000) | 10,000 | 400,000 |" in text
+    assert "| 1.000 | 1.000 |" in text  # flash and instructions as a share of base-int8's
     assert "| ref:ref | nano33ble |" in text
     assert "not device latency" in text and "QEMU counts instructions, not cycles" in text
     files = write_report(summary, tmp_path)

@@ -73,26 +73,33 @@ def model_rows(models: list[Measured]) -> list[list[str]]:
     return rows
 
 
-def device_rows(models: list[Measured], profiles: list[str]) -> list[list[str]]:
-    """One row per model and profile it ran on."""
-    rows = [["model", "profile", "core", "flash B (model)", "RAM B", "instructions", "est. ms", "score", "bit-exact"]]
+def device_rows(models: list[Measured], profiles: list[str], base: str = "base-int8") -> list[list[str]]:
+    """One row per model and profile it ran on, with its flash and instructions as a share of `base`'s on the
+    same profile: what each technique saves (or costs) on the device."""
+    anchor = next((m for m in models if m.name == base), None)
+    head = ["model", "profile", "core", "flash B (model)", "RAM B", "instructions", "est. ms", "score", "bit-exact"]
+    rows = [[*head, f"flash / {base}", f"instr. / {base}"]]
     for m in models:
         for profile in profiles:
             d = m.device.get(profile)
-            if d:
-                rows.append(
-                    [
-                        m.name,
-                        profile,
-                        f"{d.core} ({d.machine})",
-                        f"{d.flash_bytes:,} ({d.model_flash_bytes:,})",
-                        f"{d.ram_bytes:,}",
-                        f"{d.instructions:,.0f}",
-                        _fmt(d.latency_ms_estimate and round(d.latency_ms_estimate, 2)),
-                        _fmt(d.score, "acc"),
-                        f"{d.bit_exact_share:.2%} of {d.images:,}",
-                    ]
-                )
+            if not d:
+                continue
+            a = anchor.device.get(profile) if anchor else None
+            rows.append(
+                [
+                    m.name,
+                    profile,
+                    f"{d.core} ({d.machine})",
+                    f"{d.flash_bytes:,} ({d.model_flash_bytes:,})",
+                    f"{d.ram_bytes:,}",
+                    f"{d.instructions:,.0f}",
+                    _fmt(d.latency_ms_estimate and round(d.latency_ms_estimate, 2)),
+                    _fmt(d.score, "acc"),
+                    f"{d.bit_exact_share:.2%} of {d.images:,}",
+                    f"{d.flash_bytes / a.flash_bytes:.3f}" if a else "-",
+                    f"{d.instructions / a.instructions:.3f}" if a else "-",
+                ]
+            )
     return rows
 
 
