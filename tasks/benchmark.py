@@ -17,27 +17,15 @@ import numpy as np
 
 from tinyopt import litert, tflm
 from tinyopt.files import gzip_size
+from tinyopt.records import EdgeFigures
 from tinyopt.steps import StepRecord, step_task
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 TFLM_SAMPLES = 32  # test examples run through TFLM and LiteRT to compare outputs
 
 
-class EdgeRecord(StepRecord):
+class EdgeRecord(StepRecord, EdgeFigures):
     tflite_path: str
-    raw_bytes: int
-    gzip_bytes: int
-    input_dtype: str
-    output_dtype: str
-    params: int
-    macs: int
-    ops: dict[str, int]
-    tflm_runs: bool
-    tflm_error: str | None
-    arena_bytes: int | None
-    arena_verified: bool = False
-    tflm_top1_agreement: float | None = None  # share of samples where TFLM and LiteRT agree on the class
-    tflm_max_abs_diff: float | None = None  # largest output difference, in output units
 
 
 def graph_facts(path: Path) -> dict:

@@ -43,18 +43,11 @@ class DeviceFigures(BaseModel):
     latency_ms_estimate: float | None  # instructions x CPI 1 at the profile's clock: an estimate, not a measurement
 
 
-class Measured(Record):
-    """Every figure of one .tflite file: size, score, host latency, TFLM facts, device fit."""
+class EdgeFigures(BaseModel):
+    """What the edge benchmark reads from one .tflite file (tasks/benchmark.py)."""
 
-    name: str
-    tflite: str
     raw_bytes: int
     gzip_bytes: int
-    metric: str
-    score: float
-    val_score: float
-    latency_us_p50: float
-    latency_us_p99: float
     input_dtype: str
     output_dtype: str
     params: int
@@ -64,8 +57,20 @@ class Measured(Record):
     tflm_error: str | None = None
     arena_bytes: int | None = None
     arena_verified: bool = False
-    tflm_top1_agreement: float | None = None
-    tflm_max_abs_diff: float | None = None
+    tflm_top1_agreement: float | None = None  # share of samples where TFLM and LiteRT agree on the class
+    tflm_max_abs_diff: float | None = None  # largest output difference, in output units
+
+
+class Measured(EdgeFigures, Record):
+    """Every figure of one .tflite file: its edge figures, score, host latency, device figures, device fit."""
+
+    name: str
+    tflite: str
+    metric: str
+    score: float
+    val_score: float
+    latency_us_p50: float
+    latency_us_p99: float
     device: dict[str, DeviceFigures] = {}  # device profile -> measured on its emulated core
     device_note: str | None = None  # why some or all profiles have no device figures
     c_library: str | None = None  # the generated C library's directory
@@ -76,9 +81,9 @@ class Measured(Record):
     @model_serializer(mode="wrap")
     def _as_summary(self, handler: Any) -> dict[str, Any]:
         fields = handler(self)
-        ordered: dict[str, Any] = {}
+        ordered: dict[str, Any] = {"name": fields["name"], "tflite": fields["tflite"]}  # what it is, first
         for key, value in fields.items():
-            if key != "mlflow_run_id":
+            if key not in ("mlflow_run_id", "name", "tflite"):
                 ordered[key] = value
             if key == "val_score":
                 ordered[self.metric] = fields["score"]  # the score under the task metric's own name too

@@ -10,23 +10,7 @@ from tinyopt import plan, tracking
 from tinyopt.device_fit import fits_all
 from tinyopt.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import DeviceProfile, Params
-from tinyopt.records import Baseline, Measured, Pick, Skipped, Summary, Variant
-
-EDGE_FIELDS = (
-    "raw_bytes",
-    "gzip_bytes",
-    "input_dtype",
-    "output_dtype",
-    "params",
-    "macs",
-    "ops",
-    "tflm_runs",
-    "tflm_error",
-    "arena_bytes",
-    "arena_verified",
-    "tflm_top1_agreement",
-    "tflm_max_abs_diff",
-)
+from tinyopt.records import Baseline, EdgeFigures, Measured, Pick, Skipped, Summary, Variant
 
 
 def measured(
@@ -57,7 +41,7 @@ def measured(
         c_library=getattr(on_device, "library", None),
         fits={profile: verdict["fits"] for profile, verdict in verdicts.items()},
         fit_reasons={profile: verdict["reason"] for profile, verdict in verdicts.items()},
-        **{field: getattr(edge, field) for field in EDGE_FIELDS},
+        **{field: getattr(edge, field) for field in EdgeFigures.model_fields},
     )
 
 
