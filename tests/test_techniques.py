@@ -100,17 +100,19 @@ def tensor_dtypes(path: Path) -> set[str]:
     return {np.dtype(t["dtype"]).name for t in load_interpreter(path).get_tensor_details()}
 
 
-def test_full_integer_int8_has_int8_io_and_no_float_tensors(prepared, pruned, tmp_path):
-    record = convert_model(
-        Path(pruned.model_path),
-        "int8",
-        tmp_path / "m.tflite",
-        prepared,
-        ConversionParams(calibration_samples=100),
-        SEED,
+@pytest.fixture(scope="module")
+def pruned_int8(prepared, pruned, tmp_path_factory):
+    """The pruned model as full-integer int8, converted once for the tests that read it."""
+    out = tmp_path_factory.mktemp("pruned-int8") / "m.tflite"
+    return convert_model(
+        Path(pruned.model_path), "int8", out, prepared, ConversionParams(calibration_samples=100), SEED
     )
+
+
+def test_full_integer_int8_has_int8_io_and_no_float_tensors(pruned_int8):
+    record = pruned_int8
     assert (record.input_dtype, record.output_dtype) == ("int8", "int8")
-    assert tensor_dtypes(tmp_path / "m.tflite") <= {"int8", "int32"}  # no float op anywhere
+    assert tensor_dtypes(Path(record.tflite_path)) <= {"int8", "int32"}  # no float op anywhere
 
 
 def test_every_conversion_produces_what_it_names(prepared, base, tmp_path):
@@ -156,18 +158,11 @@ def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path
     assert pqat.sparsity == pytest.approx(pruned.sparsity, abs=0.01)  # PQAT keeps the zeros
 
 
-def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared, pruned, tmp_path):
+def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared, pruned_int8):
     """evaluate_tflite's figure equals a plain LiteRT loop over the test set, one example at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
-    record = convert_model(
-        Path(pruned.model_path),
-        "int8",
-        tmp_path / "m.tflite",
-        prepared,
-        ConversionParams(calibration_samples=100),
-        SEED,
-    )
+    record = pruned_int8
     data = load_prepared(prepared)
     interpreter = Interpreter(model_path=record.tflite_path)
     interpreter.allocate_tensors()
