@@ -2,6 +2,10 @@
 the TensorFlow Lite Micro figures measured for issue 12 on the same machine and counting.
 
     python benchmarks/mcu_int8.py [--images 10000] [--models DIR_OR_FILES ...] [--profile nano33ble]
+    python benchmarks/mcu_int8.py --summary reports/latest/summary.json [--profile nano33ble]
+
+The second form prints what a `tinyopt run` measured (every int8 variant of its plan and the reference int8
+models, same firmware and QEMU counting) beside the TFLM anchor, measuring nothing again.
 
 For each model: flash (whole firmware and the model's part), RAM (data + bss + stack high-water mark),
 instructions per inference, the ratios to TFLM + CMSIS-NN, top-1 accuracy as the emulated device computes
@@ -43,7 +47,10 @@ def main() -> None:
         nargs="*",
         default=[str(SEED / f"{m}-int8-floatio.tflite") for m in ("base", "pruned", "graph", "separable")],
     )
+    parser.add_argument("--summary", type=Path, help="print a run's device figures instead of measuring")
     args = parser.parse_args()
+    if args.summary:
+        return print_run(args.summary, args.profile)
     from tinyopt.mcu.measure import measure_on_device
 
     profile = DEFAULT_DEVICES[args.profile]
@@ -114,6 +121,31 @@ def main() -> None:
     print("\nInstructions per op (mean per inference):")
     for name, r in rows:
         print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in r.instructions_per_op.items()))
+
+
+def print_run(summary_path: Path, profile: str) -> None:
+    """The device figures of every int8 model of a run on `profile`, with the ratios to TFLM + CMSIS-NN."""
+    from tinyopt.records import load_summary
+
+    summary = load_summary(summary_path)
+    models = [*summary.variants, *(r.model_copy(update={"name": f"ref:{r.name}"}) for r in summary.reference)]
+    print(f"run {summary.run_id}: {profile} ({summary.devices[profile]['core']}), QEMU, test split\n")
+    head = ("model", "flash B", "model B", "RAM B", "instr/inf", "flash x", "instr x", "RAM x", "score", "bit-exact")
+    print(" | ".join(head))
+    for m in sorted((m for m in models if profile in m.device), key=lambda m: m.device[profile].instructions):
+        d = m.device[profile]
+        cells = [m.name, f"{d.flash_bytes:,}", f"{d.model_flash_bytes:,}", f"{d.ram_bytes:,}", f"{d.instructions:,.0f}"]
+        cells += [f"{d.flash_bytes / TFLM_CMSIS['flash']:.3f}", f"{d.instructions / TFLM_CMSIS['instructions']:.3f}"]
+        cells += [
+            f"{d.ram_bytes / TFLM_CMSIS['ram']:.3f}",
+            f"{d.score:.4f}",
+            f"{d.bit_exact_share:.2%} of {d.images:,}",
+        ]
+        print(" | ".join(cells))
+    print(
+        f"\nTFLM + CMSIS-NN (base-int8-floatio, Cortex-M4): {TFLM_CMSIS['flash']:,} B flash, about "
+        f"{TFLM_CMSIS['ram']:,} B RAM, {TFLM_CMSIS['instructions']:,} instructions."
+    )
 
 
 if __name__ == "__main__":
