@@ -149,7 +149,7 @@ def test_a_model_with_another_op_is_skipped_with_its_name(prepared_slice, tmp_pa
 
 
 def test_memory_plan_reuses_space_of_dead_tensors():
-    from tinyopt.mcu.codegen import Buffer, plan_arena
+    from tinyopt.mcu.plan import Buffer, plan_arena
 
     buffers = [Buffer("a", 1000, 0, 1), Buffer("b", 800, 1, 2), Buffer("c", 900, 2, 3)]
     size = plan_arena(buffers)

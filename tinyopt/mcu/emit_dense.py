@@ -1,0 +1,75 @@
+"""C for FULLY_CONNECTED: dense int8 rows, or 4-bit indices into the layer's few distinct weights (clustered)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyopt.errors import NotApplicable
+from tinyopt.mcu.emitter import Emitter, Technique, bias, requant_consts, require_int8
+from tinyopt.mcu.graph import Op
+from tinyopt.mcu.literals import c_array
+from tinyopt.mcu.plan import round4
+from tinyopt.mcu.quant import activation_range, per_channel_multipliers
+
+# Below this share of non-zero weights, (index, value) lists beat dense SMLAD rows in flash and instructions
+# (measured on Cortex-M4: about 8 instructions per listed weight against 2.2 per dense one, 3 bytes against 1).
+SPARSE_DENSITY = 0.25
+
+
+def emit_fully_connected(em: Emitter, op: Op) -> None:
+    inp, w, out = em.t(op.inputs[0]), em.t(op.inputs[1]), em.t(op.outputs[0])
+    require_int8(em, op, op.inputs[0], op.inputs[1], op.outputs[0])
+    outs, k = w.shape
+    if inp.size != k:
+        raise NotApplicable("the MCU code generator handles FULLY_CONNECTED with batch 1 only")
+    if np.any(w.zero_points != 0):
+        raise NotApplicable("the MCU code generator needs symmetric int8 weights (FULLY_CONNECTED)")
+    weights = w.data.reshape(outs, k)
+    folded = bias(em, op, outs) - inp.zero_point * weights.astype(np.int64).sum(axis=1)
+    per_channel = len(w.scales) > 1
+    # TFLM's FULLY_CONNECTED takes its multipliers as convolutions do (input_scale * filter_scale / output_scale
+    # in double); the float product of older versions differs in the last bit (1 LSB on 1 of 10,000 images).
+    mults, shifts = per_channel_multipliers(inp, w, out, outs if per_channel else 1)
+    act_min, act_max = activation_range(op.options.fusedActivationFunction, out.scale, out.zero_point)
+    m, s = requant_consts(em, op, mults, shifts)
+    b = em.const_name(op, "bias")
+    em.consts.append(c_array("int32_t", b, folded))
+    nonzero = int(np.count_nonzero(weights))
+    sparse = em.sparse and nonzero <= SPARSE_DENSITY * weights.size and k < 65536
+    table = cluster_table(weights) if em.cluster_indices and not sparse else None
+    em.techniques.append(Technique(op.index, op.kind, weights.size, nonzero, sparse, table is not None))
+    tail = f"{int(per_channel)}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])});"
+    kp = round4(k)
+    if table is not None:
+        codes = np.full((outs, kp), int(np.flatnonzero(table == 0)[0]), dtype=np.uint8)
+        codes[:, :k] = np.searchsorted(np.unique(np.append(weights, 0)), weights)  # the table's leading values
+        groups = codes.reshape(outs, kp // 4, 4)
+        packed = np.stack([groups[..., 0] | (groups[..., 2] << 4), groups[..., 1] | (groups[..., 3] << 4)], axis=-1)
+        byte = np.arange(256)
+        pairs = (table[byte & 15].astype(np.int64) & 0xFFFF) | ((table[byte >> 4].astype(np.int64) & 0xFFFF) << 16)
+        names = [em.const_name(op, x) for x in ("codes", "pairs")]
+        em.consts.append(c_array("uint8_t", names[0], packed.reshape(outs, -1)))
+        em.consts.append(c_array("uint32_t", names[1], pairs))
+        em.body.append(
+            f"  to_fully_connected_clustered({em.ptr(op.inputs[0])}, {names[0]}, {names[1]}, {b}, {kp}, "
+            f"{outs}, {m}, {s}, {tail}"
+        )
+        return
+    padded = np.zeros((outs, kp), dtype=np.int8)
+    padded[:, :k] = weights
+    wn = em.const_name(op, "w")
+    em.consts.append(c_array("int8_t", wn, padded))
+    em.body.append(f"  to_fully_connected({em.ptr(op.inputs[0])}, {wn}, {b}, {kp}, {outs}, {m}, {s}, {tail}")
+
+
+def cluster_table(weights: np.ndarray) -> np.ndarray | None:
+    """The sorted distinct weights, padded to 16 (with a zero among them for padding codes), or None when a
+    4-bit index cannot address them."""
+    values = np.unique(weights)
+    if 0 not in values:
+        values = np.sort(np.append(values, 0))
+    if len(values) > 16:
+        return None
+    table = np.zeros(16, dtype=np.int8)
+    table[: len(values)] = values
+    return table

@@ -1,0 +1,82 @@
+"""What one generation run accumulates (constant arrays, invoke's body lines, the storage plan, the per-op
+technique report) and the helpers every per-op emitter shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyopt.errors import NotApplicable
+from tinyopt.mcu.graph import Graph, Op, Tensor
+from tinyopt.mcu.literals import c_array
+from tinyopt.mcu.plan import Buffer, plan_storage
+from tinyopt.mcu.quant import compute_padding
+
+
+@dataclass
+class Technique:
+    """What a kernel choice saves, reported per op: dense vs sparse weights."""
+
+    op: int
+    kind: str
+    weights: int
+    nonzero: int
+    sparse: bool
+    clustered: bool = False  # weights stored as 4-bit indices into a table of at most 16 values
+
+
+class Emitter:
+    def __init__(self, graph: Graph, name: str, sparse: bool, cluster_indices: bool = False):
+        self.g, self.name, self.sparse, self.cluster_indices = graph, name, sparse, cluster_indices
+        self.consts: list[str] = []
+        self.body: list[str] = []
+        self.buffers: dict[str, Buffer]
+        self.storage: dict[int, str]  # tensor index -> buffer name
+        self.buffers, self.storage = plan_storage(graph)
+        self.techniques: list[Technique] = []
+
+    def t(self, i: int) -> Tensor:
+        return self.g.tensors[i]
+
+    def ptr(self, i: int, ctype: str = "int8_t") -> str:
+        return f"(({ctype} *)(arena + {self.name.upper()}_OFF_{self.storage[i]}))"
+
+    def scratch(self, op: Op, ctype: str) -> str:
+        return f"({ctype} *)(arena + {self.name.upper()}_OFF_S{op.index})"
+
+    def const_name(self, op: Op, what: str) -> str:
+        return f"{self.name}_op{op.index}_{what}"
+
+
+def require_int8(em: Emitter, op: Op, *tensors: int) -> None:
+    for i in tensors:
+        if em.t(i).dtype is not np.int8:
+            raise NotApplicable(
+                f"the MCU code generator handles {op.kind} on int8 tensors only "
+                f"({em.t(i).name!r} is {np.dtype(em.t(i).dtype).name})"
+            )
+
+
+def bias(em: Emitter, op: Op, outs: int) -> np.ndarray:
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b = em.t(op.inputs[2])
+        if b.dtype is not np.int32:
+            raise NotApplicable(f"the MCU code generator needs int32 biases ({op.kind} has {np.dtype(b.dtype).name})")
+        return b.data.reshape(-1).astype(np.int64)
+    return np.zeros(outs, dtype=np.int64)
+
+
+def requant_consts(em: Emitter, op: Op, mults: list[int], shifts: list[int]) -> tuple[str, str]:
+    m, s = em.const_name(op, "mult"), em.const_name(op, "shift")
+    em.consts.append(c_array("int32_t", m, mults))
+    em.consts.append(c_array("int8_t", s, shifts))
+    return m, s
+
+
+def geom(inp: Tensor, out: Tensor, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int) -> str:
+    """A to_geom initializer: NHWC sizes, window, strides, dilations and TFLite's SAME/VALID padding."""
+    _, ih, iw, ic = inp.shape
+    _, oh, ow, oc = out.shape
+    ph, pw = compute_padding(sh, dh, ih, kh, oh), compute_padding(sw, dw, iw, kw, ow)
+    return f"{{{ih}, {iw}, {ic}, {oh}, {ow}, {oc}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {ph}, {pw}}}"
