@@ -148,6 +148,31 @@ def test_a_model_with_another_op_is_skipped_with_its_name(prepared_slice, tmp_pa
         generate(blob, "m")
 
 
+@needs_fashion
+@needs_gcc
+def test_requantize_between_scales_bit_exact_with_tflm(prepared_slice, tmp_path):
+    """Issue 12: a softmax's fixed output scale (1/256) concatenated with a dense branch makes the converter insert
+    an int8 -> int8 QUANTIZE (TFLM's Requantize) before the CONCATENATION."""
+    import tf_keras as keras
+
+    from tinyopt.mcu.graph import load_graph
+
+    def branches_model():
+        inp = keras.Input((28, 28))
+        x = keras.layers.Flatten()(inp)
+        probs = keras.layers.Dense(10, activation="softmax")(x)
+        x = keras.layers.Concatenate()([probs, keras.layers.Dense(10)(x)])
+        return keras.Model(inp, keras.layers.Dense(10)(x))
+
+    blob = _convert(branches_model, prepared_slice, tmp_path)
+    g = load_graph(blob)
+    requant = [op for op in g.ops if op.kind == "QUANTIZE" and g.tensors[op.inputs[0]].dtype is np.int8]
+    assert requant and g.tensors[requant[0].outputs[0]].dtype is np.int8, [op.kind for op in g.ops]
+    assert g.tensors[requant[0].inputs[0]].scale != g.tensors[requant[0].outputs[0]].scale  # not a plain copy
+    outputs = _assert_bit_exact(blob, _test_images(300))
+    assert len(np.unique(outputs, axis=0)) > 10
+
+
 def test_memory_plan_reuses_space_of_dead_tensors():
     from tinyopt.mcu.plan import Buffer, plan_arena
 

@@ -22,7 +22,7 @@ from tinyopt.errors import NotApplicable
 from tinyopt.files import write_bytes
 from tinyopt.mcu.emit_conv import emit_conv, emit_pool
 from tinyopt.mcu.emit_dense import emit_fully_connected
-from tinyopt.mcu.emit_misc import emit_add, emit_alias, emit_mean, emit_softmax
+from tinyopt.mcu.emit_misc import emit_add, emit_alias, emit_concatenation, emit_mean, emit_softmax
 from tinyopt.mcu.emit_quant import emit_dequantize, emit_quantize
 from tinyopt.mcu.emitter import Emitter, Technique
 from tinyopt.mcu.graph import load_graph
@@ -37,6 +37,7 @@ _EMIT = {
     "RESHAPE": emit_alias,
     "EXPAND_DIMS": emit_alias,
     "SQUEEZE": emit_alias,
+    "CONCATENATION": emit_concatenation,
     "SOFTMAX": emit_softmax,
     "QUANTIZE": emit_quantize,
     "DEQUANTIZE": emit_dequantize,
