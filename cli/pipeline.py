@@ -47,8 +47,8 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     prefect_home.set_defaults()
     layout.require_writable(_run_writes())
     configure_prefect()
-    from tinyopt.preflight import check_inputs
     from tinyopt.params import load_params, with_inputs
+    from tinyopt.preflight import check_inputs
 
     # Bad params, data or model fail here, in seconds, before any machinery starts or anything is written.
     _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
@@ -172,10 +172,10 @@ def prepare(params_path: str, raw_dir: str | None, out: str) -> None:
 @click.option("--out-dir", default=str(layout.BASELINE_DIR), show_default=True, type=click.Path(file_okay=False))
 def train(params_path: str, prepared: str, out_dir: str) -> None:
     """Train the baseline model and save it as OUT_DIR/model.keras."""
-    from tinyopt.preflight import check_prepared
     from tasks.train import train_baseline
     from tinyopt.datasets.prepared import load_prepared
     from tinyopt.params import load_params
+    from tinyopt.preflight import check_prepared
 
     params = load_params(params_path)
     if params.model.path:
