@@ -24,14 +24,16 @@ class LibraryRecord(StepRecord):
     clustered_ops: int
 
 
-def compile_model(tflite_path: Path, model_name: str, out_dir: Path) -> LibraryRecord:
+def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_indices: bool = True) -> LibraryRecord:
     """Write the model's C library to out_dir. NotApplicable (a skip, with the reason) for a model with an op or
-    type the generator does not compile, e.g. any float model."""
+    type the generator does not compile, e.g. any float model. A pruned dense layer (under a quarter of its
+    weights non-zero) lists only those; a clustered one (at most 16 distinct weights) stores 4-bit indices into
+    them when `cluster_indices`: half its weight flash, for a few more instructions."""
     blob = Path(tflite_path).read_bytes()
     if not any(tensor.dtype is np.int8 for tensor in load_graph(blob).tensors):
         raise NotApplicable("a float model: microcontroller C libraries are made from int8 models")
     try:
-        generated = generate(blob, c_name(model_name))
+        generated = generate(blob, c_name(model_name), cluster_indices=cluster_indices)
     except (KeyError, ValueError, IndexError, TypeError) as exc:  # a graph the generator did not foresee
         reason = f"the MCU code generator failed on it ({type(exc).__name__}: {exc}); please report it"
         raise NotApplicable(reason) from None

@@ -55,6 +55,18 @@ def emit_fully_connected(em: Emitter, op: Op) -> None:
             f"{outs}, {m}, {s}, {tail}"
         )
         return
+    if sparse:  # a pruned layer: each row's non-zero weights as (index, value), the zeros skipped
+        rows, cols = np.nonzero(weights)
+        starts = np.searchsorted(rows, np.arange(outs + 1))
+        names = [em.const_name(op, x) for x in ("rows", "idx", "val")]
+        em.consts.append(c_array("uint16_t", names[0], starts))
+        em.consts.append(c_array("uint16_t", names[1], cols))
+        em.consts.append(c_array("int8_t", names[2], weights[rows, cols]))
+        em.body.append(
+            f"  to_fully_connected_sparse({em.ptr(op.inputs[0])}, {names[0]}, {names[1]}, {names[2]}, "
+            f"{b}, {outs}, {m}, {s}, {tail}"
+        )
+        return
     padded = np.zeros((outs, kp), dtype=np.int8)
     padded[:, :k] = weights
     wn = em.const_name(op, "w")
