@@ -15,6 +15,9 @@ import yaml
 
 import tinyopt  # noqa: F401  (tf-keras, as tfmot needs, before any test imports TensorFlow)
 
+# The bad-input checks live in a helper module; rewrite its asserts as pytest does a test module's.
+pytest.register_assert_rewrite("tests.bad_input_helpers")
+
 REPO = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 TINYOPT = [sys.executable, "-m", "tinyopt"]
