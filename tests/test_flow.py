@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_project, needs_fashion, run_cli
+from tests.flow_helpers import finished_steps, mlflow_client, summary_of
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 
@@ -24,21 +23,6 @@ def project(tmp_path_factory) -> Path:
     (root / "first-run.log").write_text(result.stdout + result.stderr)
     assert "Error encountered when computing cache key" not in result.stdout + result.stderr  # every step cached
     return root
-
-
-def finished_steps(log: str) -> list[tuple[str, str]]:
-    """(task run name, outcome) for each progress line of a run: `[12/57 1m32s] convert qat-int8 cached`."""
-    return re.findall(r"\[\d+/\d+ \d+m\d\ds\] (.+?) (done|cached|failed)(?: \(running: .*\))?$", log, re.M)
-
-
-def summary_of(root: Path) -> dict:
-    return json.loads((root / "reports" / "latest" / "summary.json").read_text())
-
-
-def mlflow_client(root: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
 
 
 def test_summary_records_the_run_data_and_baseline(project):
@@ -312,25 +296,3 @@ def test_changed_params_retrain_everything_downstream(project):
     steps = dict(finished_steps(result.stdout + result.stderr))
     assert steps["fetch fashion-mnist"] == steps["prepare fashion-mnist"] == "cached"  # they did not change
     assert steps["train baseline"] == "done"
-
-
-def test_unreachable_tracking_server_is_one_line_before_any_work(tmp_path):
-    root = make_project(tmp_path / "p")
-    result = run_cli(["run"], cwd=root, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "tinyopt: error: MLflow tracking server http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused); "
-        "start it, or unset MLFLOW_TRACKING_URI to use the local store"
-    ]
-    assert sorted(os.listdir(root)) == ["params.yaml"]
-
-
-def test_a_corrupt_dataset_stops_the_flow_with_one_line(tmp_path, monkeypatch):
-    """A corrupt file that cannot be re-fetched: the user sees which file and what to do."""
-    root = make_project(tmp_path / "p", data={"dataset": "npz", "path": str(tmp_path / "broken.npz")})
-    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
-    result = run_cli(["run"], cwd=root)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    assert f"tinyopt: error: {tmp_path / 'broken.npz'}: not a readable .npz file" in result.stderr
-    assert not (root / "reports").exists() and not (root / "data" / "npz").exists()
