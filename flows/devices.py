@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.compile import compile_task
+from tasks.compile import FLOAT_MODEL, compile_task
 from tasks.device import device_task
 from tinyopt import layout
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
+from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
 from tinyopt.steps import SkippedRecord
 
@@ -28,10 +29,14 @@ def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, 
     off = devices_off(params)
     if off:
         return {label: off for label in labelled}
-    expect(run, 2 * len(labelled))
+    started: dict[str, Any] = {
+        label: f"not compiled for a device: {FLOAT_MODEL}"
+        for label, path in labelled.items()
+        if not has_int8_tensors(path)
+    }
+    expect(run, 2 * (len(labelled) - len(started)))
     profiles = {name: params.devices[name] for name in params.benchmark.devices}
-    started = {}
-    for label, path in labelled.items():
+    for label, path in ((label, path) for label, path in labelled.items() if label not in started):
         name = label.replace(":", "-")  # ref:base-f32 -> ref-base-f32
         library = layout.C_LIBRARIES / name
         compiled = run(compile_task, f"compile {label}", tflite_path=path, model_name=name, out_dir=library)

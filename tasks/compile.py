@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tinyopt.errors import NotApplicable
 from tinyopt.mcu.codegen import generate
-from tinyopt.mcu.graph import load_graph
+from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.mcu.library import c_name, write_library
 from tinyopt.steps import StepRecord, outputs_of, step_task
+
+FLOAT_MODEL = "a float model: microcontroller C libraries are made from int8 models"
 
 
 class LibraryRecord(StepRecord):
@@ -30,8 +30,8 @@ def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_ind
     weights non-zero) lists only those; a clustered one (at most 16 distinct weights) stores 4-bit indices into
     them when `cluster_indices`: half its weight flash, for a few more instructions."""
     blob = Path(tflite_path).read_bytes()
-    if not any(tensor.dtype is np.int8 for tensor in load_graph(blob).tensors):
-        raise NotApplicable("a float model: microcontroller C libraries are made from int8 models")
+    if not has_int8_tensors(tflite_path):
+        raise NotApplicable(FLOAT_MODEL)
     try:
         generated = generate(blob, c_name(model_name), cluster_indices=cluster_indices)
     except (KeyError, ValueError, IndexError, TypeError) as exc:  # a graph the generator did not foresee

@@ -47,6 +47,17 @@ def prefect_api(tmp_path_factory):
     server.wait(timeout=30)
 
 
+def stop(process: subprocess.Popen, grace: float = 60) -> None:
+    """Ctrl-C, as a person stops `tinyopt serve` or a worker; killed if it is not gone after `grace` seconds
+    (under the parallel suite both have taken longer than a minute to stop: what they test is done by then)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
 def next_minute_cron(margin_seconds: int = 25) -> tuple[str, dt.datetime]:
     """A daily cron (a nightly schedule's shape) for the first whole minute at least `margin_seconds` away."""
     now = dt.datetime.now(dt.UTC)
@@ -178,8 +189,7 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
         assert second["refreshed"]["status"] == "unchanged" and second["refreshed"]["sequence"] == 1, second
         print(f"on-demand run (every step cached): {time.monotonic() - started:.1f} s")
     finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=60)
+        stop(serve)
 
 
 def test_deploy_to_a_work_pool_run_by_a_worker(project):
@@ -227,8 +237,7 @@ def test_deploy_to_a_work_pool_run_by_a_worker(project):
         assert len(decisions(root)) == before + 1  # it ran in the project (working_dir), though the worker is in /
         assert not decisions(root)[-1]["replace"]
     finally:
-        worker.send_signal(signal.SIGINT)
-        worker.wait(timeout=60)
+        stop(worker)
 
 
 def test_serve_without_a_server_says_so_in_one_line(tmp_path):

@@ -6,6 +6,7 @@ The flatbuffer is parsed with the schema module that TensorFlow ships (no parser
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -94,3 +95,12 @@ def load_graph(blob: bytes) -> Graph:
         kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op#{code.builtinCode}")
         ops.append(Op(i, kind, [int(x) for x in op.inputs], [int(x) for x in op.outputs], op.builtinOptions))
     return Graph(tensors, ops, [int(x) for x in sub.inputs], [int(x) for x in sub.outputs], [o.kind for o in ops])
+
+
+def has_int8_tensors(path: str | Path) -> bool:
+    """Whether a .tflite file has any int8 tensor: a float model has none, and is not compiled for a device."""
+    try:
+        graph = load_graph(Path(path).read_bytes())
+    except NotApplicable:  # a tensor type the generator does not read (float16 weights): not an int8 model
+        return False
+    return any(tensor.dtype is np.int8 for tensor in graph.tensors)
