@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+# At import, not in the function: the flow calls has_int8_tensors from its own thread while tasks import
+# TensorFlow in theirs, and two threads importing TensorFlow at once can deadlock (_DeadlockError, seen in CI).
+from tensorflow.lite.python import schema_py_generated as schema
+
 from tinyopt.errors import NotApplicable
 
 TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
@@ -67,8 +71,6 @@ def _op_names() -> dict[int, str]:
 
 
 def load_graph(blob: bytes) -> Graph:
-    from tensorflow.lite.python import schema_py_generated as schema
-
     model = schema.ModelT.InitFromPackedBuf(bytearray(blob), 0)
     if len(model.subgraphs) != 1:
         raise NotApplicable(f"the MCU code generator handles one subgraph; this model has {len(model.subgraphs)}")
