@@ -30,4 +30,4 @@ ui: setup
 # Removes what the pipeline made here (data copies, artifacts, reports, local MLflow store, task cache,
 # the project's Prefect home: `make setup` migrates a new one).
 clean:
-	rm -rf data artifacts reports mlflow.db mlartifacts .tinyopt
+	rm -rf data artifacts reports mlflow.db mlflow.db.lock mlartifacts .tinyopt

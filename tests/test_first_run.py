@@ -3,6 +3,7 @@ Prefect API that is not there, places the run cannot write, and a console meant 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -96,6 +97,25 @@ def test_two_runs_at_once_on_one_new_prefect_home_both_complete(tmp_path):
     outputs = [run.communicate(timeout=900)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n".join(output[-2000:] for output in outputs)
     assert completed_flow_runs(home) == 2
+
+
+def _first_use_of_store(uri: str) -> str:
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from tinyopt import tracking
+
+    try:
+        tracking.client().search_registered_models()
+        return "ok"
+    except Exception as exc:  # what a racing migration raised, to show in the assertion
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def test_four_processes_meeting_a_new_mlflow_store_at_once_all_use_it(tmp_path):
+    """Unserialized, MLflow's migrations of one new SQLite store collide ('duplicate column name',
+    'table mcp_servers already exists'): the CI failure of two runs at once on a new project."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_first_use_of_store, [uri] * 4) == ["ok"] * 4
 
 
 def test_a_closed_prefect_api_url_is_one_line_before_any_work(tmp_path):

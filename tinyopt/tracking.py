@@ -6,6 +6,8 @@ names another, e.g. a tracking server.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import re
 import time
@@ -50,7 +52,32 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
 def client():
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri())
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_store_once(uri)
+    return MlflowClient(uri)
+
+
+@functools.cache
+def _create_sqlite_store_once(uri: str) -> None:
+    """Create (migrate) a SQLite store under a lock beside it: two runs starting at once on a new store
+    would both create its tables, and the second dies ('table ... already exists')."""
+    from mlflow.tracking import MlflowClient
+
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(database.with_name(database.name + ".lock"), "a")
+    except OSError as exc:
+        raise UserError(
+            f"MLflow store {database} is not writable ({exc.strerror}); fix its directory's permissions "
+            "or set MLFLOW_TRACKING_URI to another store"
+        ) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # the tracking store's tables
+        mlflow_client.search_registered_models(max_results=1)  # the registry's (same database)
 
 
 def experiment_id(name: str) -> str:
