@@ -70,9 +70,10 @@ def test_read_idx_roundtrip(tmp_path: Path):
     "content, message",
     [
         (b"\x1f\x8b\x08garbage", "cannot be read"),
-        (gzip.compress(b"\x12\x34\x56\x78rest"), "not an IDX file"),
-        (gzip.compress(idx_bytes(np.zeros((5, 4), np.uint8))[:-3]), "truncated or padded IDX file"),
+        (gzip.compress(b"\x12\x34\x56\x78rest", mtime=0), "not an IDX file"),
+        (gzip.compress(idx_bytes(np.zeros((5, 4), np.uint8))[:-3], mtime=0), "truncated or padded IDX file"),
     ],
+    ids=["not-gzip", "not-idx", "truncated"],  # stable ids: pytest-xdist workers must collect the same names
 )
 def test_corrupt_idx_names_the_file_and_the_fix(tmp_path: Path, content: bytes, message: str):
     path = tmp_path / "train-images-idx3-ubyte.gz"
