@@ -4,6 +4,7 @@ cluster-preserving (cqat), or both (pcqat), from tfmot; saved as a SavedModel di
 from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
+from tasks.graph import fold_layers
 from tinyopt.params import QAT_STEPS, QatParams
 from tinyopt.training import Technique
 
@@ -25,6 +26,27 @@ def _scheme(token: str):
     }[token]()
 
 
+def _bn_after_conv1d(model) -> bool:
+    kinds = [type(layer).__name__ for layer in model.layers]
+    return any(a == "Conv1D" and b == "BatchNormalization" for a, b in zip(kinds, kinds[1:], strict=False))
+
+
+def quantizable_form(model) -> tuple[object, str]:
+    """The model as tfmot can quantize it, and a note: a 1-D model gets its BatchNormalization folded
+    into the Conv1D before it (tfmot folds BN only after a Conv2D) and its Conv1D layers computed as
+    Conv2D (tinyopt.conv1d); any other model as it is."""
+    from tinyopt.conv1d import as_2d_convolutions, has_1d_layers
+
+    if not has_1d_layers(model):
+        return model, ""
+    notes = []
+    if _bn_after_conv1d(model):
+        model, folded = fold_layers(model)
+        notes.append("; ".join(folded))
+    notes.append("Conv1D layers quantized in their Conv2D form")
+    return as_2d_convolutions(model), "; ".join(notes)
+
+
 class Qat(Technique):
     """Insert fake-quantization (int8) and fine-tune; the fake-quant layers stay for the converter."""
 
@@ -37,8 +59,12 @@ class Qat(Technique):
     def wrap(self, model, settings: QatParams, checked):
         import tensorflow_model_optimization as tfmot
 
+        from tinyopt.conv1d import OneDimensionalScheme
+
         quantization = tfmot.quantization.keras
-        return quantization.quantize_apply(quantization.quantize_annotate_model(model), _scheme(self.token)), ""
+        model, notes = quantizable_form(model)
+        scheme = OneDimensionalScheme(_scheme(self.token))
+        return quantization.quantize_apply(quantization.quantize_annotate_model(model), scheme), notes
 
 
 QAT, PQAT, CQAT, PCQAT = (Qat(token) for token in QAT_STEPS)

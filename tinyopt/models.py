@@ -21,13 +21,15 @@ from tinyopt.files import atomic_dir
 
 # What tf-keras says when it meets a Keras 3 file: its config keys and class paths.
 KERAS3_MARKS = ("DTypePolicy", "batch_shape", "keras.src.models")
-KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Dense")
+KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Conv1DAsConv2D", "Dense")
 
 
 def load_model(path: str | Path):
     """Load a model saved by tinyopt (or a user's .keras/.h5/SavedModel); UserError if it is broken."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
+
+    import tinyopt.conv1d  # noqa: F401  (registers Conv1DAsConv2D, which QAT'd 1-D models hold)
 
     path = Path(path)
     if not path.exists():

@@ -1,0 +1,106 @@
+"""1-D convolutional models in the form tfmot can quantize-aware train.
+
+tfmot has no quantize config for Conv1D or MaxPooling1D, and its per-channel weight quantizer takes
+2-D or 4-D kernels only, so QAT (and PQAT, CQAT, PCQAT) used to skip every sensor model. A Conv1D is a
+(k x 1) Conv2D over (steps, 1, channels): `Conv1DAsConv2D` computes it that way with a 4-D kernel, and
+`OneDimensionalScheme` asks the scheme's own registry for a layer's config as if it were the 2-D layer,
+so the collaborative schemes keep their sparsity- and cluster-preserving quantizers. The converter
+writes the same EXPAND_DIMS > CONV_2D > RESHAPE graph it writes for a Conv1D.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf  # tinyopt's __init__ has chosen tf-keras (Keras 2) by now
+import tensorflow_model_optimization as tfmot
+
+_layers = tf.keras.layers
+
+
+@tf.keras.utils.register_keras_serializable(package="tinyopt")
+class Conv1DAsConv2D(_layers.Conv2D):
+    """A Conv1D on (batch, steps, channels) computed as a (k x 1) Conv2D; kernel (k, 1, in, out)."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self.input_spec = _layers.InputSpec(ndim=3)  # Conv2D's asks for 4-D inputs
+
+    def build(self, input_shape):
+        super().build((input_shape[0], input_shape[1], 1, input_shape[2]))
+        self.input_spec = _layers.InputSpec(ndim=3, axes={-1: input_shape[-1]})
+
+    def call(self, inputs):
+        # Not super().call: it checks a 4-D output shape. tfmot swaps self.kernel for its quantized form.
+        outputs = self.convolution_op(tf.expand_dims(inputs, 2), self.kernel)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(tf.squeeze(outputs, 2))
+
+    def compute_output_shape(self, input_shape):
+        shape = super().compute_output_shape((input_shape[0], input_shape[1], 1, input_shape[2]))
+        return tf.TensorShape((shape[0], shape[1], shape[3]))
+
+
+def has_1d_layers(model) -> bool:
+    return any(type(layer) in (_layers.Conv1D, _layers.MaxPooling1D) for layer in model.layers)
+
+
+def as_2d_convolutions(model):
+    """The same model (same weights, same outputs) with each Conv1D computed as a Conv2D."""
+
+    def clone(layer):
+        if type(layer) is not _layers.Conv1D:
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if config["padding"] == "causal" or config.get("groups", 1) != 1:
+            raise ValueError(f"{layer.name}: a causal or grouped Conv1D has no Conv2D form")
+        for key in ("kernel_size", "strides", "dilation_rate"):
+            config[key] = (config[key][0], 1)
+        config.pop("groups", None)
+        return Conv1DAsConv2D.from_config(config)
+
+    rebuilt = tf.keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if type(layer) is _layers.Conv1D:
+            weights = [weights[0][:, None], *weights[1:]]  # (k, in, out) -> (k, 1, in, out)
+        rebuilt.get_layer(layer.name).set_weights(weights)
+    return rebuilt
+
+
+def _stand_in(layer):
+    """The 2-D layer a 1-D one is quantized like (built, so registries see its trainable weights)."""
+    if isinstance(layer, Conv1DAsConv2D):
+        stand_in = _layers.Conv2D.from_config(layer.get_config())
+        stand_in.build((None, None, 1, layer.input_spec.axes[-1]))
+        return stand_in
+    return layer
+
+
+class _Registry(tfmot.quantization.keras.QuantizeRegistry):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def supports(self, layer) -> bool:
+        return type(layer) is _layers.MaxPooling1D or self.inner.supports(_stand_in(layer))
+
+    def get_quantize_config(self, layer):
+        if type(layer) is _layers.MaxPooling1D:  # as tfmot does MaxPooling2D: nothing to quantize
+            from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+                default_8bit_quantize_registry as registry,
+            )
+
+            return registry.Default8BitQuantizeConfig([], [], False)
+        return self.inner.get_quantize_config(_stand_in(layer))
+
+
+class OneDimensionalScheme(tfmot.quantization.keras.QuantizeScheme):
+    """A tfmot quantize scheme that also quantizes Conv1DAsConv2D and MaxPooling1D layers."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_layout_transformer(self):
+        return self.inner.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return _Registry(self.inner.get_quantize_registry())
