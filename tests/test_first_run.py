@@ -34,6 +34,9 @@ NOISE = [
     "Failed call to cuInit: UNKNOWN ERROR (303)",
     "E0000 00:00:1796150472.339499    8992 node_def_util.cc:682] NodeDef mentions attribute "
     "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; signature=...>",
+    "I0000 00:00:1796179398.601402     442 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders. "
+    "To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
     "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
 ]

@@ -15,14 +15,16 @@ from typing import Any
 
 # Lines TensorFlow, XLA, absl and LiteRT write from C++ straight to file descriptor 2, none of them
 # actionable here: absl's notice before its logging is set up, the CUDA probe of a machine without a
-# GPU, the Grappler warning about an attribute newer than its op registry, LiteRT's delegate notice
-# and the converter's quantization settings. Only these exact messages are dropped; anything else
-# native code writes, a crash message above all, still reaches the terminal.
+# GPU, the Grappler warning about an attribute newer than its op registry, oneDNN's notice (tinyopt
+# turns oneDNN on), LiteRT's delegate notice and the converter's quantization settings. Only these
+# exact messages are dropped; anything else native code writes, a crash message above all, still
+# reaches the terminal.
 NATIVE_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} [\d:. ]+\d+ (cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics|cuda_dnn|cuda_fft"
     r"|cuda_blas|gpu_device)\.cc:\d+\]"
     r"|[IWE]\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute \w+ which is not in the op definition"
+    r"|[IWE]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\."
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
     r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$"
 )
