@@ -96,6 +96,22 @@ def device(env, public, into: Path, channel: str = "canary", clock=None) -> dict
     return download_and_verify(channel, env, public, into, clock)
 
 
+def drop_manifest_writes(monkeypatch):
+    """From now on, every write of a channel's manifest.json fails as a dropped network would; the
+    other writes (model, history) still land: an interrupted promote. Returns the real put, to restore."""
+    from tinyopt.release.fleet import FleetStore
+
+    real_put = FleetStore.put
+
+    def put_unless_manifest(self, key, body, content_type="application/octet-stream"):
+        if key.endswith("/manifest.json"):
+            raise ConnectionError("injected: the network dropped before the manifest was written")
+        return real_put(self, key, body, content_type)
+
+    monkeypatch.setattr(FleetStore, "put", put_unless_manifest)
+    return real_put
+
+
 def put_current(env, channel: str, body: bytes) -> None:
     """What an attacker with write access to the bucket does."""
     from tinyopt.release.fleet import FleetStore

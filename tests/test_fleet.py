@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_fashion, run_cli
+from tests.fleet_attack_helpers import drop_manifest_writes
 from tinyopt.release.signing import peek
 
 pytestmark = [pytest.mark.slow, needs_fashion]
@@ -139,14 +140,7 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
     old = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", old, "canary", env)
     new = register(project, "prune-int8")
-    real_put = FleetStore.put
-
-    def put_then_fail_on_manifest(self, key, body, content_type="application/octet-stream"):
-        if key.endswith("/manifest.json"):
-            raise ConnectionError("injected: the network dropped before the manifest was written")
-        return real_put(self, key, body, content_type)
-
-    monkeypatch.setattr(FleetStore, "put", put_then_fail_on_manifest)
+    real_put = drop_manifest_writes(monkeypatch)
     with pytest.raises(ConnectionError):
         promote("fashion-mnist-nano33ble", new, "canary", env)
     monkeypatch.setattr(FleetStore, "put", real_put)

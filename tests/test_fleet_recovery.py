@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests import fleet_attack_helpers
-from tests.fleet_attack_helpers import MODEL, current, device, put_current, register
+from tests.fleet_attack_helpers import MODEL, current, device, drop_manifest_writes, put_current, register
 
 # The shared fixtures, bound in this module so that pytest finds them (one project per module).
 project, env, public = fleet_attack_helpers.project, fleet_attack_helpers.env, fleet_attack_helpers.public
@@ -45,14 +45,7 @@ def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
     v1, v2, v3 = (register(project, tmp_path, 0.80 + i / 100, f"chain{i}") for i in range(3))
     promote(MODEL, v1, "canary", env)
     promote(MODEL, v2, "canary", env)
-    real_put = FleetStore.put
-
-    def fail_on_current(self, key, body, content_type="application/octet-stream"):
-        if key.endswith("/manifest.json"):
-            raise ConnectionError("injected: the network dropped before the manifest was written")
-        return real_put(self, key, body, content_type)
-
-    monkeypatch.setattr(FleetStore, "put", fail_on_current)
+    real_put = drop_manifest_writes(monkeypatch)
     with pytest.raises(ConnectionError):
         promote(MODEL, v3, "canary", env)  # history/000003.json exists, never became current
     monkeypatch.setattr(FleetStore, "put", real_put)
