@@ -183,7 +183,7 @@ def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference()
         model("e", 22000, 6000, 0.85),
     ]
     best, small = headline(ours, references)
-    assert best["reference"] == "ref-best"
-    assert [m["name"] for m in best["ours"]] == ["a"]  # b is larger, c less accurate, d has float I/O
-    assert small["reference"] == "ref-small" and [m["name"] for m in small["ours"]] == ["c"]
-    assert small["ours"][0]["latency_ratio_to_fastest_reference"] == 2.0
+    assert best.reference == "ref-best"
+    assert [m.name for m in best.ours] == ["a"]  # b is larger, c less accurate, d has float I/O
+    assert small.reference == "ref-small" and [m.name for m in small.ours] == ["c"]
+    assert small.ours[0].latency_ratio_to_fastest_reference == 2.0

@@ -136,6 +136,47 @@ class Skipped(Record):
     reason: str
 
 
+class Comparison(Record):
+    """A reference model beside its counterpart among our variants: ours / theirs."""
+
+    reference: str
+    ours: str
+    size_ratio: float
+    gzip_ratio: float
+    score_diff: float
+    latency_ratio: float
+
+
+class ReferenceFigures(Record):
+    raw_bytes: int
+    gzip_bytes: int
+    score: float
+    latency_us_p50: float
+
+
+class Winner(Record):
+    """One variant of ours that beats a headline reference."""
+
+    name: str
+    raw_bytes: int
+    gzip_bytes: int
+    score: float
+    latency_us_p50: float
+    arena_bytes: int | None
+    latency_ratio_to_fastest_reference: float
+
+
+class Headline(Record):
+    """Every deployable variant of ours that beats one of the reference's models on its claim."""
+
+    reference: str
+    claim: str
+    metric: str
+    reference_figures: ReferenceFigures
+    ours: list[Winner]
+    fastest_reference: str
+
+
 class Summary(Record):
     """reports/<run-id>/summary.json."""
 
@@ -153,8 +194,8 @@ class Summary(Record):
     picks: dict[str, Pick]
     reference: list[Measured]
     reference_note: str | None
-    comparisons: list[dict[str, Any]]
-    headline: list[dict[str, Any]]
+    comparisons: list[Comparison]
+    headline: list[Headline]
     devices: dict[str, dict[str, Any]]
     timings: dict[str, Any]
 

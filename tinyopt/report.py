@@ -108,29 +108,29 @@ def comparison_parts(summary: Summary) -> list[str]:
     for row in summary.comparisons:
         head.append(
             [
-                row["reference"],
-                row["ours"],
-                f"{row['size_ratio']:.3f}",
-                f"{row['gzip_ratio']:.3f}",
-                f"{row['score_diff']:+.4f}",
-                _fmt(row["latency_ratio"]),
+                row.reference,
+                row.ours,
+                f"{row.size_ratio:.3f}",
+                f"{row.gzip_ratio:.3f}",
+                f"{row.score_diff:+.4f}",
+                _fmt(row.latency_ratio),
             ]
         )
     parts = ["## Ours beside the reference (ours / reference)", _table(head)]
     for row in summary.headline:
-        figures = row["reference_figures"]
+        figures = row.reference_figures
         found = (
             ", ".join(
-                f"{m['name']} ({m['raw_bytes']:,} bytes, {m['gzip_bytes']:,} gzip, {m['score']:.4f}, "
-                f"{m['latency_ratio_to_fastest_reference']:.2f}x the latency of {row['fastest_reference']})"
-                for m in row["ours"]
+                f"{m.name} ({m.raw_bytes:,} bytes, {m.gzip_bytes:,} gzip, {m.score:.4f}, "
+                f"{m.latency_ratio_to_fastest_reference:.2f}x the latency of {row.fastest_reference})"
+                for m in row.ours
             )
             or "none"
         )
         parts.append(
-            f"**Against {row['reference']}** ({figures['raw_bytes']:,} bytes, {figures['gzip_bytes']:,} "
-            f"gzip, {figures['score']:.4f}): ours that TFLM runs with int8 input and output, "
-            f"{row['claim']} (on the test set; listed, not chosen): {found}."
+            f"**Against {row.reference}** ({figures.raw_bytes:,} bytes, {figures.gzip_bytes:,} "
+            f"gzip, {figures.score:.4f}): ours that TFLM runs with int8 input and output, "
+            f"{row.claim} (on the test set; listed, not chosen): {found}."
         )
     return parts
 

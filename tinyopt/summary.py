@@ -10,7 +10,20 @@ from tinyopt import plan, tracking
 from tinyopt.device_fit import fits_all
 from tinyopt.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import DeviceProfile, Params
-from tinyopt.records import Baseline, EdgeFigures, Measured, Pick, Skipped, Summary, Variant
+from tinyopt.records import (
+    Baseline,
+    Comparison,
+    EdgeFigures,
+    Headline,
+    Measured,
+    Pick,
+    Record,
+    ReferenceFigures,
+    Skipped,
+    Summary,
+    Variant,
+    Winner,
+)
 
 
 def measured(
@@ -61,7 +74,7 @@ def variant(chain: list[str], node: Any, converted: Any, figures: Measured) -> V
     )
 
 
-def comparisons(variants: list[Variant], references: list[Measured], counterparts: dict[str, str]) -> list[dict]:
+def comparisons(variants: list[Variant], references: list[Measured], counterparts: dict[str, str]) -> list[Comparison]:
     """Each reference model beside its counterpart among our variants: ours / theirs."""
     ours = {v.name: v for v in variants}
     rows = []
@@ -70,19 +83,24 @@ def comparisons(variants: list[Variant], references: list[Measured], counterpart
         if mine is None:
             continue
         rows.append(
-            {
-                "reference": reference.name,
-                "ours": mine.name,
-                "size_ratio": mine.raw_bytes / reference.raw_bytes,
-                "gzip_ratio": mine.gzip_bytes / reference.gzip_bytes,
-                "score_diff": round(mine.score - reference.score, 6),
-                "latency_ratio": round(mine.latency_us_p50 / reference.latency_us_p50, 3),
-            }
+            Comparison(
+                reference=reference.name,
+                ours=mine.name,
+                size_ratio=mine.raw_bytes / reference.raw_bytes,
+                gzip_ratio=mine.gzip_bytes / reference.gzip_bytes,
+                score_diff=round(mine.score - reference.score, 6),
+                latency_ratio=round(mine.latency_us_p50 / reference.latency_us_p50, 3),
+            )
         )
     return rows
 
 
-def headline(variants: list[Measured], references: list[Measured]) -> list[dict]:
+def _figures(record: Measured, kind: type[Record]) -> dict[str, Any]:
+    """The figures of `record` that a smaller record of kind `kind` repeats."""
+    return {name: getattr(record, name) for name in kind.model_fields if hasattr(record, name)}
+
+
+def headline(variants: list[Measured], references: list[Measured]) -> list[Headline]:
     """Against the reference's best deployable model (most accurate that TFLM runs) and its smallest
     deployable payload: every variant of ours that TFLM runs with int8 input and output and beats it,
     on test accuracy at no more bytes, and on gzip bytes at no less test accuracy.
@@ -113,22 +131,21 @@ def headline(variants: list[Measured], references: list[Measured]) -> list[dict]
         ),
     ):
         winners = sorted((v for v in ours if beats(v, reference)), key=lambda v: v.name)
-        figures = ("name", "raw_bytes", "gzip_bytes", "score", "latency_us_p50", "arena_bytes")
         rows.append(
-            {
-                "reference": reference.name,
-                "claim": claim,
-                "metric": metric,
-                "reference_figures": {k: getattr(reference, k) for k in figures[1:5]},
-                "ours": [
-                    {
-                        **{k: getattr(v, k) for k in figures},
-                        "latency_ratio_to_fastest_reference": round(v.latency_us_p50 / fastest.latency_us_p50, 3),
-                    }
+            Headline(
+                reference=reference.name,
+                claim=claim,
+                metric=metric,
+                reference_figures=ReferenceFigures(**_figures(reference, ReferenceFigures)),
+                ours=[
+                    Winner(
+                        **_figures(v, Winner),
+                        latency_ratio_to_fastest_reference=round(v.latency_us_p50 / fastest.latency_us_p50, 3),
+                    )
                     for v in winners
                 ],
-                "fastest_reference": fastest.name,
-            }
+                fastest_reference=fastest.name,
+            )
         )
     return rows
 

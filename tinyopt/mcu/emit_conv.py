@@ -63,24 +63,16 @@ def emit_conv(em: Emitter, op: Op) -> None:
         )
         return
     k = weights.shape[1]
-    if wide:
-        kp = k + (k % 2)
-        widened = np.zeros((oc, kp), dtype=np.int16)
-        widened[:, :k] = weights
-        em.consts.append(c_array("int16_t", wn, widened))
-        em.body.append(
-            f"    to_conv16({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
-            f"{out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'int16_t')}, "
-            f"{em.ptr(op.outputs[0])}); }}"
-        )
-        return
-    kp = round4(k)
-    padded = np.zeros((oc, kp), dtype=np.int8)
+    # to_conv16 reads int16 weights in pairs, to_conv int8 weights in fours: rows padded with zeros to that.
+    kernel, c_type, np_type, kp = (
+        ("to_conv16", "int16_t", np.int16, k + k % 2) if wide else ("to_conv", "int8_t", np.int8, round4(k))
+    )
+    padded = np.zeros((oc, kp), dtype=np_type)
     padded[:, :k] = weights
-    em.consts.append(c_array("int8_t", wn, padded))
+    em.consts.append(c_array(c_type, wn, padded))
     em.body.append(
-        f"    to_conv({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
-        f"{act_min}, {act_max}, {em.scratch(op, 'int8_t')}, {em.ptr(op.outputs[0])}); }}"
+        f"    {kernel}({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
+        f"{act_min}, {act_max}, {em.scratch(op, c_type)}, {em.ptr(op.outputs[0])}); }}"
     )
 
 
