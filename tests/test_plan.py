@@ -37,15 +37,13 @@ def test_a_chain_listed_twice_is_rejected():
         parse_params({"plan": [["int8"], ["prune", "int8"], ["prune", "int8"]]})
 
 
+CONVERSIONS = {"float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8"}
+
+
 def test_default_plan_covers_every_component_of_the_paper():
     steps = {step for chain in DEFAULT_PLAN for step in chain}
     assert steps == {
-        "float32",
-        "float16",
-        "dynamic_range",
-        "int8_fallback",
-        "int8",
-        "int16x8",
+        *CONVERSIONS,
         "prune",
         "prune_2_4",
         "cluster",
@@ -58,14 +56,7 @@ def test_default_plan_covers_every_component_of_the_paper():
         "graph",
     }
     for technique in ("prune", "cluster", "qat", "separable"):
-        assert {chain[-1] for chain in DEFAULT_PLAN if chain[:-1] == [technique]} == {
-            "float32",
-            "float16",
-            "dynamic_range",
-            "int8_fallback",
-            "int8",
-            "int16x8",
-        }
+        assert {chain[-1] for chain in DEFAULT_PLAN if chain[:-1] == [technique]} == CONVERSIONS
 
 
 def test_shared_prefixes_are_one_model_each():

@@ -123,6 +123,18 @@ def wait_for_run(api_url: str, deployment: str, timeout: float, runner: subproce
     raise AssertionError(f"no run of {deployment} finished in {timeout:.0f} s: {runs}")
 
 
+def run_on_demand(env: dict, log: Path) -> None:
+    """Start the on-demand deployment through Prefect's CLI and wait for it to finish."""
+    done = subprocess.run(
+        [*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log.read_text()[-3000:]
+
+
 def decisions(root: Path) -> list[dict]:
     files = sorted((root / "reports").glob("*/reoptimize.json"), key=lambda p: p.stat().st_mtime)
     return [json.loads(p.read_text()) for p in files]
@@ -173,14 +185,7 @@ def test_serve_runs_the_nightly_schedule_then_an_on_demand_run(project):
         # On demand: the same data and params, so every step comes from the cache and the pick is what
         # production serves already: nothing is registered or published.
         started = time.monotonic()
-        done = subprocess.run(
-            [*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=360,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log.read_text()[-3000:]
+        run_on_demand(env, log)
         second = decisions(root)[-1]
         assert not second["replace"] and "the same model as the new pick" in second["why"], second
         assert second["registered"] is None and second["published"] is None
@@ -226,14 +231,7 @@ def test_deploy_to_a_work_pool_run_by_a_worker(project):
         )
     try:
         before = len(decisions(root))
-        done = subprocess.run(
-            [*PREFECT, "deployment", "run", "reoptimize/on-demand", "--watch", "--watch-timeout", "300"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=360,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log.read_text()[-3000:]
+        run_on_demand(env, log)
         assert len(decisions(root)) == before + 1  # it ran in the project (working_dir), though the worker is in /
         assert not decisions(root)[-1]["replace"]
     finally:
