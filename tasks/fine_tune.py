@@ -50,8 +50,11 @@ def fine_tune(
             why = str(exc).splitlines()[0][:200]
             raise NotApplicable(f"tfmot cannot {technique.verb} this model: {why}") from None
         epochs, learning_rate, patience = technique.schedule(settings, train)
-        compile_for_task(wrapped, task, learning_rate)
-        epochs_run, seconds = train_epochs(wrapped, data, epochs, train.batch_size, patience, technique.callbacks())
+        objective = technique.objective(wrapped, data, settings, train, task, out_dir)
+        compile_for_task(wrapped, task, learning_rate, objective.loss)
+        epochs_run, seconds = train_epochs(
+            wrapped, objective.data, epochs, train.batch_size, patience, technique.callbacks()
+        )
         return save_trained(
             technique.strip(wrapped),
             data,
@@ -61,7 +64,8 @@ def fine_tune(
             parent=parent,
             epochs_run=epochs_run,
             train_seconds=seconds,
-            notes=notes,
+            notes="; ".join(filter(None, [notes, objective.notes])),
+            also=objective.files,
         )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.cluster import cluster_task, sp_cluster_task
+from tasks.distill import distill_task
 from tasks.graph import graph_task
 from tasks.prune import prune_2_4_task, prune_task
 from tasks.qat import cqat_task, pcqat_task, pqat_task, qat_task
@@ -22,6 +23,7 @@ FINE_TUNED = {
     "cqat": cqat_task,
     "pcqat": pcqat_task,
     "separable": separable_task,
+    "distill": distill_task,
 }
 STEPS = {**FINE_TUNED, "graph": graph_task}  # graph trains nothing: no training settings, no seed
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +47,33 @@ def set_seeds(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _final_activation(model) -> str:
+def final_activation(model) -> str:
     config = model.layers[-1].get_config() if model.layers else {}
     inner = config.get("layer", {}).get("config", config)  # tfmot wrappers keep the layer's config inside
     return str(inner.get("activation", "linear"))
 
 
-def compile_for_task(model, task: TaskParams, learning_rate: float) -> None:
-    """Adam with the task's loss; outputs are logits unless the last layer applies softmax/sigmoid."""
+def compile_for_task(model, task: TaskParams, learning_rate: float, loss=None) -> None:
+    """Adam with the task's loss (or `loss`); outputs are logits unless the last layer applies softmax/sigmoid."""
+    import tensorflow as tf
+
+    if loss is None:
+        loss = task_loss(task, final_activation(model), int(np.prod(model.output_shape[1:])))
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss)
+
+
+def task_loss(task: TaskParams, activation: str, outputs: int):
+    """The task's loss for a model whose last layer applies `activation` to `outputs` values."""
     import tensorflow as tf
 
     losses = tf.keras.losses
-    activation = _final_activation(model)
-    outputs = int(np.prod(model.output_shape[1:]))
     if task.kind == "regression":
         loss = losses.MeanSquaredError()
     elif task.kind == "anomaly" or outputs == 1:
         loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
     else:
         loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss)
+    return loss
 
 
 def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
@@ -110,9 +118,11 @@ def save_trained(
     train_seconds: float = 0.0,
     notes: str = "",
     stats_model=None,
+    also: tuple[Path, ...] = (),
 ) -> TrainedModel:
     """Score, save (atomically) and describe a model; `stats_model` is the one whose weights count
-    (e.g. the stripped model, when `model` still carries training wrappers)."""
+    (e.g. the stripped model, when `model` still carries training wrappers); `also`: other files the
+    step wrote (a teacher), checked with the model when the step's result is reused."""
     files = save_model(model, out_path)
     stats = weight_stats(stats_model or model)
     record = dict(
@@ -130,7 +140,18 @@ def save_trained(
     summary_path = out_path.parent / "model.json"
     with atomic_path(summary_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
-    return TrainedModel(**record, outputs=outputs_of(*files, summary_path))
+    return TrainedModel(**record, outputs=outputs_of(*files, *also, summary_path))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a fine-tune fits: the data (labels, or more), its loss (None: the task's), and a note and the
+    files of what else it made to get there (a teacher)."""
+
+    data: dict
+    loss: Any = None
+    notes: str = ""
+    files: tuple[Path, ...] = ()
 
 
 class Technique:
@@ -159,3 +180,7 @@ class Technique:
 
     def callbacks(self) -> tuple:
         return ()
+
+    def objective(self, model, data: dict, settings, train, task: TaskParams, out_dir: Path) -> Objective:
+        """What to fit: the task's labels and loss by default (distill adds a teacher's outputs)."""
+        return Objective(data=data)

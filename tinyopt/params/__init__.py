@@ -46,6 +46,7 @@ from tinyopt.params.pipeline import (
     ClusterParams,
     ConversionParams,
     DataParams,
+    DistillParams,
     GraphParams,
     ModelParams,
     PruneParams,
@@ -230,6 +231,8 @@ def with_inputs(params: Params, model: str | None = None, data: str | None = Non
 def _resolve_paths(params: Params, base: Path) -> Params:
     """Relative paths in a params file mean relative to that file, wherever the pipeline runs."""
 
+    teacher = params.techniques.distill.teacher
+
     def resolve(value: str | None) -> str | None:
         return value if value is None or Path(value).is_absolute() else os.path.normpath(base.resolve() / value)
 
@@ -238,5 +241,8 @@ def _resolve_paths(params: Params, base: Path) -> Params:
             "data": params.data.model_copy(update={"path": resolve(params.data.path)}),
             "model": params.model.model_copy(update={"path": resolve(params.model.path)}),
             "reference": params.reference.model_copy(update={"dir": resolve(params.reference.dir)}),
+            "techniques": params.techniques.model_copy(
+                update={"distill": params.techniques.distill.model_copy(update={"teacher": resolve(teacher)})}
+            ),
         }
     )

@@ -134,6 +134,24 @@ class SeparableParams(Section):
     epochs: int | None = Field(default=None, ge=1, le=1000, description="null: the same as train.epochs")
 
 
+class DistillParams(Section):
+    """Knowledge distillation: the model fine-tuned on the labels and a teacher's softened outputs."""
+
+    teacher: str | None = Field(
+        default=None,
+        description="a trained Keras model with the same outputs to learn from; null: tinyopt trains one, "
+        "the model widened by teacher_width, on the same train split",
+    )
+    teacher_width: float = Field(default=4.0, gt=1.0, le=64.0, description="filters and units times this")
+    teacher_epochs: int | None = Field(default=None, ge=1, le=1000, description="null: train.epochs")
+    temperature: float = Field(default=4.0, gt=0.0, le=100.0, description="softens both models' outputs")
+    label_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="weight of the labels' loss; the teacher's gets the rest"
+    )
+    fine_tune_epochs: int = Field(default=10, ge=1, le=1000, description="at most; early stopping applies")
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+
+
 class GraphParams(Section):
     """Fold BatchNormalization and separate activations into the preceding convolution or dense layer."""
 
@@ -144,6 +162,7 @@ class Techniques(Section):
     cluster: ClusterParams = ClusterParams()
     qat: QatParams = QatParams()
     separable: SeparableParams = SeparableParams()
+    distill: DistillParams = DistillParams()
     graph: GraphParams = GraphParams()
 
 
@@ -172,6 +191,7 @@ TECHNIQUE_SETTINGS = {
     "cqat": "qat",
     "pcqat": "qat",
     "separable": "separable",
+    "distill": "distill",
     "graph": "graph",
 }
 QAT_STEPS = ("qat", "pqat", "cqat", "pcqat")
@@ -214,6 +234,8 @@ def check_chain(chain: list[str]) -> None:
         raise ValueError(f"{shown} repeats a technique")
     if "separable" in techniques and techniques[0] != "separable":
         raise ValueError(f"{shown}: separable rebuilds and retrains the model, so it must come first")
+    if "distill" in techniques and techniques.index("distill") != techniques[:1].count("separable"):
+        raise ValueError(f"{shown}: distill fine-tunes every weight, so it comes first (or right after separable)")
     quantizing = [step for step in techniques if step in QAT_STEPS]
     if len(quantizing) > 1 or (quantizing and techniques[-1] != quantizing[0]):
         raise ValueError(f"{shown}: one quantization-aware step, and it must be the last technique")

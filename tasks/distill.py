@@ -1,0 +1,82 @@
+"""Knowledge distillation: fine-tune the model on the labels and on a teacher's softened outputs. The
+teacher is the user's (techniques.distill.teacher) or a copy of the model widened by teacher_width and
+trained here from scratch on the same train split (saved beside the student as teacher.keras)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tasks.fine_tune import fine_tune_task
+from tinyopt.distillation import as_logits, distillation_loss, output_kind, widened, with_teacher
+from tinyopt.errors import UserError
+from tinyopt.models import load_model, save_model
+from tinyopt.params import DistillParams, TaskParams, TrainParams
+from tinyopt.training import Objective, Technique, compile_for_task, final_activation, keras_score, train_epochs
+
+
+def teacher_outputs(teacher, x: np.ndarray, kind: str) -> np.ndarray:
+    return as_logits(teacher.predict(x, batch_size=1024, verbose=0), final_activation(teacher), kind)
+
+
+class Distill(Technique):
+    """The model fine-tuned to match a larger teacher's softened outputs as well as the labels
+    (label_weight x the task's loss + (1 - label_weight) x T^2 x KL at temperature T)."""
+
+    token = "distill"
+
+    def check(self, parent: Path, prepared: Path, settings: DistillParams, train: TrainParams) -> None:
+        if settings.teacher and not Path(settings.teacher).exists():
+            raise UserError(
+                f"techniques.distill.teacher: {settings.teacher} does not exist; give a trained Keras model, "
+                "or null to have tinyopt train one"
+            )
+
+    def wrap(self, model, settings: DistillParams, checked):
+        return model, ""  # the student starts from the parent's weights
+
+    def schedule(self, settings: DistillParams, train: TrainParams) -> tuple[int, float, int]:
+        return settings.fine_tune_epochs, settings.learning_rate, train.early_stopping_patience
+
+    def objective(self, model, data, settings: DistillParams, train, task: TaskParams, out_dir: Path) -> Objective:
+        kind = output_kind(model, task)
+        if settings.teacher:
+            teacher, files = load_model(settings.teacher), ()
+            about = f"teacher {Path(settings.teacher).name}"
+        else:
+            teacher, files, about = self.train_teacher(model, data, settings, train, task, out_dir)
+        if teacher.output_shape[1:] != model.output_shape[1:]:
+            raise UserError(
+                f"techniques.distill.teacher: its outputs {teacher.output_shape[1:]} differ from the model's "
+                f"{model.output_shape[1:]}; a teacher scores the same classes or targets"
+            )
+        val_score = keras_score(teacher, data["x_val"], data["y_val"], task)
+        fitted = {
+            **data,
+            "y_train": with_teacher(data["y_train"], teacher_outputs(teacher, data["x_train"], kind)),
+            "y_val": with_teacher(data["y_val"], teacher_outputs(teacher, data["x_val"], kind)),
+        }
+        labels = 1 if kind != "values" else int(np.prod(model.output_shape[1:]))
+        from_logits = final_activation(model) not in ("softmax", "sigmoid")
+        loss = distillation_loss(kind, labels, settings.temperature, settings.label_weight, from_logits)
+        notes = (
+            f"distilled from {about} ({teacher.count_params():,} parameters, validation {task.score_metric} "
+            f"{val_score:.4f}) at temperature {settings.temperature:g}, label weight {settings.label_weight:g}"
+        )
+        return Objective(data=fitted, loss=loss, notes=notes, files=files)
+
+    @staticmethod
+    def train_teacher(model, data, settings: DistillParams, train: TrainParams, task: TaskParams, out_dir: Path):
+        teacher = widened(model, settings.teacher_width)
+        compile_for_task(teacher, task, train.learning_rate)
+        epochs, _ = train_epochs(
+            teacher, data, settings.teacher_epochs or train.epochs, train.batch_size, train.early_stopping_patience
+        )
+        path = out_dir / "teacher.keras"
+        save_model(teacher, path)
+        return teacher, (path,), f"a {settings.teacher_width:g}x wider teacher trained here ({epochs} epochs)"
+
+
+DISTILL = Distill()
+distill_task = fine_tune_task(DISTILL)
