@@ -26,20 +26,52 @@ def prepared_option(help: str = "the prepared data (tinyopt prepare's output)"):
     )
 
 
+def input_options(command):
+    """--model and --data: the user's own model and data in place of params.yaml's."""
+    command = click.option(
+        "--data",
+        "data_path",
+        default=None,
+        type=click.Path(),
+        help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class",
+    )(command)
+    return click.option(
+        "--model",
+        "model_path",
+        default=None,
+        type=click.Path(),
+        help="your trained Keras model (.keras, .h5, SavedModel)",
+    )(command)
+
+
 @main.command()
 @params_option
-@click.option(
-    "--model", "model_path", default=None, type=click.Path(), help="your trained Keras model (.keras, .h5, SavedModel)"
-)
-@click.option(
-    "--data",
-    "data_path",
-    default=None,
-    type=click.Path(),
-    help="your data: a .npz (x_train, y_train, x_test, y_test), or a directory of IDX files or of images per class",
-)
+@input_options
 def run(params_path: str, model_path: str | None, data_path: str | None) -> None:
     """Run the whole pipeline as the Prefect flow `optimize`."""
+    runner = start_flow_machinery(params_path, model_path, data_path)
+    from flows.optimize import optimize
+
+    summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
+    click.echo("\n" + variants_table(summary))
+    for skip in summary.get("skipped", []):
+        click.echo(f"skipped {skip['name']}: {skip['reason']}")
+    if summary.get("reference_note"):
+        click.echo(summary["reference_note"])
+    click.echo("")
+    for objective, pick in summary["picks"].items():
+        click.echo(f"pick {objective}: {pick['variant'] or 'none'} ({pick['why']})")
+    click.echo(
+        f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
+        f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
+        f"MLflow: {summary['mlflow_tracking_uri']} "
+        f"(experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+    )
+
+
+def start_flow_machinery(params_path: str, model_path: str | None, data_path: str | None):
+    """Everything a flow command does before its flow: check every place a run writes and the inputs
+    (one-line errors, nothing written), reach MLflow, start Prefect's API; returns params' task runner."""
     from tinyopt import console, prefect_home, tracking
 
     # Before anything imports Prefect (it reads its settings once, and creates its home) and before any
@@ -56,27 +88,12 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     console.filter_native_stderr()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its 'Creating initial MLflow database tables'
     prefect_home.start_api()
-    from flows.optimize import optimize, task_runner
+    from flows.optimize import task_runner
 
     quiet_user_errors_in_prefect_logs()
     console.quiet_prefect_task_finished()
     quiet_library_warnings()
-    runner = task_runner(load_params(params_path).runner)
-    summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
-    click.echo("\n" + variants_table(summary))
-    for skip in summary.get("skipped", []):
-        click.echo(f"skipped {skip['name']}: {skip['reason']}")
-    if summary.get("reference_note"):
-        click.echo(summary["reference_note"])
-    click.echo("")
-    for objective, pick in summary["picks"].items():
-        click.echo(f"pick {objective}: {pick['variant'] or 'none'} ({pick['why']})")
-    click.echo(
-        f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
-        f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
-        f"MLflow: {summary['mlflow_tracking_uri']} "
-        f"(experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
-    )
+    return task_runner(load_params(params_path).runner)
 
 
 def _warn(warnings: list[str]) -> None:

@@ -58,6 +58,7 @@ from tinyopt.params.pipeline import (
     TrainParams,
     check_chain,
 )
+from tinyopt.params.search import SearchParams, SearchSpace
 from tinyopt.params.section import Section, _number_not_bool
 
 
@@ -78,6 +79,7 @@ class Params(Section):
     fleet: FleetParams = FleetParams()
     runner: RunnerParams = RunnerParams()
     schedule: ScheduleParams = ScheduleParams()
+    search: SearchParams = SearchParams()
 
     @model_validator(mode="after")
     def _valid_plan(self) -> Params:
@@ -99,6 +101,10 @@ class Params(Section):
                     f"objectives.{name}.profile: no device profile '{objective.profile}' "
                     f"(profiles: {', '.join(self.devices)})"
                 )
+        if self.search.profile not in self.devices:
+            raise ValueError(
+                f"search.profile: no device profile '{self.search.profile}' (profiles: {', '.join(self.devices)})"
+            )
         for name in self.benchmark.devices:
             if name not in self.devices:
                 raise ValueError(f"benchmark.devices: no device profile '{name}' (profiles: {', '.join(self.devices)})")

@@ -1,0 +1,72 @@
+"""One trial of `tinyopt search`: a chain, with the settings the search drew, built from the baseline by
+the same technique steps and conversion as a run, and scored on the validation split only (the test
+split is the search's to report once, at the end)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.convert import convert_model
+from tasks.techniques import FINE_TUNED
+from tinyopt import litert, tflm
+from tinyopt.device_fit import fit_verdict
+from tinyopt.files import sha256_file
+from tinyopt.metrics import better, score
+from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.search import TrialRecord, chain_settings
+from tinyopt.steps import SkippedRecord, step_task
+
+
+def run_trial(
+    number: int, chain: list[str], params: Params, prepared: Path, baseline: Path, floor: float | None, out_dir: Path
+) -> TrialRecord:
+    """Build `chain` with params' technique settings; a fine-tuned model scoring worse than `floor` on the
+    validation split ends the trial there (pruned), before it is converted."""
+    from tinyopt.datasets.prepared import load_prepared
+
+    metric = params.task.score_metric
+    trial = dict(number=number, chain=chain, settings=chain_settings(chain, params), metric=metric)
+    parent, seconds = baseline, 0.0
+    for step in chain[:-1]:
+        made = FINE_TUNED[step].fn(
+            parent=parent,
+            prepared=prepared,
+            settings=getattr(params.techniques, TECHNIQUE_SETTINGS[step]),
+            train=params.train,
+            task=params.task,
+            seed=params.seed,
+            out_dir=out_dir / step,
+        )
+        if isinstance(made, SkippedRecord):
+            return TrialRecord(**trial, state="skipped", reason=f"{step}: {made.reason}")
+        seconds += made.train_seconds
+        if floor is not None and better(metric, floor, made.val_score):
+            reason = f"{step}: validation {metric} {made.val_score:.4f} is worse than the floor {floor:.4f}"
+            return TrialRecord(**trial, state="pruned", reason=reason, val_score=made.val_score, train_seconds=seconds)
+        parent = Path(made.model_path)
+
+    converted = convert_model(parent, chain[-1], out_dir / "model.tflite", prepared, params.conversion, params.seed)
+    data = load_prepared(prepared)
+    tflite = Path(converted.tflite_path)
+    checked = tflm.check(tflite, data["x_val"][:2])
+    profile = params.devices[params.search.profile]
+    verdict = fit_verdict(
+        converted.raw_bytes, checked["runs"], checked.get("arena_bytes"), profile, checked.get("error")
+    )
+    return TrialRecord(
+        **trial,
+        state="complete",
+        val_score=round(score(metric, data["y_val"], litert.predict(tflite, data["x_val"])), 6),
+        raw_bytes=converted.raw_bytes,
+        gzip_bytes=converted.gzip_bytes,
+        arena_bytes=checked.get("arena_bytes"),
+        tflm_runs=bool(checked["runs"]),
+        fits=verdict["fits"],
+        fit_reason=verdict["reason"],
+        tflite_path=str(tflite),
+        sha256=sha256_file(tflite),
+        train_seconds=round(seconds, 2),
+    )
+
+
+trial_task = step_task(run_trial, name="trial", cache=False)

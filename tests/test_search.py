@@ -1,0 +1,149 @@
+"""`tinyopt search`: what a trial draws, the Pareto front and the picks, and a real search on a slice whose
+pick a `tinyopt run` rebuilds byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, make_project, needs_fashion, run_cli
+from tests.flow_helpers import mlflow_client
+from tinyopt.params import Params, parse_params
+from tinyopt.search import TrialRecord, chain_settings, draw, pareto_front, picks
+
+
+def record(number: int, score: float, size: int, state: str = "complete", fits: bool = True) -> TrialRecord:
+    return TrialRecord(
+        number=number, chain=["int8"], settings={}, state=state, metric="accuracy", val_score=score,
+        raw_bytes=size, gzip_bytes=size, fits=fits,
+    )  # fmt: skip
+
+
+def test_front_holds_the_feasible_trials_nothing_beats_on_both_axes():
+    trials = [
+        record(0, 0.90, 20_000),
+        record(1, 0.88, 8_000),
+        record(2, 0.87, 9_000),  # beaten by 1 on both
+        record(3, 0.91, 30_000, fits=False),  # the most accurate, but does not fit
+        record(4, 0.89, 15_000),
+        record(5, 0.88, 8_000),  # a tie with 1: the earlier one stands for both
+        record(6, 0.95, 1_000, state="pruned"),
+    ]
+    assert [r.number for r in pareto_front(trials, "gzip_bytes")] == [1, 4, 0]
+    chosen = picks(trials, "gzip_bytes", floor=0.885)
+    assert chosen["most_accurate"].number == 0 and chosen["smallest"].number == 4  # 1 is below the floor
+    assert picks([record(0, 0.5, 1, fits=False)], "gzip_bytes", None) == {"most_accurate": None, "smallest": None}
+
+
+def test_a_trial_draws_only_the_settings_its_chain_reads():
+    import optuna
+
+    params = Params()
+    drawn = draw(
+        optuna.trial.FixedTrial(
+            {
+                "chain": "prune-sp_cluster-pcqat-int8",
+                "target_sparsity": 0.8,
+                "prune_epochs": 2,
+                "prune_learning_rate": 1e-3,
+                "clusters": 8,
+                "cluster_epochs": 3,
+                "cluster_learning_rate": 2e-4,
+                "qat_epochs": 4,
+                "qat_learning_rate": 1e-4,
+            }
+        ),
+        params,
+    )
+    assert drawn.plan == [["prune", "sp_cluster", "pcqat", "int8"]]
+    assert drawn.techniques.prune.target_sparsity == 0.8 and drawn.techniques.prune.initial_sparsity == 0.4
+    assert drawn.techniques.cluster.clusters == 8 and drawn.techniques.qat.fine_tune_epochs == 4
+    assert set(chain_settings(drawn.plan[0], drawn)) == {"prune", "cluster", "qat"}
+    plain = draw(optuna.trial.FixedTrial({"chain": "base-int8"}), params)
+    assert plain.plan == [["int8"]] and plain.techniques == params.techniques
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"profile": "nope"}, "search.profile: no device profile 'nope'"),
+        ({"space": {"chains": [["separable", "int8"]]}}, "separable is not searched"),
+        ({"space": {"chains": [["int8", "prune"]]}}, "search.space.chains[0]"),
+        ({"space": {"target_sparsity": [0.5, 1.0]}}, "target_sparsity: below 1"),
+        ({"space": {"qat_epochs": [3, 1]}}, "qat_epochs: [low, high]"),
+    ],
+)
+def test_a_bad_search_section_names_the_key(search, message):
+    from tinyopt.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        parse_params({"search": search}, "params.yaml")
+    assert message in str(error.value)
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
+    root = make_project(
+        tmp_path / "project",
+        seed=7,
+        data={"train_limit": 1200, "test_limit": 400},
+        train={"epochs": 2},
+        conversion={"calibration_samples": 100},
+        plan=[["int8"]],
+        reference={"dir": str(REPO.parent / "shared" / "reference" / "seed-cnn1")},
+        benchmark={"latency_warmup": 2, "latency_repeats": 20, "devices": ["nano33ble"]},
+        search={
+            "trials": 5,
+            "max_drop": 0.5,
+            "space": {
+                "chains": [["int8"], ["prune", "int8"], ["qat", "int8"], ["cluster", "int8"]],
+                "fine_tune_epochs": [1, 2],
+                "qat_epochs": [1, 2],
+            },
+        },
+    )
+    done = run_cli(["search"], cwd=root, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [report_dir] = (root / "reports").glob("search-*")
+    result = json.loads((report_dir / "search.json").read_text())
+    trials = {t["number"]: t for t in result["trials"]}
+    assert sorted(trials) == list(range(5))
+    complete = [t for t in trials.values() if t["state"] == "complete"]
+    assert complete and all(t["fits"] and t["val_score"] > 0.3 and t["gzip_bytes"] > 0 for t in complete)
+    # The test split scored only the front and the picks.
+    assert {int(n) for n in result["test_scores"]} == set(result["front"]) | set(result["picks"].values())
+    for number in result["front"]:  # nothing on the front is beaten on both axes
+        t = trials[number]
+        assert not any(o["val_score"] > t["val_score"] and o["gzip_bytes"] < t["gzip_bytes"] for o in complete)
+    text = (report_dir / "search.md").read_text()
+    for heading in (
+        "## Picks",
+        "## Pareto front",
+        "## Reference models, scored on the same test split",
+        "## Every trial",
+    ):
+        assert heading in text
+    assert (report_dir / "search.png").stat().st_size > 10_000
+    assert "pick most_accurate: trial" in done.stdout
+
+    client = mlflow_client(root)
+    parent = client.get_run(result["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 5 and all(
+        "val_score" in c.data.metrics or c.data.tags["tinyopt.trial_state"] != "complete" for c in children
+    )
+    assert "most_accurate.test_score" in parent.data.metrics
+
+    # The pick's params file, run as a pipeline, makes the very same .tflite.
+    pick = trials[result["picks"]["smallest"]]
+    plan_file = root / result["plans"]["smallest"]  # relative to the project, as reports/ is
+    assert yaml.safe_load(plan_file.read_text())["plan"] == [pick["chain"]]
+    rebuilt = run_cli(["run", "--params", str(plan_file)], cwd=root, timeout=1200)
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    name = "base-int8" if pick["chain"] == ["int8"] else "-".join(pick["chain"])
+    made = root / "artifacts" / "variants" / name / f"{name}.tflite"
+    assert hashlib.sha256(made.read_bytes()).hexdigest() == pick["sha256"]

@@ -1,0 +1,74 @@
+"""params.yaml's `search` section: what `tinyopt search` may try (chains and their settings), under which
+device profile's limits, for how long, and how it scores a trial (on the validation split only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tinyopt.params.devices import DEFAULT_PROFILE
+from tinyopt.params.pipeline import check_chain
+from tinyopt.params.section import Section
+
+DEFAULT_SEARCH_CHAINS = (
+    ("int8",),
+    ("qat", "int8"),
+    ("prune", "int8"),
+    ("prune", "pqat", "int8"),
+    ("cluster", "cqat", "int8"),
+    ("prune", "sp_cluster", "int8"),
+    ("prune", "sp_cluster", "pcqat", "int8"),
+)
+
+
+class SearchSpace(Section):
+    """The ranges a trial draws its settings from; a chain's steps read only their own settings."""
+
+    chains: list[list[str]] = Field(default_factory=lambda: [list(chain) for chain in DEFAULT_SEARCH_CHAINS])
+    distill: bool = Field(default=False, description="also try each chain with distill first (trains a teacher)")
+    target_sparsity: tuple[float, float] = (0.5, 0.9)
+    clusters: list[int] = Field(default_factory=lambda: [4, 8, 12, 16, 24, 32])
+    fine_tune_epochs: tuple[int, int] = (1, 6)  # prune and cluster
+    qat_epochs: tuple[int, int] = (1, 8)
+    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform, for every fine-tune of the chain
+
+    @model_validator(mode="after")
+    def _valid(self) -> SearchSpace:
+        if not self.chains:
+            raise ValueError("search.space.chains: give at least one chain")
+        for index, chain in enumerate(self.chains):
+            try:
+                check_chain(chain)
+            except ValueError as exc:
+                raise ValueError(f"search.space.chains[{index}]: {exc}") from None
+            if {"separable", "distill"} & set(chain):
+                raise ValueError(
+                    f"search.space.chains[{index}]: separable is not searched, and distill is search.space.distill"
+                )
+        for name in ("target_sparsity", "fine_tune_epochs", "qat_epochs", "learning_rate"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"search.space.{name}: [low, high] with 0 < low <= high")
+        if self.target_sparsity[1] >= 1:
+            raise ValueError("search.space.target_sparsity: below 1")
+        if any(not 2 <= c <= 256 for c in self.clusters) or not self.clusters:
+            raise ValueError("search.space.clusters: values from 2 to 256")
+        return self
+
+
+class SearchParams(Section):
+    """`tinyopt search`: a multi-objective search (Optuna's TPE) for the best score against the smallest
+    size, among models that fit the profile's flash and RAM."""
+
+    trials: int = Field(default=16, ge=1, le=10000, description="at most; the time budget may stop it first")
+    time_budget_s: int = Field(default=1200, ge=10, description="no new trial starts after this many seconds")
+    profile: str = Field(default=DEFAULT_PROFILE, description="the device whose flash and RAM a model must fit")
+    size: Literal["gzip_bytes", "raw_bytes"] = Field(default="gzip_bytes", description="the second objective")
+    max_drop: float | None = Field(
+        default=0.03,
+        ge=0,
+        description="a trial whose fine-tuned model scores worse than the baseline by more than this on the "
+        "validation split stops there (pruned); null: never",
+    )
+    space: SearchSpace = SearchSpace()
