@@ -69,6 +69,20 @@ def data_stage(params: Params, run: Submitter, logger) -> tuple:
     return dataset, prepared, {path.stem: path for path in references}, note
 
 
+def train_stage(params: Params, prepared: Path, run: Submitter):
+    """The baseline: the user's model (fine-tuned if asked) or tinyopt's own, trained on the train split."""
+    return run.now(
+        train_task,
+        "train baseline",
+        prepared=prepared,
+        model_params=params.model,
+        train_params=params.train,
+        task=params.task,
+        seed=params.seed,
+        out_dir=plan.model_dir(()),
+    )
+
+
 def report_stage(summary: Summary, params: Params) -> Path:
     """summary.json, the report beside it and in reports/latest/, all logged to the parent MLflow run."""
     as_json = summary.model_dump(mode="json")
@@ -114,16 +128,7 @@ def optimize(
 
     dataset, prepared, references, reference_note = data_stage(params, run, logger)
     prepared_path = Path(prepared.path)
-    baseline = run.now(
-        train_task,
-        "train baseline",
-        prepared=prepared_path,
-        model_params=params.model,
-        train_params=params.train,
-        task=params.task,
-        seed=params.seed,
-        out_dir=plan.model_dir(()),
-    )
+    baseline = train_stage(params, prepared_path, run)
     stage_started = time.perf_counter()  # the variant stage: techniques, conversions, evaluations
     built = build(params, chains, prepared_path, baseline, run, logger)
     variant_stage_seconds = round(time.perf_counter() - stage_started, 1)

@@ -147,3 +147,54 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
     name = "base-int8" if pick["chain"] == ["int8"] else "-".join(pick["chain"])
     made = root / "artifacts" / "variants" / name / f"{name}.tflite"
     assert hashlib.sha256(made.read_bytes()).hexdigest() == pick["sha256"]
+
+
+@pytest.mark.slow
+def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
+    """A user's Conv1D regressor and data: the score is MAE (lower is better), QAT runs on its Conv1D."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    windows = rng.normal(0, 1, (900, 64, 3)).astype(np.float32)
+    amplitude = rng.uniform(0.5, 2.0, 900).astype(np.float32)
+    windows[:, :, 0] *= amplitude[:, None]
+    data = tmp_path / "sensors.npz"
+    np.savez(data, x_train=windows[:700], y_train=amplitude[:700], x_test=windows[700:], y_test=amplitude[700:])
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.InputLayer((64, 3)),
+            tf.keras.layers.Conv1D(8, 5, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling1D(),
+            tf.keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    model.fit(windows[:700], amplitude[:700], epochs=30, verbose=0)
+    model.save(tmp_path / "sensor.keras")
+    root = make_project(
+        tmp_path / "project",
+        task={"kind": "regression"},
+        conversion={"calibration_samples": 64},
+        reference={"dir": None},
+        search={
+            "trials": 4,
+            "max_drop": 0.2,
+            "space": {
+                "chains": [["int8"], ["qat", "int8"], ["prune", "int8"]],
+                "fine_tune_epochs": [1, 3],
+                "qat_epochs": [1, 3],
+            },
+        },
+    )
+    done = run_cli(["search", "--model", str(tmp_path / "sensor.keras"), "--data", str(data)], cwd=root, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [report_dir] = (root / "reports").glob("search-*")
+    result = json.loads((report_dir / "search.json").read_text())
+    complete = [t for t in result["trials"] if t["state"] == "complete"]
+    assert result["metric"] == "mae" and complete
+    best = next(t for t in result["trials"] if t["number"] == result["picks"]["most_accurate"])
+    assert best["val_score"] == min(t["val_score"] for t in complete if t["fits"])  # lower is better
+    assert best["val_score"] < 0.35  # amplitudes span 0.5 to 2.0
+    assert "## Reference models" not in (report_dir / "search.md").read_text()  # none for this data

@@ -126,7 +126,7 @@ def plot(result: SearchResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     done = [r for r in result.trials if r.state == "complete"]
-    front = [r for r in done if r.number in result.front]
+    front = [next(r for r in done if r.number == n) for n in result.front]  # smallest first: the line runs along it
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.scatter(
         [getattr(r, result.size) for r in done], [r.val_score for r in done], c="lightgrey", label="trials (validation)"
