@@ -99,6 +99,7 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
     tracking.log_run_data(parent_run_id, params={k: v for k, v in params.search.model_dump().items() if k != "space"})
     try:
         trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
+        trials_started = time.monotonic()
         records = trials.run(
             lambda number, drawn: run(
                 trial_task,
@@ -124,6 +125,7 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
             references=reference_points(references, prepared_path, params.task.score_metric),
             mlflow_run_id=parent_run_id,
             seconds=round(time.monotonic() - started, 1),
+            trial_stage_seconds=round(time.monotonic() - trials_started, 1),
         )
         files = write_search_report(result, layout.REPORTS / search_id)
         close_search(result, files)

@@ -26,7 +26,8 @@ class SearchResult(BaseModel):
     profile: str
     baseline_val_score: float
     floor: float | None
-    seconds: float
+    seconds: float  # the whole search, data and baseline included
+    trial_stage_seconds: float  # from the first trial's start to the last trial's result
     runner: str
     trials: list[TrialRecord]
     front: list[int]  # trial numbers, smallest first
@@ -76,7 +77,8 @@ def markdown(result: SearchResult) -> str:
     parts = [
         f"# tinyopt search {result.search_id}",
         f"{len(result.trials)} trials ({counts['complete']} complete, {counts['pruned']} pruned below the floor, "
-        f"{counts['skipped']} skipped) in {result.seconds:,.0f} s on {result.runner}. Objectives: validation "
+        f"{counts['skipped']} skipped) in {result.seconds:,.0f} s ({result.trial_stage_seconds:,.0f} s of trials) "
+        f"on {result.runner}. Objectives: validation "
         f"{result.metric} and {result.size}, among models that fit {result.profile}. Baseline validation "
         f"{result.metric} {result.baseline_val_score:.4f}; floor {floor}. Choices used the validation split "
         "only; the test split scored the front and the picks once, at the end.",
