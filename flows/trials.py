@@ -1,0 +1,105 @@
+"""The search's trials: Optuna's multi-objective TPE draws each (score against size, infeasible where the
+model does not fit), a Prefect task builds and scores it, its result is told back to the study and
+logged as a nested MLflow run. A draw made before is told again, not rebuilt."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from prefect.futures import as_completed
+
+from tinyopt import plan, tracking
+from tinyopt.params import Params
+from tinyopt.search import TrialRecord, chain_settings, directions, draw
+
+
+def open_study(params: Params, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # constraints_func's
+    sampler = optuna.samplers.TPESampler(
+        seed=params.seed,
+        n_startup_trials=min(8, max(2, params.search.trials // 3)),  # random draws before TPE models the rest
+        constraints_func=lambda trial: trial.user_attrs.get("constraints", [1.0]),  # > 0: infeasible
+    )
+    return optuna.create_study(directions=directions(params.task.score_metric), sampler=sampler, study_name=name)
+
+
+def in_flight(params: Params) -> int:
+    """Trials run at once: one per Dask worker process; two on threads (training takes turns in one
+    process, so a second trial only overlaps its conversion and checks with the other's training)."""
+    return params.runner.workers if params.runner.kind == "dask" else 2
+
+
+def track_trial(parent_run_id: str, experiment: str, record: TrialRecord) -> None:
+    name = f"trial {record.number} {plan.variant_name(record.chain)}"
+    run_id = tracking.start_run(experiment, name, {"tinyopt.trial_state": record.state}, parent_run_id)
+    settings = {f"{section}.{k}": v for section, values in record.settings.items() for k, v in values.items()}
+    metrics = {k: getattr(record, k) for k in ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes", "train_seconds")}
+    tracking.log_run_data(run_id, params={"chain": " > ".join(record.chain), **settings}, metrics=metrics)
+    tracking.end_run(run_id)
+
+
+class Trials:
+    """Runs the study's trials until search.trials or search.time_budget_s (counted from `started`, the
+    search's start: the data, the baseline and the trials all count)."""
+
+    def __init__(self, study: Any, params: Params, progress: Any, parent_run_id: str, started: float):
+        self.study, self.params, self.progress = study, params, progress
+        self.parent_run_id, self.started = parent_run_id, started
+        self.records: list[TrialRecord] = []
+        self.drawn: dict[int, Params] = {}  # each trial's params: its chain as the plan, its settings
+        self.seen: dict[str, TrialRecord] = {}
+        self.walls: list[float] = []  # each finished trial's wall time, from launch to result
+
+    def more(self) -> bool:
+        """Another trial may start: fewer than search.trials so far, and the typical trial (the median so
+        far) would still end within search.time_budget_s."""
+        budget = self.params.search
+        typical = statistics.median(self.walls) if self.walls else 0.0
+        return len(self.drawn) < budget.trials and time.monotonic() - self.started + typical < budget.time_budget_s
+
+    def run(self, launch: Callable[[int, Params], Any]) -> list[TrialRecord]:
+        """`launch(number, params)` submits a trial's task and returns its future."""
+        pending: dict = {}
+        while pending or self.more():
+            while len(pending) < in_flight(self.params) and self.more():
+                trial = self.study.ask()
+                drawn = self.drawn[trial.number] = draw(trial, self.params)
+                earlier = self.seen.get(self.key(drawn.plan[0], chain_settings(drawn.plan[0], drawn)))
+                if earlier:  # a chain with nothing to draw, or a repeat
+                    why = f"the same chain and settings as trial {earlier.number}; not run again"
+                    self.finish(trial, earlier.model_copy(update={"number": trial.number, "reason": why}), reused=True)
+                else:
+                    pending[launch(trial.number, drawn)] = (trial, time.monotonic())
+            if pending:
+                finished = next(as_completed(list(pending)))
+                record = finished.result()
+                trial, launched = pending.pop(finished)
+                self.walls.append(time.monotonic() - launched)
+                self.seen.setdefault(self.key(record.chain, record.settings), record)
+                self.finish(trial, record)
+        return sorted(self.records, key=lambda r: r.number)
+
+    @staticmethod
+    def key(chain: list[str], settings: dict) -> str:
+        return json.dumps([chain, settings], sort_keys=True)
+
+    def finish(self, trial: Any, record: TrialRecord, reused: bool = False) -> None:
+        import optuna
+
+        trial.set_user_attr("constraints", [0.0 if record.fits else 1.0])
+        if record.state == "complete":
+            self.study.tell(trial, [record.val_score, getattr(record, self.params.search.size)])
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        track_trial(self.parent_run_id, self.params.tracking.experiment, record)
+        self.records.append(record)
+        if reused:
+            self.progress.finished(f"trial {record.number} {plan.variant_name(record.chain)}", "drawn before, reused")
