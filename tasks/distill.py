@@ -9,11 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.distillation import as_logits, distillation_loss, output_kind, widened, with_teacher
-from tinyopt.errors import UserError
+from tinyopt.distillation import as_logits, distillation_loss, widened, with_teacher
+from tinyopt.errors import NotApplicable, UserError
 from tinyopt.models import load_model, save_model
 from tinyopt.params import DistillParams, TaskParams, TrainParams
-from tinyopt.training import Objective, Technique, compile_for_task, final_activation, keras_score, train_epochs
+from tinyopt.training import (
+    Objective,
+    Technique,
+    compile_for_task,
+    final_activation,
+    keras_score,
+    output_kind,
+    train_epochs,
+)
 
 
 def teacher_outputs(teacher, x: np.ndarray, kind: str) -> np.ndarray:
@@ -40,7 +48,10 @@ class Distill(Technique):
         return settings.fine_tune_epochs, settings.learning_rate, train.early_stopping_patience
 
     def objective(self, model, data, settings: DistillParams, train, task: TaskParams, out_dir: Path) -> Objective:
-        kind = output_kind(model, task)
+        outputs = int(np.prod(model.output_shape[1:]))
+        kind = output_kind(task, outputs)
+        if kind == "binary" and outputs != 1:
+            raise NotApplicable(f"distill reads an anomaly score from one output; this model has {outputs}")
         if settings.teacher:
             teacher, files = load_model(settings.teacher), ()
             about = f"teacher {Path(settings.teacher).name}"
@@ -57,7 +68,7 @@ class Distill(Technique):
             "y_train": with_teacher(data["y_train"], teacher_outputs(teacher, data["x_train"], kind)),
             "y_val": with_teacher(data["y_val"], teacher_outputs(teacher, data["x_val"], kind)),
         }
-        labels = 1 if kind != "values" else int(np.prod(model.output_shape[1:]))
+        labels = outputs if kind == "values" else 1
         from_logits = final_activation(model) not in ("softmax", "sigmoid")
         loss = distillation_loss(kind, labels, settings.temperature, settings.label_weight, from_logits)
         notes = (

@@ -156,3 +156,14 @@ def test_the_paper_cnn_distilled_from_its_wider_copy_converts_to_int8(tmp_path):
     assert record.num_params == base.num_params and 0.0 < record.val_score <= 1.0
     converted = convert_model(Path(record.model_path), "int8", tmp_path / "model.tflite", prepared, ConversionParams())
     assert converted.input_dtype == "int8" and Path(converted.tflite_path).stat().st_size < 30_000
+
+
+def test_an_anomaly_model_with_several_outputs_is_skipped_with_the_reason(tmp_path):
+    from tinyopt.errors import NotApplicable
+
+    rng = np.random.default_rng(SEED)
+    x, y = rng.normal(0, 1, (200, 6)).astype(np.float32), rng.integers(0, 2, 200)
+    prepared = _prepared(tmp_path, x, y)
+    parent = _dense_model(tmp_path, 6, 2, "softmax")
+    with pytest.raises(NotApplicable, match="distill reads an anomaly score from one output; this model has 2"):
+        fine_tune(DISTILL, parent, prepared, DistillParams(), TRAIN, TaskParams(kind="anomaly"), SEED, tmp_path / "s")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_project, run_cli
+from tests.sensor_helpers import sensor_regressor
 
 pytestmark = pytest.mark.slow
 
@@ -103,34 +104,9 @@ def test_mlp_on_tabular_data_with_one_hot_labels(tmp_path):
 
 
 def test_1d_conv_on_sensor_windows_with_a_regression_target(tmp_path):
-    import tensorflow as tf
 
-    rng = np.random.default_rng(1)
-    windows = rng.normal(0, 1, (900, 64, 3)).astype(np.float32)
-    amplitude = rng.uniform(0.5, 2.0, 900).astype(np.float32)
-    windows[:, :, 0] *= amplitude[:, None]  # the target: the amplitude of channel 0
-    np.savez(
-        tmp_path / "sensors.npz",
-        x_train=windows[:700],
-        y_train=amplitude[:700],
-        x_test=windows[700:],
-        y_test=amplitude[700:],
-    )
-    model = tf.keras.Sequential(
-        [
-            tf.keras.layers.InputLayer((64, 3)),
-            tf.keras.layers.Conv1D(8, 5, activation="relu"),
-            tf.keras.layers.GlobalAveragePooling1D(),
-            tf.keras.layers.Dense(1),
-        ]
-    )
-    model.compile("adam", "mse")
-    model.fit(windows[:700], amplitude[:700], epochs=30, verbose=0)
-    model.save(tmp_path / "sensor.keras")
-
-    summary = run_pipeline(
-        tmp_path / "project", tmp_path / "sensor.keras", tmp_path / "sensors.npz", {"kind": "regression"}
-    )
+    model, data = sensor_regressor(tmp_path)
+    summary = run_pipeline(tmp_path / "project", model, data, {"kind": "regression"})
     variants, skips = by_name(summary), skipped(summary)
     base = variants["base-float32"]
     assert base["metric"] == "mae" and "accuracy" not in base and base["mae"] == base["score"]

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import REPO, make_project, needs_fashion, run_cli
 from tests.flow_helpers import mlflow_client
+from tests.sensor_helpers import sensor_regressor
 from tinyopt.params import Params, parse_params
 from tinyopt.search import TrialRecord, chain_settings, draw, pareto_front, picks
 
@@ -155,27 +156,7 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
 @pytest.mark.slow
 def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
     """A user's Conv1D regressor and data: the score is MAE (lower is better), QAT runs on its Conv1D."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(1)
-    windows = rng.normal(0, 1, (900, 64, 3)).astype(np.float32)
-    amplitude = rng.uniform(0.5, 2.0, 900).astype(np.float32)
-    windows[:, :, 0] *= amplitude[:, None]
-    data = tmp_path / "sensors.npz"
-    np.savez(data, x_train=windows[:700], y_train=amplitude[:700], x_test=windows[700:], y_test=amplitude[700:])
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential(
-        [
-            tf.keras.layers.InputLayer((64, 3)),
-            tf.keras.layers.Conv1D(8, 5, activation="relu"),
-            tf.keras.layers.GlobalAveragePooling1D(),
-            tf.keras.layers.Dense(1),
-        ]
-    )
-    model.compile("adam", "mse")
-    model.fit(windows[:700], amplitude[:700], epochs=30, verbose=0)
-    model.save(tmp_path / "sensor.keras")
+    model, data = sensor_regressor(tmp_path)
     root = make_project(
         tmp_path / "project",
         task={"kind": "regression"},
@@ -191,7 +172,7 @@ def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
             },
         },
     )
-    done = run_cli(["search", "--model", str(tmp_path / "sensor.keras"), "--data", str(data)], cwd=root, timeout=1200)
+    done = run_cli(["search", "--model", str(model), "--data", str(data)], cwd=root, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [report_dir] = (root / "reports").glob("search-*")
     result = json.loads((report_dir / "search.json").read_text())

@@ -10,18 +10,10 @@ import math
 import numpy as np
 
 from tinyopt.errors import NotApplicable
-from tinyopt.params import TaskParams
 
 # The output layer keeps its width (the task's classes or targets); every other layer that has a width widens.
 WIDTH_KEYS = ("filters", "units")
 SETTINGS = ("kind", "label_columns", "temperature", "label_weight", "from_logits")
-
-
-def output_kind(model, task: TaskParams) -> str:
-    """'classes' (softmax over several outputs), 'binary' (one sigmoid output) or 'values' (regression)."""
-    if task.kind == "regression":
-        return "values"
-    return "binary" if int(np.prod(model.output_shape[1:])) == 1 else "classes"
 
 
 def as_logits(outputs: np.ndarray, activation: str, kind: str) -> np.ndarray:

@@ -53,27 +53,28 @@ def final_activation(model) -> str:
     return str(inner.get("activation", "linear"))
 
 
+def output_kind(task: TaskParams, outputs: int) -> str:
+    """How a model's outputs are read: 'values' (regression), 'binary' (anomaly, or one output: a logit
+    or a sigmoid), 'classes' (several outputs: logits or a softmax)."""
+    if task.kind == "regression":
+        return "values"
+    return "binary" if task.kind == "anomaly" or outputs == 1 else "classes"
+
+
 def compile_for_task(model, task: TaskParams, learning_rate: float, loss=None) -> None:
     """Adam with the task's loss (or `loss`); outputs are logits unless the last layer applies softmax/sigmoid."""
     import tensorflow as tf
 
     if loss is None:
-        loss = task_loss(task, final_activation(model), int(np.prod(model.output_shape[1:])))
+        activation, losses = final_activation(model), tf.keras.losses
+        kind = output_kind(task, int(np.prod(model.output_shape[1:])))
+        if kind == "values":
+            loss = losses.MeanSquaredError()
+        elif kind == "binary":
+            loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
+        else:
+            loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss)
-
-
-def task_loss(task: TaskParams, activation: str, outputs: int):
-    """The task's loss for a model whose last layer applies `activation` to `outputs` values."""
-    import tensorflow as tf
-
-    losses = tf.keras.losses
-    if task.kind == "regression":
-        loss = losses.MeanSquaredError()
-    elif task.kind == "anomaly" or outputs == 1:
-        loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
-    else:
-        loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
-    return loss
 
 
 def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
