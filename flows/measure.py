@@ -14,11 +14,13 @@ from flows.devices import device_results, start_on_devices
 from tasks.benchmark import benchmark_task, latency_task
 from tasks.evaluate import EvalRecord, evaluate_task
 from tinyopt.datasets.prepared import load_prepared
+from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
 from tinyopt.records import Measured
 from tinyopt.summary import measured
 
 REFERENCE = "ref:"  # how a reference model's task runs are labelled
+NOT_AN_INT8_CONVERSION = "not run on a device: the run measures the int8 and int8_fallback conversions there"
 
 
 def measure(
@@ -32,7 +34,7 @@ def measure(
 ) -> tuple[dict[str, Measured], dict[str, Measured]]:
     """Every figure of each named file, ours and the reference models; `run(step, label, **arguments)`
     runs a step and returns its future. Files of ours already in `evaluated` are not evaluated again, nor
-    run again on the devices when in `on_devices` (flows.devices.start's, started as each was converted)."""
+    run again on the devices when in `on_devices` (flows.devices.start_on_devices's, started earlier)."""
     evaluated = evaluated or {}
     labelled = {**ours, **{REFERENCE + name: path for name, path in references.items()}}
     evaluations = {
@@ -46,8 +48,12 @@ def measure(
         label: run(benchmark_task, f"benchmark {label}", tflite_path=path, prepared=prepared)
         for label, path in labelled.items()
     }
-    waiting = on_devices or {}
-    waiting |= start_on_devices({k: v for k, v in labelled.items() if k not in waiting}, prepared, params, run)
+    if on_devices is None:  # `tinyopt bench`: every int8 file goes to the devices
+        waiting = start_on_devices(labelled, prepared, params, run)
+    else:  # the flow started its int8 conversions; a float-named conversion of a QAT model is not one
+        waiting = {label: NOT_AN_INT8_CONVERSION for label, path in ours.items() if has_int8_tensors(path)}
+        waiting |= on_devices
+        waiting |= start_on_devices({k: v for k, v in labelled.items() if k not in waiting}, prepared, params, run)
     edges = {label: future.result() for label, future in edges.items()}
     on_device = device_results(waiting)  # all of them: the host latency below must run alone
     evaluated = {**evaluated, **{label: future.result() for label, future in evaluations.items()}}

@@ -12,6 +12,7 @@ from tinyopt.models import load_model
 from tinyopt.params import TaskParams, TrainParams
 from tinyopt.steps import step_task
 from tinyopt.training import (
+    STEPS_PER_EXECUTION,
     TRAINING_LOCK,
     Technique,
     TrainedModel,
@@ -51,10 +52,10 @@ def fine_tune(
             raise NotApplicable(f"tfmot cannot {technique.verb} this model: {why}") from None
         epochs, learning_rate, patience = technique.schedule(settings, train)
         objective = technique.objective(wrapped, data, settings, train, task, out_dir)
-        compile_for_task(wrapped, task, learning_rate, objective.loss)
-        epochs_run, seconds = train_epochs(
-            wrapped, objective.data, epochs, train.batch_size, patience, technique.callbacks()
-        )
+        callbacks = technique.callbacks()
+        per_call = 1 if callbacks else STEPS_PER_EXECUTION  # batch callbacks must see every batch
+        compile_for_task(wrapped, task, learning_rate, objective.loss, steps_per_execution=per_call)
+        epochs_run, seconds = train_epochs(wrapped, objective.data, epochs, train.batch_size, patience, callbacks)
         return save_trained(
             technique.strip(wrapped),
             data,

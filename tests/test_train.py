@@ -74,3 +74,21 @@ def test_broken_model_and_tflite_files_give_one_clear_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("tinyopt: error: ")
     assert len([line for line in result.stderr.splitlines() if line.startswith("tinyopt:")]) == 1
+
+
+def test_batches_per_call_train_the_same_model_as_one_per_call(prepared):
+    """STEPS_PER_EXECUTION only saves Python's per-batch overhead: the same updates, the same weights."""
+    from tasks.train import build_paper_cnn
+    from tinyopt.training import STEPS_PER_EXECUTION, compile_for_task, set_seeds, train_epochs
+
+    data = load_prepared(prepared)
+    weights = []
+    for per_call in (1, STEPS_PER_EXECUTION):
+        set_seeds(3)
+        model = build_paper_cnn(data["x_train"].shape[1:], 10, ModelParams())
+        compile_for_task(model, TaskParams(), 1e-3, steps_per_execution=per_call)
+        train_epochs(model, data, epochs=2, batch_size=32)
+        weights.append(model.get_weights())
+    assert STEPS_PER_EXECUTION > 1
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)

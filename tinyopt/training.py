@@ -22,6 +22,12 @@ from tinyopt.steps import StepRecord, outputs_of
 # time (conversions and evaluations still overlap with them), which keeps every chain reproducible.
 TRAINING_LOCK = threading.Lock()
 
+# Batches per call into the compiled train step: the paper's CNN is so small that Python's per-batch
+# overhead dominated its epochs. Same batches and updates in the same order (the weights come out the same),
+# about 2x faster epochs. Batch-level callbacks fire once per call, so a fit with one (pruning's
+# UpdatePruningStep counts batches) runs a batch per call.
+STEPS_PER_EXECUTION = 32
+
 
 class TrainedModel(StepRecord):
     """A trained or optimized Keras model: one node of the plan's tree."""
@@ -61,7 +67,9 @@ def output_kind(task: TaskParams, outputs: int) -> str:
     return "binary" if task.kind == "anomaly" or outputs == 1 else "classes"
 
 
-def compile_for_task(model, task: TaskParams, learning_rate: float, loss=None) -> None:
+def compile_for_task(
+    model, task: TaskParams, learning_rate: float, loss=None, steps_per_execution: int = STEPS_PER_EXECUTION
+) -> None:
     """Adam with the task's loss (or `loss`); outputs are logits unless the last layer applies softmax/sigmoid."""
     import tensorflow as tf
 
@@ -74,7 +82,7 @@ def compile_for_task(model, task: TaskParams, learning_rate: float, loss=None) -
             loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
         else:
             loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss, steps_per_execution=steps_per_execution)
 
 
 def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
