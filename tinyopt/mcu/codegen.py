@@ -80,7 +80,7 @@ class Generated:
 def generate(blob: bytes, name: str, sparse: bool = True, cluster_indices: bool = False) -> Generated:
     """C source and header for the model in `blob`. Raises NotApplicable naming an op it cannot compile.
 
-    sparse: dense layers with few non-zero weights list them as (index, value) and skip the zeros.
+    sparse: dense layers with few non-zero weights list them as (gap, value) steps and skip the zeros.
     cluster_indices: dense layers with at most 16 distinct weights store 4-bit indices into those values
     (half the weight flash, more instructions: a choice for flash-bound devices)."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):

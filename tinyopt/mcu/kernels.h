@@ -142,9 +142,13 @@ TO_INLINE void to_dot4x4(const int8_t *a, const int8_t *b, int n, int32_t *acc) 
 #endif
 }
 
-/* Sparse dot product: the generator lists each row's non-zero weights as (index, value) runs. */
-TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint16_t *idx, const int8_t *val, int nnz, int32_t acc) {
-  for (int i = 0; i < nnz; i++) acc += (int32_t)a[idx[i]] * val[i];
+/* A pruned row's non-zero weights: each step's gap (in inputs) from the one before, and its value. Gaps are
+ * one byte: a longer run of zeros takes filler steps of 255 with value 0. Two bytes per kept weight. */
+TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint8_t *gap, const int8_t *val, int n, int32_t acc) {
+  for (int i = 0; i < n; i++) {
+    a += gap[i];
+    acc += (int32_t)*a * val[i];
+  }
   return acc;
 }
 
@@ -174,13 +178,13 @@ TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32
   }
 }
 
-TO_INLINE void to_fully_connected_sparse(const int8_t *in, const uint16_t *row_start, const uint16_t *idx,
+TO_INLINE void to_fully_connected_sparse(const int8_t *in, const uint16_t *row_start, const uint8_t *gap,
                                          const int8_t *val, const int32_t *bias, int outs, const int32_t *mult,
                                          const int8_t *shift, int per_channel, int32_t out_zp, int32_t act_min,
                                          int32_t act_max, int8_t *out) {
   for (int o = 0; o < outs; o++) {
     int c = per_channel ? o : 0, s = row_start[o];
-    int32_t acc = to_dot_sparse(in, idx + s, val + s, row_start[o + 1] - s, bias[o]);
+    int32_t acc = to_dot_sparse(in, gap + s, val + s, row_start[o + 1] - s, bias[o]);
     out[o] = to_requant(acc, mult[c], shift[c], out_zp, act_min, act_max);
   }
 }
