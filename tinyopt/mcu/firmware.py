@@ -196,10 +196,7 @@ def run_firmware(
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         np.ascontiguousarray(inputs).tofile(work / "inputs.bin")
-        # At a lower priority: a run's emulators fill the cores its training (the longest path) leaves idle.
-        # -icount counts the guest's instructions, whatever host time it gets.
         cmd = [
-            *(["nice", "-n", "10"] if shutil.which("nice") else []),
             "qemu-system-arm",
             "-M",
             firmware.core.machine,
