@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.devices import device_results, start_on_devices
+from flows.devices import device_results, devices_off, start_on_devices
 from tasks.benchmark import benchmark_task, latency_task
 from tasks.evaluate import EvalRecord, evaluate_task
 from tinyopt.datasets.prepared import load_prepared
@@ -51,8 +51,10 @@ def measure(
     if on_devices is None:  # `tinyopt bench`: every int8 file goes to the devices
         waiting = start_on_devices(labelled, prepared, params, run)
     else:  # the flow started its int8 conversions; a float-named conversion of a QAT model is not one
-        waiting = {label: NOT_AN_INT8_CONVERSION for label, path in ours.items() if has_int8_tensors(path)}
-        waiting |= on_devices
+        skipped = (
+            {} if devices_off(params) else {k: NOT_AN_INT8_CONVERSION for k, p in ours.items() if has_int8_tensors(p)}
+        )
+        waiting = skipped | on_devices
         waiting |= start_on_devices({k: v for k, v in labelled.items() if k not in waiting}, prepared, params, run)
     edges = {label: future.result() for label, future in edges.items()}
     on_device = device_results(waiting)  # all of them: the host latency below must run alone
