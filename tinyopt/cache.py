@@ -28,7 +28,7 @@ import tinyopt
 from tinyopt.files import sha256_file, sha256_tree
 
 OWN_PACKAGES = ("tinyopt", "tasks", "flows")
-_CODE_VERSION_LOCK = threading.Lock()  # ast.parse is not thread-safe on CPython 3.11
+_CODE_VERSION_LOCK = threading.Lock()  # one digest at a time: threads asking for the same one wait for it
 STEP_MODULES: set[str] = set()  # modules of the steps tinyopt.steps.step_task wrapped
 
 
