@@ -14,13 +14,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
+from tasks.train import train_task
 from tasks.trial import trial_task
 from tinyopt import layout, plan, tracking
 from tinyopt.cache import compute_code_versions
 from tinyopt.console import Progress
 from tinyopt.metrics import HIGHER_IS_BETTER
 from tinyopt.params import Params, load_params, with_inputs
-from tinyopt.search import TrialRecord, pareto_front, picks, write_plan
+from tinyopt.search import TrialRecord, pareto_front, picks, width_of, write_plan
 from tinyopt.search_report import ReferencePoint, SearchResult, write_search_report
 from tinyopt.steps import Submitter
 
@@ -70,6 +71,38 @@ def conclude(records: list[TrialRecord], trials: Trials, params: Params, params_
     )
 
 
+class Baselines:
+    """The baseline each trial starts from: the search's own, or, for a width the search drew, that width
+    of tinyopt's architecture trained by the same step and seed, once per width (under artifacts/search/,
+    where the task cache finds it again for the next search with the same data and settings)."""
+
+    def __init__(self, params: Params, prepared: Path, run: Submitter, baseline: Path):
+        self.prepared, self.run = prepared, run
+        self.trained = {self.key(params): baseline}
+
+    @staticmethod
+    def key(params: Params) -> tuple:
+        return tuple(width_of(params).values())
+
+    def __call__(self, drawn: Params) -> Path:
+        key = self.key(drawn)
+        if key not in self.trained:
+            filters, kernel = key
+            self.run.progress.expect(1)
+            record = self.run.now(
+                train_task,
+                f"train baseline {filters} filters {kernel}x{kernel}",
+                prepared=self.prepared,
+                model_params=drawn.model,
+                train_params=drawn.train,
+                task=drawn.task,
+                seed=drawn.seed,
+                out_dir=layout.ARTIFACTS / "search" / "baselines" / f"{filters}x{kernel}",
+            )
+            self.trained[key] = Path(record.model_path)
+        return self.trained[key]
+
+
 def close_search(result: SearchResult, files: list[Path]) -> None:
     by_number = {r.number: r for r in result.trials}
     metrics = {"seconds": result.seconds}
@@ -99,6 +132,8 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
     tracking.log_run_data(parent_run_id, params={k: v for k, v in params.search.model_dump().items() if k != "space"})
     try:
         trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
+        out_dir = layout.ARTIFACTS / "search" / search_id
+        baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
         trials_started = time.monotonic()
         records = trials.run(
             lambda number, drawn: run(
@@ -108,9 +143,9 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
                 chain=drawn.plan[0],
                 params=drawn,
                 prepared=prepared_path,
-                baseline=Path(baseline.model_path),
+                baseline=baseline_of(drawn),
                 floor=floor,
-                out_dir=layout.ARTIFACTS / "search" / search_id / f"trial-{number}",
+                out_dir=out_dir / f"trial-{number}",
             )
         )
         result = conclude(

@@ -53,6 +53,9 @@ def run_trial(
     verdict = fit_verdict(
         converted.raw_bytes, checked["runs"], checked.get("arena_bytes"), profile, checked.get("error")
     )
+    limit = params.search.max_model_bytes
+    if verdict["fits"] and limit is not None and converted.raw_bytes > limit:
+        verdict = {"fits": False, "reason": f"{converted.raw_bytes:,} bytes, over search.max_model_bytes ({limit:,})"}
     return TrialRecord(
         **trial,
         state="complete",

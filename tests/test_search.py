@@ -67,6 +67,34 @@ def test_a_trial_draws_only_the_settings_its_chain_reads():
     assert plain.plan == [["int8"]] and plain.techniques == params.techniques
 
 
+def test_width_is_drawn_for_tinyopts_own_architecture_only(tmp_path):
+    import optuna
+
+    from tinyopt.search import write_plan
+
+    params = parse_params({"search": {"space": {"conv_filters": [8, 16], "kernel_size": [3, 5]}}}, "params.yaml")
+    fixed = {"chain": "qat-int8", "conv_filters": 16, "kernel_size": 5, "qat_epochs": 2, "qat_learning_rate": 1e-3}
+    drawn = draw(optuna.trial.FixedTrial(fixed), params)
+    assert (drawn.model.conv_filters, drawn.model.kernel_size) == (16, 5)
+    settings = chain_settings(drawn.plan[0], drawn)
+    assert settings["model"] == {"conv_filters": 16, "kernel_size": 5} and set(settings) == {"model", "qat"}
+
+    # The pick's params file carries the width, so `tinyopt run` trains that baseline.
+    pick = TrialRecord(
+        number=0, chain=drawn.plan[0], settings=settings, state="complete", metric="accuracy", val_score=0.9,
+        raw_bytes=20_000, gzip_bytes=15_000, fits=True, sha256="0" * 64,
+    )  # fmt: skip
+    (tmp_path / "params.yaml").write_text("seed: 3\nmodel:\n  conv_filters: 12\n")
+    written = yaml.safe_load(write_plan(pick, {0: drawn}, tmp_path / "params.yaml", tmp_path / "plan.yaml").read_text())
+    assert written["seed"] == 3 and written["model"] == {"conv_filters": 16, "kernel_size": 5}
+    assert written["plan"] == [["qat", "int8"]] and written["techniques"]["qat"]["fine_tune_epochs"] == 2
+
+    # A user's model is taken as it is: no width drawn, none in the trial's settings.
+    own = params.model_copy(update={"model": params.model.model_copy(update={"path": "mine.keras"})})
+    drawn = draw(optuna.trial.FixedTrial({"chain": "base-int8"}), own)
+    assert drawn.model == own.model and chain_settings(drawn.plan[0], drawn) == {}
+
+
 @pytest.mark.parametrize(
     "search, message",
     [
@@ -75,6 +103,8 @@ def test_a_trial_draws_only_the_settings_its_chain_reads():
         ({"space": {"chains": [["int8", "prune"]]}}, "search.space.chains[0]"),
         ({"space": {"target_sparsity": [0.5, 1.0]}}, "target_sparsity: below 1"),
         ({"space": {"qat_epochs": [3, 1]}}, "qat_epochs: [low, high]"),
+        ({"space": {"conv_filters": []}}, "search.space.conv_filters: a list of values from 1 to 512"),
+        ({"space": {"kernel_size": [3, 13]}}, "search.space.kernel_size: a list of values from 1 to 11"),
     ],
 )
 def test_a_bad_search_section_names_the_key(search, message):
@@ -100,10 +130,12 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
         search={
             "trials": 5,
             "max_drop": 0.5,
+            "max_model_bytes": 20_000,  # the paper CNN's 12 filters take 22.8 KB: only 6 filters fit
             "space": {
                 "chains": [["int8"], ["prune", "int8"], ["qat", "int8"], ["cluster", "int8"]],
                 "fine_tune_epochs": [1, 2],
                 "qat_epochs": [1, 2],
+                "conv_filters": [6, 12],  # a trial at 6 filters trains that baseline
             },
         },
     )
@@ -114,7 +146,10 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
     trials = {t["number"]: t for t in result["trials"]}
     assert sorted(trials) == list(range(5))
     complete = [t for t in trials.values() if t["state"] == "complete"]
-    assert complete and all(t["fits"] and t["val_score"] > 0.3 and t["gzip_bytes"] > 0 for t in complete)
+    assert complete and all(t["val_score"] > 0.3 and t["gzip_bytes"] > 0 for t in complete)
+    for t in complete:  # feasible exactly when within max_model_bytes, and said so
+        assert t["fits"] == (t["raw_bytes"] <= 20_000) and (t["fits"] or "search.max_model_bytes" in t["fit_reason"])
+    assert {t["settings"]["model"]["conv_filters"] for t in complete} == {6, 12}
     # The test split scored only the front and the picks.
     assert {int(n) for n in result["test_scores"]} == set(result["front"]) | set(result["picks"].values())
     for number in result["front"]:  # nothing on the front is beaten on both axes

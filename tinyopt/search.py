@@ -15,6 +15,8 @@ from tinyopt.params import TECHNIQUE_SETTINGS, Params
 from tinyopt.plan import variant_name
 from tinyopt.steps import StepRecord
 
+WIDTH = ("conv_filters", "kernel_size")  # what a search may change in tinyopt's own architecture
+
 
 class TrialRecord(StepRecord):
     number: int
@@ -42,6 +44,10 @@ def draw(trial: Any, params: Params) -> Params:
     chain = list(space.chains[names.index(trial.suggest_categorical("chain", names))])
     if space.distill and trial.suggest_categorical("distill", [False, True]):
         chain = ["distill", *chain]
+    model = params.model
+    if model.path is None:  # width is tinyopt's own architecture's; a user's model is taken as it is
+        width = {name: trial.suggest_categorical(name, getattr(space, name)) for name in WIDTH if getattr(space, name)}
+        model = model.model_copy(update=width)
     updates: dict[str, Any] = {}
     if "prune" in chain:
         target = trial.suggest_float("target_sparsity", *space.target_sparsity)
@@ -68,13 +74,23 @@ def draw(trial: Any, params: Params) -> Params:
                 learning_rate=trial.suggest_float("qat_learning_rate", *space.learning_rate, log=True),
             )
         )
-    return params.model_copy(update={"techniques": techniques.model_copy(update=updates), "plan": [chain]})
+    techniques = techniques.model_copy(update=updates)
+    return params.model_copy(update={"model": model, "techniques": techniques, "plan": [chain]})
 
 
 def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
-    """The settings section each technique of the chain reads, by section name: what a trial is, with its chain."""
+    """The settings section each technique of the chain reads, by section name, and the model's width when
+    the search draws it: what a trial is, with its chain."""
     sections = [TECHNIQUE_SETTINGS[step] for step in chain[:-1]]
-    return {section: getattr(params.techniques, section).model_dump(mode="json") for section in sections}
+    settings = {section: getattr(params.techniques, section).model_dump(mode="json") for section in sections}
+    space = params.search.space
+    if params.model.path is None and any(getattr(space, name) for name in WIDTH):
+        settings["model"] = width_of(params)
+    return settings
+
+
+def width_of(params: Params) -> dict[str, int]:
+    return {name: getattr(params.model, name) for name in WIDTH}
 
 
 def directions(metric: str) -> list[str]:
@@ -129,7 +145,10 @@ def write_plan(record: Any, trial_params: dict[str, Params], params_path: Path, 
             raw.setdefault(section, {})[key] = value
     raw.setdefault("techniques", {})
     for section in record.settings:
-        raw["techniques"][section] = getattr(chosen.techniques, section).model_dump(mode="json")
+        if section == "model":
+            raw.setdefault("model", {}).update(width_of(chosen))
+        else:
+            raw["techniques"][section] = getattr(chosen.techniques, section).model_dump(mode="json")
     raw["plan"] = [record.chain]
     header = (
         f"# tinyopt search, trial {record.number}: {variant_name(record.chain)}, validation "

@@ -39,7 +39,7 @@ class SearchResult(BaseModel):
 
 
 def _settings(record: TrialRecord) -> str:
-    shown = {"target_sparsity", "clusters", "fine_tune_epochs", "learning_rate"}
+    shown = {"target_sparsity", "clusters", "fine_tune_epochs", "learning_rate", "conv_filters", "kernel_size"}
     return (
         "; ".join(
             f"{section}: "

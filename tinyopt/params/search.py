@@ -32,6 +32,10 @@ class SearchSpace(Section):
     fine_tune_epochs: tuple[int, int] = (1, 6)  # prune and cluster
     qat_epochs: tuple[int, int] = (1, 8)
     learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform, for every fine-tune of the chain
+    # Width, for tinyopt's own architecture only (model.path null): a trial draws its conv filters and
+    # kernel size from these and trains that baseline (once per width); null keeps model.* as given.
+    conv_filters: list[int] | None = None
+    kernel_size: list[int] | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> SearchSpace:
@@ -54,6 +58,10 @@ class SearchSpace(Section):
             raise ValueError("search.space.target_sparsity: below 1")
         if any(not 2 <= c <= 256 for c in self.clusters) or not self.clusters:
             raise ValueError("search.space.clusters: values from 2 to 256")
+        for name, low, high in (("conv_filters", 1, 512), ("kernel_size", 1, 11)):
+            values = getattr(self, name)
+            if values is not None and (not values or any(not low <= v <= high for v in values)):
+                raise ValueError(f"search.space.{name}: a list of values from {low} to {high}, or null")
         return self
 
 
@@ -65,6 +73,12 @@ class SearchParams(Section):
     time_budget_s: int = Field(default=1200, ge=10, description="no new trial starts after this many seconds")
     profile: str = Field(default=DEFAULT_PROFILE, description="the device whose flash and RAM a model must fit")
     size: Literal["gzip_bytes", "raw_bytes"] = Field(default="gzip_bytes", description="the second objective")
+    max_model_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="a .tflite larger than this is infeasible, as one that does not fit the profile; null: "
+        "the profile's flash alone",
+    )
     max_drop: float | None = Field(
         default=0.03,
         ge=0,
