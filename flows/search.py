@@ -67,6 +67,10 @@ def conclude(records: list[TrialRecord], trials: Trials, params: Params, params_
             for objective, r in chosen.items()
             if r
         },
+        front_plans={  # every trade-off on the front, not only the picks, is a run away
+            r.number: str(write_plan(r, trials.drawn, params_path, out_dir / f"plan-trial-{r.number}.yaml"))
+            for r in front
+        },
         **about,
     )
 

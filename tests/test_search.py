@@ -152,6 +152,8 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
     assert {t["settings"]["model"]["conv_filters"] for t in complete} == {6, 12}
     # The test split scored only the front and the picks.
     assert {int(n) for n in result["test_scores"]} == set(result["front"]) | set(result["picks"].values())
+    assert {int(n) for n in result["front_plans"]} == set(result["front"])  # each a params file
+    assert all((root / path).is_file() for path in result["front_plans"].values())
     for number in result["front"]:  # nothing on the front is beaten on both axes
         t = trials[number]
         assert not any(o["val_score"] > t["val_score"] and o["gzip_bytes"] < t["gzip_bytes"] for o in complete)
@@ -217,3 +219,11 @@ def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
     assert best["val_score"] == min(t["val_score"] for t in complete if t["fits"])  # lower is better
     assert best["val_score"] < 0.35  # amplitudes span 0.5 to 2.0
     assert "## Reference models" not in (report_dir / "search.md").read_text()  # none for this data
+
+
+def test_the_example_search_files_load():
+    from tinyopt.params import load_params
+
+    smallest = load_params(REPO / "examples" / "search-smallest.yaml")
+    assert smallest.search.space.chains == [["prune", "sp_cluster", "pcqat", "int8"]]
+    assert smallest.reference.dir == load_params(REPO / "params.yaml").reference.dir  # the same reference models

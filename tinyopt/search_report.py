@@ -34,6 +34,7 @@ class SearchResult(BaseModel):
     picks: dict[str, int | None]
     test_scores: dict[int, float]  # the front's and the picks' only
     plans: dict[str, str]
+    front_plans: dict[int, str] = {}  # each front trial's params file
     references: list[ReferencePoint]
     mlflow_run_id: str
 
@@ -99,6 +100,12 @@ def markdown(result: SearchResult) -> str:
         "## Pareto front (validation score against size)",
         _table([head, *(_row(by_number[n], result) for n in result.front)]),
     ]
+    if result.front_plans:
+        parts += [
+            "Each front trial's params file is beside this report: "
+            + ", ".join(f"trial {n}: `{Path(path).name}`" for n, path in sorted(result.front_plans.items()))
+            + " (`tinyopt run --params` on it rebuilds the trial's .tflite)."
+        ]
     if result.references:
         rows = [["reference model", f"test {result.metric}", "bytes", "gzip"]]
         rows += [[p.name, f"{p.score:.4f}", f"{p.raw_bytes:,}", f"{p.gzip_bytes:,}"] for p in result.references]
