@@ -35,6 +35,8 @@ def project(root: Path, runner: dict, trials: int, train_limit: int) -> Path:
         chains=[["qat", "int8"], ["prune", "int8"], ["cluster", "cqat", "int8"]],
         fine_tune_epochs=[1, 2],
         qat_epochs=[1, 2],
+        conv_filters=None,  # one baseline: the runners differ in how trials overlap, not in baselines
+        kernel_size=None,
     )
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -19,6 +19,8 @@ def search(params_path: str, model_path: str | None, data_path: str | None) -> N
     result = search_flow.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
     trials = {t["number"]: t for t in result["trials"]}
     click.echo(f"\n{len(trials)} trials in {result['seconds']:.0f} s; Pareto front: {len(result['front'])} trials")
+    if not any(t["state"] == "complete" for t in trials.values()):
+        click.echo("no trial completed: each fell below the stop floor; widen search.stop_drop or the space's ranges")
     for objective, number in result["picks"].items():
         if number is None:
             click.echo(f"pick {objective}: none fits")

@@ -38,12 +38,11 @@ def reference_points(references: dict[str, Path], prepared: Path, metric: str) -
     return points
 
 
-def floor_of(baseline_val_score: float, params: Params) -> float | None:
-    """The validation score a fine-tuned model must reach for its trial to go on: the baseline's less max_drop."""
-    drop = params.search.max_drop
+def floor_of(baseline_val_score: float, drop: float | None, metric: str) -> float | None:
+    """The baseline's validation score less `drop`, in the metric's direction; None for no drop."""
     if drop is None:
         return None
-    return baseline_val_score + (-drop if HIGHER_IS_BETTER[params.task.score_metric] else drop)
+    return baseline_val_score + (-drop if HIGHER_IS_BETTER[metric] else drop)
 
 
 def conclude(records: list[TrialRecord], trials: Trials, params: Params, params_path: Path, prepared: Path, **about):
@@ -130,7 +129,9 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
     run.progress.drop(3 * len(references))  # a search scores them once, not through the run's steps
     prepared_path = Path(prepared.path)
     baseline = train_stage(params, prepared_path, run)
-    floor = floor_of(baseline.val_score, params)
+    metric, budget = params.task.score_metric, params.search
+    floor = floor_of(baseline.val_score, budget.max_drop, metric)  # the smallest pick's
+    stop_floor = floor_of(baseline.val_score, budget.max_drop if budget.stop_drop is None else budget.stop_drop, metric)
 
     parent_run_id = tracking.start_run(params.tracking.experiment, search_id, {"tinyopt.kind": "search"})
     tracking.log_run_data(parent_run_id, params={k: v for k, v in params.search.model_dump().items() if k != "space"})
@@ -148,7 +149,7 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
                 params=drawn,
                 prepared=prepared_path,
                 baseline=baseline_of(drawn),
-                floor=floor,
+                floor=stop_floor,
                 out_dir=out_dir / f"trial-{number}",
             )
         )
@@ -160,6 +161,7 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
             prepared_path,
             search_id=search_id,
             floor=floor,
+            stop_floor=stop_floor,
             baseline_val_score=baseline.val_score,
             references=reference_points(references, prepared_path, params.task.score_metric),
             mlflow_run_id=parent_run_id,

@@ -39,6 +39,14 @@ def test_front_holds_the_feasible_trials_nothing_beats_on_both_axes():
     assert picks([record(0, 0.5, 1, fits=False)], "gzip_bytes", None) == {"most_accurate": None, "smallest": None}
 
 
+def test_floors_follow_the_metrics_direction():
+    from flows.search import floor_of
+
+    assert floor_of(0.90, 0.03, "accuracy") == pytest.approx(0.87)
+    assert floor_of(0.20, 0.05, "mae") == pytest.approx(0.25)  # lower is better: the floor is above
+    assert floor_of(0.90, None, "accuracy") is None
+
+
 def test_a_trial_draws_only_the_settings_its_chain_reads():
     import optuna
 
@@ -104,6 +112,7 @@ def test_width_is_drawn_for_tinyopts_own_architecture_only(tmp_path):
         ({"space": {"target_sparsity": [0.5, 1.0]}}, "target_sparsity: below 1"),
         ({"space": {"qat_epochs": [3, 1]}}, "qat_epochs: [low, high]"),
         ({"space": {"conv_filters": []}}, "search.space.conv_filters: a list of values from 1 to 512"),
+        ({"stop_drop": -0.1}, "search.stop_drop"),
         ({"space": {"kernel_size": [3, 13]}}, "search.space.kernel_size: a list of values from 1 to 11"),
     ],
 )

@@ -25,7 +25,8 @@ class SearchResult(BaseModel):
     size: str
     profile: str
     baseline_val_score: float
-    floor: float | None
+    floor: float | None  # the smallest pick's
+    stop_floor: float | None = None  # a trial's fine-tuned model below it ended the trial
     seconds: float  # the whole search, data and baseline included
     trial_stage_seconds: float  # from the first trial's start to the last trial's result
     runner: str
@@ -75,16 +76,20 @@ def markdown(result: SearchResult) -> str:
     head = ["trial", "chain", "settings", f"val {result.metric}", f"test {result.metric}", "bytes", "gzip", "arena"]
     counts = {state: sum(r.state == state for r in result.trials) for state in ("complete", "pruned", "skipped")}
     floor = f"{result.floor:.4f}" if result.floor is not None else "none"
+    stop = f"{result.stop_floor:.4f}" if result.stop_floor is not None else "none"
     parts = [
         f"# tinyopt search {result.search_id}",
         f"{len(result.trials)} trials ({counts['complete']} complete, {counts['pruned']} pruned below the floor, "
         f"{counts['skipped']} skipped) in {result.seconds:,.0f} s ({result.trial_stage_seconds:,.0f} s of trials) "
         f"on {result.runner}. Objectives: validation "
         f"{result.metric} and {result.size}, among models that fit {result.profile}. Baseline validation "
-        f"{result.metric} {result.baseline_val_score:.4f}; floor {floor}. Choices used the validation split "
-        "only; the test split scored the front and the picks once, at the end.",
+        f"{result.metric} {result.baseline_val_score:.4f}; the smallest pick's floor {floor}; a trial stopped "
+        f"below {stop}. Choices used the validation split only; the test split scored the front and the picks "
+        "once, at the end.",
         "## Picks",
     ]
+    if not counts["complete"]:
+        parts.insert(-1, "No trial completed: widen search.stop_drop (or max_drop), or the space's ranges.")
     pick_rows = [["objective", *head]]
     for objective, number in result.picks.items():
         pick_rows.append(

@@ -82,7 +82,14 @@ class SearchParams(Section):
     max_drop: float | None = Field(
         default=0.03,
         ge=0,
-        description="a trial whose fine-tuned model scores worse than the baseline by more than this on the "
-        "validation split stops there (pruned); null: never",
+        description="the smallest pick scores within this of the baseline on the validation split (the task "
+        "metric's units); null: any score",
+    )
+    stop_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="a fine-tuned model worse than the baseline by more than this on the validation split ends "
+        "its trial there (pruned), before conversion; null: max_drop (a step before the last one scores lower "
+        "than the chain's result: give it room)",
     )
     space: SearchSpace = SearchSpace()
