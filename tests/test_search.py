@@ -12,7 +12,7 @@ import yaml
 from tests.conftest import REPO, make_project, needs_fashion, run_cli
 from tests.flow_helpers import mlflow_client
 from tests.sensor_helpers import sensor_regressor
-from tinyopt.params import Params, parse_params
+from tinyopt.params import parse_params
 from tinyopt.search import TrialRecord, chain_settings, draw, pareto_front, picks
 
 
@@ -50,7 +50,8 @@ def test_floors_follow_the_metrics_direction():
 def test_a_trial_draws_only_the_settings_its_chain_reads():
     import optuna
 
-    params = Params()
+    space = {"chains": [["int8"], ["prune", "sp_cluster", "pcqat", "int8"]], "conv_filters": None, "kernel_size": None}
+    params = parse_params({"search": {"space": space}}, "params.yaml")
     drawn = draw(
         optuna.trial.FixedTrial(
             {
@@ -80,7 +81,8 @@ def test_width_is_drawn_for_tinyopts_own_architecture_only(tmp_path):
 
     from tinyopt.search import write_plan
 
-    params = parse_params({"search": {"space": {"conv_filters": [8, 16], "kernel_size": [3, 5]}}}, "params.yaml")
+    space = {"chains": [["int8"], ["qat", "int8"]], "conv_filters": [8, 16], "kernel_size": [3, 5]}
+    params = parse_params({"search": {"space": space}}, "params.yaml")
     fixed = {"chain": "qat-int8", "conv_filters": 16, "kernel_size": 5, "qat_epochs": 2, "qat_learning_rate": 1e-3}
     drawn = draw(optuna.trial.FixedTrial(fixed), params)
     assert (drawn.model.conv_filters, drawn.model.kernel_size) == (16, 5)
@@ -145,6 +147,7 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
                 "fine_tune_epochs": [1, 2],
                 "qat_epochs": [1, 2],
                 "conv_filters": [6, 12],  # a trial at 6 filters trains that baseline
+                "kernel_size": [3],
             },
         },
     )

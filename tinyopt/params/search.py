@@ -11,13 +11,11 @@ from tinyopt.params.devices import DEFAULT_PROFILE
 from tinyopt.params.pipeline import check_chain
 from tinyopt.params.section import Section
 
+# The deployable chains (full int8) that were on a default run's front.
 DEFAULT_SEARCH_CHAINS = (
-    ("int8",),
     ("qat", "int8"),
-    ("prune", "int8"),
-    ("prune", "pqat", "int8"),
     ("cluster", "cqat", "int8"),
-    ("prune", "sp_cluster", "int8"),
+    ("prune", "pqat", "int8"),
     ("prune", "sp_cluster", "pcqat", "int8"),
 )
 
@@ -27,15 +25,15 @@ class SearchSpace(Section):
 
     chains: list[list[str]] = Field(default_factory=lambda: [list(chain) for chain in DEFAULT_SEARCH_CHAINS])
     distill: bool = Field(default=False, description="also try each chain with distill first (trains a teacher)")
-    target_sparsity: tuple[float, float] = (0.5, 0.9)
-    clusters: list[int] = Field(default_factory=lambda: [4, 8, 12, 16, 24, 32])
-    fine_tune_epochs: tuple[int, int] = (1, 6)  # prune and cluster
-    qat_epochs: tuple[int, int] = (1, 8)
+    target_sparsity: tuple[float, float] = (0.6, 0.85)
+    clusters: list[int] = Field(default_factory=lambda: [8, 12, 16])
+    fine_tune_epochs: tuple[int, int] = (2, 8)  # prune and cluster
+    qat_epochs: tuple[int, int] = (2, 8)
     learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform, for every fine-tune of the chain
     # Width, for tinyopt's own architecture only (model.path null): a trial draws its conv filters and
     # kernel size from these and trains that baseline (once per width); null keeps model.* as given.
-    conv_filters: list[int] | None = None
-    kernel_size: list[int] | None = None
+    conv_filters: list[int] | None = Field(default_factory=lambda: [10, 12, 14])
+    kernel_size: list[int] | None = Field(default_factory=lambda: [5])  # as accurate as 3x3, 15% fewer bytes
 
     @model_validator(mode="after")
     def _valid(self) -> SearchSpace:
@@ -69,12 +67,12 @@ class SearchParams(Section):
     """`tinyopt search`: a multi-objective search (Optuna's TPE) for the best score against the smallest
     size, among models that fit the profile's flash and RAM."""
 
-    trials: int = Field(default=16, ge=1, le=10000, description="at most; the time budget may stop it first")
+    trials: int = Field(default=20, ge=1, le=10000, description="at most; the time budget may stop it first")
     time_budget_s: int = Field(default=1200, ge=10, description="no new trial starts after this many seconds")
     profile: str = Field(default=DEFAULT_PROFILE, description="the device whose flash and RAM a model must fit")
     size: Literal["gzip_bytes", "raw_bytes"] = Field(default="gzip_bytes", description="the second objective")
     max_model_bytes: int | None = Field(
-        default=None,
+        default=23224,  # the paper's largest deployable model (graph-int8-floatio)
         ge=1,
         description="a .tflite larger than this is infeasible, as one that does not fit the profile; null: "
         "the profile's flash alone",
