@@ -29,7 +29,7 @@ class EdgeRecord(StepRecord, EdgeFigures):
 
 
 def graph_facts(path: Path) -> dict:
-    """Parameters (elements of the constant tensors that feed weighted ops, through DEQUANTIZE or FAKE_QUANT),
+    """Parameters (elements of the constant tensors that feed weighted ops, through (DE)QUANTIZE or FAKE_QUANT),
     multiply-accumulates for one inference, and op counts, read from the file's own graph."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -43,9 +43,11 @@ def graph_facts(path: Path) -> dict:
     produced = {i for op in ops for i in op["outputs"]}
     graph_inputs = {d["index"] for d in interpreter.get_input_details()}
     constant = {i for i in tensors if i not in produced and i not in graph_inputs}
-    # Weights reach a layer through DEQUANTIZE (float16, dynamic range) or FAKE_QUANT (a QAT model converted to
-    # float): follow such chains back to the constant, or QAT's float32 variant counts only its biases.
-    produced_by = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] in ("DEQUANTIZE", "FAKE_QUANT")}
+    # Weights reach a layer through DEQUANTIZE (float16, dynamic range), FAKE_QUANT, or a QUANTIZE > DEQUANTIZE
+    # pair on a float constant (a QAT model converted to float32): follow such chains back to the constant, or
+    # QAT's float32 variant counts only its 22 biases.
+    passes_through = ("DEQUANTIZE", "FAKE_QUANT", "QUANTIZE")
+    produced_by = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] in passes_through}
 
     def source_of(index: int) -> int:
         while index in produced_by:

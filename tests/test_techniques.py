@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.benchmark import graph_facts
 from tasks.cluster import CLUSTER, SP_CLUSTER
 from tasks.convert import convert_model
 from tasks.evaluate import evaluate_tflite
@@ -156,6 +157,10 @@ def test_qat_family_trains_and_converts_to_int8(prepared, base, pruned, tmp_path
         assert converted.input_dtype == "int8"
         assert evaluate_tflite(Path(converted.tflite_path), prepared).score > 0.5
     assert pqat.sparsity == pytest.approx(pruned.sparsity, abs=0.01)  # PQAT keeps the zeros
+    # QAT's float32 file feeds each layer its float weights through QUANTIZE > DEQUANTIZE: all counted (was 22).
+    as_float = convert_model(Path(qat.model_path), "float32", tmp_path / "qat-float32.tflite", prepared)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(graph_facts(Path(as_float.tflite_path))["ops"])
+    assert graph_facts(Path(as_float.tflite_path))["params"] == 20410  # the paper CNN's weights and biases
 
 
 def test_accuracy_is_that_of_the_converted_file_run_example_by_example(prepared, pruned_int8):
