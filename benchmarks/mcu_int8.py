@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from tinyopt.core.errors import NotApplicable  # noqa: E402
 from tinyopt.datasets.idx import read_idx  # noqa: E402
-from tinyopt.errors import NotApplicable  # noqa: E402
 from tinyopt.params import DEFAULT_DEVICES, DEFAULT_PROFILE  # noqa: E402
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-cnn1"
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.summary:
         return print_run(args.summary, args.profile)
-    from tinyopt.mcu.measure import measure_on_device
+    from tinyopt.mcu.on_device import measure_on_device
 
     profile = DEFAULT_DEVICES[args.profile]
     x = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[: args.images].astype(np.float32) / 255.0
@@ -125,7 +125,7 @@ def main() -> None:
 
 def print_run(summary_path: Path, profile: str) -> None:
     """The device figures of every int8 model of a run on `profile`, with the ratios to TFLM + CMSIS-NN."""
-    from tinyopt.records import load_summary
+    from tinyopt.records.run import load_summary
 
     summary = load_summary(summary_path)
     models = [*summary.variants, *(r.model_copy(update={"name": f"ref:{r.name}"}) for r in summary.reference)]

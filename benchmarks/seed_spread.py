@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from tinyopt.plan import variant_name
+from tinyopt.run.plan import variant_name
 
 
 def build(params: dict, seed: int, scratch: Path) -> dict:

@@ -21,7 +21,7 @@ import json, sys, time
 from tasks.train import build_paper_cnn
 from tinyopt.datasets.sources import load_source
 from tinyopt.params import DataParams, ModelParams, TaskParams, TrainParams
-from tinyopt.training import compile_for_task, set_seeds, train_epochs
+from tinyopt.ml.training import compile_for_task, set_seeds, train_epochs
 
 x, y, x_test, y_test = load_source(DataParams())
 x = (x / 255.0).astype("float32")  # as prepared

@@ -8,11 +8,11 @@ import sys
 
 import click
 
-from tinyopt.errors import NotApplicable, UserError
+from tinyopt.core.errors import NotApplicable, UserError
 
 
 def configure_prefect() -> None:
-    from tinyopt import prefect_home
+    from tinyopt.orchestration import prefect_home
 
     prefect_home.configure()
 

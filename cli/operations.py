@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from cli.group import configure_prefect, main, params_option
-from tinyopt import layout
-from tinyopt.errors import UserError
+from tinyopt.core import layout
+from tinyopt.core.errors import UserError
 
 
 def _prefect_server() -> str:
@@ -19,7 +19,7 @@ def _prefect_server() -> str:
     (deployments and schedules live on a server, not on the ephemeral API `tinyopt run` uses)."""
     from prefect.settings import get_current_settings
 
-    from tinyopt.health import require_healthy
+    from tinyopt.core.health import require_healthy
 
     api = get_current_settings().api.url
     if not api:
@@ -36,7 +36,7 @@ def _prefect_server() -> str:
 def serve(params_path: str) -> None:
     """Serve the `reoptimize` deployments (nightly per schedule.cron, and on demand) from this
     process: it creates them on the Prefect server and runs their flow runs, until stopped."""
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
     from tinyopt.params import load_params
 
     load_params(params_path)
@@ -84,7 +84,7 @@ def deploy(pool: str, params_path: str) -> None:
 @params_option
 def ui(port: int, host: str, params_path: str) -> None:
     """Start the MLflow UI on the project's tracking store, and print where its runs are."""
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
     from tinyopt.params import TrackingParams, load_params
 
     uri = tracking.tracking_uri()
@@ -119,7 +119,7 @@ def ui_runs_url(base: str, experiment: str) -> str:
     """Where a person sees the pipeline's runs: the experiment's runs table in MLflow 3's model-training
     view (its home page and an experiment's plain URL open the GenAI view: traces, no runs). The
     experiment is made now if no run has made it yet, as a run would, so the URL holds from the start."""
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     return f"{base}/#/experiments/{tracking.experiment_id(experiment)}/runs?workflowType=machine_learning"

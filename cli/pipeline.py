@@ -16,8 +16,8 @@ from cli.group import (
     quiet_library_warnings,
     quiet_user_errors_in_prefect_logs,
 )
-from tinyopt import layout
-from tinyopt.errors import UserError
+from tinyopt.core import layout
+from tinyopt.core.errors import UserError
 
 
 def prepared_option(help: str = "the prepared data (tinyopt prepare's output)"):
@@ -72,7 +72,8 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
 def start_flow_machinery(params_path: str, model_path: str | None, data_path: str | None):
     """Everything a flow command does before its flow: check every place a run writes and the inputs
     (one-line errors, nothing written), reach MLflow, start Prefect's API; returns params' task runner."""
-    from tinyopt import console, prefect_home, tracking
+    from tinyopt.core import console
+    from tinyopt.orchestration import prefect_home, tracking
 
     # Before anything imports Prefect (it reads its settings once, and creates its home) and before any
     # work: every place the run writes can be written.
@@ -80,7 +81,7 @@ def start_flow_machinery(params_path: str, model_path: str | None, data_path: st
     layout.require_writable(_run_writes())
     configure_prefect()
     from tinyopt.params import load_params, with_inputs
-    from tinyopt.preflight import check_inputs
+    from tinyopt.run.preflight import check_inputs
 
     # Bad params, data or model fail here, in seconds, before any machinery starts or anything is written.
     _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
@@ -103,7 +104,7 @@ def _warn(warnings: list[str]) -> None:
 
 def _run_writes() -> list[Path]:
     """The directories a run writes (checked before it starts)."""
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
 
     places = [
         layout.DATA_ROOT,
@@ -192,7 +193,7 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
     from tasks.train import train_baseline
     from tinyopt.datasets.prepared import load_prepared
     from tinyopt.params import load_params
-    from tinyopt.preflight import check_prepared
+    from tinyopt.run.preflight import check_prepared
 
     params = load_params(params_path)
     if params.model.path:
@@ -210,8 +211,8 @@ def train(params_path: str, prepared: str, out_dir: str) -> None:
 def technique(token: str, parent: str, out_dir: str, prepared: str, params_path: str) -> None:
     """Apply the technique TOKEN (prune, cluster, qat...: a plan token) to a model, as the flow does."""
     from tasks.techniques import STEPS, technique_call
+    from tinyopt.orchestration.steps import SkippedRecord
     from tinyopt.params import load_params
-    from tinyopt.steps import SkippedRecord
 
     if token not in STEPS:
         raise UserError(f"unknown technique '{token}'; techniques: {', '.join(STEPS)}")
@@ -253,7 +254,7 @@ def convert(model_path: str, conversion: str, out: str, prepared: str, params_pa
 def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str) -> None:
     """The task's metric for a .tflite file on the held-out test split, by running the file itself."""
     from tasks.evaluate import evaluate_tflite
-    from tinyopt.files import write_json
+    from tinyopt.core.files import write_json
     from tinyopt.params import load_params
 
     record = evaluate_tflite(Path(tflite_path), Path(prepared), load_params(params_path).task.score_metric)
@@ -270,10 +271,10 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
     """Benchmark .tflite files (or directories of them) in the pipeline's own harness."""
     from flows.measure import measure
-    from tinyopt.files import write_json
+    from tinyopt.core.files import write_json
+    from tinyopt.orchestration.steps import run_now
     from tinyopt.params import load_params
-    from tinyopt.report import device_rows, model_rows
-    from tinyopt.steps import run_now
+    from tinyopt.run.report import device_rows, model_rows
 
     params = load_params(params_path)
     files = []

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from cli.group import configure_prefect, main, params_option, quiet_user_errors_in_prefect_logs
-from tinyopt import layout
-from tinyopt.errors import UserError
+from tinyopt.core import layout
+from tinyopt.core.errors import UserError
 from tinyopt.params import DEFAULT_OBJECTIVE, DEFAULT_PROFILE
 
 
@@ -52,7 +52,7 @@ def register(
 ) -> None:
     """Register a picked variant in MLflow's model registry (alias: candidate)."""
     from tinyopt.params import check_name, load_params
-    from tinyopt.records import load_summary
+    from tinyopt.records.run import load_summary
     from tinyopt.release.registry import register_variant
 
     if model_name:
@@ -136,7 +136,7 @@ def verify(
     """Check a manifest and its model the way a device does: signature, channel, expiry, sequence
     (no downgrade), size and sha256; then record the sequence in the state file."""
     from tinyopt.params import check_name, load_params
-    from tinyopt.release import device, signing
+    from tinyopt.release import signing, updater
 
     check_name("channel", channel)
     if bool(manifest_path) != bool(model_path):
@@ -145,11 +145,11 @@ def verify(
     if manifest_path:
         state = Path(state_path) if state_path else Path(model_path).parent / "state.json"
         published, model = _read_file(manifest_path, "manifest"), _read_file(model_path, "model")
-        manifest = device.verify(published, model, key, channel, state)
+        manifest = updater.verify(published, model, key, channel, state)
     else:
         if state_path and Path(state_path) != Path(into) / "state.json":
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
-        manifest = device.download_and_verify(channel, load_params(params_path), key, Path(into))
+        manifest = updater.download_and_verify(channel, load_params(params_path), key, Path(into))
     click.echo(
         f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
         f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "

@@ -9,11 +9,11 @@ from typing import Any
 
 from tasks.compile import FLOAT_MODEL, compile_task
 from tasks.device import device_task
-from tinyopt import layout
+from tinyopt.core import layout
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
-from tinyopt.steps import SkippedRecord
+from tinyopt.records.steps import SkippedRecord
 
 
 def devices_off(params: Params) -> str | None:

@@ -3,7 +3,7 @@ the C library and its run on each emulated device (all in parallel), then the ho
 in one sequential harness, once nothing else runs.
 
 The optimize flow measures its variants and the reference models with it; `tinyopt bench` measures
-any .tflite files with it, running each step in-process (tinyopt.steps.run_now)."""
+any .tflite files with it, running each step in-process (tinyopt.orchestration.steps.run_now)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from typing import Any
 
 from flows.devices import device_results, devices_off, start_on_devices
 from tasks.benchmark import benchmark_task, latency_task
-from tasks.evaluate import EvalRecord, evaluate_task
+from tasks.evaluate import evaluate_task
 from tinyopt.datasets.prepared import load_prepared
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
-from tinyopt.records import Measured
-from tinyopt.summary import measured
+from tinyopt.records.run import Measured
+from tinyopt.records.steps import EvalRecord
+from tinyopt.run.summary import measured
 
 REFERENCE = "ref:"  # how a reference model's task runs are labelled
 NOT_AN_INT8_CONVERSION = "not run on a device: the run measures the int8 and int8_fallback conversions there"

@@ -18,18 +18,20 @@ from flows.variants import Built, build, step_count
 from tasks.data import fetch_task, prepare_task
 from tasks.track import close_run, lineage_tags, log_models
 from tasks.train import train_task
-from tinyopt import layout, plan, tracking
-from tinyopt.cache import compute_code_versions
-from tinyopt.console import Progress
-from tinyopt.files import write_json
-from tinyopt.lineage import git_commit
+from tinyopt.core import layout
+from tinyopt.core.console import Progress
+from tinyopt.core.files import write_json
+from tinyopt.core.lineage import git_commit
+from tinyopt.orchestration import tracking
+from tinyopt.orchestration.cache import compute_code_versions
+from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, RunnerParams, load_params, with_inputs
-from tinyopt.records import Summary
-from tinyopt.references import find_references
-from tinyopt.report import publish_latest, write_report
-from tinyopt.select import select
-from tinyopt.steps import Submitter
-from tinyopt.summary import summarize, variant
+from tinyopt.records.run import Summary
+from tinyopt.run import plan
+from tinyopt.run.references import find_references
+from tinyopt.run.report import publish_latest, write_report
+from tinyopt.run.select import select
+from tinyopt.run.summary import summarize, variant
 
 
 def new_run_id() -> str:
@@ -154,6 +156,7 @@ def optimize(
             skipped=built.skips(),
             picks=picks,
             mlflow_run_id=parent_run_id,
+            mlflow_tracking_uri=tracking.shown(tracking.tracking_uri()),  # never a password in a report
             commit=commit,
             variant_stage_seconds=variant_stage_seconds,
         )

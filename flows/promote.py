@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from tinyopt.orchestration.steps import retry_unless_user_error
 from tinyopt.params import load_params
 from tinyopt.release.promote import promote as promote_version
-from tinyopt.steps import retry_unless_user_error
 
 # S3 calls retry inside boto3 with backoff; the task retries once more on anything else transient.
 # The one publish task: this flow's, and reoptimize's (which also runs it as `refresh`).

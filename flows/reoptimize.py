@@ -12,10 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.optimize import optimize, task_runner
 from flows.promote import publish
-from tinyopt import layout, tracking
-from tinyopt.files import write_json
+from tinyopt.core import layout
+from tinyopt.core.files import write_json
+from tinyopt.orchestration import tracking
 from tinyopt.params import load_params
-from tinyopt.records import Summary
+from tinyopt.records.run import Summary
 from tinyopt.release.channel import alias_for
 from tinyopt.release.decision import decide
 from tinyopt.release.registry import register_variant

@@ -16,14 +16,17 @@ from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_task
 from tasks.trial import trial_task
-from tinyopt import layout, plan, tracking
-from tinyopt.cache import compute_code_versions
-from tinyopt.console import Progress
-from tinyopt.metrics import HIGHER_IS_BETTER
+from tinyopt.core import layout
+from tinyopt.core.console import Progress
+from tinyopt.ml.metrics import HIGHER_IS_BETTER
+from tinyopt.orchestration import tracking
+from tinyopt.orchestration.cache import compute_code_versions
+from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, load_params, with_inputs
-from tinyopt.search import TrialRecord, pareto_front, picks, width_of, write_plan
-from tinyopt.search_report import ReferencePoint, SearchResult, write_search_report
-from tinyopt.steps import Submitter
+from tinyopt.records.steps import TrialRecord
+from tinyopt.run import plan
+from tinyopt.search.report import ReferencePoint, SearchResult, write_search_report
+from tinyopt.search.space import pareto_front, picks, width_of, write_plan
 
 
 def reference_points(references: dict[str, Path], prepared: Path, metric: str) -> list[ReferencePoint]:

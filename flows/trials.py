@@ -13,9 +13,11 @@ from typing import Any
 
 from prefect.futures import as_completed
 
-from tinyopt import plan, tracking
+from tinyopt.orchestration import tracking
 from tinyopt.params import Params
-from tinyopt.search import TrialRecord, chain_settings, directions, draw
+from tinyopt.records.steps import TrialRecord
+from tinyopt.run import plan
+from tinyopt.search.space import chain_settings, directions, draw
 
 
 def open_study(params: Params, name: str):

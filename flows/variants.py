@@ -14,10 +14,10 @@ from flows.devices import start_on_devices
 from tasks.convert import convert_task
 from tasks.evaluate import evaluate_task
 from tasks.techniques import technique_call
-from tinyopt import plan
 from tinyopt.params import Params
-from tinyopt.records import Skipped
-from tinyopt.steps import SkippedRecord
+from tinyopt.records.run import Skipped
+from tinyopt.records.steps import SkippedRecord
+from tinyopt.run import plan
 
 INTEGER_CONVERSIONS = ("int8", "int8_fallback")  # what microcontrollers run: compiled and run on the devices
 
@@ -58,7 +58,7 @@ class Built:
 
 
 def build(params: Params, chains: list[list[str]], prepared: Path, baseline: Any, run: Any, log: Any) -> Built:
-    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.steps.Submitter)."""
+    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.orchestration.steps.Submitter)."""
     prefixes = plan.technique_prefixes(chains)
     built = Built(models={(): baseline})
 

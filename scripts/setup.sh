@@ -42,7 +42,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# The project's own Prefect home (tinyopt/prefect_home.py: .tinyopt/prefect, unless PREFECT_HOME is set):
+# The project's own Prefect home (tinyopt/orchestration/prefect_home.py: .tinyopt/prefect, unless PREFECT_HOME is set):
 # create and migrate its database now, once, so that the first `tinyopt run` does not wait for it
 # (a first migration on a busy 2-core machine takes longer than Prefect's own startup allowance).
 if [ -z "${PREFECT_API_URL:-}" ]; then

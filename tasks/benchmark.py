@@ -15,17 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt import litert, tflm
-from tinyopt.files import gzip_size
-from tinyopt.records import EdgeFigures
-from tinyopt.steps import StepRecord, step_task
+from tinyopt.core.files import gzip_size
+from tinyopt.orchestration.steps import step_task
+from tinyopt.records.steps import EdgeRecord
+from tinyopt.runtimes import litert, tflm
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 TFLM_SAMPLES = 32  # test examples run through TFLM and LiteRT to compare outputs
-
-
-class EdgeRecord(StepRecord, EdgeFigures):
-    tflite_path: str
 
 
 def graph_facts(path: Path) -> dict:

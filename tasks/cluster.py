@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.errors import NotApplicable
-from tinyopt.models import kernels
+from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.models import kernels
+from tinyopt.ml.training import Technique
 from tinyopt.params import ClusterParams
-from tinyopt.training import Technique
 
 _INIT = {
     "kmeans_plus_plus": "KMEANS_PLUS_PLUS",

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.codegen import generate
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.mcu.library import c_name, write_library
-from tinyopt.steps import StepRecord, outputs_of, step_task
+from tinyopt.orchestration.steps import step_task
+from tinyopt.records.steps import LibraryRecord, outputs_of
 
 FLOAT_MODEL = "a float model: microcontroller C libraries are made from int8 models"
-
-
-class LibraryRecord(StepRecord):
-    tflite_path: str
-    directory: str
-    name: str  # the C prefix: <name>_invoke, <name>.h
-    arena_bytes: int
-    ops: list[str]
-    sparse_ops: int  # dense layers that list their non-zero weights and skip the zeros
-    clustered_ops: int
 
 
 def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_indices: bool = True) -> LibraryRecord:

@@ -9,27 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.c_array import write_c_array
-from tinyopt.errors import NotApplicable, UserError
-from tinyopt.files import gzip_size, write_bytes
-from tinyopt.models import load_model
+from tinyopt.core.errors import NotApplicable, UserError
+from tinyopt.core.files import gzip_size, write_bytes
+from tinyopt.ml.models import load_model
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import CONVERSION_STEPS, ConversionParams
-from tinyopt.steps import StepRecord, outputs_of, step_task
+from tinyopt.records.steps import ConvertRecord, outputs_of
+from tinyopt.runtimes.c_array import write_c_array
 
 CONVERSIONS = CONVERSION_STEPS
 NEEDS_CALIBRATION = ("int8_fallback", "int8", "int16x8")
-
-
-class ConvertRecord(StepRecord):
-    conversion: str
-    tflite_path: str
-    c_source: str
-    c_header: str
-    raw_bytes: int
-    gzip_bytes: int
-    input_dtype: str
-    output_dtype: str
-    calibration_samples: int
 
 
 def calibration_set(prepared: Path, samples: int, seed: int) -> np.ndarray:
@@ -110,7 +99,7 @@ def convert_model(
         blob = strip_names(blob)
     write_bytes(out_path, blob)
     source, header = write_c_array(out_path, out_path.with_suffix(".cc"), out_path.with_suffix(".h"))
-    from tinyopt.litert import load_interpreter
+    from tinyopt.runtimes.litert import load_interpreter
 
     interpreter = load_interpreter(out_path)
     return ConvertRecord(

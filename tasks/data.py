@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.errors import UserError
+from tinyopt.core.files import atomic_dir, atomic_path, sha256_file, sha256_tree
+from tinyopt.core.lineage import dvc_hash
 from tinyopt.datasets.download import gather_idx
 from tinyopt.datasets.idx import load_user_idx, verify_idx_dir
 from tinyopt.datasets.images import load_images
@@ -20,28 +23,9 @@ from tinyopt.datasets.labels import sparse_if_one_hot
 from tinyopt.datasets.npz import NPZ_FILE, read_npz
 from tinyopt.datasets.sources import load_raw
 from tinyopt.datasets.split import split_indices
-from tinyopt.errors import UserError
-from tinyopt.files import atomic_dir, atomic_path, sha256_file, sha256_tree
-from tinyopt.lineage import dvc_hash
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import DataParams
-from tinyopt.steps import StepRecord, outputs_of, step_task
-
-
-class DatasetRecord(StepRecord):
-    name: str
-    directory: str
-    version: str  # DVC's md5 of the raw directory, as dvc.lock records it
-
-
-class PreparedRecord(StepRecord):
-    path: str
-    dataset: str
-    dataset_version: str
-    num_train: int
-    num_val: int
-    num_test: int
-    input_shape: list[int]
-    num_classes: int
+from tinyopt.records.steps import DatasetRecord, PreparedRecord, outputs_of
 
 
 def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.library import read_library
-from tinyopt.mcu.measure import measure_library
+from tinyopt.mcu.on_device import measure_library
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import DeviceProfile
-from tinyopt.records import DeviceFigures
-from tinyopt.steps import StepRecord, step_task
-
-
-class DeviceRecord(StepRecord):
-    tflite_path: str
-    library: str
-    figures: dict[str, DeviceFigures]  # profile -> what its emulated core measured
-    not_run: dict[str, str]  # profile -> why not (the firmware does not fit it, ...)
+from tinyopt.records.steps import DeviceRecord
 
 
 def run_on_devices(

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.distillation import as_logits, distillation_loss, widened, with_teacher
-from tinyopt.errors import NotApplicable, UserError
-from tinyopt.models import load_model, save_model
-from tinyopt.params import DistillParams, TaskParams, TrainParams
-from tinyopt.training import (
+from tinyopt.core.errors import NotApplicable, UserError
+from tinyopt.ml.distillation import as_logits, distillation_loss, widened, with_teacher
+from tinyopt.ml.models import load_model, save_model
+from tinyopt.ml.training import (
     Objective,
     Technique,
     compile_for_task,
@@ -22,6 +21,7 @@ from tinyopt.training import (
     output_kind,
     train_epochs,
 )
+from tinyopt.params import DistillParams, TaskParams, TrainParams
 
 
 def teacher_outputs(teacher, x: np.ndarray, kind: str) -> np.ndarray:

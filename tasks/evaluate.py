@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt import litert
-from tinyopt.metrics import score
-from tinyopt.steps import StepRecord, step_task
-
-
-class EvalRecord(StepRecord):
-    tflite_path: str
-    metric: str
-    score: float
-    val_score: float
-    num_test: int
+from tinyopt.ml.metrics import score
+from tinyopt.orchestration.steps import step_task
+from tinyopt.records.steps import EvalRecord
+from tinyopt.runtimes import litert
 
 
 def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy") -> EvalRecord:

@@ -1,26 +1,26 @@
 """The one fine-tune every technique shares: load the prepared data, take the training lock, seed,
 load the parent fresh from its file, wrap it (or say why the technique does not apply), compile, fit,
-strip, record. A technique only says how to wrap and strip (tinyopt.training.Technique)."""
+strip, record. A technique only says how to wrap and strip (tinyopt.ml.training.Technique)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from tinyopt.errors import NotApplicable
-from tinyopt.models import load_model
-from tinyopt.params import TaskParams, TrainParams
-from tinyopt.steps import step_task
-from tinyopt.training import (
+from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.models import load_model
+from tinyopt.ml.training import (
     STEPS_PER_EXECUTION,
     TRAINING_LOCK,
     Technique,
-    TrainedModel,
     compile_for_task,
     save_trained,
     set_seeds,
     train_epochs,
 )
+from tinyopt.orchestration.steps import step_task
+from tinyopt.params import TaskParams, TrainParams
+from tinyopt.records.steps import TrainedModel
 
 
 def fine_tune(

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
-from tinyopt.models import load_model
+from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.models import load_model
+from tinyopt.ml.training import TRAINING_LOCK, save_trained
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import GraphParams, TaskParams
-from tinyopt.steps import step_task
-from tinyopt.training import TRAINING_LOCK, TrainedModel, save_trained
+from tinyopt.records.steps import TrainedModel
 
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "Conv1D", "Dense")
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid")

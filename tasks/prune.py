@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.errors import NotApplicable
-from tinyopt.models import load_model
+from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.models import load_model
+from tinyopt.ml.training import Technique
 from tinyopt.params import PruneParams, StructuredPruneParams, TrainParams
-from tinyopt.training import Technique
 
 
 class Prune(Technique):

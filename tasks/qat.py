@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
 from tasks.graph import fold_layers
+from tinyopt.ml.training import Technique
 from tinyopt.params import QAT_STEPS, QatParams
-from tinyopt.training import Technique
 
 
 def _scheme(token: str):
@@ -34,8 +34,8 @@ def _bn_after_conv1d(model) -> bool:
 def quantizable_form(model) -> tuple[object, str]:
     """The model as tfmot can quantize it, and a note: a 1-D model gets its BatchNormalization folded
     into the Conv1D before it (tfmot folds BN only after a Conv2D) and its Conv1D layers computed as
-    Conv2D (tinyopt.conv1d); any other model as it is."""
-    from tinyopt.conv1d import as_2d_convolutions, has_1d_layers
+    Conv2D (tinyopt.ml.conv1d); any other model as it is."""
+    from tinyopt.ml.conv1d import as_2d_convolutions, has_1d_layers
 
     if not has_1d_layers(model):
         return model, ""
@@ -59,7 +59,7 @@ class Qat(Technique):
     def wrap(self, model, settings: QatParams, checked):
         import tensorflow_model_optimization as tfmot
 
-        from tinyopt.conv1d import OneDimensionalScheme
+        from tinyopt.ml.conv1d import OneDimensionalScheme
 
         quantization = tfmot.quantization.keras
         model, notes = quantizable_form(model)

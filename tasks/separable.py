@@ -4,9 +4,9 @@ standard Conv2D layers, and retrain it from scratch (the paper's "operations opt
 from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.training import Technique
 from tinyopt.params import SeparableParams, TrainParams
-from tinyopt.training import Technique
 
 
 def to_separable(model):

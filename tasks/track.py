@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tinyopt import plan, tracking
+from tinyopt.orchestration import tracking
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import Params
-from tinyopt.records import Measured, Pick, Summary, Variant
-from tinyopt.steps import step_task
+from tinyopt.records.run import Measured, Pick, Summary, Variant
+from tinyopt.run import plan
 
 TAG_LIMIT = 5000  # MLflow refuses longer tag values
 METRICS = (

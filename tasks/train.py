@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt.errors import UserError
-from tinyopt.models import check_input_shape, describe, load_model
+from tinyopt.core.errors import UserError
+from tinyopt.ml.models import check_input_shape, describe, load_model
+from tinyopt.ml.training import TRAINING_LOCK, compile_for_task, save_trained, set_seeds, train_epochs
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import ModelParams, TaskParams, TrainParams
-from tinyopt.steps import step_task
-from tinyopt.training import TRAINING_LOCK, TrainedModel, compile_for_task, save_trained, set_seeds, train_epochs
+from tinyopt.records.steps import TrainedModel
 
 
 def build_paper_cnn(input_shape: tuple[int, ...], num_classes: int, params: ModelParams):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from tasks.convert import convert_model
 from tasks.techniques import FINE_TUNED
-from tinyopt import litert, tflm
-from tinyopt.device_fit import fit_verdict
-from tinyopt.files import sha256_file
-from tinyopt.metrics import better, score
+from tinyopt.core.files import sha256_file
+from tinyopt.ml.metrics import better, score
+from tinyopt.orchestration.steps import step_task
 from tinyopt.params import TECHNIQUE_SETTINGS, Params
-from tinyopt.search import TrialRecord, chain_settings
-from tinyopt.steps import SkippedRecord, step_task
+from tinyopt.records.steps import SkippedRecord, TrialRecord
+from tinyopt.run.device_fit import fit_verdict
+from tinyopt.runtimes import litert, tflm
+from tinyopt.search.space import chain_settings
 
 
 def run_trial(

@@ -49,7 +49,7 @@ def env(project, keys, monkeypatch, tmp_path):
 
 def toy_summary(label: str, path: Path, score: float, mlflow_run_id: str):
     """A run summary of one variant, `label`, whose .tflite is `path` (only its bytes matter here)."""
-    from tinyopt.records import Baseline, Summary
+    from tinyopt.records.run import Baseline, Summary
 
     variant = {
         **dict(name=label, tflite=str(path), raw_bytes=path.stat().st_size, gzip_bytes=path.stat().st_size),
@@ -91,7 +91,7 @@ def current(env) -> bytes:
 
 
 def device(env, public, into: Path, channel: str = "canary", clock=None) -> dict:
-    from tinyopt.release.device import download_and_verify
+    from tinyopt.release.updater import download_and_verify
 
     return download_and_verify(channel, env, public, into, clock)
 

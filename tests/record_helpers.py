@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinyopt.records import DeviceFigures, Variant
+from tinyopt.records.run import DeviceFigures, Variant
 
 
 def variant(name, val, gzip, tflm=True, fits=True, latency=10.0, metric="accuracy", **more) -> Variant:

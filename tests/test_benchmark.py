@@ -9,8 +9,8 @@ import pytest
 
 from tasks.benchmark import benchmark_tflite, graph_facts, measure_latency
 from tests.conftest import REPO, make_project, needs_fashion, prepare_fashion_slice, run_cli
-from tinyopt.device_fit import fit_verdict
 from tinyopt.params import DEFAULT_DEVICES
+from tinyopt.run.device_fit import fit_verdict
 
 REFERENCE = REPO.parent / "shared" / "reference" / "seed-cnn1"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="needs ../shared/reference/seed-cnn1")

@@ -15,9 +15,9 @@ from tasks.fine_tune import fine_tune
 from tasks.graph import fold_layers
 from tasks.prune import PRUNE
 from tasks.qat import CQAT, PCQAT, PQAT, QAT
-from tinyopt.litert import load_interpreter
-from tinyopt.models import kernels, load_model
+from tinyopt.ml.models import kernels, load_model
 from tinyopt.params import ClusterParams, PruneParams, QatParams, TaskParams, TrainParams
+from tinyopt.runtimes.litert import load_interpreter
 
 TRAIN = TrainParams(epochs=1, batch_size=32)
 TASK = TaskParams()
@@ -49,7 +49,7 @@ def base(prepared, tmp_path_factory) -> Path:
     import tensorflow as tf
 
     from tinyopt.datasets.prepared import load_prepared
-    from tinyopt.training import set_seeds
+    from tinyopt.ml.training import set_seeds
 
     data = load_prepared(prepared)
     layers = tf.keras.layers

@@ -15,13 +15,13 @@ import pytest
 
 from tasks.data import fetch_dataset, prepare_dataset
 from tests.conftest import needs_fashion, run_cli
+from tinyopt.core.errors import UserError
 from tinyopt.datasets import idx
 from tinyopt.datasets.idx import IdxDataset, read_idx
 from tinyopt.datasets.labels import class_labels
 from tinyopt.datasets.prepared import load_prepared
 from tinyopt.datasets.sources import load_raw
 from tinyopt.datasets.split import check_split, split_indices
-from tinyopt.errors import UserError
 from tinyopt.params import DataParams
 
 

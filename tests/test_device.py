@@ -10,7 +10,7 @@ import pytest
 
 from tasks.compile import compile_model
 from tests.conftest import REPO, needs_fashion, prepare_fashion_slice
-from tinyopt.errors import NotApplicable, UserError
+from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.params import DEFAULT_DEVICES, DeviceProfile, parse_params
 
 SEED_DIR = REPO.parent / "shared" / "reference" / "seed-cnn1"
@@ -53,8 +53,8 @@ def test_compile_writes_a_library_a_firmware_team_can_use(tmp_path):
 def test_device_step_measures_each_core_bit_exact_and_says_what_does_not_fit(tmp_path):
     from tasks.device import run_on_devices
     from tinyopt.datasets.prepared import load_prepared
-    from tinyopt.litert import predict
-    from tinyopt.metrics import score
+    from tinyopt.ml.metrics import score
+    from tinyopt.runtimes.litert import predict
 
     prepared = prepare_fashion_slice(tmp_path, 200, 120, seed=0)
     model = SEED_DIR / "pruned-int8-floatio.tflite"

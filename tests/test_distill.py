@@ -13,10 +13,10 @@ from tasks.distill import DISTILL
 from tasks.fine_tune import fine_tune
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.prepared import load_prepared
-from tinyopt.distillation import distillation_loss, with_teacher
-from tinyopt.errors import UserError
-from tinyopt.models import load_model
+from tinyopt.ml.distillation import distillation_loss, with_teacher
+from tinyopt.ml.models import load_model
 from tinyopt.params import ConversionParams, DistillParams, ModelParams, TaskParams, TrainParams, check_chain
 
 TRAIN = TrainParams(epochs=2, batch_size=32)
@@ -83,7 +83,7 @@ def _prepared(tmp: Path, x: np.ndarray, y: np.ndarray) -> Path:
 def _dense_model(tmp: Path, inputs: int, outputs: int, activation: str | None) -> Path:
     import tensorflow as tf
 
-    from tinyopt.training import set_seeds
+    from tinyopt.ml.training import set_seeds
 
     set_seeds(SEED)
     model = tf.keras.Sequential(
@@ -159,7 +159,7 @@ def test_the_paper_cnn_distilled_from_its_wider_copy_converts_to_int8(tmp_path):
 
 
 def test_an_anomaly_model_with_several_outputs_is_skipped_with_the_reason(tmp_path):
-    from tinyopt.errors import NotApplicable
+    from tinyopt.core.errors import NotApplicable
 
     rng = np.random.default_rng(SEED)
     x, y = rng.normal(0, 1, (200, 6)).astype(np.float32), rng.integers(0, 2, 200)

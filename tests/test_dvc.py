@@ -44,7 +44,7 @@ def test_dvc_repro_on_a_small_slice(tmp_path):
 STEP_OF_STAGE = {
     "fetch": ["tasks.data"],
     "prepare": ["tasks.data"],
-    "train": ["tasks.train", "tinyopt.preflight"],
+    "train": ["tasks.train", "tinyopt.run.preflight"],
     "convert": ["tasks.convert", "tasks.evaluate"],
     "technique": ["tasks.techniques"],
     "graph": ["tasks.techniques"],
@@ -54,11 +54,11 @@ STEP_OF_STAGE = {
 @pytest.mark.parametrize("stage", sorted(STEP_OF_STAGE))
 def test_each_stage_lists_every_module_its_step_runs(stage):
     """One rule for when a step runs again: DVC re-runs a stage on a change in exactly the code the
-    Prefect cache digests for its step (tinyopt.cache.own_modules), and the CLI."""
+    Prefect cache digests for its step (tinyopt.orchestration.cache.own_modules), and the CLI."""
     import importlib
 
     from tests.conftest import REPO
-    from tinyopt.cache import own_modules
+    from tinyopt.orchestration.cache import own_modules
 
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     deps = set((spec.get("do") or spec)["deps"])

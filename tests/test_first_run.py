@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINYOPT, free_port, make_project, needs_fashion, run_cli
-from tinyopt import layout
-from tinyopt.console import is_native_noise
-from tinyopt.errors import UserError
+from tinyopt.core import layout
+from tinyopt.core.console import is_native_noise
+from tinyopt.core.errors import UserError
 
 TINY = dict(
     seed=3,
@@ -104,7 +104,7 @@ def test_two_runs_at_once_on_one_new_prefect_home_both_complete(tmp_path):
 
 def _first_use_of_store(uri: str) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
 
     try:
         tracking.client().search_registered_models()
@@ -211,7 +211,7 @@ def test_native_stderr_is_filtered_and_a_crash_still_gets_its_last_words_out(tmp
     payload = ("\n".join(NOISE) + "\n").encode()
     script = (
         "import os, sys\n"
-        "from tinyopt.console import filter_native_stderr\n"
+        "from tinyopt.core.console import filter_native_stderr\n"
         "filter_native_stderr()\n"
         f"os.write(2, {payload!r})\n"
         "os.write(2, b'F0000 00:00:1 1 tensor.cc:12] Check failed: a real native error\\n')\n"

@@ -61,7 +61,7 @@ def summary(project: Path) -> dict:
 
 
 def register(project: Path, variant: str) -> int:
-    from tinyopt.records import load_summary
+    from tinyopt.records.run import load_summary
     from tinyopt.release.registry import register_variant
 
     summary_path = project / "reports" / "latest" / "summary.json"
@@ -96,7 +96,7 @@ def test_cli_register_promote_verify_status_rollback(project, keys, s3_endpoint)
 
 
 def test_registered_version_links_back_to_its_run(env, project):
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
 
     version = register(project, "base-int8")
     found = tracking.client().get_model_version("fashion-mnist-nano33ble", str(version))
@@ -107,11 +107,11 @@ def test_registered_version_links_back_to_its_run(env, project):
 
 
 def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
-    from tinyopt.errors import UserError
-    from tinyopt.release.device import verify
+    from tinyopt.core.errors import UserError
     from tinyopt.release.fleet import FleetStore
     from tinyopt.release.promote import promote
     from tinyopt.release.signing import canonical, load_public_key
+    from tinyopt.release.updater import verify
 
     version = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", version, "canary", env)
@@ -132,10 +132,10 @@ def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
 
 
 def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch, tmp_path):
-    from tinyopt.release.device import verify
     from tinyopt.release.fleet import FleetStore
     from tinyopt.release.promote import promote
     from tinyopt.release.signing import load_public_key
+    from tinyopt.release.updater import verify
 
     old = register(project, "base-int8")
     promote("fashion-mnist-nano33ble", old, "canary", env)
@@ -156,8 +156,8 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
 
 
 def test_gated_channels_refuse_unless_forced_with_a_reason(env, project):
-    from tinyopt import tracking
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
+    from tinyopt.orchestration import tracking
     from tinyopt.release.fleet import FleetStore
     from tinyopt.release.promote import promote
 

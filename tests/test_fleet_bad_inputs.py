@@ -84,7 +84,7 @@ def test_signing_rejects_rsa_keys_and_keys_inside_the_project(tmp_path, monkeypa
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.signing import load_private_key
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
@@ -118,7 +118,7 @@ def test_keygen_refuses_to_overwrite_and_checks_the_project_not_the_current_dire
 
 @pytest.mark.parametrize("name", ["a/b", "..", "x..y", "has space", ".hidden"])
 def test_unsafe_channel_and_model_names_are_refused(tmp_path, name):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.params import check_name, parse_params
 
     with pytest.raises(UserError, match="fleet.channels: channel"):

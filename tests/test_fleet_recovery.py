@@ -64,7 +64,7 @@ def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
 
 
 def test_promoting_again_repairs_a_tampered_current_manifest(env, project, tmp_path, public):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.promote import promote
 
     version = register(project, tmp_path, 0.80, "repair")
@@ -85,7 +85,7 @@ def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(en
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.promote import promote
     from tinyopt.release.registry import serving
 

@@ -20,7 +20,7 @@ project, env, public = fleet_attack_helpers.project, fleet_attack_helpers.env, f
 
 
 def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, project, tmp_path, public):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.fleet import FleetStore
     from tinyopt.release.promote import promote
 
@@ -48,7 +48,7 @@ def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, 
 
 
 def test_cross_channel_canary_manifest_copied_to_stable_is_rejected(env, project, tmp_path, public):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "canary-only"), "canary", env)
@@ -60,7 +60,7 @@ def test_cross_channel_canary_manifest_copied_to_stable_is_rejected(env, project
 
 @pytest.mark.parametrize("change", ["extra field", "key_id outside", "old schema-1 envelope"])
 def test_unsigned_fields_are_rejected(env, project, tmp_path, public, change):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.promote import promote
 
     promote(MODEL, register(project, tmp_path, 0.80, "unsigned"), "canary", env)
@@ -83,7 +83,7 @@ def test_unsigned_fields_are_rejected(env, project, tmp_path, public, change):
 def test_a_changed_payload_or_another_key_fails_the_signature(env, project, tmp_path, public):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release import signing
     from tinyopt.release.promote import promote
 
@@ -100,7 +100,7 @@ def test_a_changed_payload_or_another_key_fails_the_signature(env, project, tmp_
 
 
 def test_an_expired_manifest_is_rejected_and_promoting_again_re_signs_it(env, project, tmp_path, public):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
     from tinyopt.release.promote import promote
     from tinyopt.release.signing import peek
 

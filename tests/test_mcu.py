@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FASHION_DIR, REPO, needs_fashion, prepare_fashion_slice
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.params import DeviceProfile
 
 SEED_DIR = REPO.parent / "shared" / "reference" / "seed-cnn1"
@@ -174,7 +174,7 @@ def test_requantize_between_scales_bit_exact_with_tflm(prepared_slice, tmp_path)
 
 
 def test_memory_plan_reuses_space_of_dead_tensors():
-    from tinyopt.mcu.plan import Buffer, plan_arena
+    from tinyopt.mcu.arena import Buffer, plan_arena
 
     buffers = [Buffer("a", 1000, 0, 1), Buffer("b", 800, 1, 2), Buffer("c", 900, 2, 3)]
     size = plan_arena(buffers)

@@ -117,7 +117,7 @@ def test_1d_conv_on_sensor_windows_with_a_regression_target(tmp_path):
             assert variant["score"] <= base["score"] + 0.02, name
     # Pruning 70% of a 128-weight model costs a lot of MAE: reported, not hidden.
     assert variants["prune-int8"]["sparsity"] == pytest.approx(0.7, abs=0.05)
-    # QAT of a Conv1D model (in its Conv2D form: tinyopt.conv1d) is a full-integer variant like the others.
+    # QAT of a Conv1D model (in its Conv2D form: tinyopt.ml.conv1d) is a full-integer variant like the others.
     qat = variants["qat-int8"]
     assert (qat["input_dtype"], qat["output_dtype"]) == ("int8", "int8") and qat["tflm_runs"]
     assert qat["score"] <= base["score"] + 0.05

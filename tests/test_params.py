@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import Params, load_params, parse_params
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tinyopt import plan as planning
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import DEFAULT_PLAN, Params, parse_params
+from tinyopt.run import plan as planning
 
 
 @pytest.mark.parametrize(

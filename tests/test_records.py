@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tinyopt.errors import UserError
-from tinyopt.records import Measured, Variant, load_summary
+from tinyopt.core.errors import UserError
+from tinyopt.records.run import Measured, Variant, load_summary
 
 FIGURES = dict(
     name="base-int8",

@@ -83,7 +83,7 @@ def test_deployments_follow_the_schedule_section(tmp_path):
 def test_production_lookup_tells_none_from_an_error(tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from tinyopt import tracking
+    from tinyopt.orchestration import tracking
     from tinyopt.release.registry import serving
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

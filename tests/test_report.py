@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from tests.record_helpers import device_figures, variant
-from tinyopt.device_fit import fits_all
 from tinyopt.params import DEFAULT_DEVICES, Objective
-from tinyopt.plots import pareto_front
-from tinyopt.records import Baseline, Pick, Summary
-from tinyopt.report import markdown, write_report
-from tinyopt.select import select
+from tinyopt.records.run import Baseline, Pick, Summary
+from tinyopt.run.device_fit import fits_all
+from tinyopt.run.plots import pareto_front
+from tinyopt.run.report import markdown, write_report
+from tinyopt.run.select import select
 
 
 def test_selection_applies_constraints_and_explains_the_pick():
@@ -165,7 +165,7 @@ def test_measured_figures_decide_the_fit_where_a_device_ran_the_model():
 
 
 def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference():
-    from tinyopt.summary import headline
+    from tinyopt.run.summary import headline
 
     def model(name, raw, gzip, acc, tflm=True, io="int8", latency=10.0):
         return variant(name, acc, gzip, tflm=tflm, latency=latency, raw_bytes=raw, input_dtype=io, output_dtype=io)

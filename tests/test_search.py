@@ -13,7 +13,8 @@ from tests.conftest import REPO, make_project, needs_fashion, run_cli
 from tests.flow_helpers import mlflow_client
 from tests.sensor_helpers import sensor_regressor
 from tinyopt.params import parse_params
-from tinyopt.search import TrialRecord, chain_settings, draw, pareto_front, picks
+from tinyopt.records.steps import TrialRecord
+from tinyopt.search.space import chain_settings, draw, pareto_front, picks
 
 
 def record(number: int, score: float, size: int, state: str = "complete", fits: bool = True) -> TrialRecord:
@@ -79,7 +80,7 @@ def test_a_trial_draws_only_the_settings_its_chain_reads():
 def test_width_is_drawn_for_tinyopts_own_architecture_only(tmp_path):
     import optuna
 
-    from tinyopt.search import write_plan
+    from tinyopt.search.space import write_plan
 
     space = {"chains": [["int8"], ["qat", "int8"]], "conv_filters": [8, 16], "kernel_size": [3, 5]}
     params = parse_params({"search": {"space": space}}, "params.yaml")
@@ -119,7 +120,7 @@ def test_width_is_drawn_for_tinyopts_own_architecture_only(tmp_path):
     ],
 )
 def test_a_bad_search_section_names_the_key(search, message):
-    from tinyopt.errors import UserError
+    from tinyopt.core.errors import UserError
 
     with pytest.raises(UserError) as error:
         parse_params({"search": search}, "params.yaml")

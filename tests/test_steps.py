@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyopt.cache import _fingerprint
+from tinyopt.orchestration.cache import _fingerprint
 from tinyopt.params import DataParams, ModelParams
 
 
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from tinyopt.steps import StepRecord, outputs_of, step_task
+from tinyopt.orchestration.steps import step_task
+from tinyopt.records.steps import StepRecord, outputs_of
 
 root = Path(sys.argv[1])
 

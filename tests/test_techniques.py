@@ -21,10 +21,9 @@ from tasks.qat import PQAT, QAT
 from tasks.separable import SEPARABLE
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice
+from tinyopt.core.errors import NotApplicable
 from tinyopt.datasets.prepared import load_prepared
-from tinyopt.errors import NotApplicable
-from tinyopt.litert import load_interpreter
-from tinyopt.models import kernels, load_model
+from tinyopt.ml.models import kernels, load_model
 from tinyopt.params import (
     ClusterParams,
     ConversionParams,
@@ -35,6 +34,7 @@ from tinyopt.params import (
     TaskParams,
     TrainParams,
 )
+from tinyopt.runtimes.litert import load_interpreter
 
 pytestmark = needs_fashion
 TRAIN = TrainParams(epochs=1, batch_size=64)
@@ -213,7 +213,7 @@ def test_separable_replaces_conv2d_and_reports_it(prepared, base, tmp_path):
 def test_separable_on_a_model_without_conv2d_is_not_applicable(prepared, tmp_path):
     import tensorflow as tf
 
-    from tinyopt.models import save_model
+    from tinyopt.ml.models import save_model
     from tinyopt.params import SeparableParams
 
     mlp = tf.keras.Sequential(

@@ -54,7 +54,7 @@ def race(setup: str) -> str:
 
 
 def test_parsing_in_many_threads_at_once_never_fails_once_tinyopt_is_imported():
-    assert race("from tinyopt.threadsafe_ast import serialize_ast_parse; serialize_ast_parse()") == "0 []"
+    assert race("from tinyopt.core.threadsafe_ast import serialize_ast_parse; serialize_ast_parse()") == "0 []"
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 13), reason="CPython 3.13 keeps the depth per parse")

@@ -11,11 +11,11 @@ from tasks.convert import convert_model
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
 from tests.conftest import needs_fashion, prepare_fashion_slice, run_cli
-from tinyopt import litert
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.prepared import load_prepared
-from tinyopt.errors import UserError
-from tinyopt.models import load_model as load_keras_model
+from tinyopt.ml.models import load_model as load_keras_model
 from tinyopt.params import ModelParams, TaskParams, TrainParams
+from tinyopt.runtimes import litert
 
 pytestmark = needs_fashion
 TINY = TrainParams(epochs=2, batch_size=32)
@@ -79,7 +79,7 @@ def test_broken_model_and_tflite_files_give_one_clear_line(tmp_path):
 def test_batches_per_call_train_the_same_model_as_one_per_call(prepared):
     """STEPS_PER_EXECUTION only saves Python's per-batch overhead: the same updates, the same weights."""
     from tasks.train import build_paper_cnn
-    from tinyopt.training import STEPS_PER_EXECUTION, compile_for_task, set_seeds, train_epochs
+    from tinyopt.ml.training import STEPS_PER_EXECUTION, compile_for_task, set_seeds, train_epochs
 
     data = load_prepared(prepared)
     weights = []

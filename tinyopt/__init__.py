@@ -11,7 +11,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # TensorFlow's C++ start-up chatter buries the pipeline's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tinyopt.threadsafe_ast import serialize_ast_parse  # noqa: E402
+from tinyopt.core.threadsafe_ast import serialize_ast_parse  # noqa: E402
 
 serialize_ast_parse()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.labels import check_labels
 from tinyopt.datasets.split import check_split
-from tinyopt.errors import UserError
 from tinyopt.params import DataParams, TaskParams
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

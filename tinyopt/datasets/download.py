@@ -7,8 +7,8 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.idx import IDX_DATASETS
-from tinyopt.errors import UserError
 
 
 def _download(url: str, target: Path) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.checks import check_arrays
-from tinyopt.errors import UserError
 from tinyopt.params import DataParams
 
 SPLITS = ("train-images", "train-labels", "test-images", "test-labels")

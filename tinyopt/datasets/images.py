@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import DataParams
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.checks import NPZ_KEYS, check_arrays
-from tinyopt.errors import UserError
 
 NPZ_FILE = "data.npz"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 
 
 def load_prepared(path: str | Path) -> dict[str, np.ndarray]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.errors import UserError
 from tinyopt.datasets.idx import IDX_DATASETS, SPLITS, load_user_idx, read_idx, verify_idx_dir
 from tinyopt.datasets.images import load_images
 from tinyopt.datasets.npz import NPZ_FILE, read_npz
-from tinyopt.errors import UserError
 from tinyopt.params import USER_DATASETS, DataParams
 
 
@@ -43,7 +43,7 @@ def load_source(params: DataParams) -> tuple[np.ndarray, ...] | None:
         if not source.is_dir():
             raise UserError(f"{source}: no such directory (data.path must point at your {params.dataset} directory)")
         return (load_user_idx if params.dataset == "idx" else load_images)(source, params)
-    from tinyopt import layout
+    from tinyopt.core import layout
 
     spec = IDX_DATASETS[params.dataset]
     for directory in (layout.DATA_ROOT / params.dataset, Path(spec.local_dir) if spec.local_dir else None):

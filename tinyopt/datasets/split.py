@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import DataParams, TaskParams
 
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
-from tinyopt.files import write_bytes
+from tinyopt.core.errors import NotApplicable
+from tinyopt.core.files import write_bytes
+from tinyopt.mcu.arena import plan_arena
 from tinyopt.mcu.emit_conv import emit_conv, emit_pool
 from tinyopt.mcu.emit_dense import emit_fully_connected
 from tinyopt.mcu.emit_misc import emit_add, emit_alias, emit_concatenation, emit_mean, emit_softmax
 from tinyopt.mcu.emit_quant import emit_dequantize, emit_quantize
 from tinyopt.mcu.emitter import Emitter, Technique
 from tinyopt.mcu.graph import load_graph
-from tinyopt.mcu.plan import plan_arena
 
 _EMIT = {
     "CONV_2D": emit_conv,

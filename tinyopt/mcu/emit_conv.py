@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
+from tinyopt.mcu.arena import round4
 from tinyopt.mcu.emitter import Emitter, Technique, bias, geom, requant_consts, require_int8
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.literals import c_array
-from tinyopt.mcu.plan import round4
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
 
 WIDE_WEIGHTS_MAX = 2048  # convolutions with at most this many weights store them as int16 (see to_conv16)

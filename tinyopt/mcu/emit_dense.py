@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
+from tinyopt.mcu.arena import round4
 from tinyopt.mcu.emitter import Emitter, Technique, bias, requant_consts, require_int8
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.literals import c_array
-from tinyopt.mcu.plan import round4
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
 
 # At most this share of non-zero weights, a layer's kept weights are listed as (gap, value) steps and its zeros

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.emitter import Emitter, require_int8
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.quant import activation_range, quantize_multiplier

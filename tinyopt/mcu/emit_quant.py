@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.emitter import Emitter
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.literals import c_float

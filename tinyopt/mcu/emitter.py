@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
+from tinyopt.mcu.arena import Buffer, plan_storage
 from tinyopt.mcu.graph import Graph, Op, Tensor
 from tinyopt.mcu.literals import c_array
-from tinyopt.mcu.plan import Buffer, plan_storage
 from tinyopt.mcu.quant import compute_padding
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable, UserError
+from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.mcu.codegen import Generated
-from tinyopt.mcu.machines import Core, core_of, emulation_problem
 from tinyopt.params import DeviceProfile
+from tinyopt.params.machines import Core, core_of, emulation_problem
 
 CFLAGS = (
     "-O2",
@@ -48,7 +48,7 @@ def core_for(profile: DeviceProfile) -> Core:
 
 
 FIRMWARE = Path(__file__).parent / "firmware"
-# Not Python, yet the code a measurement runs: tinyopt.cache digests these with this module.
+# Not Python, yet the code a measurement runs: tinyopt.orchestration.cache digests these with this module.
 CODE_FILES = (FIRMWARE / "startup.c", FIRMWARE / "main.c", FIRMWARE / "link.ld.in", Path(__file__).parent / "kernels.h")
 
 

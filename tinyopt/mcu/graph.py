@@ -14,7 +14,7 @@ import numpy as np
 # TensorFlow in theirs, and two threads importing TensorFlow at once can deadlock (_DeadlockError, seen in CI).
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 
 TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from tinyopt.files import write_bytes
+from tinyopt.core.files import write_bytes
 from tinyopt.mcu.codegen import Generated
 
 README = """# {name}: {model} as dependency-free C99

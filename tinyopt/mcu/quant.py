@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from tinyopt.errors import NotApplicable
+from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.graph import Tensor
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from tinyopt.errors import UserError
-from tinyopt.mcu.machines import emulation_problem
+from tinyopt.core.errors import UserError
 from tinyopt.params.devices import (
     DEFAULT_DEVICES,
     DEFAULT_OBJECTIVE,
@@ -26,6 +25,7 @@ from tinyopt.params.devices import (
     Objective,
     ReferenceParams,
 )
+from tinyopt.params.machines import emulation_problem
 from tinyopt.params.operations import (
     NAME_PATTERN,
     ChannelParams,

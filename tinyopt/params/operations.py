@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params.devices import DEFAULT_OBJECTIVE, DEFAULT_PROFILE
 from tinyopt.params.section import Section
 

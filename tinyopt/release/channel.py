@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import Params
 from tinyopt.release import manifest as manifests
 from tinyopt.release import signing

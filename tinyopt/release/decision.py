@@ -3,10 +3,10 @@ re-optimization's pick replace what production serves (`replaces_production`, `d
 
 from __future__ import annotations
 
-from tinyopt.files import sha256_file
-from tinyopt.metrics import better
+from tinyopt.core.files import sha256_file
+from tinyopt.ml.metrics import better
 from tinyopt.params import DEFAULT_PROFILE, Params
-from tinyopt.records import Measured, Summary
+from tinyopt.records.run import Measured, Summary
 from tinyopt.release import registry
 from tinyopt.release.registry import RegisteredRecord, Serving
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import FleetParams
 
 

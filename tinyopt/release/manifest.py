@@ -21,8 +21,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from tinyopt.errors import UserError
-from tinyopt.files import write_json
+from tinyopt.core.errors import UserError
+from tinyopt.core.files import write_json
 from tinyopt.release import signing
 
 SCHEMA = 2

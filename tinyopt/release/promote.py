@@ -13,7 +13,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 from tinyopt.params import Params, check_name
 from tinyopt.release import manifest as manifests
 from tinyopt.release import signing

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinyopt import tracking
-from tinyopt.errors import UserError
-from tinyopt.files import sha256_file
+from tinyopt.core.errors import UserError
+from tinyopt.core.files import sha256_file
+from tinyopt.orchestration import tracking
 from tinyopt.params import check_name
-from tinyopt.records import Record, Summary, Variant
+from tinyopt.records.run import Record, Summary, Variant
 
 
 class RegisteredRecord(Record):

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from tinyopt.errors import UserError
+from tinyopt.core.errors import UserError
 
 KEY_ENV, KEY_FILE_ENV = "TINYOPT_SIGNING_KEY", "TINYOPT_SIGNING_KEY_FILE"
 CONTEXT = b"tinyopt-manifest-v2\n"
@@ -65,7 +65,7 @@ def generate_keys(directory: Path, force: bool = False) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tinyopt.files import write_bytes
+    from tinyopt.core.files import write_bytes
 
     private, public = directory / "signing.key", directory / "signing.pub"
     existing = [p.name for p in (private, public) if p.exists()]

@@ -1,0 +1,144 @@
+"""The console of a run is for a person: native-library chatter filtered out, and a line per finished
+step of the plan (steps done / total, elapsed, what is still running)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Lines TensorFlow, XLA, absl and LiteRT write from C++ straight to file descriptor 2, none of them
+# actionable here: absl's notice before its logging is set up, the CUDA probe of a machine without a
+# GPU, the Grappler warning about an attribute newer than its op registry, oneDNN's notice (tinyopt
+# turns oneDNN on), LiteRT's delegate notice and the converter's quantization settings. Only these
+# exact messages are dropped; anything else native code writes, a crash message above all, still
+# reaches the terminal.
+NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:. ]+\d+ (cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics|cuda_dnn|cuda_fft"
+    r"|cuda_blas|gpu_device)\.cc:\d+\]"
+    r"|[IWE]\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute \w+ which is not in the op definition"
+    r"|[IWE]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\."
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$"
+)
+
+
+def is_native_noise(line: str) -> bool:
+    return NATIVE_NOISE.match(line.rstrip("\r\n")) is not None
+
+
+def filter_native_stderr() -> None:
+    """Route what native code writes to fd 2 through a filter process that drops NATIVE_NOISE.
+
+    Python's own sys.stderr keeps the original stream (a terminal keeps its colours, tracebacks go
+    straight out). The filter is a separate process so that it still forwards whatever a crashing
+    run writes last; it ends when every writer has closed the pipe."""
+    if os.environ.get("TINYOPT_NATIVE_LOGS") == "all":  # the escape hatch, for a bug report
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    reader, writer = os.pipe()
+    subprocess.Popen(
+        [sys.executable, "-c", "import tinyopt.core.console as c; c._forward_filtered()"],
+        stdin=reader,
+        stdout=original,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(reader)
+    os.dup2(writer, 2)
+    os.close(writer)
+    sys.stderr = os.fdopen(original, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
+def _forward_filtered() -> None:
+    out = sys.stdout.buffer
+    for raw in sys.stdin.buffer:
+        if not is_native_noise(raw.decode("utf-8", "replace")):
+            out.write(raw)
+            out.flush()
+
+
+class _NotPrefectsTaskFinished(logging.Filter):
+    """Prefect logs 'Finished in state ...' for every task run; the progress line says it, with the count."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "prefect.task_runs"
+            and record.levelno == logging.INFO
+            and record.getMessage().startswith("Finished in state")
+        )
+
+
+def quiet_prefect_task_finished() -> None:
+    """On the console only: the Prefect API (and its UI) still receives every task run's log."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(_NotPrefectsTaskFinished())
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+class Progress:
+    """Counts the plan's steps as their task runs finish; `say` prints one line per finished step:
+    `[12/57 1m32s] convert qat-int8 done (running: train qat, evaluate prune-int8)`."""
+
+    def __init__(self, total: int, say: Callable[[str], Any], started: float | None = None):
+        self.total, self.done, self.say = total, 0, say
+        self.started = time.monotonic() if started is None else started
+        self.running: list[str] = []
+        self._lock = threading.Lock()
+
+    def track(self, future: Any, label: str) -> Any:
+        """Report `label` when the Prefect future finishes; returns the future."""
+        with self._lock:
+            self.running.append(label)
+        future.add_done_callback(lambda finished: self.finished(label, _outcome(finished)))
+        return future
+
+    def finished(self, label: str, outcome: str = "done") -> None:
+        with self._lock:
+            self.done += 1
+            if label in self.running:
+                self.running.remove(label)
+            running = self.running[:3] + ([f"{len(self.running) - 3} more"] if len(self.running) > 3 else [])
+            line = f"[{self.done}/{self.total} {_elapsed(time.monotonic() - self.started)}] {label} {outcome}"
+            self.say(line + (f" (running: {', '.join(running)})" if running else ""))
+
+    def expect(self, steps: int) -> None:
+        """Steps the plan learned of on the way (the reference models found once the data is known)."""
+        with self._lock:
+            self.total += steps
+
+    def drop(self, steps: int) -> None:
+        """Steps that will not run after all (a skipped technique takes its variants with it)."""
+        with self._lock:
+            self.total -= steps
+
+
+def _outcome(future: Any) -> str:
+    """done, cached or failed, from the task run's final state (without asking the API)."""
+    try:
+        return state_outcome(future.wrapped_future.result())
+    except BaseException:
+        return "failed"
+
+
+def state_outcome(state: Any) -> str:
+    """A Prefect state as a progress word: done, cached, or the state's own name (failed, crashed)."""
+    if not state.is_completed():
+        return state.name.lower()
+    return "cached" if state.name == "Cached" else "done"

@@ -1,0 +1,1 @@
+"""How steps run under Prefect and MLflow: the step task, its cache policy, the Prefect home, tracking."""

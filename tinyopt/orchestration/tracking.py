@@ -1,0 +1,130 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per model variant.
+
+The store is a local SQLite file (mlflow.db, artifacts in mlartifacts/) unless MLFLOW_TRACKING_URI
+names another, e.g. a tracking server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from tinyopt.core import layout
+from tinyopt.core.errors import UserError
+from tinyopt.core.health import require_healthy
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.MLFLOW_DB.resolve()}"
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: a password may hold @
+
+
+def shown(uri: str) -> str:
+    """The URI as it may be printed or recorded: user:password@ becomes user:***@ (never raises)."""
+    return _USERINFO.sub(lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", uri, count=1)
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a remote tracking server does not answer (MLflow itself would
+    retry for minutes before giving up). Credentials in the URI never appear in the message."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.parse.urlsplit(uri).port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise UserError(f"MLFLOW_TRACKING_URI {shown(uri)} is not a valid URL ({exc})") from None
+        bare = _USERINFO.sub(r"\1", uri, count=1)  # /health needs no login: keep credentials off the wire too
+        try:
+            fix = "start it, or unset MLFLOW_TRACKING_URI to use the local store"
+            require_healthy(bare, "MLflow tracking server", fix, timeout)
+        except UserError as exc:
+            raise UserError(str(exc).replace(bare, shown(uri), 1)) from None
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_store_once(uri)
+    return MlflowClient(uri)
+
+
+@functools.cache
+def _create_sqlite_store_once(uri: str) -> None:
+    """Create (migrate) a SQLite store under a lock beside it: two runs starting at once on a new store
+    would both create its tables, and the second dies ('table ... already exists')."""
+    from mlflow.tracking import MlflowClient
+
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(database.with_name(database.name + ".lock"), "a")
+    except OSError as exc:
+        raise UserError(
+            f"MLflow store {database} is not writable ({exc.strerror}); fix its directory's permissions "
+            "or set MLFLOW_TRACKING_URI to another store"
+        ) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # the tracking store's tables
+        mlflow_client.search_registered_models(max_results=1)  # the registry's (same database)
+
+
+def experiment_id(name: str) -> str:
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        # Keep a local store's artifacts beside its database, not wherever the process happens to run.
+        artifact_location = layout.MLFLOW_ARTIFACTS.resolve().as_uri()
+    # Open it in the UI's model-training view (MLflow 3 would otherwise show its GenAI overview).
+    return mlflow_client.create_experiment(
+        name, artifact_location=artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
+    )
+
+
+def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
+    tags = dict(tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_run_data(
+    run_id: str,
+    params: Mapping[str, object] = {},
+    metrics: Mapping[str, float] = {},
+    artifacts: Iterable[Path] = (),
+    directories: Mapping[str, Path] = {},
+) -> None:
+    """Params, metrics, files (at the artifact root) and directories (each under its name) of one run."""
+    from mlflow.entities import Metric, Param
+
+    mlflow_client = client()
+    now_ms = int(time.time() * 1000)
+    mlflow_client.log_batch(
+        run_id,
+        params=[Param(key, str(value)) for key, value in params.items()],
+        metrics=[Metric(key, float(value), now_ms, 0) for key, value in metrics.items() if value is not None],
+    )
+    for artifact in artifacts:
+        mlflow_client.log_artifact(run_id, str(artifact))
+    for name, directory in directories.items():
+        mlflow_client.log_artifacts(run_id, str(directory), artifact_path=name)
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)

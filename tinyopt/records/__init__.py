@@ -1,0 +1,1 @@
+"""The typed records: a step's result (steps) and a run's, from conversion to summary, registry and report (run)."""

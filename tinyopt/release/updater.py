@@ -1,0 +1,49 @@
+"""What a device does with a channel's manifest and model: every check of tinyopt.release.manifest, then
+it records the sequence it accepted (`tinyopt verify` runs it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tinyopt.core.errors import UserError
+from tinyopt.core.files import write_bytes
+from tinyopt.params import Params
+from tinyopt.release import manifest as manifests
+from tinyopt.release.fleet import FleetStore
+
+
+def verify(
+    published: bytes | dict,
+    model: bytes,
+    public_key,
+    channel: str,
+    state_path: Path,
+    clock: dt.datetime | None = None,
+) -> dict:
+    """What a device does with a manifest and a model it has (files): every check of
+    tinyopt.release.manifest, then the sequence is recorded in `state_path`; nothing is written on failure."""
+    accepted = manifests.read_state(state_path)
+    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
+    manifests.check_model(manifest, model)
+    manifests.accept(state_path, manifest, payload, accepted)
+    return manifest
+
+
+def download_and_verify(channel: str, params: Params, public_key, into: Path, clock: dt.datetime | None = None) -> dict:
+    """Fetch the channel's manifest and model as a device would, verify both, keep them in `into`
+    with the device's state file (`into`/state.json) written last."""
+    store = FleetStore(params.fleet)
+    published = store.get(store.manifest_key(channel))
+    if published is None:
+        raise UserError(f"channel '{channel}' serves nothing yet")
+    state_path = into / "state.json"
+    accepted = manifests.read_state(state_path)
+    # The model's key comes from the verified payload only.
+    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
+    model = store.get(manifest["model_key"]) or b""
+    manifests.check_model(manifest, model)
+    write_bytes(into / f"{manifest['sha256']}.tflite", model)
+    write_bytes(into / "manifest.json", published)
+    manifests.accept(state_path, manifest, payload, accepted)
+    return manifest

@@ -1,0 +1,140 @@
+"""What `tinyopt search` decides, apart from running trials: the settings a trial draws from the search
+space (through an Optuna trial), the Pareto front of score against size, the pick per objective, and
+the params file that rebuilds a pick with `tinyopt run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tinyopt.core.files import atomic_path
+from tinyopt.ml.metrics import HIGHER_IS_BETTER, better
+from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.run.plan import variant_name
+
+WIDTH = ("conv_filters", "kernel_size")  # what a search may change in tinyopt's own architecture
+
+
+def draw(trial: Any, params: Params) -> Params:
+    """params with one chain as its plan and the settings its techniques read drawn from search.space."""
+    space, techniques = params.search.space, params.techniques
+    names = [variant_name(chain) for chain in space.chains]
+    chain = list(space.chains[names.index(trial.suggest_categorical("chain", names))])
+    if space.distill and trial.suggest_categorical("distill", [False, True]):
+        chain = ["distill", *chain]
+    model = params.model
+    if model.path is None:  # width is tinyopt's own architecture's; a user's model is taken as it is
+        width = {name: trial.suggest_categorical(name, getattr(space, name)) for name in WIDTH if getattr(space, name)}
+        model = model.model_copy(update=width)
+    updates: dict[str, Any] = {}
+    if "prune" in chain:
+        target = trial.suggest_float("target_sparsity", *space.target_sparsity)
+        updates["prune"] = techniques.prune.model_copy(
+            update=dict(
+                target_sparsity=round(target, 4),
+                initial_sparsity=round(min(techniques.prune.initial_sparsity, target / 2), 4),
+                fine_tune_epochs=trial.suggest_int("prune_epochs", *space.fine_tune_epochs),
+                learning_rate=trial.suggest_float("prune_learning_rate", *space.learning_rate, log=True),
+            )
+        )
+    if {"cluster", "sp_cluster"} & set(chain):
+        updates["cluster"] = techniques.cluster.model_copy(
+            update=dict(
+                clusters=trial.suggest_categorical("clusters", space.clusters),
+                fine_tune_epochs=trial.suggest_int("cluster_epochs", *space.fine_tune_epochs),
+                learning_rate=trial.suggest_float("cluster_learning_rate", *space.learning_rate, log=True),
+            )
+        )
+    if {"qat", "pqat", "cqat", "pcqat"} & set(chain):
+        updates["qat"] = techniques.qat.model_copy(
+            update=dict(
+                fine_tune_epochs=trial.suggest_int("qat_epochs", *space.qat_epochs),
+                learning_rate=trial.suggest_float("qat_learning_rate", *space.learning_rate, log=True),
+            )
+        )
+    techniques = techniques.model_copy(update=updates)
+    return params.model_copy(update={"model": model, "techniques": techniques, "plan": [chain]})
+
+
+def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
+    """The settings section each technique of the chain reads, by section name, and the model's width when
+    the search draws it: what a trial is, with its chain."""
+    sections = [TECHNIQUE_SETTINGS[step] for step in chain[:-1]]
+    settings = {section: getattr(params.techniques, section).model_dump(mode="json") for section in sections}
+    space = params.search.space
+    if params.model.path is None and any(getattr(space, name) for name in WIDTH):
+        settings["model"] = width_of(params)
+    return settings
+
+
+def width_of(params: Params) -> dict[str, int]:
+    return {name: getattr(params.model, name) for name in WIDTH}
+
+
+def directions(metric: str) -> list[str]:
+    """Optuna's directions for (score, size)."""
+    return ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
+
+
+def feasible(records: list) -> list:
+    return [r for r in records if r.state == "complete" and r.fits]
+
+
+def pareto_front(records: list, size: str) -> list:
+    """The feasible trials no other feasible trial beats on both score and size, smallest first."""
+    candidates = feasible(records)
+
+    def dominates(a, b) -> bool:
+        no_worse = not better(a.metric, b.val_score, a.val_score) and getattr(a, size) <= getattr(b, size)
+        return no_worse and (better(a.metric, a.val_score, b.val_score) or getattr(a, size) < getattr(b, size))
+
+    front = [r for r in candidates if not any(dominates(o, r) for o in candidates if o is not r)]
+    unique = {(r.val_score, getattr(r, size)): r for r in sorted(front, key=lambda r: -r.number)}  # earliest of ties
+    return sorted(unique.values(), key=lambda r: (getattr(r, size), r.number))
+
+
+def picks(records: list, size: str, floor: float | None) -> dict[str, Any]:
+    """most_accurate: the best validation score that fits; smallest: the least `size` that fits at a
+    validation score no worse than `floor` (the baseline's, less search.max_drop)."""
+    fits = feasible(records)
+    chosen: dict[str, Any] = {"most_accurate": None, "smallest": None}
+    if fits:
+        sign = 1 if HIGHER_IS_BETTER[fits[0].metric] else -1
+        chosen["most_accurate"] = max(fits, key=lambda r: (sign * r.val_score, -getattr(r, size), -r.number))
+        good = [r for r in fits if floor is None or not better(r.metric, floor, r.val_score)]
+        if good:
+            chosen["smallest"] = min(good, key=lambda r: (getattr(r, size), -sign * r.val_score, r.number))
+    return chosen
+
+
+def write_plan(record: Any, trial_params: dict[str, Params], params_path: Path, out: Path) -> Path:
+    """The user's params file with the pick's technique settings and its chain as the plan: `tinyopt run
+    --params` on it rebuilds the pick's .tflite byte for byte (its sha256 is in the header)."""
+    raw = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
+    raw = raw or {}
+    chosen = trial_params[record.number]
+    # Paths resolved as the search read them: the file lives elsewhere (reports/), relative ones would move.
+    for section, key, value in (
+        ("data", "path", chosen.data.path),
+        ("model", "path", chosen.model.path),
+        ("reference", "dir", chosen.reference.dir),
+    ):
+        if value is not None:
+            raw.setdefault(section, {})[key] = value
+    raw.setdefault("techniques", {})
+    for section in record.settings:
+        if section == "model":
+            raw.setdefault("model", {}).update(width_of(chosen))
+        else:
+            raw["techniques"][section] = getattr(chosen.techniques, section).model_dump(mode="json")
+    raw["plan"] = [record.chain]
+    header = (
+        f"# tinyopt search, trial {record.number}: {variant_name(record.chain)}, validation "
+        f"{record.metric} {record.val_score:.4f}, {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)\n"
+        f"# `tinyopt run --params {out}` rebuilds it: sha256 {record.sha256}\n"
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    return out
