@@ -1,5 +1,5 @@
 # Quickstart: `make run` (full pipeline on Fashion-MNIST), `make test` (the whole test suite).
-.PHONY: setup run test test-fast lint format ui clean
+.PHONY: setup run test test-fast lint format params ui clean
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,10 @@ lint: setup
 format: setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
+
+# params.yaml is rendered from the schema (tinyopt/params/): rerun after changing a default or a description.
+params: setup
+	.venv/bin/python -m tinyopt.params.render > params.yaml
 
 ui: setup
 	.venv/bin/tinyopt ui

@@ -7,7 +7,13 @@ from tinyopt.core.errors import UserError
 from tinyopt.params import Params, load_params, parse_params
 
 
-def test_repository_params_are_valid_and_match_defaults():
+def test_repository_params_are_the_schema_rendered():
+    from tinyopt.params.render import REGENERATE, default_params_yaml
+
+    assert (REPO / "params.yaml").read_text() == default_params_yaml(), f"params.yaml is stale: run {REGENERATE}"
+
+
+def test_the_rendered_params_read_back_as_the_defaults():
     loaded = load_params(REPO / "params.yaml")
     assert loaded.model_copy(update={"reference": Params().reference}) == Params()
     assert loaded.reference.dir == str(REPO.parent / "shared" / "reference" / "seed-cnn1")

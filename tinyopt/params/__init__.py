@@ -63,17 +63,44 @@ from tinyopt.params.section import Section, _number_not_bool
 
 
 class Params(Section):
-    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    """The one place for tinyopt's knobs. Validated on load: unknown keys, wrong types and out-of-range values are
+    errors that name the key."""
+
+    seed: int = Field(
+        default=42,
+        ge=0,
+        le=2**31 - 1,
+        description="seeds Python, NumPy and TensorFlow (ops made deterministic), the split and calibration",
+    )
     data: DataParams = DataParams()
     task: TaskParams = TaskParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()
-    techniques: Techniques = Techniques()
+    techniques: Techniques = Field(
+        default=Techniques(), description="Settings of each optimization technique (a step of a chain in `plan`)."
+    )
     conversion: ConversionParams = ConversionParams()
-    plan: list[list[str]] = Field(default_factory=lambda: [list(chain) for chain in DEFAULT_PLAN])
-    devices: dict[str, DeviceProfile] = Field(default_factory=lambda: dict(DEFAULT_DEVICES))
-    objectives: dict[str, Objective] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    plan: list[list[str]] = Field(
+        default_factory=lambda: [list(chain) for chain in DEFAULT_PLAN],
+        description="The variants: each chain is techniques applied in order to the trained model, then one "
+        "conversion. Techniques: prune, prune_2_4, cluster, sp_cluster (needs a pruning step first), qat, pqat "
+        "(after a pruning step), cqat (after clustering), pcqat (after prune and sp_cluster), separable (first "
+        "only), distill (first, or right after separable), graph. Conversions: float32, float16, dynamic_range, "
+        "int8_fallback (int8 kernels, float fallback and float I/O), int8 (full integer, int8 I/O), int16x8 "
+        "(int16 activations, int8 weights). Shared prefixes are trained once: [prune, int8] and [prune, float16] "
+        "prune one model.",
+    )
+    devices: dict[str, DeviceProfile] = Field(
+        default_factory=lambda: dict(DEFAULT_DEVICES),
+        description="Target devices (public datasheet figures); add your own. benchmark.devices lists the profiles "
+        "measured on their emulated core.",
+    )
+    objectives: dict[str, Objective] = Field(
+        default_factory=lambda: dict(DEFAULT_OBJECTIVES),
+        description="How the pipeline picks its best variants. Scores here are validation scores: picks never see "
+        "the test set.",
+    )
     reference: ReferenceParams = ReferenceParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     fleet: FleetParams = FleetParams()

@@ -10,7 +10,7 @@ from tinyopt.params.section import Section
 
 
 class DeviceProfile(Section):
-    """A target device: its memory budgets (datasheet figures) and what the runtime itself takes."""
+    """A target device (public datasheet figures): its memory budgets and what the runtime itself takes."""
 
     name: str
     core: str = ""
@@ -25,8 +25,15 @@ class DeviceProfile(Section):
     # An estimate, not a measurement: TFLM's interpreter with the handful of kernels a small CNN uses,
     # plus a minimal application, built with -Os for Cortex-M (about 50 KB of flash), and its RAM
     # outside the tensor arena (interpreter objects, op resolver, stack: about 8 KB).
-    runtime_flash_bytes: int = Field(default=50_000, ge=0)
-    runtime_ram_bytes: int = Field(default=8_000, ge=0)
+    runtime_flash_bytes: int = Field(
+        default=50_000,
+        ge=0,
+        description="an estimate of the flash TFLM and a minimal application take besides the model, used where a "
+        "profile is not measured",
+    )
+    runtime_ram_bytes: int = Field(
+        default=8_000, ge=0, description="the same for RAM outside the tensor arena (interpreter, op resolver, stack)"
+    )
 
 
 DEFAULT_PROFILE = "nano33ble"  # the device a channel, the scheduled objective and `tinyopt register` target
@@ -89,7 +96,10 @@ class Objective(Section):
 
     metric: Literal[
         "score", "gzip_bytes", "raw_bytes", "latency_us_p50", "arena_bytes", "instructions", "flash_bytes", "ram_bytes"
-    ] = Field(description="instructions, flash_bytes, ram_bytes: as measured on `profile`'s emulated core")
+    ] = Field(
+        description="score: the task's metric; instructions, flash_bytes, ram_bytes: as measured on `profile`'s "
+        "emulated core (one of benchmark.devices)",
+    )
     goal: Literal["min", "max", "best"] = Field(description="best: the score's own direction (max accuracy, min MAE)")
     max_score_drop: float | None = Field(
         default=None,
@@ -113,12 +123,13 @@ DEFAULT_OBJECTIVES = {
 
 
 class ReferenceParams(Section):
-    """Reference .tflite models benchmarked in the same run, in the same harness."""
+    """Reference .tflite models measured in the same run and harness (skipped, with a note, when the directory
+    is missing or they were trained on another dataset)."""
 
     dir: str | None = Field(default="../shared/reference/seed-cnn1", description="null: no reference models")
     dataset: str = Field(default="fashion-mnist", description="the dataset the reference models were trained on")
-    # Which of our variants answers each reference model, for the side-by-side ratios.
     counterparts: dict[str, str] = Field(
+        description="which of our variants answers each reference model, for the side-by-side ratios",
         default_factory=lambda: {
             f"{theirs}-{their_conv}": f"{ours}-{our_conv}"
             for theirs, ours in (
@@ -134,16 +145,23 @@ class ReferenceParams(Section):
                 ("dynrange", "dynamic_range"),
                 ("int8-floatio", "int8_fallback"),
             )
-        }
+        },
     )
 
 
 class BenchmarkParams(Section):
-    latency_warmup: int = Field(default=50, ge=0, le=100000)
-    latency_repeats: int = Field(default=300, ge=20, le=1000000)
+    latency_warmup: int = Field(default=50, ge=0, le=100000, description="invokes before timing")
+    latency_repeats: int = Field(
+        default=300,
+        ge=20,
+        le=1000000,
+        description="timed invokes per model (fewer for models slower than 2 s in total)",
+    )
     devices: list[str] = Field(
         default_factory=lambda: [DEFAULT_PROFILE, "stm32f746", "corstone-300"],
-        description="profiles every int8 model is compiled for and run on (their emulator); [] measures none",
+        description="every int8 and int8_fallback variant and every int8 reference model compiled to C "
+        "(tinyopt/mcu), built into firmware for each of these profiles and run under QEMU: flash, RAM, "
+        "instructions, the score the device computes, and agreement with TFLM's reference kernels; []: none",
     )
     device_images: int | None = Field(
         default=None, ge=1, description="test examples each emulated device runs; null: the whole test split"

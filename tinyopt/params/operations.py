@@ -41,17 +41,30 @@ class ChannelParams(Section):
 
 
 class FleetParams(Section):
-    """Where promoted models go: an S3 bucket (AWS, MinIO, any S3-compatible store)."""
+    """Where promoted models go (tinyopt promote): an S3 bucket; credentials come from the standard AWS
+    configuration (AWS_* variables, profiles). A gated channel refuses a model that does not fit its profile or
+    scores worse than what it serves, unless forced with a recorded reason."""
 
     bucket: str = Field(default="tinyopt-fleet", min_length=3)
     prefix: str = Field(default="fleet", description="key prefix inside the bucket")
-    endpoint_url: str | None = Field(default=None, description="null: AWS, or AWS_ENDPOINT_URL if set")
+    endpoint_url: str | None = Field(
+        default=None, description="null: AWS (or AWS_ENDPOINT_URL); set it for MinIO and other S3-compatible stores"
+    )
     region: str = "us-east-1"
     manifest_ttl_days: int = Field(
-        default=30, ge=1, le=3650, description="a device rejects a manifest older than this: re-promote to re-sign it"
+        default=30,
+        ge=1,
+        le=3650,
+        description="devices reject a manifest older than this (a channel may set its own): promote the served "
+        "version again to re-sign it before then (it re-publishes once less than half the time is left)",
     )
     channels: dict[str, ChannelParams] = Field(
-        default_factory=lambda: {"canary": ChannelParams(), "stable": ChannelParams(gated=True)}
+        default_factory=lambda: {
+            "canary": ChannelParams(profile=DEFAULT_PROFILE, gated=False),
+            "stable": ChannelParams(profile=DEFAULT_PROFILE, gated=True),
+        },
+        description="the release channels devices poll: the device profile a channel's models must fit, and "
+        "whether it is gated",
     )
 
     @model_validator(mode="after")
@@ -68,7 +81,8 @@ class FleetParams(Section):
 
 
 class RunnerParams(Section):
-    """Where the tasks of a run execute: threads in this process, or a Dask cluster."""
+    """Where a run's tasks execute: threads (default) or Dask (a local cluster of `workers` processes, or the
+    scheduler at `address`). Results are the same either way; models move between tasks as files."""
 
     kind: Literal["threads", "dask"] = "threads"
     workers: int = Field(default=4, ge=1, le=256, description="threads, or the processes of a local Dask cluster")
@@ -78,8 +92,10 @@ class RunnerParams(Section):
 
 
 class ScheduleParams(Section):
-    """The `reoptimize` deployments (tinyopt serve / tinyopt deploy): when the nightly one runs, whose
-    pick it compares with what the registry's `production` alias serves, and where a better one goes."""
+    """The `reoptimize` deployments (`tinyopt serve`, or `tinyopt deploy` for a worker pool): nightly at `cron`
+    and on demand. Each run re-runs the pipeline (cached steps are reused; a new dataset version retrains),
+    compares the pick of `objective` with what the registry's `production` alias serves, and publishes it to
+    `channel` (through its gate) only if it is better and fits."""
 
     cron: str | None = Field(default="0 2 * * *", description="the nightly run; null: on-demand only")
     timezone: str = "UTC"
@@ -112,4 +128,4 @@ class ScheduleParams(Section):
 
 
 class TrackingParams(Section):
-    experiment: str = Field(default="tinyopt", min_length=1)
+    experiment: str = Field(default="tinyopt", min_length=1, description="the MLflow experiment runs are logged to")

@@ -11,7 +11,6 @@ from tinyopt.params.devices import DEFAULT_PROFILE
 from tinyopt.params.pipeline import check_chain
 from tinyopt.params.section import Section
 
-# The deployable chains (full int8) that were on a default run's front.
 DEFAULT_SEARCH_CHAINS = (
     ("qat", "int8"),
     ("cluster", "cqat", "int8"),
@@ -23,17 +22,27 @@ DEFAULT_SEARCH_CHAINS = (
 class SearchSpace(Section):
     """The ranges a trial draws its settings from; a chain's steps read only their own settings."""
 
-    chains: list[list[str]] = Field(default_factory=lambda: [list(chain) for chain in DEFAULT_SEARCH_CHAINS])
+    chains: list[list[str]] = Field(
+        default_factory=lambda: [list(chain) for chain in DEFAULT_SEARCH_CHAINS],
+        description="the deployable chains (full int8) that were on a default run's front; see README",
+    )
     distill: bool = Field(default=False, description="also try each chain with distill first (trains a teacher)")
     target_sparsity: tuple[float, float] = (0.6, 0.85)
     clusters: list[int] = Field(default_factory=lambda: [8, 12, 16])
-    fine_tune_epochs: tuple[int, int] = (2, 8)  # prune and cluster
+    fine_tune_epochs: tuple[int, int] = Field(default=(2, 8), description="prune and cluster")
     qat_epochs: tuple[int, int] = (2, 8)
-    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform, for every fine-tune of the chain
-    # Width, for tinyopt's own architecture only (model.path null): a trial draws its conv filters and
-    # kernel size from these and trains that baseline (once per width); null keeps model.* as given.
-    conv_filters: list[int] | None = Field(default_factory=lambda: [10, 12, 14])
-    kernel_size: list[int] | None = Field(default_factory=lambda: [5])  # as accurate as 3x3, 12% fewer bytes
+    learning_rate: tuple[float, float] = Field(
+        default=(1e-4, 3e-3), description="log-uniform, drawn per technique for every fine-tune of the chain"
+    )
+    conv_filters: list[int] | None = Field(
+        default_factory=lambda: [10, 12, 14],
+        description="tinyopt's own CNN only (model.path null): a trial draws its width from these and trains that "
+        "baseline (once per width); null: model.conv_filters",
+    )
+    kernel_size: list[int] | None = Field(
+        default_factory=lambda: [5],
+        description="5x5 scored as 3x3 on validation with 12% fewer bytes (see README); null: model.kernel_size",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SearchSpace:
@@ -64,18 +73,25 @@ class SearchSpace(Section):
 
 
 class SearchParams(Section):
-    """`tinyopt search`: a multi-objective search (Optuna's TPE) for the best score against the smallest
-    size, among models that fit the profile's flash and RAM."""
+    """`tinyopt search`: Optuna's multi-objective TPE over chains and their settings, for the best validation
+    score against the smallest size among models that fit `profile` (flash and RAM). Each trial builds its chain
+    from the baseline as a run would. No new trial starts after time_budget_s. The test split scores the Pareto
+    front and the picks once, at the end; each pick is written back as a params file that `tinyopt run --params`
+    rebuilds byte for byte. Runs on `runner` (Dask: a trial per worker)."""
 
     trials: int = Field(default=20, ge=1, le=10000, description="at most; the time budget may stop it first")
     time_budget_s: int = Field(default=1200, ge=10, description="no new trial starts after this many seconds")
     profile: str = Field(default=DEFAULT_PROFILE, description="the device whose flash and RAM a model must fit")
-    size: Literal["gzip_bytes", "raw_bytes"] = Field(default="gzip_bytes", description="the second objective")
+    size: Literal["gzip_bytes", "raw_bytes"] = Field(
+        default="gzip_bytes",
+        description="the second objective: gzip_bytes, the over-the-air payload, or raw_bytes, the flash the model "
+        "takes",
+    )
     max_model_bytes: int | None = Field(
-        default=23224,  # the paper's largest deployable model (graph-int8-floatio)
+        default=23224,
         ge=1,
-        description="a .tflite larger than this is infeasible, as one that does not fit the profile; null: "
-        "the profile's flash alone",
+        description="a .tflite larger than this is infeasible, as one that does not fit the profile; the default "
+        "is the paper's largest deployable model (graph-int8-floatio); null: the profile's flash alone",
     )
     max_drop: float | None = Field(
         default=0.03,
