@@ -6,7 +6,7 @@ Warm: the same command again with nothing changed (every step should come from t
     python benchmarks/flow_wall_time.py [--params params.yaml] [--runs cold,warm] [--keep DIR]
 
 Prints one line per run and the variant table of the last run. Timings are of this machine; the
-figures quoted in the README were taken on a 2-core, no-GPU machine.
+figures in benchmarks/RESULTS.md were taken on a 2-core, no-GPU machine.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def _describe(error: dict) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{key}' (check the spelling; allowed keys are listed in the README)"
+        return f"unknown key '{key}' (check the spelling; params.yaml lists every allowed key)"
     if kind == "literal_error":
         allowed = error.get("ctx", {}).get("expected", "")
         return f"'{key}' must be one of {allowed}, got {error['input']!r}"

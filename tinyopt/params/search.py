@@ -24,7 +24,7 @@ class SearchSpace(Section):
 
     chains: list[list[str]] = Field(
         default_factory=lambda: [list(chain) for chain in DEFAULT_SEARCH_CHAINS],
-        description="the deployable chains (full int8) that were on a default run's front; see README",
+        description="the deployable chains (full int8) that were on a default run's front; see benchmarks/RESULTS.md",
     )
     distill: bool = Field(default=False, description="also try each chain with distill first (trains a teacher)")
     target_sparsity: tuple[float, float] = (0.6, 0.85)
@@ -41,7 +41,7 @@ class SearchSpace(Section):
     )
     kernel_size: list[int] | None = Field(
         default_factory=lambda: [5],
-        description="5x5 scored as 3x3 on validation with 12% fewer bytes (see README); null: model.kernel_size",
+        description="5x5 scored as 3x3 on validation with 12% fewer bytes (benchmarks/RESULTS.md); null: model.kernel_size",
     )
 
     @model_validator(mode="after")
