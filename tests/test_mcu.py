@@ -35,10 +35,11 @@ def _test_images(n: int) -> np.ndarray:
     return read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:n].astype(np.float32) / 255.0
 
 
-def _model_inputs(blob: bytes, generated, x: np.ndarray) -> np.ndarray:
-    from tinyopt.mcu.host import model_io, tflm_interpreter
+def _model_inputs(blob: bytes, x: np.ndarray) -> np.ndarray:
+    from tinyopt.mcu.host import tflm_interpreter
+    from tinyopt.runtimes.quantized_io import quantize_input
 
-    return model_io(x, generated, tflm_interpreter(blob))
+    return quantize_input(x, tflm_interpreter(blob).get_input_details(0))
 
 
 def _assert_bit_exact(blob: bytes, x: np.ndarray, name: str = "m") -> np.ndarray:
@@ -46,7 +47,7 @@ def _assert_bit_exact(blob: bytes, x: np.ndarray, name: str = "m") -> np.ndarray
     from tinyopt.mcu.host import run_host, run_tflm
 
     generated = generate(blob, name)
-    inputs = _model_inputs(blob, generated, x)
+    inputs = _model_inputs(blob, x)
     ours, tflm = run_host(generated, inputs), run_tflm(blob, inputs)
     differ = np.flatnonzero((ours != tflm).any(axis=1))
     assert differ.size == 0, f"{differ.size} of {len(x)} inputs differ from TFLM, first {differ[:5]}"
@@ -270,7 +271,7 @@ def test_clustered_dense_layer_stored_as_indices_is_bit_exact_and_smaller(prepar
     assert len(clustered.source) < 0.75 * len(plain.source)  # 4-bit indices instead of int8 weights
     from tinyopt.mcu.host import run_host, run_tflm
 
-    inputs = _model_inputs(blob, clustered, _test_images(300))
+    inputs = _model_inputs(blob, _test_images(300))
     assert np.array_equal(run_host(clustered, inputs), run_tflm(blob, inputs))
 
 
