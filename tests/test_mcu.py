@@ -174,6 +174,16 @@ def test_requantize_between_scales_bit_exact_with_tflm(prepared_slice, tmp_path)
     assert len(np.unique(outputs, axis=0)) > 10
 
 
+def test_each_op_record_names_a_tflite_operator():
+    """The op table is keyed by the names load_graph gives ops: a misspelt record would never match."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tinyopt.mcu.ops import OPS
+
+    assert set(OPS) <= set(vars(schema.BuiltinOperator))
+    assert all(kind == op.kind for kind, op in OPS.items())
+
+
 def test_memory_plan_reuses_space_of_dead_tensors():
     from tinyopt.mcu.arena import Buffer, plan_arena
 
@@ -267,7 +277,7 @@ def test_clustered_dense_layer_stored_as_indices_is_bit_exact_and_smaller(prepar
 
     blob = _convert(clustered_model, prepared_slice, tmp_path)
     plain, clustered = generate(blob, "m"), generate(blob, "m", cluster_indices=True)
-    assert [t.clustered for t in clustered.techniques] == [True]
+    assert [w.clustered for w in clustered.weight_storage] == [True]
     assert len(clustered.source) < 0.75 * len(plain.source)  # 4-bit indices instead of int8 weights
     from tinyopt.mcu.host import run_host, run_tflm
 
