@@ -35,8 +35,8 @@ def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_ind
         name=generated.name,
         arena_bytes=generated.arena_bytes,
         ops=generated.op_kinds,
-        sparse_ops=sum(t.sparse for t in generated.techniques),
-        clustered_ops=sum(t.clustered for t in generated.techniques),
+        sparse_ops=generated.sparse_ops,
+        clustered_ops=generated.clustered_ops,
         outputs=outputs_of(*written),
     )
 

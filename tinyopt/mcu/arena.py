@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.quant import compute_padding
 
-ALIAS_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")  # same bytes, new shape: no code, shared storage
+if TYPE_CHECKING:  # the table imports the emitters, which import this module: passed in, not imported
+    from tinyopt.mcu.ops import SupportedOp
+
 ALIGN = 8
 
 
@@ -46,17 +48,16 @@ def round4(n: int) -> int:
     return (n + 3) // 4 * 4
 
 
-def plan_storage(g: Graph) -> tuple[dict[str, Buffer], dict[int, str]]:
+def plan_storage(g: Graph, ops: Mapping[str, SupportedOp]) -> tuple[dict[str, Buffer], dict[int, str]]:
     """The buffers (T<root tensor> for activations, S<op> for scratch) with their lifetimes, and each
-    non-constant tensor's buffer name."""
+    non-constant tensor's buffer name. `ops` is the op table (tinyopt.mcu.ops.OPS): which ops alias their input,
+    which need scratch."""
     buffers: dict[str, Buffer] = {}
     storage: dict[int, str] = {}
     # Alias chains: the output of a reshape-like op shares its input's storage.
     root = {i: i for i in range(len(g.tensors))}
     for op in g.ops:
-        if op.kind in ALIAS_OPS:
-            root[op.outputs[0]] = root[op.inputs[0]]
-        elif _pool_in_place(g, op, root):
+        if ops[op.kind].alias or _pool_in_place(g, op, root):
             root[op.outputs[0]] = root[op.inputs[0]]
     alive: dict[int, list[int]] = {}
 
@@ -82,7 +83,8 @@ def plan_storage(g: Graph) -> tuple[dict[str, Buffer], dict[int, str]]:
             storage[i] = f"T{root[i]}"
     # Scratch buffers (im2col columns, mean sums) live for their op only.
     for op in g.ops:
-        need = _scratch_bytes(g, op)
+        scratch_bytes = ops[op.kind].scratch_bytes
+        need = scratch_bytes(g, op) if scratch_bytes else 0
         if need:
             buffers[f"S{op.index}"] = Buffer(f"S{op.index}", need, op.index, op.index)
     return buffers, storage
@@ -103,13 +105,3 @@ def _pool_in_place(g: Graph, op: Op, root: dict[int, int]) -> bool:
     shared = {i for i in range(len(g.tensors)) if root[i] == root[op.inputs[0]]}
     later = any(set(other.inputs) & shared for other in g.ops[op.index + 1 :])
     return not later and not shared & set(g.outputs)
-
-
-def _scratch_bytes(g: Graph, op: Op) -> int:
-    if op.kind == "CONV_2D" or (op.kind == "DEPTHWISE_CONV_2D" and g.tensors[op.inputs[0]].shape[-1] == 1):
-        w = g.tensors[op.inputs[1]]
-        k = int(np.prod(w.shape[1:])) if op.kind == "CONV_2D" else int(np.prod(w.shape[1:3]))
-        return 2 * round4(k)  # int8 columns, or int16 ones for convolutions with few weights
-    if op.kind == "MEAN":
-        return 4 * g.tensors[op.inputs[0]].shape[-1]
-    return 0

@@ -5,8 +5,8 @@ in_t/out_t are int8_t for full-integer models and float for int8 models with flo
 QUANTIZE/DEQUANTIZE run inside invoke). The arithmetic is TFLM's reference integer arithmetic; every
 quantization parameter is computed here exactly as TFLM's Prepare functions compute it.
 
-This module drives a run and writes the C text around the ops; each op's C comes from its emitter (emit_conv,
-emit_dense, emit_quant, emit_misc), the storage from plan, the parameters from quant.
+This module drives a run and writes the C text around the ops; each op's C comes from its record in ops (an
+emit_* module per kind of op), the storage from arena, the parameters from quant.
 """
 
 from __future__ import annotations
@@ -20,31 +20,10 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.core.files import write_bytes
-from tinyopt.mcu.arena import plan_arena
-from tinyopt.mcu.emit_conv import emit_conv, emit_pool
-from tinyopt.mcu.emit_dense import emit_fully_connected
-from tinyopt.mcu.emit_misc import emit_add, emit_alias, emit_concatenation, emit_mean, emit_softmax
-from tinyopt.mcu.emit_quant import emit_dequantize, emit_quantize
-from tinyopt.mcu.emitter import Emitter, Technique
+from tinyopt.mcu.arena import plan_arena, plan_storage
+from tinyopt.mcu.emitter import Emitter, WeightStorage
 from tinyopt.mcu.graph import load_graph
-
-_EMIT = {
-    "CONV_2D": emit_conv,
-    "DEPTHWISE_CONV_2D": emit_conv,
-    "FULLY_CONNECTED": emit_fully_connected,
-    "MAX_POOL_2D": emit_pool,
-    "AVERAGE_POOL_2D": emit_pool,
-    "RESHAPE": emit_alias,
-    "EXPAND_DIMS": emit_alias,
-    "SQUEEZE": emit_alias,
-    "CONCATENATION": emit_concatenation,
-    "SOFTMAX": emit_softmax,
-    "QUANTIZE": emit_quantize,
-    "DEQUANTIZE": emit_dequantize,
-    "ADD": emit_add,
-    "MEAN": emit_mean,
-}
-SUPPORTED_OPS = tuple(_EMIT)
+from tinyopt.mcu.ops import OPS
 
 
 def kernels_header() -> str:
@@ -62,7 +41,15 @@ class Generated:
     input_dtype: str
     output_dtype: str
     op_kinds: list[str]
-    techniques: list[Technique] = field(default_factory=list)
+    weight_storage: list[WeightStorage] = field(default_factory=list)
+
+    @property
+    def sparse_ops(self) -> int:
+        return sum(w.sparse for w in self.weight_storage)
+
+    @property
+    def clustered_ops(self) -> int:
+        return sum(w.clustered for w in self.weight_storage)
 
     def write(self, directory: Path) -> dict[str, Path]:
         directory = Path(directory)
@@ -86,16 +73,16 @@ def generate(blob: bytes, name: str, sparse: bool = True, cluster_indices: bool 
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must be a C identifier in lower case")
     graph = load_graph(blob)
-    unknown = sorted({op.kind for op in graph.ops if op.kind not in SUPPORTED_OPS})
+    unknown = sorted({op.kind for op in graph.ops if op.kind not in OPS})
     if unknown:
         raise NotApplicable(f"the MCU code generator does not support op {', '.join(unknown)}")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise NotApplicable("the MCU code generator handles models with one input and one output")
-    em = Emitter(graph, name, sparse, cluster_indices)
+    em = Emitter(graph, name, plan_storage(graph, OPS), sparse, cluster_indices)
     for op in graph.ops:
         em.body.append(f"  /* op {op.index}: {op.kind} */")
         em.body.append(f"  TINYOPT_OP_HOOK({op.index});")
-        _EMIT[op.kind](em, op)
+        OPS[op.kind].emit(em, op)
     em.body.append(f"  TINYOPT_OP_HOOK({len(graph.ops)});")
     return _assemble(em)
 
@@ -166,7 +153,7 @@ int tinyopt_invoke(const void *in, void *out) {{ return {name}_invoke((const {in
         np.dtype(tin.dtype).name,
         np.dtype(tout.dtype).name,
         [op.kind for op in g.ops],
-        em.techniques,
+        em.weight_storage,
     )
 
 

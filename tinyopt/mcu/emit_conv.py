@@ -1,5 +1,5 @@
-"""C for the windowed NHWC ops: CONV_2D, DEPTHWISE_CONV_2D (im2col rows, int16-widened small filters, the
-depthwise kernel) and MAX_POOL_2D / AVERAGE_POOL_2D."""
+"""C for the convolutions: CONV_2D and DEPTHWISE_CONV_2D (im2col rows, int16-widened small filters, the
+depthwise kernel), and the im2col scratch they need."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, Technique, bias, geom, requant_consts, require_int8
-from tinyopt.mcu.graph import Op
+from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, requant_consts, require_int8
+from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
 
@@ -54,7 +54,7 @@ def emit_conv(em: Emitter, op: Op) -> None:
     em.consts.append(c_array("int32_t", b, folded))
     wn = em.const_name(op, "w")
     em.body.append(f"  {{ static const to_geom g = {g};")
-    em.techniques.append(Technique(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
+    em.weight_storage.append(WeightStorage(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
     if depthwise and inp.shape[-1] != 1:
         em.consts.append(c_array("int8_t", wn, weights))
         em.body.append(
@@ -76,12 +76,14 @@ def emit_conv(em: Emitter, op: Op) -> None:
     )
 
 
-def emit_pool(em: Emitter, op: Op) -> None:
-    inp, out = em.t(op.inputs[0]), em.t(op.outputs[0])
-    require_int8(em, op, op.inputs[0], op.outputs[0])
-    o = op.options
-    act_min, act_max = activation_range(o.fusedActivationFunction, out.scale, out.zero_point)
-    g = geom(inp, out, o.filterHeight, o.filterWidth, o.strideH, o.strideW, 1, 1)
-    avg = int(op.kind == "AVERAGE_POOL_2D")
-    em.body.append(f"  {{ static const to_geom g = {g};")
-    em.body.append(f"    to_pool({em.ptr(op.inputs[0])}, &g, {avg}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}")
+def im2col_bytes(g: Graph, op: Op) -> int:
+    """Scratch for one im2col column: int8, or int16 for convolutions with few weights (2 bytes a weight covers
+    both). A depthwise convolution over several channels reads its input in place and needs none."""
+    w = g.tensors[op.inputs[1]]
+    if op.kind == "CONV_2D":
+        k = int(np.prod(w.shape[1:]))
+    elif g.tensors[op.inputs[0]].shape[-1] == 1:
+        k = int(np.prod(w.shape[1:3]))
+    else:
+        return 0
+    return 2 * round4(k)

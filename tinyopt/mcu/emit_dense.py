@@ -6,7 +6,7 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, Technique, bias, requant_consts, require_int8
+from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, requant_consts, require_int8
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
@@ -46,7 +46,7 @@ def emit_fully_connected(em: Emitter, op: Op) -> None:
         clustered_bytes, sparse_bytes = outs * round4(k) // 2 + 4 * 256, 2 * len(steps[1]) + 2 * (outs + 1)
         steps, table = (None, table) if clustered_bytes <= sparse_bytes else (steps, None)
     sparse = steps is not None
-    em.techniques.append(Technique(op.index, op.kind, weights.size, nonzero, sparse, table is not None))
+    em.weight_storage.append(WeightStorage(op.index, op.kind, weights.size, nonzero, sparse, table is not None))
     tail = f"{int(per_channel)}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])});"
     kp = round4(k)
     if table is not None:

@@ -1,5 +1,5 @@
-"""What one generation run accumulates (constant arrays, invoke's body lines, the storage plan, the per-op
-technique report) and the helpers every per-op emitter shares."""
+"""What one generation run accumulates (constant arrays, invoke's body lines, the storage plan, how each op's
+weights are stored) and the helpers every per-op emitter shares."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyopt.core.errors import NotApplicable
-from tinyopt.mcu.arena import Buffer, plan_storage
+from tinyopt.mcu.arena import Buffer
 from tinyopt.mcu.graph import Graph, Op, Tensor
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import compute_padding
 
 
 @dataclass
-class Technique:
-    """What a kernel choice saves, reported per op: dense vs sparse weights."""
+class WeightStorage:
+    """How one op's weights are stored in flash, reported per op: dense, sparse (kept weights as steps) or
+    clustered."""
 
     op: int
     kind: str
@@ -27,14 +28,22 @@ class Technique:
 
 
 class Emitter:
-    def __init__(self, graph: Graph, name: str, sparse: bool, cluster_indices: bool = False):
+    def __init__(
+        self,
+        graph: Graph,
+        name: str,
+        plan: tuple[dict[str, Buffer], dict[int, str]],
+        sparse: bool,
+        cluster_indices: bool = False,
+    ):
+        """plan: arena.plan_storage's buffers and each tensor's buffer name."""
         self.g, self.name, self.sparse, self.cluster_indices = graph, name, sparse, cluster_indices
         self.consts: list[str] = []
         self.body: list[str] = []
         self.buffers: dict[str, Buffer]
         self.storage: dict[int, str]  # tensor index -> buffer name
-        self.buffers, self.storage = plan_storage(graph)
-        self.techniques: list[Technique] = []
+        self.buffers, self.storage = plan
+        self.weight_storage: list[WeightStorage] = []
 
     def t(self, i: int) -> Tensor:
         return self.g.tensors[i]

@@ -27,16 +27,6 @@ HOST_CFLAGS = (
 )
 
 
-def model_io(x: np.ndarray, generated: Generated, interpreter=None) -> np.ndarray:
-    """The model's input for float images x: as is for float input, quantized for int8 input."""
-    if generated.input_dtype == "float32":
-        return x.astype(np.float32)
-    detail = interpreter.get_input_details(0)
-    scale = float(detail["quantization_parameters"]["scales"][0])
-    zero = int(detail["quantization_parameters"]["zero_points"][0])
-    return np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-
-
 def run_host(generated: Generated, inputs: np.ndarray, cc: str = "gcc") -> np.ndarray:
     """Outputs of the generated C for each input (inputs already in the model's input type)."""
     if shutil.which(cc) is None:

@@ -68,8 +68,8 @@ def write_library(generated: Generated, model: str, out_dir: Path) -> list[Path]
         "input_dtype": generated.input_dtype,
         "output_dtype": generated.output_dtype,
         "op_kinds": generated.op_kinds,
-        "sparse_ops": sum(t.sparse for t in generated.techniques),
-        "clustered_ops": sum(t.clustered for t in generated.techniques),
+        "sparse_ops": generated.sparse_ops,
+        "clustered_ops": generated.clustered_ops,
     }
     for file, text in (("README.md", readme), ("library.json", json.dumps(meta, indent=2) + "\n")):
         write_bytes(out_dir / file, text.encode())

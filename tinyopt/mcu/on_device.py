@@ -11,18 +11,11 @@ import numpy as np
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.mcu.codegen import Generated, generate
 from tinyopt.mcu.firmware import build_firmware, run_firmware
-from tinyopt.mcu.host import model_io, run_tflm, tflm_interpreter
+from tinyopt.mcu.host import run_tflm, tflm_interpreter
 from tinyopt.ml.metrics import score
 from tinyopt.params import DeviceProfile
 from tinyopt.records.run import DeviceFigures
-
-
-def dequantized(outputs: np.ndarray, interpreter) -> np.ndarray:
-    """The device's raw outputs in the model's output units (int8 outputs through their scale and zero point)."""
-    if outputs.dtype != np.int8:
-        return outputs.astype(np.float32)
-    detail = interpreter.get_output_details(0)["quantization_parameters"]
-    return (outputs.astype(np.float32) - float(detail["zero_points"][0])) * float(detail["scales"][0])
+from tinyopt.runtimes.quantized_io import dequantize_output, quantize_input
 
 
 def measure_library(
@@ -37,7 +30,7 @@ def measure_library(
     """Each profile's report, or the reason it could not be built or run there (the model does not fit,
     the core has no emulator). TFLM's reference outputs are computed once for all profiles."""
     interpreter = tflm_interpreter(blob)
-    inputs = model_io(x, generated, interpreter)
+    inputs = quantize_input(x, interpreter.get_input_details(0))
     reference = run_tflm(blob, inputs)
     reports: dict[str, DeviceFigures | str] = {}
     for name, profile in profiles.items():
@@ -65,7 +58,7 @@ def measure_library(
             instructions=round(run.instructions_per_inference, 1),
             instructions_per_op={f"{i}:{kind}": round(n, 1) for i, (kind, n) in enumerate(per_op)},
             images=len(x),
-            score=round(score(metric, y, dequantized(run.outputs, interpreter)), 6),
+            score=round(score(metric, y, dequantize_output(run.outputs, interpreter.get_output_details(0))), 6),
             bit_exact=same == 1.0,
             bit_exact_share=round(same, 6),
             latency_ms_estimate=round(run.latency_estimate_ms(clock), 4) if clock else None,

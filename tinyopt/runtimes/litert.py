@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyopt.core.errors import UserError
+from tinyopt.runtimes.quantized_io import dequantize_output, quantize_input
 
 
 def load_interpreter(path: str | Path, num_threads: int = 1):
@@ -22,23 +23,6 @@ def load_interpreter(path: str | Path, num_threads: int = 1):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a loadable .tflite model ({reason}); re-run the conversion") from None
     return interpreter
-
-
-def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float inputs as the model's input tensor wants them (quantized with its scale and zero point)."""
-    dtype = detail["dtype"]
-    if np.issubdtype(dtype, np.integer) and x.dtype.kind == "f":
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
 
 
 def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -61,5 +45,5 @@ def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarr
             output_detail = interpreter.get_output_details()[0]
         interpreter.set_tensor(input_detail["index"], quantize_input(chunk, input_detail))
         interpreter.invoke()
-        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
+        outputs.append(dequantize_output(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs)

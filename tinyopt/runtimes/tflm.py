@@ -21,26 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.runtimes.quantized_io import dequantize_output, quantize_input
+
 PROBE_ARENA = 4 * 1024 * 1024  # more than any microcontroller holds: the real need is measured
-
-
-def _quantize_for(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu":
-        scale = float(detail["quantization_parameters"]["scales"][0])
-        zero = int(detail["quantization_parameters"]["zero_points"][0])
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu":
-        scale = float(detail["quantization_parameters"]["scales"][0])
-        zero = int(detail["quantization_parameters"]["zero_points"][0])
-        return (y.astype(np.float32) - zero) * scale
-    return y.astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -84,9 +67,9 @@ def _check_in_child(model_path: str, samples_path: str) -> dict:
     detail_in, detail_out = interpreter.get_input_details(0), interpreter.get_output_details(0)
     outputs = []
     for sample in samples:
-        interpreter.set_input(_quantize_for(sample[np.newaxis], detail_in), 0)
+        interpreter.set_input(quantize_input(sample[np.newaxis], detail_in), 0)
         interpreter.invoke()
-        outputs.append(_dequantize(interpreter.get_output(0), detail_out).reshape(-1))
+        outputs.append(dequantize_output(interpreter.get_output(0), detail_out).reshape(-1))
     with _captured_output() as report:
         interpreter.print_allocations()
     match = next(
@@ -99,7 +82,7 @@ def _check_in_child(model_path: str, samples_path: str) -> dict:
         with _captured_output():
             try:
                 exact = _interpreter(blob, arena)
-                exact.set_input(_quantize_for(samples[:1], detail_in), 0)
+                exact.set_input(quantize_input(samples[:1], detail_in), 0)
                 exact.invoke()
                 verified = True
             except Exception:
