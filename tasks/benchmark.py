@@ -19,6 +19,7 @@ from tinyopt.core.files import gzip_size
 from tinyopt.orchestration.steps import step_task
 from tinyopt.records.steps import EdgeRecord
 from tinyopt.runtimes import litert, tflm
+from tinyopt.runtimes.quantized_io import quantize_input
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 TFLM_SAMPLES = 32  # test examples run through TFLM and LiteRT to compare outputs
@@ -122,7 +123,7 @@ def measure_latency(
             interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
             interpreter.allocate_tensors()
             detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], litert.quantize_input(sample[np.newaxis], detail))
+        interpreter.set_tensor(detail["index"], quantize_input(sample[np.newaxis], detail))
         for _ in range(warmup):
             interpreter.invoke()
         times = []

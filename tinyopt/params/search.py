@@ -41,7 +41,8 @@ class SearchSpace(Section):
     )
     kernel_size: list[int] | None = Field(
         default_factory=lambda: [5],
-        description="5x5 scored as 3x3 on validation with 12% fewer bytes (benchmarks/RESULTS.md); null: model.kernel_size",
+        description="5x5 scored as 3x3 on validation with 12% fewer bytes (benchmarks/RESULTS.md); "
+        "null: model.kernel_size",
     )
 
     @model_validator(mode="after")
