@@ -183,16 +183,21 @@ def test_cnn_with_batch_norm_on_a_directory_of_images(tmp_path):
     assert variants["base-int8"]["tflm_runs"] and variants["base-int8"]["input_dtype"] == "int8"
 
 
-def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
-    import tensorflow as tf
-
+def write_five_feature_data(path):
+    """Two classes of 5 features: enough for the checks that run before any training."""
     np.savez(
-        tmp_path / "d.npz",
+        path,
         x_train=np.zeros((50, 5), np.float32),
         y_train=np.arange(50) % 2,
         x_test=np.zeros((10, 5), np.float32),
         y_test=np.arange(10) % 2,
     )
+
+
+def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
+    import tensorflow as tf
+
+    write_five_feature_data(tmp_path / "d.npz")
     tf.keras.Sequential([tf.keras.layers.InputLayer((7,)), tf.keras.layers.Dense(2)]).save(tmp_path / "m.keras")
     make_project(tmp_path / "p", reference={"dir": None})
     result = run_cli(
@@ -207,13 +212,7 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path):
 def test_a_keras_3_model_is_refused_with_the_fix(tmp_path):
     import keras  # Keras 3, as a user of TensorFlow >= 2.16 gets by default
 
-    np.savez(
-        tmp_path / "d.npz",
-        x_train=np.zeros((50, 5), np.float32),
-        y_train=np.arange(50) % 2,
-        x_test=np.zeros((10, 5), np.float32),
-        y_test=np.arange(10) % 2,
-    )
+    write_five_feature_data(tmp_path / "d.npz")
     keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(2)]).save(tmp_path / "k3.keras")
     make_project(tmp_path / "p", reference={"dir": None})
     result = run_cli(
