@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tinyopt.params.devices import DEFAULT_PROFILE
-from tinyopt.params.pipeline import check_chain
 from tinyopt.params.section import Section
+from tinyopt.params.techniques import check_chain
 
 # The deployable chains (full int8) that were on a default run's front.
 DEFAULT_SEARCH_CHAINS = (

@@ -11,7 +11,7 @@ import yaml
 
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, better
-from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.params import Params, sections_read
 from tinyopt.run.plan import variant_name
 
 WIDTH = ("conv_filters", "kernel_size")  # what a search may change in tinyopt's own architecture
@@ -29,7 +29,8 @@ def draw(trial: Any, params: Params) -> Params:
         width = {name: trial.suggest_categorical(name, getattr(space, name)) for name in WIDTH if getattr(space, name)}
         model = model.model_copy(update=width)
     updates: dict[str, Any] = {}
-    if "prune" in chain:
+    sections = sections_read(chain)  # a trial draws the settings its chain reads, no others
+    if "prune" in sections:
         target = trial.suggest_float("target_sparsity", *space.target_sparsity)
         updates["prune"] = techniques.prune.model_copy(
             update=dict(
@@ -39,7 +40,7 @@ def draw(trial: Any, params: Params) -> Params:
                 learning_rate=trial.suggest_float("prune_learning_rate", *space.learning_rate, log=True),
             )
         )
-    if {"cluster", "sp_cluster"} & set(chain):
+    if "cluster" in sections:
         updates["cluster"] = techniques.cluster.model_copy(
             update=dict(
                 clusters=trial.suggest_categorical("clusters", space.clusters),
@@ -47,7 +48,7 @@ def draw(trial: Any, params: Params) -> Params:
                 learning_rate=trial.suggest_float("cluster_learning_rate", *space.learning_rate, log=True),
             )
         )
-    if {"qat", "pqat", "cqat", "pcqat"} & set(chain):
+    if "qat" in sections:
         updates["qat"] = techniques.qat.model_copy(
             update=dict(
                 fine_tune_epochs=trial.suggest_int("qat_epochs", *space.qat_epochs),
@@ -61,8 +62,9 @@ def draw(trial: Any, params: Params) -> Params:
 def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
     """The settings section each technique of the chain reads, by section name, and the model's width when
     the search draws it: what a trial is, with its chain."""
-    sections = [TECHNIQUE_SETTINGS[step] for step in chain[:-1]]
-    settings = {section: getattr(params.techniques, section).model_dump(mode="json") for section in sections}
+    settings = {
+        section: getattr(params.techniques, section).model_dump(mode="json") for section in sections_read(chain)
+    }
     space = params.search.space
     if params.model.path is None and any(getattr(space, name) for name in WIDTH):
         settings["model"] = width_of(params)
