@@ -12,6 +12,7 @@ import yaml
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import Params, sections_read
+from tinyopt.run import pareto
 from tinyopt.run.plan import variant_name
 
 WIDTH = ("conv_filters", "kernel_size")  # what a search may change in tinyopt's own architecture
@@ -86,15 +87,11 @@ def feasible(records: list) -> list:
 
 def pareto_front(records: list, size: str) -> list:
     """The feasible trials no other feasible trial beats on both score and size, smallest first."""
-    candidates = feasible(records)
-
-    def dominates(a, b) -> bool:
-        no_worse = not better(a.metric, b.val_score, a.val_score) and getattr(a, size) <= getattr(b, size)
-        return no_worse and (better(a.metric, a.val_score, b.val_score) or getattr(a, size) < getattr(b, size))
-
-    front = [r for r in candidates if not any(dominates(o, r) for o in candidates if o is not r)]
-    unique = {(r.val_score, getattr(r, size)): r for r in sorted(front, key=lambda r: -r.number)}  # earliest of ties
-    return sorted(unique.values(), key=lambda r: (getattr(r, size), r.number))
+    candidates = sorted(feasible(records), key=lambda r: r.number)  # the earliest of equal trials stands for all
+    if not candidates:
+        return []
+    sign = 1 if HIGHER_IS_BETTER[candidates[0].metric] else -1
+    return [candidates[i] for i in pareto.pareto_front([(getattr(r, size), sign * r.val_score) for r in candidates])]
 
 
 def picks(records: list, size: str, floor: float | None) -> dict[str, Any]:
