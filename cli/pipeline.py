@@ -237,8 +237,8 @@ def technique(token: str, parent: str, out_dir: str, prepared: str, params_path:
 def convert(model_path: str, conversion: str, out: str, prepared: str, params_path: str) -> None:
     """Convert a Keras model file to .tflite (and a C array beside it), with params.yaml's conversion
     settings."""
-    from tasks.convert import NEEDS_CALIBRATION, convert_model
-    from tinyopt.params import load_params
+    from tasks.convert import convert_model
+    from tinyopt.params import NEEDS_CALIBRATION, load_params
 
     params = load_params(params_path)
     calibration = Path(prepared) if conversion in NEEDS_CALIBRATION else None

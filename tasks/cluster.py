@@ -6,7 +6,7 @@ from __future__ import annotations
 from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.models import kernels
-from tinyopt.ml.training import Technique
+from tinyopt.ml.training import FineTuning
 from tinyopt.params import ClusterParams
 
 _INIT = {
@@ -17,7 +17,7 @@ _INIT = {
 }
 
 
-class Cluster(Technique):
+class Cluster(FineTuning):
     """Share `clusters` values per layer kernel, fine-tune the centroids, then strip the wrappers."""
 
     verb = "cluster"

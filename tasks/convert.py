@@ -13,12 +13,9 @@ from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.core.files import gzip_size, write_bytes
 from tinyopt.ml.models import load_model
 from tinyopt.orchestration.steps import step_task
-from tinyopt.params import CONVERSION_STEPS, ConversionParams
+from tinyopt.params import CONVERSION_STEPS, NEEDS_CALIBRATION, ConversionParams
 from tinyopt.records.steps import ConvertRecord, outputs_of
 from tinyopt.runtimes.c_array import write_c_array
-
-CONVERSIONS = CONVERSION_STEPS
-NEEDS_CALIBRATION = ("int8_fallback", "int8", "int16x8")
 
 
 def calibration_set(prepared: Path, samples: int, seed: int) -> np.ndarray:
@@ -70,8 +67,8 @@ def convert_model(
     """Write the model as .tflite (atomically) with the given conversion, and its C array beside it."""
     import tensorflow as tf
 
-    if conversion not in CONVERSIONS:
-        raise UserError(f"unknown conversion '{conversion}'; choose one of {', '.join(CONVERSIONS)}")
+    if conversion not in CONVERSION_STEPS:
+        raise UserError(f"unknown conversion '{conversion}'; choose one of {', '.join(CONVERSION_STEPS)}")
     calibration = None
     if conversion in NEEDS_CALIBRATION:
         if prepared is None:

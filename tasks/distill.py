@@ -13,8 +13,8 @@ from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.ml.distillation import as_logits, distillation_loss, widened, with_teacher
 from tinyopt.ml.models import load_model, save_model
 from tinyopt.ml.training import (
+    FineTuning,
     Objective,
-    Technique,
     compile_for_task,
     final_activation,
     keras_score,
@@ -28,7 +28,7 @@ def teacher_outputs(teacher, x: np.ndarray, kind: str) -> np.ndarray:
     return as_logits(teacher.predict(x, batch_size=1024, verbose=0), final_activation(teacher), kind)
 
 
-class Distill(Technique):
+class Distill(FineTuning):
     """The model fine-tuned to match a larger teacher's softened outputs as well as the labels
     (label_weight x the task's loss + (1 - label_weight) x T^2 x KL at temperature T)."""
 

@@ -1,6 +1,6 @@
 """The one fine-tune every technique shares: load the prepared data, take the training lock, seed,
 load the parent fresh from its file, wrap it (or say why the technique does not apply), compile, fit,
-strip, record. A technique only says how to wrap and strip (tinyopt.ml.training.Technique)."""
+strip, record. A technique only says how to wrap and strip (tinyopt.ml.training.FineTuning)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tinyopt.ml.models import load_model
 from tinyopt.ml.training import (
     STEPS_PER_EXECUTION,
     TRAINING_LOCK,
-    Technique,
+    FineTuning,
     compile_for_task,
     save_trained,
     set_seeds,
@@ -24,7 +24,7 @@ from tinyopt.records.steps import TrainedModel
 
 
 def fine_tune(
-    technique: Technique,
+    technique: FineTuning,
     parent: Path,
     prepared: Path,
     settings: Any,
@@ -70,7 +70,7 @@ def fine_tune(
         )
 
 
-def fine_tune_task(technique: Technique) -> Any:
+def fine_tune_task(technique: FineTuning) -> Any:
     """The Prefect task of one technique, named by its token (`qat`, `sp_cluster`), cached like any step."""
 
     def run(

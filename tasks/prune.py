@@ -8,11 +8,11 @@ from pathlib import Path
 from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.models import load_model
-from tinyopt.ml.training import Technique
+from tinyopt.ml.training import FineTuning
 from tinyopt.params import PruneParams, StructuredPruneParams, TrainParams
 
 
-class Prune(Technique):
+class Prune(FineTuning):
     """Prune the smallest weights to `target_sparsity` over the fine-tuning epochs, then strip."""
 
     token, verb = "prune", "prune"

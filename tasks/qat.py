@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
 from tasks.graph import fold_layers
-from tinyopt.ml.training import Technique
+from tinyopt.ml.training import FineTuning
 from tinyopt.params import QAT_STEPS, QatParams
 
 
@@ -47,7 +47,7 @@ def quantizable_form(model) -> tuple[object, str]:
     return as_2d_convolutions(model), "; ".join(notes)
 
 
-class Qat(Technique):
+class Qat(FineTuning):
     """Insert fake-quantization (int8) and fine-tune; the fake-quant layers stay for the converter."""
 
     verb = "quantize"

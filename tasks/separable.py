@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
-from tinyopt.ml.training import Technique
+from tinyopt.ml.training import FineTuning
 from tinyopt.params import SeparableParams, TrainParams
 
 
@@ -36,7 +36,7 @@ def to_separable(model):
     return rebuilt, replaced
 
 
-class Separable(Technique):
+class Separable(FineTuning):
     """Each Conv2D replaced by a SeparableConv2D, all layers retrained from scratch (the training
     settings' epochs, learning rate and early stopping, unless `separable.epochs` says otherwise)."""
 

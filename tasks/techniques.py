@@ -1,42 +1,39 @@
-"""The plan's technique tokens and the step each one runs: the one table the flow dispatches by."""
+"""The plan's technique tokens and the step each one runs: the one table the flow, the CLI and the search's
+trials dispatch by. A technique's step is `<token>_task` in one of the step modules; its record
+(tinyopt.params.techniques) says the rest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from tasks.cluster import cluster_task, sp_cluster_task
-from tasks.distill import distill_task
-from tasks.graph import graph_task
-from tasks.prune import prune_2_4_task, prune_task
-from tasks.qat import cqat_task, pcqat_task, pqat_task, qat_task
-from tasks.separable import separable_task
-from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tasks import cluster, distill, graph, prune, qat, separable
+from tinyopt.params import TECHNIQUES, Params
 
-FINE_TUNED = {
-    "prune": prune_task,
-    "prune_2_4": prune_2_4_task,
-    "cluster": cluster_task,
-    "sp_cluster": sp_cluster_task,
-    "qat": qat_task,
-    "pqat": pqat_task,
-    "cqat": cqat_task,
-    "pcqat": pcqat_task,
-    "separable": separable_task,
-    "distill": distill_task,
-}
-STEPS = {**FINE_TUNED, "graph": graph_task}  # graph trains nothing: no training settings, no seed
+STEP_MODULES = (prune, cluster, qat, separable, distill, graph)
+
+
+def step_of(token: str) -> Any:
+    """The task `<token>_task` of the one step module that defines it."""
+    found = [getattr(module, f"{token}_task") for module in STEP_MODULES if hasattr(module, f"{token}_task")]
+    if len(found) != 1:
+        raise RuntimeError(f"technique '{token}': {len(found)} step modules define {token}_task, not one")
+    return found[0]
+
+
+STEPS = {token: step_of(token) for token in TECHNIQUES}
 
 
 def technique_call(token: str, parent: Path, prepared: Path, params: Params, out_dir: Path) -> tuple[Any, dict]:
     """The task that applies the technique `token` to the parent model file, and its arguments."""
+    technique = TECHNIQUES[token]
     arguments = dict(
         parent=parent,
         prepared=prepared,
-        settings=getattr(params.techniques, TECHNIQUE_SETTINGS[token]),
+        settings=getattr(params.techniques, technique.settings),
         task=params.task,
         out_dir=out_dir,
     )
-    if token in FINE_TUNED:
+    if technique.fine_tuned:  # graph trains nothing: no training settings, no seed
         arguments.update(train=params.train, seed=params.seed)
     return STEPS[token], arguments

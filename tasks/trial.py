@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.convert import convert_model
-from tasks.techniques import FINE_TUNED
+from tasks.techniques import technique_call
 from tinyopt.core.files import sha256_file
 from tinyopt.ml.metrics import better, score
 from tinyopt.orchestration.steps import step_task
-from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.params import Params
 from tinyopt.records.steps import SkippedRecord, TrialRecord
 from tinyopt.run.device_fit import fit_verdict
 from tinyopt.runtimes import litert, tflm
@@ -29,15 +29,8 @@ def run_trial(
     trial = dict(number=number, chain=chain, settings=chain_settings(chain, params), metric=metric)
     parent, seconds = baseline, 0.0
     for step in chain[:-1]:
-        made = FINE_TUNED[step].fn(
-            parent=parent,
-            prepared=prepared,
-            settings=getattr(params.techniques, TECHNIQUE_SETTINGS[step]),
-            train=params.train,
-            task=params.task,
-            seed=params.seed,
-            out_dir=out_dir / step,
-        )
+        technique_step, arguments = technique_call(step, parent, prepared, params, out_dir / step)
+        made = technique_step.fn(**arguments)
         if isinstance(made, SkippedRecord):
             return TrialRecord(**trial, state="skipped", reason=f"{step}: {made.reason}")
         seconds += made.train_seconds

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from tests.conftest import REPO
 from tinyopt.core.errors import UserError
-from tinyopt.params import DEFAULT_PLAN, Params, parse_params
+from tinyopt.params import DEFAULT_PLAN, TECHNIQUES, Params, parse_params
 from tinyopt.run import plan as planning
 
 
@@ -89,3 +91,31 @@ def test_chain_params_hold_one_param_per_step_setting():
     assert flat["chain"] == "train > prune > cluster > int8"
     assert flat["prune.target_sparsity"] == 0.7 and flat["cluster.clusters"] == 16
     assert flat["calibration_samples"] == 500 and "qat.fine_tune_epochs" not in flat
+
+
+def test_dvc_builds_every_model_of_the_default_plan_from_its_parent():
+    """dvc.yaml's technique stages are the default plan's models, so that `dvc repro` and the flow cannot drift:
+    a fine-tuned one is an item of the technique stage's foreach, one that trains nothing (graph) its own stage."""
+    from tasks.techniques import STEP_MODULES
+    from tinyopt.ml.training import FineTuning
+
+    saved_as = {r.token: r.saved_as for m in STEP_MODULES for r in vars(m).values() if isinstance(r, FineTuning)}
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    items = stages["technique"]["foreach"]
+    prefixes = planning.technique_prefixes([list(chain) for chain in DEFAULT_PLAN])
+    fine_tuned = [prefix for prefix in prefixes if TECHNIQUES[prefix[-1]].fine_tuned]
+    assert sorted(items) == sorted(planning.model_name(prefix) for prefix in fine_tuned)
+    for prefix in prefixes:
+        token, parent = prefix[-1], planning.model_dir(prefix[:-1])
+        parent_file = parent / (saved_as[prefix[-2]] if len(prefix) > 1 else "model.keras")
+        if prefix in fine_tuned:
+            assert items[planning.model_name(prefix)] == {
+                "token": token,
+                "settings": TECHNIQUES[token].settings,
+                "parent": str(parent_file),
+                "out": str(planning.model_dir(prefix)),
+                "saved": saved_as[token],
+            }
+        else:
+            command = f"tinyopt technique {token} --parent {parent_file} --out-dir {planning.model_dir(prefix)} "
+            assert stages[planning.model_name(prefix)]["cmd"].startswith(command)

@@ -6,7 +6,7 @@ from tests.record_helpers import device_figures, variant
 from tinyopt.params import DEFAULT_DEVICES, Objective
 from tinyopt.records.run import Baseline, Pick, Summary
 from tinyopt.run.device_fit import fits_all
-from tinyopt.run.plots import pareto_front
+from tinyopt.run.pareto import pareto_front
 from tinyopt.run.report import markdown, write_report
 from tinyopt.run.select import select
 

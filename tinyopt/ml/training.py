@@ -146,9 +146,9 @@ class Objective:
     files: tuple[Path, ...] = ()
 
 
-class Technique:
-    """A fine-tuning technique, as its plan token: how to wrap the parent model for training, and how to
-    strip the training wrappers after. tasks.fine_tune runs the rest, the same for every technique."""
+class FineTuning:
+    """How one technique fine-tunes a model, named by its plan token: how to wrap the parent model for training,
+    and how to strip the training wrappers after. tasks.fine_tune runs the rest, the same for every technique."""
 
     token: str  # its name in the plan, the Prefect UI and the record
     verb: str | None = None  # "prune": a tfmot error while wrapping means "tfmot cannot prune this model"

@@ -36,12 +36,7 @@ from tinyopt.params.operations import (
     check_name,
 )
 from tinyopt.params.pipeline import (
-    CLUSTER_STEPS,
-    CONVERSION_STEPS,
     DEFAULT_PLAN,
-    PRUNE_STEPS,
-    QAT_STEPS,
-    TECHNIQUE_SETTINGS,
     USER_DATASETS,
     ClusterParams,
     ConversionParams,
@@ -56,10 +51,17 @@ from tinyopt.params.pipeline import (
     TaskParams,
     Techniques,
     TrainParams,
-    check_chain,
 )
 from tinyopt.params.search import SearchParams, SearchSpace
 from tinyopt.params.section import Section, _number_not_bool
+from tinyopt.params.techniques import (
+    CONVERSION_STEPS,
+    NEEDS_CALIBRATION,
+    QAT_STEPS,
+    TECHNIQUES,
+    check_chain,
+    sections_read,
+)
 
 
 class Params(Section):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tinyopt.params.section import Section
+from tinyopt.params.techniques import CONVERSION_STEPS
 
 USER_DATASETS = ("npz", "idx", "images")
 
@@ -204,25 +205,6 @@ class ConversionParams(Section):
     strip_names: bool = Field(default=True, description="drop tensor names from the .tflite (TFLM does not read them)")
 
 
-# Which settings section each technique step reads.
-TECHNIQUE_SETTINGS = {
-    "prune": "prune",
-    "prune_2_4": "prune_2_4",
-    "cluster": "cluster",
-    "sp_cluster": "cluster",
-    "qat": "qat",
-    "pqat": "qat",
-    "cqat": "qat",
-    "pcqat": "qat",
-    "separable": "separable",
-    "distill": "distill",
-    "graph": "graph",
-}
-QAT_STEPS = ("qat", "pqat", "cqat", "pcqat")
-PRUNE_STEPS = ("prune", "prune_2_4")
-CLUSTER_STEPS = ("cluster", "sp_cluster")
-CONVERSION_STEPS = ("float32", "float16", "dynamic_range", "int8_fallback", "int8", "int16x8")
-
 DEFAULT_PLAN = (
     [[c] for c in CONVERSION_STEPS]
     + [[t, c] for t in ("prune", "cluster", "qat", "separable") for c in CONVERSION_STEPS]
@@ -235,46 +217,3 @@ DEFAULT_PLAN = (
         ["graph", "float32"],
     ]
 )
-
-
-def check_chain(chain: list[str]) -> None:
-    """Raise ValueError (with the reason) for a chain that cannot be run."""
-    shown = "[" + ", ".join(chain) + "]"
-    if not chain:
-        raise ValueError("an empty chain; a chain ends with a conversion, e.g. [prune, int8]")
-    for step in chain:
-        if step not in TECHNIQUE_SETTINGS and step not in CONVERSION_STEPS:
-            raise ValueError(
-                f"unknown step '{step}' in {shown}; techniques: {', '.join(TECHNIQUE_SETTINGS)}; "
-                f"conversions: {', '.join(CONVERSION_STEPS)}"
-            )
-    conversions = [step for step in chain if step in CONVERSION_STEPS]
-    if len(conversions) != 1:
-        raise ValueError(f"{shown} has {len(conversions)} conversions; a chain ends with exactly one")
-    if chain[-1] not in CONVERSION_STEPS:
-        raise ValueError(f"{shown}: the conversion '{conversions[0]}' must be the last step")
-    techniques = chain[:-1]
-    if len(set(techniques)) != len(techniques):
-        raise ValueError(f"{shown} repeats a technique")
-    if "separable" in techniques and techniques[0] != "separable":
-        raise ValueError(f"{shown}: separable rebuilds and retrains the model, so it must come first")
-    if "distill" in techniques and techniques.index("distill") != techniques[:1].count("separable"):
-        raise ValueError(f"{shown}: distill fine-tunes every weight, so it comes first (or right after separable)")
-    quantizing = [step for step in techniques if step in QAT_STEPS]
-    if len(quantizing) > 1 or (quantizing and techniques[-1] != quantizing[0]):
-        raise ValueError(f"{shown}: one quantization-aware step, and it must be the last technique")
-    earlier = set()
-    needs = {
-        "sp_cluster": (PRUNE_STEPS, "a pruning step"),
-        "pqat": (PRUNE_STEPS, "a pruning step"),
-        "cqat": (CLUSTER_STEPS, "a clustering step"),
-        "pcqat": (("sp_cluster",), "prune then sp_cluster"),
-    }
-    for step in techniques:
-        if step in needs and not earlier & set(needs[step][0]):
-            raise ValueError(f"{shown}: {step} keeps what an earlier step made, so it needs {needs[step][1]} before it")
-        if step in CLUSTER_STEPS and earlier & set(CLUSTER_STEPS):
-            raise ValueError(f"{shown} clusters twice")
-        if step in PRUNE_STEPS and earlier & set(PRUNE_STEPS):
-            raise ValueError(f"{shown} prunes twice")
-        earlier.add(step)

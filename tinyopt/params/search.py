@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tinyopt.params.devices import DEFAULT_PROFILE
-from tinyopt.params.pipeline import check_chain
 from tinyopt.params.section import Section
+from tinyopt.params.techniques import check_chain
 
 DEFAULT_SEARCH_CHAINS = (
     ("qat", "int8"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinyopt.core import layout
-from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.params import NEEDS_CALIBRATION, TECHNIQUES, Params
 
 Prefix = tuple[str, ...]
 
@@ -52,8 +52,8 @@ def chain_params(chain: list[str], params: Params) -> dict[str, object]:
     flat.update({f"train.{key}": value for key, value in params.train.model_dump().items()})
     flat.update({f"model.{key}": value for key, value in params.model.model_dump().items()})
     for step in chain[:-1]:
-        settings = getattr(params.techniques, TECHNIQUE_SETTINGS[step])
+        settings = getattr(params.techniques, TECHNIQUES[step].settings)
         flat.update({f"{step}.{key}": value for key, value in settings.model_dump().items()})
-    if chain[-1] in ("int8_fallback", "int8", "int16x8"):
+    if chain[-1] in NEEDS_CALIBRATION:
         flat["calibration_samples"] = params.conversion.calibration_samples
     return flat

@@ -9,16 +9,7 @@ from pathlib import Path
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER
 from tinyopt.records.run import Measured, Summary
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (smaller x, larger y)."""
-    front, best = [], float("-inf")
-    for index in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
-        if points[index][1] > best:
-            front.append(index)
-            best = points[index][1]
-    return front
+from tinyopt.run.pareto import pareto_front
 
 
 def axes_of(summary: Summary) -> list[tuple[str, str, Callable[[Measured], float | None]]]:

@@ -11,7 +11,8 @@ import yaml
 
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, better
-from tinyopt.params import TECHNIQUE_SETTINGS, Params
+from tinyopt.params import Params, sections_read
+from tinyopt.run import pareto
 from tinyopt.run.plan import variant_name
 
 WIDTH = ("conv_filters", "kernel_size")  # what a search may change in tinyopt's own architecture
@@ -29,7 +30,8 @@ def draw(trial: Any, params: Params) -> Params:
         width = {name: trial.suggest_categorical(name, getattr(space, name)) for name in WIDTH if getattr(space, name)}
         model = model.model_copy(update=width)
     updates: dict[str, Any] = {}
-    if "prune" in chain:
+    sections = sections_read(chain)  # a trial draws the settings its chain reads, no others
+    if "prune" in sections:
         target = trial.suggest_float("target_sparsity", *space.target_sparsity)
         updates["prune"] = techniques.prune.model_copy(
             update=dict(
@@ -39,7 +41,7 @@ def draw(trial: Any, params: Params) -> Params:
                 learning_rate=trial.suggest_float("prune_learning_rate", *space.learning_rate, log=True),
             )
         )
-    if {"cluster", "sp_cluster"} & set(chain):
+    if "cluster" in sections:
         updates["cluster"] = techniques.cluster.model_copy(
             update=dict(
                 clusters=trial.suggest_categorical("clusters", space.clusters),
@@ -47,7 +49,7 @@ def draw(trial: Any, params: Params) -> Params:
                 learning_rate=trial.suggest_float("cluster_learning_rate", *space.learning_rate, log=True),
             )
         )
-    if {"qat", "pqat", "cqat", "pcqat"} & set(chain):
+    if "qat" in sections:
         updates["qat"] = techniques.qat.model_copy(
             update=dict(
                 fine_tune_epochs=trial.suggest_int("qat_epochs", *space.qat_epochs),
@@ -61,8 +63,9 @@ def draw(trial: Any, params: Params) -> Params:
 def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
     """The settings section each technique of the chain reads, by section name, and the model's width when
     the search draws it: what a trial is, with its chain."""
-    sections = [TECHNIQUE_SETTINGS[step] for step in chain[:-1]]
-    settings = {section: getattr(params.techniques, section).model_dump(mode="json") for section in sections}
+    settings = {
+        section: getattr(params.techniques, section).model_dump(mode="json") for section in sections_read(chain)
+    }
     space = params.search.space
     if params.model.path is None and any(getattr(space, name) for name in WIDTH):
         settings["model"] = width_of(params)
@@ -84,15 +87,11 @@ def feasible(records: list) -> list:
 
 def pareto_front(records: list, size: str) -> list:
     """The feasible trials no other feasible trial beats on both score and size, smallest first."""
-    candidates = feasible(records)
-
-    def dominates(a, b) -> bool:
-        no_worse = not better(a.metric, b.val_score, a.val_score) and getattr(a, size) <= getattr(b, size)
-        return no_worse and (better(a.metric, a.val_score, b.val_score) or getattr(a, size) < getattr(b, size))
-
-    front = [r for r in candidates if not any(dominates(o, r) for o in candidates if o is not r)]
-    unique = {(r.val_score, getattr(r, size)): r for r in sorted(front, key=lambda r: -r.number)}  # earliest of ties
-    return sorted(unique.values(), key=lambda r: (getattr(r, size), r.number))
+    candidates = sorted(feasible(records), key=lambda r: r.number)  # the earliest of equal trials stands for all
+    if not candidates:
+        return []
+    sign = 1 if HIGHER_IS_BETTER[candidates[0].metric] else -1
+    return [candidates[i] for i in pareto.pareto_front([(getattr(r, size), sign * r.val_score) for r in candidates])]
 
 
 def picks(records: list, size: str, floor: float | None) -> dict[str, Any]:
