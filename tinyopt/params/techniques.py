@@ -17,7 +17,7 @@ class Family:
 
 
 @dataclass(frozen=True)
-class TechniqueSpec:
+class Technique:
     """A technique, as its token in a plan chain (also its step's name in the CLI, the Prefect UI, the records)."""
 
     token: str
@@ -32,7 +32,7 @@ class TechniqueSpec:
 
 
 @dataclass(frozen=True)
-class ConversionSpec:
+class Conversion:
     """A post-training conversion to .tflite, as its token: the last step of every chain."""
 
     token: str
@@ -51,10 +51,10 @@ FAMILIES = {
 TECHNIQUES = {
     technique.token: technique
     for technique in (
-        TechniqueSpec("prune", "prune", "gzip bytes (zeros compress)", family="pruning"),
-        TechniqueSpec("prune_2_4", "prune_2_4", "gzip bytes; MACs where kernels skip zeros", family="pruning"),
-        TechniqueSpec("cluster", "cluster", "gzip bytes (few distinct values compress)", family="clustering"),
-        TechniqueSpec(
+        Technique("prune", "prune", "gzip bytes (zeros compress)", family="pruning"),
+        Technique("prune_2_4", "prune_2_4", "gzip bytes; MACs where kernels skip zeros", family="pruning"),
+        Technique("cluster", "cluster", "gzip bytes (few distinct values compress)", family="clustering"),
+        Technique(
             "sp_cluster",
             "cluster",
             "gzip bytes (pruned zeros kept, values shared)",
@@ -62,8 +62,8 @@ TECHNIQUES = {
             needs="pruning",
             needs_said="a pruning step",
         ),
-        TechniqueSpec("qat", "qat", "int8 accuracy", family="quantization"),
-        TechniqueSpec(
+        Technique("qat", "qat", "int8 accuracy", family="quantization"),
+        Technique(
             "pqat",
             "qat",
             "int8 accuracy, sparsity kept",
@@ -71,7 +71,7 @@ TECHNIQUES = {
             needs="pruning",
             needs_said="a pruning step",
         ),
-        TechniqueSpec(
+        Technique(
             "cqat",
             "qat",
             "int8 accuracy, clusters kept",
@@ -79,7 +79,7 @@ TECHNIQUES = {
             needs="clustering",
             needs_said="a clustering step",
         ),
-        TechniqueSpec(
+        Technique(
             "pcqat",
             "qat",
             "int8 accuracy, sparsity and clusters kept",
@@ -87,33 +87,33 @@ TECHNIQUES = {
             needs="sp_cluster",
             needs_said="prune then sp_cluster",
         ),
-        TechniqueSpec(
+        Technique(
             "separable",
             "separable",
             "parameters and MACs (depthwise-separable convolutions)",
             comes="first",
             comes_why="rebuilds and retrains the model",
         ),
-        TechniqueSpec(
+        Technique(
             "distill",
             "distill",
             "accuracy of a small model (a larger teacher's outputs)",
             comes="early",
             comes_why="fine-tunes every weight",
         ),
-        TechniqueSpec("graph", "graph", "ops (batch-norm and activations folded)", fine_tuned=False),
+        Technique("graph", "graph", "ops (batch-norm and activations folded)", fine_tuned=False),
     )
 }
 
 CONVERSIONS = {
     conversion.token: conversion
     for conversion in (
-        ConversionSpec("float32", calibrates=False),
-        ConversionSpec("float16", calibrates=False),
-        ConversionSpec("dynamic_range", calibrates=False),
-        ConversionSpec("int8_fallback", calibrates=True),
-        ConversionSpec("int8", calibrates=True),
-        ConversionSpec("int16x8", calibrates=True),
+        Conversion("float32", calibrates=False),
+        Conversion("float16", calibrates=False),
+        Conversion("dynamic_range", calibrates=False),
+        Conversion("int8_fallback", calibrates=True),
+        Conversion("int8", calibrates=True),
+        Conversion("int16x8", calibrates=True),
     )
 }
 CONVERSION_STEPS = tuple(CONVERSIONS)
