@@ -27,9 +27,10 @@ from tinyopt.core.files import write_json
 from tinyopt.release import signing
 
 SCHEMA = 2
-# Strict: a payload's types are checked, never coerced (a true/false sequence, a "3" for 3), so the
-# fields a device reads are what was signed, and a stored manifest dumps back to its own bytes.
-SIGNED = ConfigDict(frozen=True, strict=True)
+# Read from bytes nobody vouches for (a payload, a device's state file), types are checked, never
+# coerced (a true/false sequence, a "3" for 3): what a device reads is what was signed, and a stored
+# manifest dumps back to its own bytes.
+STRICT = ConfigDict(frozen=True, strict=True)
 
 
 class ManifestRef(BaseModel):
@@ -37,7 +38,7 @@ class ManifestRef(BaseModel):
     this model: a rollback's target), `replaces` (the manifest current when it was published),
     `rollback_from`."""
 
-    model_config = SIGNED
+    model_config = STRICT
     sequence: int
     model_name: str
     version: int
@@ -47,7 +48,7 @@ class ManifestRef(BaseModel):
 class Figures(BaseModel):
     """The registered record's size and speed figures, as published."""
 
-    model_config = SIGNED
+    model_config = STRICT
     raw_bytes: int | None
     gzip_bytes: int | None
     latency_us_p50: float | None
@@ -59,7 +60,7 @@ class Figures(BaseModel):
 class Lineage(BaseModel):
     """Where the published model came from (the registered version's tags)."""
 
-    model_config = SIGNED
+    model_config = STRICT
     pipeline_run: str | None
     git_commit: str | None
     dataset: str | None
@@ -70,7 +71,7 @@ class Lineage(BaseModel):
 class Override(BaseModel):
     """A gated channel's refusal that `--force --reason` overrode."""
 
-    model_config = SIGNED
+    model_config = STRICT
     reason: str
     refusal: str
 
@@ -79,7 +80,7 @@ class Manifest(BaseModel):
     """A schema-2 manifest, the signed payload. The first fields are what a device checks; the rest
     describe the model. `document()` is its JSON form, whose canonical bytes are what is signed."""
 
-    model_config = SIGNED
+    model_config = STRICT
     schema_version: int = Field(SCHEMA, alias="schema")  # `schema` would shadow a BaseModel method
     channel: str
     sequence: int
@@ -117,7 +118,7 @@ class Manifest(BaseModel):
 class Accepted(BaseModel):
     """What a device records of the last manifest it accepted on a channel."""
 
-    model_config = SIGNED
+    model_config = STRICT
     sequence: int
     payload_sha256: str
     sha256: str
@@ -127,7 +128,7 @@ class Accepted(BaseModel):
 class DeviceState(BaseModel):
     """A device's state file: the last manifest accepted on each channel."""
 
-    model_config = SIGNED
+    model_config = STRICT
     channels: dict[str, Accepted]
 
 
