@@ -54,8 +54,7 @@ def trusted(store: FleetStore, key: str, channel: str, public_key, sequence: int
     if body is None:
         return None
     try:
-        document, _ = signing.open_envelope(body, public_key)
-        found = manifests.parse(document)
+        found, _ = manifests.open_signed(body, public_key)
     except UserError:
         return None
     ok = found.channel == channel and (sequence is None or found.sequence == sequence)

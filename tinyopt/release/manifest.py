@@ -157,6 +157,13 @@ def parse(document: dict) -> Manifest:
     return manifest
 
 
+def open_signed(published: bytes | dict, public_key) -> tuple[Manifest, bytes]:
+    """(manifest, payload bytes) of an envelope whose signature verifies and whose payload is a
+    schema-2 manifest; a one-line UserError otherwise."""
+    document, payload = signing.open_envelope(published, public_key)
+    return parse(document), payload
+
+
 def read_state(path: Path) -> DeviceState:
     """The device's record of what it accepted (none yet without a state file)."""
     if not path.exists():
@@ -175,8 +182,7 @@ def check_manifest(
 ) -> tuple[Manifest, bytes]:
     """(manifest, payload) if `published` may be trusted by a device on `channel` whose state file
     holds `state`; a one-line UserError naming the attack otherwise."""
-    document, payload = signing.open_envelope(published, public_key)
-    manifest = parse(document)
+    manifest, payload = open_signed(published, public_key)
     if manifest.channel != channel:
         raise UserError(
             f"the manifest is for channel {manifest.channel}, this device is on {channel}: "
