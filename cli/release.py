@@ -151,8 +151,8 @@ def verify(
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
         manifest = updater.download_and_verify(channel, load_params(params_path), key, Path(into))
     click.echo(
-        f"verified: {manifest['model_name']} v{manifest['version']} sha256 {manifest['sha256'][:12]} on "
-        f"{channel}, sequence {manifest['sequence']}, expires {manifest['expires']}, "
+        f"verified: {manifest.model_name} v{manifest.version} sha256 {manifest.sha256[:12]} on "
+        f"{channel}, sequence {manifest.sequence}, expires {manifest.expires}, "
         "signature good"
     )
 
@@ -189,8 +189,8 @@ def status(public_key: str | None, params_path: str) -> None:
 
     key = signing.load_public_key(Path(public_key)) if public_key else None
     for row in channel_status(load_params(params_path), key):
-        shown = row["manifest"]
-        if not row["published"]:
+        shown = row.manifest
+        if not row.published:
             serves = "nothing"
         elif shown is None or "model_name" not in shown:
             serves = "an unreadable manifest (promote again to re-sign it)"
@@ -200,6 +200,6 @@ def status(public_key: str | None, params_path: str) -> None:
                 f"sha256 {str(shown.get('sha256'))[:12]}, sequence {shown.get('sequence')}, "
                 f"expires {shown.get('expires')})"
             )
-        unchecked = " [not verified: pass --public-key]" if row["published"] else ""
-        check = f" [{row['check']}]" if row["check"] else unchecked
-        click.echo(f"{row['channel']}: {serves}{check}; {row['history']} manifests published")
+        unchecked = " [not verified: pass --public-key]" if row.published else ""
+        check = f" [{row.check}]" if row.check else unchecked
+        click.echo(f"{row.channel}: {serves}{check}; {row.history} manifests published")

@@ -18,7 +18,7 @@ from tinyopt.orchestration import tracking
 from tinyopt.params import load_params
 from tinyopt.records.run import Summary
 from tinyopt.release.channel import alias_for
-from tinyopt.release.decision import decide
+from tinyopt.release.decision import Decision, decide
 from tinyopt.release.registry import register_variant
 
 register = task(name="register", retries=2, retry_delay_seconds=5)(register_variant)
@@ -28,7 +28,7 @@ refresh = publish.with_options(name="refresh")
 
 
 @flow(name="reoptimize")
-def reoptimize(params_path: str = "params.yaml", data: str | None = None, publish_better: bool = True) -> dict:
+def reoptimize(params_path: str = "params.yaml", data: str | None = None, publish_better: bool = True) -> Decision:
     """Returns (and writes to reports/<run-id>/reoptimize.json) the decision and what was done.
     `data` takes a new dataset version (as `tinyopt run --data`); `publish_better=False` only compares."""
     logger = get_run_logger()
@@ -37,31 +37,30 @@ def reoptimize(params_path: str = "params.yaml", data: str | None = None, publis
     run = optimize.with_options(task_runner=task_runner(params.runner))
     summary = Summary.model_validate(run(params_path=params_path, data=data))
     decision = decide(summary, params)
-    logger.info("%s: %s", "replace production" if decision["replace"] else "keep production", decision["why"])
-    if decision["replace"] and publish_better and channel:
-        decision["registered"] = register(summary, decision["pick"], decision["profile"], decision["model_name"])
-        version = decision["registered"]["version"]
-        decision["published"] = publish(decision["model_name"], version, channel, params)
-        logger.info("published %s v%d to %s", decision["model_name"], version, channel)
-    elif decision["production"] and publish_better and channel and alias_for(channel) == "production":
-        decision["refreshed"] = refresh(decision["model_name"], decision["production"]["version"], channel, params)
-        logger.info("%s: %s", channel, decision["refreshed"]["status"])
+    logger.info("%s: %s", "replace production" if decision.replace else "keep production", decision.why)
+    if decision.replace and publish_better and channel:
+        registered = register(summary, decision.pick, decision.profile, decision.model_name)
+        published = publish(decision.model_name, registered["version"], channel, params)
+        decision = decision.model_copy(update={"registered": registered, "published": published})
+        logger.info("published %s v%d to %s", decision.model_name, registered["version"], channel)
+    elif decision.production and publish_better and channel and alias_for(channel) == "production":
+        refreshed = refresh(decision.model_name, decision.production.version, channel, params)
+        decision = decision.model_copy(update={"refreshed": refreshed})
+        logger.info("%s: %s", channel, refreshed["status"])
     record(summary, decision)
     return decision
 
 
-def record(summary: Summary, decision: dict) -> None:
+def record(summary: Summary, decision: Decision) -> None:
     """The decision on the run's MLflow parent run, in reports/<run-id>/reoptimize.json and in Prefect's UI."""
-    verdict = "replace" if decision["replace"] else "keep"
-    tracking.client().set_tag(summary.mlflow_run_id, "reoptimize.decision", f"{verdict}: {decision['why']}")
-    write_json(layout.REPORTS / summary.run_id / "reoptimize.json", decision)
-    published = (
-        decision["published"] and f"Published v{decision['registered']['version']} to `{decision['channel']}`.\n"
-    )
+    verdict = "replace" if decision.replace else "keep"
+    tracking.client().set_tag(summary.mlflow_run_id, "reoptimize.decision", f"{verdict}: {decision.why}")
+    write_json(layout.REPORTS / summary.run_id / "reoptimize.json", decision.model_dump(mode="json"))
+    published = decision.published and f"Published v{decision.registered['version']} to `{decision.channel}`.\n"
     create_markdown_artifact(
         key="tinyopt-reoptimize",
         description=f"reoptimize {summary.run_id}",
-        markdown=f"**{verdict.capitalize()} production** ({decision['model_name']}): {decision['why']}\n\n"
+        markdown=f"**{verdict.capitalize()} production** ({decision.model_name}): {decision.why}\n\n"
         + (published or ""),
     )
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import BUCKET, make_project
+
+if TYPE_CHECKING:
+    from tinyopt.release.manifest import Manifest
 
 MODEL = "attack-model"
 
@@ -90,7 +94,7 @@ def current(env) -> bytes:
     return store.get(store.manifest_key("canary"))
 
 
-def device(env, public, into: Path, channel: str = "canary", clock=None) -> dict:
+def device(env, public, into: Path, channel: str = "canary", clock=None) -> Manifest:
     from tinyopt.release.updater import download_and_verify
 
     return download_and_verify(channel, env, public, into, clock)

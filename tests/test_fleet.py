@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import BUCKET, copy_repo, full_params, make_project, needs_fashion, run_cli
 from tests.fleet_attack_helpers import drop_manifest_writes
+from tests.test_manifest import example as manifest_example
 from tinyopt.release.signing import peek
 
 pytestmark = [pytest.mark.slow, needs_fashion]
@@ -128,7 +129,7 @@ def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
     forged["payload"] = base64.b64encode(canonical(dict(peek(published), score=0.999))).decode()
     with pytest.raises(UserError, match="signature does not verify"):
         verify(forged, model, public, "canary", state)
-    assert verify(published, model, public, "canary", state)["version"] == version
+    assert verify(published, model, public, "canary", state).version == version
 
 
 def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch, tmp_path):
@@ -147,7 +148,7 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
     store = FleetStore(env.fleet)
     published = store.get(store.manifest_key("canary"))
     model = store.get(peek(published)["model_key"])
-    assert verify(published, model, load_public_key(keys[1]), "canary", tmp_path / "state.json")["version"] == old
+    assert verify(published, model, load_public_key(keys[1]), "canary", tmp_path / "state.json").version == old
     # Running the promotion again completes it; running it once more changes nothing.
     assert promote("fashion-mnist-nano33ble", new, "canary", env)["status"] == "published"
     history = len(store.history("canary"))
@@ -185,7 +186,7 @@ def test_gate_refuses_what_does_not_fit_or_scores_worse():
     from tinyopt.release.registry import RegisteredRecord
 
     record = RegisteredRecord(name="base-int8", metric="accuracy", score=0.89, fits={"nano33ble": True, "uno": False})
-    serving = {"model_name": "m", "version": 3, "metric": "accuracy", "score": 0.90}
+    serving = manifest_example(model_name="m", version=3, metric="accuracy", score=0.90)
     assert gate("stable", record, "uno", None).startswith("it does not fit uno")
     assert (
         gate("stable", record, "nano33ble", serving)
@@ -194,7 +195,8 @@ def test_gate_refuses_what_does_not_fit_or_scores_worse():
     as_good = record.model_copy(update={"score": 0.90})
     assert gate("stable", as_good, "nano33ble", serving) is None  # as good is good enough
     errors = RegisteredRecord(name="reg-int8", metric="mae", score=0.20, fits={"nano33ble": True})
-    assert gate("stable", errors, "nano33ble", dict(serving, metric="mae", score=0.25)) is None  # lower MAE is better
+    lower_mae = serving.model_copy(update={"metric": "mae", "score": 0.25})
+    assert gate("stable", errors, "nano33ble", lower_mae) is None  # lower MAE is better
 
 
 def test_promotion_without_a_signing_key_is_one_line(project, monkeypatch):

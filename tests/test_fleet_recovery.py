@@ -25,12 +25,12 @@ def test_rollback_publishes_a_higher_sequence_and_moves_the_alias(env, project, 
     promote(MODEL, one, "stable", env)
     promote(MODEL, two, "stable", env)
     into = tmp_path / "device"
-    assert device(env, public, into, "stable")["version"] == two
+    assert device(env, public, into, "stable").version == two
     assert serving(MODEL, "production").version == two
     back = rollback("stable", env)
     assert (back["version"], back["sequence"]) == (one, 3)
     seen = device(env, public, into, "stable")  # the device, which accepted 2, takes 3
-    assert (seen["version"], seen["rollback_from"]["version"], seen["previous"]) == (one, two, None)
+    assert (seen.version, seen.rollback_from.version, seen.previous) == (one, two, None)
     assert serving(MODEL, "production").version == one
     assert json.loads((into / "state.json").read_text())["channels"]["stable"]["sequence"] == 3
 
@@ -49,12 +49,12 @@ def test_rollback_after_an_interrupted_promote_goes_to_the_model_served_before(
     with pytest.raises(ConnectionError):
         promote(MODEL, v3, "canary", env)  # history/000003.json exists, never became current
     monkeypatch.setattr(FleetStore, "put", real_put)
-    assert device(env, public, tmp_path / "device")["version"] == v2
+    assert device(env, public, tmp_path / "device").version == v2
     done = promote(MODEL, v3, "canary", env)
     assert done["sequence"] == 4  # past the orphan's number: sequence numbers are never reused
     back = rollback("canary", env)
     assert (back["version"], back["sequence"]) == (v2, 5)  # not v3 again (the orphan before current)
-    assert device(env, public, tmp_path / "device")["version"] == v2
+    assert device(env, public, tmp_path / "device").version == v2
     # An older manifest copied back (5 replaced 4, not 1) is seen by the signer as tampered with.
     store = FleetStore(env.fleet)
     put_current(env, "canary", store.get(store.history("canary")[0]))
@@ -78,7 +78,7 @@ def test_promoting_again_repairs_a_tampered_current_manifest(env, project, tmp_p
         promote(MODEL, worse, "stable", env)
     repaired = promote(MODEL, version, "stable", env)
     assert (repaired["status"], repaired["sequence"]) == ("repaired", 2)
-    assert device(env, public, tmp_path / "device", "stable")["version"] == version
+    assert device(env, public, tmp_path / "device", "stable").version == version
 
 
 def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(env, project, tmp_path, monkeypatch):

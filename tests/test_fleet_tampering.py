@@ -28,7 +28,7 @@ def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, 
     promote(MODEL, old, "canary", env)
     promote(MODEL, new, "canary", env)
     into = tmp_path / "device"
-    assert device(env, public, into)["sequence"] == 2
+    assert device(env, public, into).sequence == 2
     state = (into / "state.json").read_bytes()
     store = FleetStore(env.fleet)
     put_current(env, "canary", store.get(store.history("canary")[0]))  # sequence 1, validly signed, but old
@@ -38,13 +38,13 @@ def test_downgrade_an_old_history_manifest_copied_over_current_is_rejected(env, 
     assert json.loads(state)["channels"]["canary"]["sequence"] == 2
     # Polling the very same manifest again is fine (and a device that never saw 2 would take 1).
     put_current(env, "canary", store.get(store.history("canary")[1]))
-    assert device(env, public, into)["version"] == new
+    assert device(env, public, into).version == new
     # Promoting again publishes a newer one (sequence 3). The signer cannot tell this copy from an
     # interrupted promote of 2 (which names 1 as what it replaces), so it keeps 1 as what was served.
     put_current(env, "canary", store.get(store.history("canary")[0]))
     again = promote(MODEL, new, "canary", env)
     assert (again["status"], again["sequence"]) == ("published", 3)
-    assert device(env, public, into)["sequence"] == 3
+    assert device(env, public, into).sequence == 3
 
 
 def test_cross_channel_canary_manifest_copied_to_stable_is_rejected(env, project, tmp_path, public):
@@ -119,7 +119,7 @@ def test_an_expired_manifest_is_rejected_and_promoting_again_re_signs_it(env, pr
     stale = env.model_copy(update={"fleet": env.fleet.model_copy(update={"channels": longer})})
     again = promote(MODEL, version, "stable", stale)
     assert (again["status"], again["sequence"]) == ("published", first["sequence"] + 1)
-    assert device(env, public, tmp_path / "device", "stable", clock=expires + dt.timedelta(days=1))["sequence"] == 2
+    assert device(env, public, tmp_path / "device", "stable", clock=expires + dt.timedelta(days=1)).sequence == 2
 
 
 def current_of(env, channel: str) -> bytes:

@@ -2,19 +2,44 @@
 
 The signer trusts nothing in the bucket it has not verified with the public half of its own key: the
 next sequence number is one more than the highest verified one in the history (or current), the
-gate's score and a manifest's `previous` come only from a verified manifest. See
-tinyopt.release.manifest for what a device checks.
+score a gated channel compares with (tinyopt.release.decision.gate) and a manifest's `previous` come
+only from a verified manifest. See tinyopt.release.manifest for what a device checks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from pydantic import BaseModel, ConfigDict
+
 from tinyopt.core.errors import UserError
 from tinyopt.params import Params
 from tinyopt.release import manifest as manifests
 from tinyopt.release import signing
 from tinyopt.release.fleet import FleetStore
+from tinyopt.release.manifest import Manifest
+
+
+class ChannelState(BaseModel):
+    """What the signer may believe about a channel: the current manifest if it verifies, the latest
+    verified history entry, the next sequence number, and whether the current manifest is tampered with."""
+
+    model_config = ConfigDict(frozen=True)
+    current: Manifest | None
+    latest: Manifest | None
+    next_sequence: int
+    tampered: bool
+
+
+class ChannelStatus(BaseModel):
+    """One line of `tinyopt status`: `manifest` is the published payload, unverified (for display only)."""
+
+    model_config = ConfigDict(frozen=True)
+    channel: str
+    published: bool
+    manifest: dict | None
+    check: str | None
+    history: int
 
 
 def check_channel(channel: str, params: Params) -> None:
@@ -22,22 +47,21 @@ def check_channel(channel: str, params: Params) -> None:
         raise UserError(f"no channel '{channel}' (channels: {', '.join(params.fleet.channels)}; see fleet.channels)")
 
 
-def trusted(store: FleetStore, key: str, channel: str, public_key, sequence: int | None = None) -> dict | None:
+def trusted(store: FleetStore, key: str, channel: str, public_key, sequence: int | None = None) -> Manifest | None:
     """The manifest stored at `key` if it verifies, is schema 2, is for `channel` (and has `sequence`,
     when given); None for anything else (missing, tampered, foreign)."""
     body = store.get(key)
     if body is None:
         return None
     try:
-        found, _ = signing.open_envelope(body, public_key)
-        manifests.check_fields(found)
+        found, _ = manifests.open_signed(body, public_key)
     except UserError:
         return None
-    ok = found["channel"] == channel and (sequence is None or found["sequence"] == sequence)
+    ok = found.channel == channel and (sequence is None or found.sequence == sequence)
     return found if ok else None
 
 
-def latest_signed(store: FleetStore, channel: str, public_key) -> dict | None:
+def latest_signed(store: FleetStore, channel: str, public_key) -> Manifest | None:
     """The highest-numbered history entry that verifies and carries its file's number as its sequence
     (an entry copied under another number does not count)."""
     for key in reversed(store.history(channel)):
@@ -48,38 +72,38 @@ def latest_signed(store: FleetStore, channel: str, public_key) -> dict | None:
     return None
 
 
-def channel_state(store: FleetStore, channel: str, public_key) -> dict:
-    """What the signer may believe about a channel: the current manifest if it verifies, the latest
-    verified history entry, and the next sequence number."""
+def channel_state(store: FleetStore, channel: str, public_key) -> ChannelState:
+    """What the signer may believe about `channel` now (see ChannelState)."""
     current = trusted(store, store.manifest_key(channel), channel, public_key)
     latest = latest_signed(store, channel, public_key)
-    highest = max([m["sequence"] for m in (current, latest) if m] or [0])
-    if current and latest and latest["sequence"] > current["sequence"]:
+    highest = max([m.sequence for m in (current, latest) if m] or [0])
+    if current and latest and latest.sequence > current.sequence:
         # A later entry that did not replace this one means this one is an old manifest copied back;
         # one that did is an interrupted promote's (it never became current), and this one stands.
-        if (latest.get("replaces") or {}).get("sequence") != current["sequence"]:
+        if not (latest.replaces and latest.replaces.sequence == current.sequence):
             current = None
-    return {
-        "current": current,
-        "latest": latest,
-        "next": highest + 1,
-        "tampered": current is None and store.exists(store.manifest_key(channel)),
-    }
+    return ChannelState(
+        current=current,
+        latest=latest,
+        next_sequence=highest + 1,
+        tampered=current is None and store.exists(store.manifest_key(channel)),
+    )
 
 
-def write_signed(store: FleetStore, channel: str, manifest: dict, private_key) -> None:
+def write_signed(store: FleetStore, manifest: Manifest, private_key) -> None:
     """History entry first, then current: a failure between the two leaves the old current valid."""
-    body = signing.sign(manifest, private_key)
-    store.put(store.key("channels", channel, "history", f"{manifest['sequence']:06d}.json"), body, "application/json")
-    store.put(store.manifest_key(channel), body, "application/json")
+    body = signing.sign(manifest.document(), private_key)
+    history = store.key("channels", manifest.channel, "history", f"{manifest.sequence:06d}.json")
+    store.put(history, body, "application/json")
+    store.put(store.manifest_key(manifest.channel), body, "application/json")
 
 
 def stamp(channel: str, sequence: int, params: Params, private_key) -> dict:
-    """The signed fields every new manifest starts with: schema, channel, sequence, creation, expiry, key id."""
+    """The signed fields every new manifest starts with (as keyword arguments of Manifest): channel,
+    sequence, creation, expiry, key id."""
     created = manifests.now()
     expiry = created + dt.timedelta(days=params.fleet.ttl_days(channel))
     return {
-        "schema": manifests.SCHEMA,
         "channel": channel,
         "sequence": sequence,
         "created": manifests.timestamp(created),
@@ -92,33 +116,32 @@ def alias_for(channel: str) -> str:
     return "production" if channel == "stable" else channel
 
 
-def fresh(current: dict, params: Params) -> bool:
+def fresh(current: Manifest, params: Params) -> bool:
     """More than half of the channel's time to live left: no need to re-sign yet."""
-    left = manifests.expires(current) - manifests.now()
-    return left > dt.timedelta(days=params.fleet.ttl_days(current["channel"])) / 2
+    left = current.expires_at - manifests.now()
+    return left > dt.timedelta(days=params.fleet.ttl_days(current.channel)) / 2
 
 
-def status(params: Params, public_key=None) -> list[dict]:
+def status(params: Params, public_key=None) -> list[ChannelStatus]:
     """What each channel serves now (and, given the public key, whether its manifest verifies)."""
     store = FleetStore(params.fleet)
     rows = []
     for channel in sorted(set(store.channels()) | set(params.fleet.channels)):
         body = store.get(store.manifest_key(channel))
-        shown = body and signing.peek(body)
         check = None
         if body is not None and public_key is not None:
             try:
-                manifests.check_manifest(body, public_key, channel, {})
+                manifests.check_manifest(body, public_key, channel, manifests.DeviceState(channels={}))
                 check = "verified"
             except UserError as exc:
                 check = f"DOES NOT VERIFY: {exc}"
         rows.append(
-            {
-                "channel": channel,
-                "published": body is not None,
-                "manifest": shown,
-                "check": check,
-                "history": len(store.history(channel)),
-            }
+            ChannelStatus(
+                channel=channel,
+                published=body is not None,
+                manifest=None if body is None else signing.peek(body),
+                check=check,
+                history=len(store.history(channel)),
+            )
         )
     return rows

@@ -3,23 +3,50 @@ re-optimization's pick replace what production serves (`replaces_production`, `d
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, field_serializer
+
 from tinyopt.core.files import sha256_file
 from tinyopt.ml.metrics import better
 from tinyopt.params import DEFAULT_PROFILE, Params
 from tinyopt.records.run import Measured, Summary
 from tinyopt.release import registry
+from tinyopt.release.manifest import Manifest
 from tinyopt.release.registry import RegisteredRecord, Serving
 
 
-def gate(channel: str, record: RegisteredRecord, profile: str, current: dict | None) -> str | None:
+class Decision(BaseModel):
+    """The scheduled run's decision (reports/<run-id>/reoptimize.json): its pick against what the
+    registry's `production` alias serves (`replace`, `why`), then what was done about it: the
+    registration, the publication, or the refresh of production's channel (promote's results)."""
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    objective: str
+    profile: str
+    model_name: str
+    pick: str | None
+    channel: str | None
+    production: Serving | None
+    replace: bool
+    why: str
+    registered: dict | None = None
+    published: dict | None = None
+    refreshed: dict | None = None
+
+    @field_serializer("production")
+    def _serving_in_brief(self, production: Serving | None) -> dict | None:
+        return production and production.model_dump(include={"version", "name", "metric", "score", "sha256"})
+
+
+def gate(channel: str, record: RegisteredRecord, profile: str, current: Manifest | None) -> str | None:
     """Why a gated channel refuses this registered model, or None; `current` is the manifest the
     channel is known to serve."""
     if not record.fits.get(profile, False):
         return f"it does not fit {profile} (TFLM must run it within the profile's flash and SRAM)"
-    if current and current.get("metric") == record.metric and better(record.metric, current["score"], record.score):
+    if current and current.metric == record.metric and better(record.metric, current.score, record.score):
         return (
-            f"{channel} serves {current['model_name']} v{current['version']} with {record.metric} "
-            f"{current['score']:.4f}; this one scores {record.score:.4f}"
+            f"{channel} serves {current.model_name} v{current.version} with {record.metric} "
+            f"{current.score:.4f}; this one scores {record.score:.4f}"
         )
     return None
 
@@ -56,9 +83,8 @@ def target(summary: Summary, params: Params) -> tuple[str, str]:
     return profile, f"{summary.dataset['name']}-{profile}"
 
 
-def decide(summary: Summary, params: Params) -> dict:
-    """The scheduled run's decision: its pick against what the registry's `production` alias serves
-    (`replace`, `why`), and room for what is done about it (`registered`, `published`, `refreshed`)."""
+def decide(summary: Summary, params: Params) -> Decision:
+    """The scheduled run's decision, before anything is done about it."""
     settings = params.schedule
     profile, model_name = target(summary, params)
     pick = summary.picks[settings.objective]
@@ -68,17 +94,14 @@ def decide(summary: Summary, params: Params) -> dict:
     else:
         candidate = summary.variant(pick.variant)
         replace, why = replaces_production(candidate, sha256_file(candidate.tflite), production, profile)
-    return {
-        "run_id": summary.run_id,
-        "objective": settings.objective,
-        "profile": profile,
-        "model_name": model_name,
-        "pick": pick.variant,
-        "channel": settings.channel,
-        "production": production and production.model_dump(include={"version", "name", "metric", "score", "sha256"}),
-        "replace": replace,
-        "why": why,
-        "registered": None,
-        "published": None,
-        "refreshed": None,
-    }
+    return Decision(
+        run_id=summary.run_id,
+        objective=settings.objective,
+        profile=profile,
+        model_name=model_name,
+        pick=pick.variant,
+        channel=settings.channel,
+        production=production,
+        replace=replace,
+        why=why,
+    )

@@ -8,8 +8,6 @@ Layout under the prefix:
 
 from __future__ import annotations
 
-import json
-
 from tinyopt.core.errors import UserError
 from tinyopt.params import FleetParams
 
@@ -67,15 +65,6 @@ class FleetStore:
             if not page.get("IsTruncated"):
                 return sorted(keys)
             token = page["NextContinuationToken"]
-
-    def get_json(self, key: str) -> dict | None:
-        body = self.get(key)
-        return None if body is None else json.loads(body)
-
-    def put_json(self, key: str, document: dict) -> bytes:
-        body = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
-        self.put(key, body, "application/json")
-        return body
 
     # The layout
     def model_key(self, sha256: str) -> str:

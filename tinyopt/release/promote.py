@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tinyopt.core.errors import UserError
 from tinyopt.params import Params, check_name
-from tinyopt.release import manifest as manifests
 from tinyopt.release import signing
 from tinyopt.release.channel import alias_for, channel_state, check_channel, fresh, stamp, trusted, write_signed
 from tinyopt.release.decision import gate
 from tinyopt.release.fleet import FleetStore
+from tinyopt.release.manifest import Figures, Lineage, Manifest, Override
 from tinyopt.release.registry import download_model, model_version, move_alias
 
 
@@ -42,22 +42,22 @@ def promote(
     private_key = signing.load_private_key(project)  # a missing signing key fails before anything is written
     store = FleetStore(params.fleet)
     state = channel_state(store, channel, private_key.public_key())
-    current = state["current"]
+    current = state.current
     # What the channel is known to serve: its current manifest if genuine, else the last one we signed.
-    known = current or state["latest"]
-    same = current and (current["model_name"], current["version"], current["sha256"]) == (name, version, tags["sha256"])
-    if same and current["sequence"] == state["next"] - 1 and fresh(current, params):
+    known = current or state.latest
+    same = current and (current.model_name, current.version, current.sha256) == (name, version, tags["sha256"])
+    if same and current.sequence == state.next_sequence - 1 and fresh(current, params):
         moved = move_alias(name, version, alias_for(channel), channel, None)
         return {
             "status": "alias moved" if moved else "unchanged",
             "channel": channel,
             "version": version,
             "sha256": tags["sha256"],
-            "sequence": current["sequence"],
+            "sequence": current.sequence,
         }
     refusal = None
     if settings.gated:
-        if state["tampered"] and known is None:
+        if state.tampered and known is None:
             refusal = "its current manifest does not verify and no signed history does: nothing to compare with"
         else:
             refusal = gate(channel, record, settings.profile, known)
@@ -75,49 +75,45 @@ def promote(
             f"s3://{store.bucket}/{model_key}: the uploaded model does not match its sha256; nothing was published"
         )
 
+    replaces = known.ref() if known else None
     # Re-signing the model already served keeps its predecessor, so a rollback still goes back past it.
-    previous = (known or {}).get("previous") if known and known["sha256"] == sha else manifests.summary(known)
-    manifest = {
-        **stamp(channel, state["next"], params, private_key),
-        "model_name": name,
-        "version": version,
-        "sha256": sha,
-        "size": len(blob),
-        "model_key": model_key,
-        "metric": record.metric,
-        "score": record.score,
-        "metrics": {
-            k: getattr(record, k)
-            for k in ("raw_bytes", "gzip_bytes", "latency_us_p50", "arena_bytes", "params", "macs")
-        },
-        "profile": settings.profile,
-        "fits": record.fits.get(settings.profile, False),
-        "variant": tags["variant"],
-        "lineage": {
-            k: tags.get(k) for k in ("pipeline_run", "git_commit", "dataset", "dataset_version", "params_hash")
-        },
-        "previous": previous,
-        "replaces": manifests.summary(known),
-        "rollback_from": None,
-        "forced": {"reason": force_reason, "refusal": refusal} if refusal else None,
-    }
-    write_signed(store, channel, manifest, private_key)
-    replaced = known["model_name"] if known and known["model_name"] != name else None
+    previous = known.previous if known and known.sha256 == sha else replaces
+    manifest = Manifest(
+        **stamp(channel, state.next_sequence, params, private_key),
+        model_name=name,
+        version=version,
+        sha256=sha,
+        size=len(blob),
+        model_key=model_key,
+        metric=record.metric,
+        score=record.score,
+        metrics=Figures(**record.model_dump(include=set(Figures.model_fields))),
+        profile=settings.profile,
+        fits=record.fits.get(settings.profile, False),
+        variant=tags["variant"],
+        lineage=Lineage(**{k: tags.get(k) for k in Lineage.model_fields}),
+        previous=previous,
+        replaces=replaces,
+        rollback_from=None,
+        forced=Override(reason=force_reason, refusal=refusal) if refusal else None,
+    )
+    write_signed(store, manifest, private_key)
+    replaced = known.model_name if known and known.model_name != name else None
     move_alias(
         name,
         version,
         alias_for(channel),
         channel,
         replaced,
-        published=manifest["created"],
+        published=manifest.created,
         forced=f"{force_reason} (gate said: {refusal})" if refusal else None,
     )
     return {
-        "status": "repaired" if state["tampered"] else "published",
+        "status": "repaired" if state.tampered else "published",
         "channel": channel,
         "version": version,
         "sha256": sha,
-        "sequence": manifest["sequence"],
+        "sequence": manifest.sequence,
         "forced": bool(refusal),
     }
 
@@ -130,46 +126,42 @@ def rollback(channel: str, params: Params, project: Path | None = None) -> dict:
     private_key = signing.load_private_key(project)
     store = FleetStore(params.fleet)
     state = channel_state(store, channel, private_key.public_key())
-    current = state["current"]
+    current = state.current
     if current is None:
-        if state["tampered"]:
+        if state.tampered:
             raise UserError(
                 f"channel '{channel}': its current manifest does not verify, so there is nothing "
                 "trustworthy to roll back from; promote the version it should serve (that re-signs it)"
             )
         raise UserError(f"channel '{channel}' serves nothing yet: nothing to roll back")
-    before = current.get("previous")
+    before = current.previous
     if not before:
         raise UserError(f"channel '{channel}' has no earlier manifest to roll back to")
     restored = trusted(
         store,
-        store.key("channels", channel, "history", f"{before['sequence']:06d}.json"),
+        store.key("channels", channel, "history", f"{before.sequence:06d}.json"),
         channel,
         private_key.public_key(),
-        before["sequence"],
+        before.sequence,
     )
-    if restored is None or restored["sha256"] != before["sha256"]:
+    if restored is None or restored.sha256 != before.sha256:
         raise UserError(
-            f"channel '{channel}': history entry {before['sequence']} ({before['model_name']} "
-            f"v{before['version']}) is missing or does not verify; promote the version to serve instead"
+            f"channel '{channel}': history entry {before.sequence} ({before.model_name} "
+            f"v{before.version}) is missing or does not verify; promote the version to serve instead"
         )
-    if not store.exists(restored["model_key"]):
+    if not store.exists(restored.model_key):
         raise UserError(
-            f"s3://{store.bucket}/{restored['model_key']}: the earlier model is gone; promote a version instead"
+            f"s3://{store.bucket}/{restored.model_key}: the earlier model is gone; promote a version instead"
         )
-    manifest = {
-        **restored,
-        **stamp(channel, state["next"], params, private_key),
-        "replaces": manifests.summary(current),
-        "rollback_from": manifests.summary(current),
-    }
-    write_signed(store, channel, manifest, private_key)
-    replaced = current["model_name"] if current["model_name"] != restored["model_name"] else None
-    move_alias(restored["model_name"], restored["version"], alias_for(channel), channel, replaced)
+    stamped = stamp(channel, state.next_sequence, params, private_key)
+    manifest = restored.model_copy(update={**stamped, "replaces": current.ref(), "rollback_from": current.ref()})
+    write_signed(store, manifest, private_key)
+    replaced = current.model_name if current.model_name != restored.model_name else None
+    move_alias(restored.model_name, restored.version, alias_for(channel), channel, replaced)
     return {
         "channel": channel,
-        "version": restored["version"],
-        "sha256": restored["sha256"],
-        "model_name": restored["model_name"],
-        "sequence": manifest["sequence"],
+        "version": restored.version,
+        "sha256": restored.sha256,
+        "model_name": restored.model_name,
+        "sequence": manifest.sequence,
     }

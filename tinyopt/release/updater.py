@@ -1,5 +1,6 @@
-"""What a device does with a channel's manifest and model: every check of tinyopt.release.manifest, then
-it records the sequence it accepted (`tinyopt verify` runs it)."""
+"""What a device's updater does with a channel's manifest and model: every check of
+tinyopt.release.manifest, then it records the sequence it accepted (`tinyopt verify` runs it). Named
+`updater`, not `device`: in tinyopt, a device is a board profile (tinyopt.mcu, params' devices)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tinyopt.core.files import write_bytes
 from tinyopt.params import Params
 from tinyopt.release import manifest as manifests
 from tinyopt.release.fleet import FleetStore
+from tinyopt.release.manifest import Manifest
 
 
 def verify(
@@ -20,17 +22,19 @@ def verify(
     channel: str,
     state_path: Path,
     clock: dt.datetime | None = None,
-) -> dict:
+) -> Manifest:
     """What a device does with a manifest and a model it has (files): every check of
     tinyopt.release.manifest, then the sequence is recorded in `state_path`; nothing is written on failure."""
-    accepted = manifests.read_state(state_path)
-    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
+    state = manifests.read_state(state_path)
+    manifest, payload = manifests.check_manifest(published, public_key, channel, state, clock)
     manifests.check_model(manifest, model)
-    manifests.accept(state_path, manifest, payload, accepted)
+    manifests.accept(state_path, manifest, payload, state)
     return manifest
 
 
-def download_and_verify(channel: str, params: Params, public_key, into: Path, clock: dt.datetime | None = None) -> dict:
+def download_and_verify(
+    channel: str, params: Params, public_key, into: Path, clock: dt.datetime | None = None
+) -> Manifest:
     """Fetch the channel's manifest and model as a device would, verify both, keep them in `into`
     with the device's state file (`into`/state.json) written last."""
     store = FleetStore(params.fleet)
@@ -38,12 +42,12 @@ def download_and_verify(channel: str, params: Params, public_key, into: Path, cl
     if published is None:
         raise UserError(f"channel '{channel}' serves nothing yet")
     state_path = into / "state.json"
-    accepted = manifests.read_state(state_path)
+    state = manifests.read_state(state_path)
     # The model's key comes from the verified payload only.
-    manifest, payload = manifests.check_manifest(published, public_key, channel, accepted, clock)
-    model = store.get(manifest["model_key"]) or b""
+    manifest, payload = manifests.check_manifest(published, public_key, channel, state, clock)
+    model = store.get(manifest.model_key) or b""
     manifests.check_model(manifest, model)
-    write_bytes(into / f"{manifest['sha256']}.tflite", model)
+    write_bytes(into / f"{manifest.sha256}.tflite", model)
     write_bytes(into / "manifest.json", published)
-    manifests.accept(state_path, manifest, payload, accepted)
+    manifests.accept(state_path, manifest, payload, state)
     return manifest
