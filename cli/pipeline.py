@@ -18,6 +18,7 @@ from cli.group import (
 )
 from tinyopt.core import layout
 from tinyopt.core.errors import UserError
+from tinyopt.records.run import Summary
 
 
 def prepared_option(help: str = "the prepared data (tinyopt prepare's output)"):
@@ -54,18 +55,18 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
 
     summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
     click.echo("\n" + variants_table(summary))
-    for skip in summary.get("skipped", []):
-        click.echo(f"skipped {skip['name']}: {skip['reason']}")
-    if summary.get("reference_note"):
-        click.echo(summary["reference_note"])
+    for skip in summary.skipped:
+        click.echo(f"skipped {skip.name}: {skip.reason}")
+    if summary.reference_note:
+        click.echo(summary.reference_note)
     click.echo("")
-    for objective, pick in summary["picks"].items():
-        click.echo(f"pick {objective}: {pick['variant'] or 'none'} ({pick['why']})")
+    for objective, pick in summary.picks.items():
+        click.echo(f"pick {objective}: {pick.variant or 'none'} ({pick.why})")
     click.echo(
-        f"\nrun {summary['run_id']}: {len(summary['variants'])} variants\n"
-        f"report: {layout.REPORTS / summary['run_id'] / 'report.md'} (summary.json beside it)\n"
-        f"MLflow: {summary['mlflow_tracking_uri']} "
-        f"(experiment '{summary['mlflow_experiment']}', run {summary['mlflow_run_id']})"
+        f"\nrun {summary.run_id}: {len(summary.variants)} variants\n"
+        f"report: {layout.REPORTS / summary.run_id / 'report.md'} (summary.json beside it)\n"
+        f"MLflow: {summary.mlflow_tracking_uri} "
+        f"(experiment '{summary.mlflow_experiment}', run {summary.mlflow_run_id})"
     )
 
 
@@ -118,24 +119,24 @@ def _run_writes() -> list[Path]:
     return places
 
 
-def variants_table(summary: dict) -> str:
+def variants_table(summary: Summary) -> str:
     """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
-    metric = summary["variants"][0]["metric"] if summary["variants"] else "score"
-    measured = [p for p in summary.get("devices", {}) if any(p in v.get("device", {}) for v in summary["variants"])]
+    metric = summary.variants[0].metric if summary.variants else "score"
+    measured = [p for p in summary.devices if any(p in v.device for v in summary.variants)]
     profile = measured[0] if measured else None
     rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena", f"instr {profile or '(device)'}")]
-    for v in [*summary["variants"], *({**r, "name": f"ref:{r['name']}"} for r in summary.get("reference", []))]:
-        arena = f"{v['arena_bytes']:,}" if v.get("arena_bytes") else "no"
+    named = [(v.name, v) for v in summary.variants] + [(f"ref:{r.name}", r) for r in summary.reference]
+    for name, v in named:
         rows.append(
             (
-                v["name"],
-                f"{v['raw_bytes']:,}",
-                f"{v['gzip_bytes']:,}",
-                f"{v['score']:.4f}",
-                f"{v['latency_us_p50']:.1f}",
-                f"{v['input_dtype']}/{v['output_dtype']}",
-                arena,
-                f"{v['device'][profile]['instructions']:,.0f}" if profile in v.get("device", {}) else "-",
+                name,
+                f"{v.raw_bytes:,}",
+                f"{v.gzip_bytes:,}",
+                f"{v.score:.4f}",
+                f"{v.latency_us_p50:.1f}",
+                f"{v.input_dtype}/{v.output_dtype}",
+                f"{v.arena_bytes:,}" if v.arena_bytes else "no",
+                f"{v.device[profile].instructions:,.0f}" if profile in v.device else "-",
             )
         )
     return aligned(rows)

@@ -17,18 +17,18 @@ def search(params_path: str, model_path: str | None, data_path: str | None) -> N
     from flows.search import search as search_flow
 
     result = search_flow.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
-    trials = {t["number"]: t for t in result["trials"]}
-    click.echo(f"\n{len(trials)} trials in {result['seconds']:.0f} s; Pareto front: {len(result['front'])} trials")
-    if not any(t["state"] == "complete" for t in trials.values()):
+    trials = {t.number: t for t in result.trials}
+    click.echo(f"\n{len(trials)} trials in {result.seconds:.0f} s; Pareto front: {len(result.front)} trials")
+    if not any(t.state == "complete" for t in trials.values()):
         click.echo("no trial completed: each fell below the stop floor; widen search.stop_drop or the space's ranges")
-    for objective, number in result["picks"].items():
+    for objective, number in result.picks.items():
         if number is None:
             click.echo(f"pick {objective}: none fits")
             continue
         t = trials[number]
         click.echo(
-            f"pick {objective}: trial {number} [{', '.join(t['chain'])}] validation {t['val_score']:.4f}, "
-            f"test {result['test_scores'][str(number)]:.4f}, {t['raw_bytes']:,} bytes, {t['gzip_bytes']:,} gzip; "
-            f"plan: {result['plans'][objective]}"
+            f"pick {objective}: trial {number} [{', '.join(t.chain)}] validation {t.val_score:.4f}, "
+            f"test {result.test_scores[number]:.4f}, {t.raw_bytes:,} bytes, {t.gzip_bytes:,} gzip; "
+            f"plan: {result.plans[objective]}"
         )
-    click.echo(f"report: reports/{result['search_id']}/search.md")
+    click.echo(f"report: reports/{result.search_id}/search.md")

@@ -4,6 +4,7 @@ them as soon as each int8 variant is converted, so the emulators work while othe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +14,44 @@ from tinyopt.core import layout
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
-from tinyopt.records.steps import SkippedRecord
+from tinyopt.records.steps import DeviceRecord, NotRun, SkippedRecord
 
 
-def devices_off(params: Params) -> str | None:
+@dataclass(frozen=True)
+class OnDevices:
+    """One model file's compile and device task runs (their futures)."""
+
+    compiled: Any
+    measured: Any
+
+    def result(self) -> DeviceRecord | NotRun:
+        """What the devices measured, or why they measured nothing (an op the generator lacks...)."""
+        compiled, measured = self.compiled.result(), self.measured.result()
+        if isinstance(compiled, SkippedRecord):
+            return NotRun(reason=f"not compiled for a device: {compiled.reason}")
+        if isinstance(measured, SkippedRecord):
+            return NotRun(reason=f"not run on a device: {measured.reason}")
+        return measured
+
+
+Started = OnDevices | NotRun  # a model file sent to the devices, or why it was not
+
+
+def devices_off(params: Params) -> NotRun | None:
     """Why no model of this run is measured on a device, or None."""
     if not params.benchmark.devices:
-        return "not measured on a device: benchmark.devices lists no profile"
+        return NotRun(reason="not measured on a device: benchmark.devices lists no profile")
     missing = toolchain_missing()
-    return f"not measured on a device: {missing}" if missing else None
+    return NotRun(reason=f"not measured on a device: {missing}") if missing else None
 
 
-def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, run: Any) -> dict[str, Any]:
-    """label -> (compile future, device future), or the reason when devices are off."""
+def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, run: Any) -> dict[str, Started]:
+    """label -> its compile and device task runs, or why it has none (devices off, a float model)."""
     off = devices_off(params)
     if off:
         return {label: off for label in labelled}
-    started: dict[str, Any] = {
-        label: f"not compiled for a device: {FLOAT_MODEL}"
+    started: dict[str, Started] = {
+        label: NotRun(reason=f"not compiled for a device: {FLOAT_MODEL}")
         for label, path in labelled.items()
         if not has_int8_tensors(path)
     }
@@ -52,25 +73,13 @@ def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, 
             images=params.benchmark.device_images,
             toolchain=toolchain_version(),
         )
-        started[label] = (compiled, measured)
+        started[label] = OnDevices(compiled, measured)
     return started
 
 
-def device_results(started: dict[str, Any]) -> dict[str, Any]:
-    """label -> its DeviceRecord, or why it has none (a float model, an op the generator lacks...)."""
-    results = {}
-    for label, futures in started.items():
-        if isinstance(futures, str):
-            results[label] = futures
-            continue
-        compiled, measured = (future.result() for future in futures)
-        if isinstance(compiled, SkippedRecord):
-            results[label] = f"not compiled for a device: {compiled.reason}"
-        elif isinstance(measured, SkippedRecord):
-            results[label] = f"not run on a device: {measured.reason}"
-        else:
-            results[label] = measured
-    return results
+def device_results(started: dict[str, Started]) -> dict[str, DeviceRecord | NotRun]:
+    """label -> its DeviceRecord, or why it has none (waits for every device step)."""
+    return {label: on.result() if isinstance(on, OnDevices) else on for label, on in started.items()}
 
 
 def expect(run: Any, steps: int) -> None:

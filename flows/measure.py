@@ -10,18 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.devices import device_results, devices_off, start_on_devices
+from flows.devices import Started, device_results, devices_off, start_on_devices
 from tasks.benchmark import benchmark_task, latency_task
 from tasks.evaluate import evaluate_task
 from tinyopt.datasets.prepared import load_prepared
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
 from tinyopt.records.run import Measured
-from tinyopt.records.steps import EvalRecord
+from tinyopt.records.steps import EvalRecord, NotRun
 from tinyopt.run.summary import measured
 
 REFERENCE = "ref:"  # how a reference model's task runs are labelled
-NOT_AN_INT8_CONVERSION = "not run on a device: the run measures the int8 and int8_fallback conversions there"
+NOT_AN_INT8_CONVERSION = NotRun(
+    reason="not run on a device: the run measures the int8 and int8_fallback conversions there"
+)
 
 
 def measure(
@@ -31,7 +33,7 @@ def measure(
     params: Params,
     run: Any,
     evaluated: dict[str, EvalRecord] | None = None,
-    on_devices: dict[str, Any] | None = None,
+    on_devices: dict[str, Started] | None = None,
 ) -> tuple[dict[str, Measured], dict[str, Measured]]:
     """Every figure of each named file, ours and the reference models; `run(step, label, **arguments)`
     runs a step and returns its future. Files of ours already in `evaluated` are not evaluated again, nor

@@ -99,9 +99,8 @@ def report_stage(summary: Summary, params: Params) -> Path:
 
 def measure_stage(built: Built, chains: list, references: dict, prepared: Path, params: Params, run: Submitter):
     """Every built variant's and reference model's figures: the variants as records, in the plan's order."""
-    converted = built.converted()
     ours, theirs = measure(
-        {name: Path(record.tflite_path) for name, record in converted.items()},
+        {name: Path(record.tflite_path) for name, record in built.converted.items()},
         references,
         prepared,
         params,
@@ -110,7 +109,7 @@ def measure_stage(built: Built, chains: list, references: dict, prepared: Path, 
         on_devices=built.on_devices,
     )
     variants = [
-        variant(chain, built.models[tuple(chain[:-1])], converted[name], ours[name])
+        variant(chain, built.models[tuple(chain[:-1])], built.converted[name], ours[name])
         for chain, name in built.made(chains)
     ]
     return variants, list(theirs.values())
@@ -119,7 +118,7 @@ def measure_stage(built: Built, chains: list, references: dict, prepared: Path, 
 @flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def optimize(
     params_path: str = "params.yaml", run_id: str | None = None, model: str | None = None, data: str | None = None
-) -> dict:
+) -> Summary:
     """Run the pipeline end to end and return its summary (also written to reports/<run-id>/).
     `model` and `data` override params.yaml's model.path and data (see tinyopt.params.with_inputs)."""
     logger, started = get_run_logger(), time.monotonic()
@@ -141,8 +140,7 @@ def optimize(
     picks = select(variants, base.val_score, base.metric, params.objectives)
 
     lineage = lineage_tags(run_id, commit, dataset, params)
-    parent_run_id = tracking.start_run(params.tracking.experiment, f"pipeline {run_id}", lineage)
-    try:
+    with tracking.tracked_run(params.tracking.experiment, f"pipeline {run_id}", lineage) as parent_run_id:
         variants, references = log_models(parent_run_id, lineage, variants, references, picks, params, run)
         summary = summarize(
             run_id=run_id,
@@ -161,9 +159,5 @@ def optimize(
             variant_stage_seconds=variant_stage_seconds,
         )
         summary_path = report_stage(summary, params)
-    except BaseException:
-        tracking.end_run(parent_run_id, "FAILED")
-        raise
-    tracking.end_run(parent_run_id)
     logger.info("summary: %s", summary_path)
-    return summary.model_dump(mode="json")
+    return summary

@@ -35,7 +35,7 @@ def reoptimize(params_path: str = "params.yaml", data: str | None = None, publis
     params = load_params(params_path)
     channel = params.schedule.channel
     run = optimize.with_options(task_runner=task_runner(params.runner))
-    summary = Summary.model_validate(run(params_path=params_path, data=data))
+    summary = run(params_path=params_path, data=data)
     decision = decide(summary, params)
     logger.info("%s: %s", "replace production" if decision.replace else "keep production", decision.why)
     if decision.replace and publish_better and channel:

@@ -109,7 +109,8 @@ class Baselines:
         return self.trained[key]
 
 
-def close_search(result: SearchResult, files: list[Path]) -> None:
+def log_search(result: SearchResult, files: list[Path]) -> None:
+    """The search's figures and report files, on its MLflow run."""
     by_number = {r.number: r for r in result.trials}
     metrics = {"seconds": result.seconds}
     for objective, number in result.picks.items():
@@ -117,11 +118,10 @@ def close_search(result: SearchResult, files: list[Path]) -> None:
             metrics[f"{objective}.test_score"] = result.test_scores[number]
             metrics[f"{objective}.{result.size}"] = getattr(by_number[number], result.size)
     tracking.log_run_data(result.mlflow_run_id, metrics=metrics, artifacts=files)
-    tracking.end_run(result.mlflow_run_id)
 
 
 @flow(name="search", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def search(params_path: str = "params.yaml", model: str | None = None, data: str | None = None) -> dict:
+def search(params_path: str = "params.yaml", model: str | None = None, data: str | None = None) -> SearchResult:
     """Search chains and settings for the best score and the smallest size that fit search.profile."""
     logger, started = get_run_logger(), time.monotonic()
     params = with_inputs(load_params(params_path), model, data)
@@ -136,9 +136,9 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
     floor = floor_of(baseline.val_score, budget.max_drop, metric)  # the smallest pick's
     stop_floor = floor_of(baseline.val_score, budget.max_drop if budget.stop_drop is None else budget.stop_drop, metric)
 
-    parent_run_id = tracking.start_run(params.tracking.experiment, search_id, {"tinyopt.kind": "search"})
-    tracking.log_run_data(parent_run_id, params={k: v for k, v in params.search.model_dump().items() if k != "space"})
-    try:
+    with tracking.tracked_run(params.tracking.experiment, search_id, {"tinyopt.kind": "search"}) as parent_run_id:
+        search_settings = {k: v for k, v in params.search.model_dump().items() if k != "space"}
+        tracking.log_run_data(parent_run_id, params=search_settings)
         trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
         out_dir = layout.ARTIFACTS / "search" / search_id
         baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
@@ -172,9 +172,6 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
             trial_stage_seconds=round(time.monotonic() - trials_started, 1),
         )
         files = write_search_report(result, layout.REPORTS / search_id)
-        close_search(result, files)
-    except BaseException:
-        tracking.end_run(parent_run_id, "FAILED")
-        raise
+        log_search(result, files)
     logger.info("search report: %s", files[0])
-    return result.model_dump(mode="json")
+    return result

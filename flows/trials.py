@@ -41,11 +41,10 @@ def in_flight(params: Params) -> int:
 
 def track_trial(parent_run_id: str, experiment: str, record: TrialRecord) -> None:
     name = f"trial {record.number} {plan.variant_name(record.chain)}"
-    run_id = tracking.start_run(experiment, name, {"tinyopt.trial_state": record.state}, parent_run_id)
     settings = {f"{section}.{k}": v for section, values in record.settings.items() for k, v in values.items()}
     metrics = {k: getattr(record, k) for k in ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes", "train_seconds")}
-    tracking.log_run_data(run_id, params={"chain": " > ".join(record.chain), **settings}, metrics=metrics)
-    tracking.end_run(run_id)
+    with tracking.tracked_run(experiment, name, {"tinyopt.trial_state": record.state}, parent_run_id) as run_id:
+        tracking.log_run_data(run_id, params={"chain": " > ".join(record.chain), **settings}, metrics=metrics)
 
 
 class Trials:

@@ -1,22 +1,26 @@
-"""Building the plan's variants: every technique model of the tree (parents before children, each
-trained once, independent branches in parallel), each chain's conversion as soon as its model is
-there, and each conversion's evaluation as soon as it is converted."""
+"""Building the plan's variants: every technique model of the tree (each trained once, as soon as its parent
+is there; training takes turns), each chain's conversion as soon as its model is there, and each conversion's
+evaluation (and an int8 one's device steps) as soon as it is converted.
+
+A step's input is a file its parent's record names, and a skipped parent means no file: so a step is
+submitted once its parent's future is done, whichever finishes first, with no wait for a whole depth."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect.futures import as_completed
 
-from flows.devices import start_on_devices
+from flows.devices import Started, start_on_devices
 from tasks.convert import convert_task
 from tasks.evaluate import evaluate_task
 from tasks.techniques import technique_call
 from tinyopt.params import Params
 from tinyopt.records.run import Skipped
-from tinyopt.records.steps import SkippedRecord
+from tinyopt.records.steps import ConvertRecord, EvalRecord, SkippedRecord, TrainedModel
 from tinyopt.run import plan
 
 INTEGER_CONVERSIONS = ("int8", "int8_fallback")  # what microcontrollers run: compiled and run on the devices
@@ -35,17 +39,15 @@ def technique_label(prefix: plan.Prefix) -> str:
 
 @dataclass
 class Built:
-    models: dict[plan.Prefix, Any]  # prefix -> its TrainedModel, the baseline at ()
-    conversions: dict[str, tuple[list[str], Any]] = field(default_factory=dict)  # variant -> (chain, future)
-    evaluations: dict[str, Any] = field(default_factory=dict)  # variant -> evaluation future
-    skipped: dict[str, tuple[list[str], str]] = field(default_factory=dict)  # model or variant -> (chain, reason)
-    on_devices: dict[str, Any] = field(default_factory=dict)  # int8 variant -> its compile and device futures
+    """What the variant stage made: each model of the tree, each variant's conversion and evaluation."""
 
-    def converted(self) -> dict[str, Any]:
-        """Variant name -> its conversion record, for every variant that was evaluated."""
-        return {name: self.conversions[name][1].result() for name in self.evaluations}
+    models: dict[plan.Prefix, TrainedModel]  # the baseline at ()
+    converted: dict[str, ConvertRecord] = field(default_factory=dict)  # variant -> its conversion
+    evaluations: dict[str, Any] = field(default_factory=dict)  # variant -> its evaluation's future
+    on_devices: dict[str, Started] = field(default_factory=dict)  # int8 variant -> its device steps
+    skipped: list[Skipped] = field(default_factory=list)  # models and variants, with the reason
 
-    def evaluated(self) -> dict[str, Any]:
+    def evaluated(self) -> dict[str, EvalRecord]:
         return {name: future.result() for name, future in self.evaluations.items()}
 
     def made(self, chains: list[list[str]]) -> list[tuple[list[str], str]]:
@@ -54,75 +56,87 @@ class Built:
         return [(chain, name) for chain, name in named if name in self.evaluations]
 
     def skips(self) -> list[Skipped]:
-        return [Skipped(name=name, chain=["train", *chain], reason=why) for name, (chain, why) in self.skipped.items()]
+        """The skips in the plan's order: shallower first (a skipped model's descendants after it)."""
+        return sorted(self.skipped, key=lambda skip: (len(skip.chain), skip.chain))
 
 
-def build(params: Params, chains: list[list[str]], prepared: Path, baseline: Any, run: Any, log: Any) -> Built:
-    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.orchestration.steps.Submitter)."""
-    prefixes = plan.technique_prefixes(chains)
-    built = Built(models={(): baseline})
+class Tree:
+    """The plan's tree as its steps finish: `pending` maps each submitted future to what takes its record
+    (`trained` or `converted`) and what it makes (a model's prefix, a variant's chain)."""
 
-    def skip(name: str, chain: list[str], reason: str, steps: int) -> None:
-        built.skipped[name] = (chain, reason)
-        run.progress.drop(steps)
-        log.warning("skipped %s: %s", name, reason)
+    def __init__(self, params: Params, chains: list[list[str]], prepared: Path, run: Any, log: Any):
+        self.params, self.chains, self.prepared, self.run, self.log = params, chains, prepared, run, log
+        self.built = Built(models={})
+        self.pending: dict[Any, tuple[Callable[[Any, Any], None], plan.Prefix | list[str]]] = {}
 
-    def convert(prefix: plan.Prefix) -> None:
-        """Convert every chain that ends right after this model (in parallel)."""
-        for chain in (c for c in chains if tuple(c[:-1]) == prefix):
-            name = plan.variant_name(chain)
-            future = run(
+    def trained(self, prefix: plan.Prefix, record: TrainedModel | SkippedRecord) -> None:
+        """A model is there: its conversions and the techniques on it start (the conversions first)."""
+        if isinstance(record, SkippedRecord):
+            self.skip_model(prefix, record.reason)
+            return
+        self.built.models[prefix] = record
+        model = Path(record.model_path)
+        for chain in (c for c in self.chains if tuple(c[:-1]) == prefix):
+            future = self.run(
                 convert_task,
-                f"convert {name}",
-                model_path=Path(built.models[prefix].model_path),
+                f"convert {plan.variant_name(chain)}",
+                model_path=model,
                 conversion=chain[-1],
                 out_path=plan.variant_tflite(chain),
-                prepared=prepared,
-                settings=params.conversion,
-                seed=params.seed,
+                prepared=self.prepared,
+                settings=self.params.conversion,
+                seed=self.params.seed,
             )
-            built.conversions[name] = (chain, future)
+            self.pending[future] = (self.converted, chain)
+        for child in plan.technique_prefixes(self.chains):
+            if child[:-1] == prefix:
+                step, arguments = technique_call(child[-1], model, self.prepared, self.params, plan.model_dir(child))
+                self.pending[self.run(step, technique_label(child), **arguments)] = (self.trained, child)
 
-    def evaluate(block: bool) -> None:
-        """Evaluate each finished conversion (all of them, waiting, when `block`)."""
-        done = built.evaluations.keys() | built.skipped.keys()
-        waiting = {future: name for name, (_, future) in built.conversions.items() if name not in done}
-        for future in as_completed(list(waiting)) if block else [f for f in waiting if f.state.is_final()]:
-            name, record = waiting[future], future.result()
-            if isinstance(record, SkippedRecord):
-                skip(name, built.conversions[name][0], record.reason, 3)  # its evaluation, benchmark and log
-                continue
-            built.evaluations[name] = run(
-                evaluate_task,
-                f"evaluate {name}",
-                tflite_path=Path(record.tflite_path),
-                prepared=prepared,
-                metric=params.task.score_metric,
+    def converted(self, chain: list[str], record: ConvertRecord | SkippedRecord) -> None:
+        """A variant is converted: its evaluation starts, and an int8 one's device steps (the emulators
+        work while other models train)."""
+        name = plan.variant_name(chain)
+        if isinstance(record, SkippedRecord):
+            self.skip(name, chain, record.reason, 3)  # its evaluation, benchmark and log
+            return
+        self.built.converted[name] = record
+        tflite = Path(record.tflite_path)
+        self.built.evaluations[name] = self.run(
+            evaluate_task,
+            f"evaluate {name}",
+            tflite_path=tflite,
+            prepared=self.prepared,
+            metric=self.params.task.score_metric,
+        )
+        if chain[-1] in INTEGER_CONVERSIONS:
+            self.built.on_devices |= start_on_devices({name: tflite}, self.prepared, self.params, self.run)
+
+    def skip_model(self, prefix: plan.Prefix, reason: str) -> None:
+        """A technique that cannot apply: the models below it are skipped for the same reason, and none of
+        their steps runs."""
+        below = [p for p in plan.technique_prefixes(self.chains) if len(p) > len(prefix) and p[: len(prefix)] == prefix]
+        variants_below = [c for c in self.chains if tuple(c[:-1])[: len(prefix)] == prefix]
+        self.skip(plan.model_name(prefix), list(prefix), reason, len(below) + 4 * len(variants_below))
+        for descendant in below:
+            self.built.skipped.append(
+                Skipped(name=plan.model_name(descendant), chain=["train", *descendant], reason=reason)
             )
-            if built.conversions[name][0][-1] in INTEGER_CONVERSIONS:  # the emulators work while others train
-                built.on_devices |= start_on_devices({name: Path(record.tflite_path)}, prepared, params, run)
 
-    convert(())
-    for depth in range(1, max((len(p) for p in prefixes), default=0) + 1):
-        level = {}
-        for prefix in (p for p in prefixes if len(p) == depth):
-            if prefix[:-1] not in built.models:  # its parent was skipped: so is it, for the same reason
-                built.skipped[plan.model_name(prefix)] = (list(prefix), built.skipped[plan.model_name(prefix[:-1])][1])
-                continue
-            parent = Path(built.models[prefix[:-1]].model_path)
-            step, arguments = technique_call(prefix[-1], parent, prepared, params, plan.model_dir(prefix))
-            level[prefix] = run(step, technique_label(prefix), **arguments)
-        for prefix, future in level.items():
-            record = future.result()
-            if isinstance(record, SkippedRecord):
-                below = [p for p in prefixes if len(p) > len(prefix) and p[: len(prefix)] == prefix]
-                variants_below = [c for c in chains if tuple(c[:-1])[: len(prefix)] == prefix]
-                skip(plan.model_name(prefix), list(prefix), record.reason, len(below) + 4 * len(variants_below))
-            else:
-                built.models[prefix] = record
-                convert(prefix)
-            evaluate(block=False)
-    evaluate(block=True)
-    for future in built.evaluations.values():
+    def skip(self, name: str, chain: list[str], reason: str, steps: int) -> None:
+        self.built.skipped.append(Skipped(name=name, chain=["train", *chain], reason=reason))
+        self.run.progress.drop(steps)
+        self.log.warning("skipped %s: %s", name, reason)
+
+
+def build(params: Params, chains: list[list[str]], prepared: Path, baseline: TrainedModel, run: Any, log: Any) -> Built:
+    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.orchestration.steps.Submitter)."""
+    tree = Tree(params, chains, prepared, run, log)
+    tree.trained((), baseline)
+    while tree.pending:
+        future = next(as_completed(list(tree.pending)))
+        then, made = tree.pending.pop(future)
+        then(made, future.result())
+    for future in tree.built.evaluations.values():
         future.wait()
-    return built
+    return tree.built

@@ -63,9 +63,10 @@ def log_model(
     directories: dict[str, Path] | None = None,
 ) -> str:
     """One MLflow child run for one model file (retried: a tracking server may blip)."""
-    run_id = tracking.start_run(experiment, name, tags, parent_run_id=parent_run_id)
-    tracking.log_run_data(run_id, params=params, metrics=metrics, artifacts=artifacts, directories=directories or {})
-    tracking.end_run(run_id)
+    with tracking.tracked_run(experiment, name, tags, parent_run_id) as run_id:
+        tracking.log_run_data(
+            run_id, params=params, metrics=metrics, artifacts=artifacts, directories=directories or {}
+        )
     return run_id
 
 

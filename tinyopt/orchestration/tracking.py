@@ -6,13 +6,14 @@ names another, e.g. a tracking server.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tinyopt.core import layout
@@ -95,14 +96,6 @@ def experiment_id(name: str) -> str:
     )
 
 
-def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
-    tags = dict(tags)
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags)
-    return run.info.run_id
-
-
 def log_run_data(
     run_id: str,
     params: Mapping[str, object] = {},
@@ -126,5 +119,17 @@ def log_run_data(
         mlflow_client.log_artifacts(run_id, str(directory), artifact_path=name)
 
 
-def end_run(run_id: str, status: str = "FINISHED") -> None:
-    client().set_terminated(run_id, status=status)
+@contextlib.contextmanager
+def tracked_run(
+    experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+) -> Iterator[str]:
+    """An MLflow run around a block (its id inside): FINISHED when the block ends, FAILED when it raises
+    (an interrupt too), so no run is left RUNNING."""
+    tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else dict(tags)
+    run_id = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        client().set_terminated(run_id, status="FAILED")
+        raise
+    client().set_terminated(run_id, status="FINISHED")

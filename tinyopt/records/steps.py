@@ -29,6 +29,13 @@ class SkippedRecord(StepRecord):
     reason: str
 
 
+class NotRun(BaseModel):
+    """Why a step did not run for a model, where its record would be (a float model on the devices...)."""
+
+    model_config = ConfigDict(frozen=True)
+    reason: str
+
+
 def outputs_of(*paths: Path) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
 

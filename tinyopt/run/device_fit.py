@@ -9,10 +9,8 @@ microcontroller profile there.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tinyopt.params import DeviceProfile
-from tinyopt.records.run import DeviceFigures
+from tinyopt.records.run import DeviceFigures, EdgeFigures
 
 
 def fit_verdict(
@@ -55,7 +53,7 @@ def measured_verdict(figures: DeviceFigures, profile: DeviceProfile) -> dict:
 
 
 def fits_all(
-    edge: Any,
+    edge: EdgeFigures,
     devices: dict[str, DeviceProfile],
     measured: dict[str, DeviceFigures] | None = None,
     not_run: dict[str, str] | None = None,

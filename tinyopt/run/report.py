@@ -42,7 +42,8 @@ def _fmt(value, kind: str = "") -> str:
     return str(value)
 
 
-def _table(rows: list[list[str]]) -> str:
+def markdown_table(rows: list[list[str]]) -> str:
+    """A markdown table: the first row is its header."""
     header, *body = rows
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
@@ -116,7 +117,7 @@ def comparison_parts(summary: Summary) -> list[str]:
                 _fmt(row.latency_ratio),
             ]
         )
-    parts = ["## Ours beside the reference (ours / reference)", _table(head)]
+    parts = ["## Ours beside the reference (ours / reference)", markdown_table(head)]
     for row in summary.headline:
         figures = row.reference_figures
         found = (
@@ -147,7 +148,7 @@ def markdown(summary: Summary) -> str:
         f"Scores ({summary.baseline.metric}) are on the full held-out test set, computed by running each .tflite "
         "file itself with LiteRT; picks use the validation split, so choosing never looks at the test set.",
         "## Picks",
-        _table(
+        markdown_table(
             [["objective", "variant", "value", "why"]]
             + [
                 [name, p.variant or "none", _fmt(p.value, "acc" if p.metric.startswith("validation") else ""), p.why]
@@ -155,16 +156,16 @@ def markdown(summary: Summary) -> str:
             ]
         ),
         "## Variants",
-        _table(model_rows(ours)),
+        markdown_table(model_rows(ours)),
     ]
     if profiles:
         theirs = [r.model_copy(update={"name": f"ref:{r.name}"}) for r in reference]
-        parts += ["## On the emulated devices", _table(device_rows([*ours, *theirs], profiles))]
+        parts += ["## On the emulated devices", markdown_table(device_rows([*ours, *theirs], profiles))]
     not_run = sorted({f"- {m.name}: {m.device_note}" for m in [*ours, *reference] if m.device and m.device_note})
     if not_run:
         parts.append("Not run on every profile:\n\n" + "\n".join(not_run))
     if reference:
-        parts += ["## Reference models, measured in the same run and harness", _table(model_rows(reference))]
+        parts += ["## Reference models, measured in the same run and harness", markdown_table(model_rows(reference))]
         parts += comparison_parts(summary)
     elif summary.reference_note:
         parts += ["## Reference models", summary.reference_note]

@@ -22,6 +22,16 @@ from tinyopt.records.run import (
     Variant,
     Winner,
 )
+from tinyopt.records.steps import (
+    ConvertRecord,
+    DatasetRecord,
+    DeviceRecord,
+    EdgeRecord,
+    EvalRecord,
+    NotRun,
+    PreparedRecord,
+    TrainedModel,
+)
 from tinyopt.run import plan
 from tinyopt.run.device_fit import fits_all
 
@@ -29,18 +39,18 @@ from tinyopt.run.device_fit import fits_all
 def measured(
     name: str,
     tflite: str,
-    evaluation: Any,
-    edge: Any,
+    evaluation: EvalRecord,
+    edge: EdgeRecord,
     latency: dict,
     devices: dict[str, DeviceProfile],
-    on_device: Any = None,
+    on_device: DeviceRecord | NotRun,
 ) -> Measured:
     """Every figure of one model file: its evaluation, its edge benchmark, its host latency, what the emulated
-    devices measured (`on_device`: a DeviceRecord, or the reason there is none), and its device fit."""
-    figures = getattr(on_device, "figures", {})
-    not_run = getattr(on_device, "not_run", {})
+    devices measured (or why they measured nothing), and its device fit."""
+    ran = on_device if isinstance(on_device, DeviceRecord) else None
+    figures, not_run = (ran.figures, ran.not_run) if ran else ({}, {})
     verdicts = fits_all(edge, devices, figures, not_run)
-    note = on_device if isinstance(on_device, str) else "; ".join(f"{k}: {v}" for k, v in not_run.items()) or None
+    note = on_device.reason if ran is None else "; ".join(f"{k}: {v}" for k, v in not_run.items()) or None
     return Measured(
         name=name,
         tflite=tflite,
@@ -51,14 +61,14 @@ def measured(
         latency_us_p99=latency["latency_us_p99"],
         device=figures,
         device_note=note,
-        c_library=getattr(on_device, "library", None),
+        c_library=ran.library if ran else None,
         fits={profile: verdict["fits"] for profile, verdict in verdicts.items()},
         fit_reasons={profile: verdict["reason"] for profile, verdict in verdicts.items()},
         **{field: getattr(edge, field) for field in EdgeFigures.model_fields},
     )
 
 
-def variant(chain: list[str], node: Any, converted: Any, figures: Measured) -> Variant:
+def variant(chain: list[str], node: TrainedModel, converted: ConvertRecord, figures: Measured) -> Variant:
     """A variant of ours: its figures, and the chain and Keras model (`node`) it came from."""
     return Variant(
         **dict(figures),
@@ -154,9 +164,9 @@ def summarize(
     *,
     run_id: str,
     params: Params,
-    dataset: Any,
-    prepared: Any,
-    baseline: Any,
+    dataset: DatasetRecord,
+    prepared: PreparedRecord,
+    baseline: TrainedModel,
     variants: list[Variant],
     references: list[Measured],
     reference_note: str | None,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from tinyopt.core.files import write_json
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run.plan import variant_name
+from tinyopt.run.report import markdown_table
 
 
 class ReferencePoint(BaseModel):
@@ -66,11 +67,6 @@ def _row(record: TrialRecord, result: SearchResult) -> list[str]:
     ]
 
 
-def _table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
-
-
 def markdown(result: SearchResult) -> str:
     by_number = {r.number: r for r in result.trials}
     head = ["trial", "chain", "settings", f"val {result.metric}", f"test {result.metric}", "bytes", "gzip", "arena"]
@@ -95,7 +91,7 @@ def markdown(result: SearchResult) -> str:
         pick_rows.append(
             [objective, *(_row(by_number[number], result) if number is not None else ["none"] * len(head))]
         )
-    parts += [_table(pick_rows)]
+    parts += [markdown_table(pick_rows)]
     parts += [
         "\n".join(
             f"- {objective}: `tinyopt run --params {path}` rebuilds it" for objective, path in result.plans.items()
@@ -103,7 +99,7 @@ def markdown(result: SearchResult) -> str:
     ]
     parts += [
         "## Pareto front (validation score against size)",
-        _table([head, *(_row(by_number[n], result) for n in result.front)]),
+        markdown_table([head, *(_row(by_number[n], result) for n in result.front)]),
     ]
     if result.front_plans:
         parts += [
@@ -114,7 +110,7 @@ def markdown(result: SearchResult) -> str:
     if result.references:
         rows = [["reference model", f"test {result.metric}", "bytes", "gzip"]]
         rows += [[p.name, f"{p.score:.4f}", f"{p.raw_bytes:,}", f"{p.gzip_bytes:,}"] for p in result.references]
-        parts += ["## Reference models, scored on the same test split", _table(rows)]
+        parts += ["## Reference models, scored on the same test split", markdown_table(rows)]
     rows = [["trial", "chain", "state", f"val {result.metric}", result.size, "fits", "why"]]
     for r in result.trials:
         size = getattr(r, result.size)
@@ -129,7 +125,7 @@ def markdown(result: SearchResult) -> str:
                 r.reason or r.fit_reason,
             ]
         )
-    parts += ["## Every trial", _table(rows), "![score against size](search.png)"]
+    parts += ["## Every trial", markdown_table(rows), "![score against size](search.png)"]
     return "\n\n".join(parts) + "\n"
 
 
