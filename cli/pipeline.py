@@ -218,7 +218,7 @@ def technique(token: str, parent: str, out_dir: str, prepared: str, params_path:
     if token not in STEPS:
         raise UserError(f"unknown technique '{token}'; techniques: {', '.join(STEPS)}")
     step, arguments = technique_call(token, Path(parent), Path(prepared), load_params(params_path), Path(out_dir))
-    record = step.fn(**arguments)
+    record = step.task.fn(**arguments)  # as the flow runs it: a SkippedRecord when it does not apply
     if isinstance(record, SkippedRecord):
         raise UserError(f"{token} does not apply to {parent}: {record.reason}")
     click.echo(f"{record.model_path}: {record.epochs_run} epochs, Keras test {record.metric} {record.keras_score:.4f}")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.compile import FLOAT_MODEL, compile_task
-from tasks.device import device_task
+from tasks.compile import FLOAT_MODEL, compile_model
+from tasks.device import run_on_devices
 from tinyopt.core import layout
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
 from tinyopt.mcu.graph import has_int8_tensors
@@ -60,9 +60,9 @@ def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, 
     for label, path in ((label, path) for label, path in labelled.items() if label not in started):
         name = label.replace(":", "-")  # ref:base-f32 -> ref-base-f32
         library = layout.C_LIBRARIES / name
-        compiled = run(compile_task, f"compile {label}", tflite_path=path, model_name=name, out_dir=library)
+        compiled = run(compile_model, f"compile {label}", tflite_path=path, model_name=name, out_dir=library)
         measured = run(
-            device_task,
+            run_on_devices,
             f"device {label}",
             wait_for=[compiled],
             tflite_path=path,

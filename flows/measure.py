@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.devices import Started, device_results, devices_off, start_on_devices
-from tasks.benchmark import benchmark_task, latency_task
-from tasks.evaluate import evaluate_task
+from tasks.benchmark import benchmark_tflite, measure_latency
+from tasks.evaluate import evaluate_tflite
 from tinyopt.datasets.prepared import load_prepared
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
@@ -42,13 +42,13 @@ def measure(
     labelled = {**ours, **{REFERENCE + name: path for name, path in references.items()}}
     evaluations = {
         label: run(
-            evaluate_task, f"evaluate {label}", tflite_path=path, prepared=prepared, metric=params.task.score_metric
+            evaluate_tflite, f"evaluate {label}", tflite_path=path, prepared=prepared, metric=params.task.score_metric
         )
         for label, path in labelled.items()
         if label not in evaluated
     }
     edges = {
-        label: run(benchmark_task, f"benchmark {label}", tflite_path=path, prepared=prepared)
+        label: run(benchmark_tflite, f"benchmark {label}", tflite_path=path, prepared=prepared)
         for label, path in labelled.items()
     }
     if on_devices is None:  # `tinyopt bench`: every int8 file goes to the devices
@@ -63,7 +63,7 @@ def measure(
     on_device = device_results(waiting)  # all of them: the host latency below must run alone
     evaluated = {**evaluated, **{label: future.result() for label, future in evaluations.items()}}
     latencies = run(
-        latency_task,
+        measure_latency,
         "measure latency",
         tflite_paths=[Path(edge.tflite_path) for edge in edges.values()],
         sample=load_prepared(prepared)["x_test"][0],

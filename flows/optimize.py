@@ -15,9 +15,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.measure import measure
 from flows.variants import Built, build, step_count
-from tasks.data import fetch_task, prepare_task
+from tasks.data import fetch_dataset, prepare_dataset
 from tasks.track import close_run, lineage_tags, log_models
-from tasks.train import train_task
+from tasks.train import train_baseline
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.core.files import write_json
@@ -53,9 +53,9 @@ def task_runner(settings: RunnerParams):
 def data_stage(params: Params, run: Submitter, logger) -> tuple:
     """Fetch and prepare the data; find the reference models that can be measured on it."""
     name = params.data.dataset
-    dataset = run.now(fetch_task, f"fetch {name}", params=params.data, out_root=layout.DATA_ROOT)
+    dataset = run.now(fetch_dataset, f"fetch {name}", params=params.data, out_root=layout.DATA_ROOT)
     prepared = run.now(
-        prepare_task,
+        prepare_dataset,
         f"prepare {name}",
         raw_dir=Path(dataset.directory),
         params=params.data,
@@ -74,7 +74,7 @@ def data_stage(params: Params, run: Submitter, logger) -> tuple:
 def train_stage(params: Params, prepared: Path, run: Submitter):
     """The baseline: the user's model (fine-tuned if asked) or tinyopt's own, trained on the train split."""
     return run.now(
-        train_task,
+        train_baseline,
         "train baseline",
         prepared=prepared,
         model_params=params.model,

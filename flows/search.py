@@ -14,8 +14,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
-from tasks.train import train_task
-from tasks.trial import trial_task
+from tasks.train import train_baseline
+from tasks.trial import run_trial
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.ml.metrics import HIGHER_IS_BETTER
@@ -96,7 +96,7 @@ class Baselines:
             filters, kernel = key
             self.run.progress.expect(1)
             record = self.run.now(
-                train_task,
+                train_baseline,
                 f"train baseline {filters} filters {kernel}x{kernel}",
                 prepared=self.prepared,
                 model_params=drawn.model,
@@ -145,7 +145,7 @@ def search(params_path: str = "params.yaml", model: str | None = None, data: str
         trials_started = time.monotonic()
         records = trials.run(
             lambda number, drawn: run(
-                trial_task,
+                run_trial,
                 f"trial {number} {plan.variant_name(drawn.plan[0])}",
                 number=number,
                 chain=drawn.plan[0],

@@ -15,8 +15,8 @@ from typing import Any
 from prefect.futures import as_completed
 
 from flows.devices import Started, start_on_devices
-from tasks.convert import convert_task
-from tasks.evaluate import evaluate_task
+from tasks.convert import convert_model
+from tasks.evaluate import evaluate_tflite
 from tasks.techniques import technique_call
 from tinyopt.params import Params
 from tinyopt.records.run import Skipped
@@ -78,7 +78,7 @@ class Tree:
         model = Path(record.model_path)
         for chain in (c for c in self.chains if tuple(c[:-1]) == prefix):
             future = self.run(
-                convert_task,
+                convert_model,
                 f"convert {plan.variant_name(chain)}",
                 model_path=model,
                 conversion=chain[-1],
@@ -103,7 +103,7 @@ class Tree:
         self.built.converted[name] = record
         tflite = Path(record.tflite_path)
         self.built.evaluations[name] = self.run(
-            evaluate_task,
+            evaluate_tflite,
             f"evaluate {name}",
             tflite_path=tflite,
             prepared=self.prepared,

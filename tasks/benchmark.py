@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyopt.core.files import gzip_size
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.records.steps import EdgeRecord
 from tinyopt.runtimes import litert, tflm
 from tinyopt.runtimes.quantized_io import quantize_input
@@ -74,6 +74,7 @@ def graph_facts(path: Path) -> dict:
     return {"params": params, "macs": macs, "ops": dict(sorted(op_counts.items()))}
 
 
+@step("benchmark")
 def benchmark_tflite(tflite_path: Path, prepared: Path) -> EdgeRecord:
     """Everything about one .tflite file except accuracy and latency (see the module's docstring)."""
     from tinyopt.datasets.prepared import load_prepared
@@ -106,6 +107,7 @@ def benchmark_tflite(tflite_path: Path, prepared: Path) -> EdgeRecord:
     )
 
 
+@step(cache=False)  # a measurement of this run: never cached
 def measure_latency(
     tflite_paths: list[Path], sample: np.ndarray, warmup: int = 50, repeats: int = 300, budget_seconds: float = 2.0
 ) -> dict[str, dict]:
@@ -138,7 +140,3 @@ def measure_latency(
             "latency_runs": len(times),
         }
     return results
-
-
-benchmark_task = step_task(benchmark_tflite, name="benchmark")
-latency_task = step_task(measure_latency, cache=False)  # a measurement of this run: never cached

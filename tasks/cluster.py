@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.models import kernels
 from tinyopt.ml.training import FineTuning
@@ -57,5 +56,3 @@ class Cluster(FineTuning):
 
 
 CLUSTER, SP_CLUSTER = Cluster("cluster", preserve_sparsity=False), Cluster("sp_cluster", preserve_sparsity=True)
-cluster_task = fine_tune_task(CLUSTER)
-sp_cluster_task = fine_tune_task(SP_CLUSTER)

@@ -9,12 +9,13 @@ from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.codegen import generate
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.mcu.library import c_name, write_library
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.records.steps import LibraryRecord, outputs_of
 
 FLOAT_MODEL = "a float model: microcontroller C libraries are made from int8 models"
 
 
+@step("compile")
 def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_indices: bool = True) -> LibraryRecord:
     """Write the model's C library to out_dir. NotApplicable (a skip, with the reason) for a model with an op or
     type the generator does not compile, e.g. any float model. A pruned dense layer (under a quarter of its
@@ -39,6 +40,3 @@ def compile_model(tflite_path: Path, model_name: str, out_dir: Path, cluster_ind
         clustered_ops=generated.clustered_ops,
         outputs=outputs_of(*written),
     )
-
-
-compile_task = step_task(compile_model, name="compile")

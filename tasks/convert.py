@@ -12,7 +12,7 @@ import numpy as np
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.core.files import gzip_size, write_bytes
 from tinyopt.ml.models import load_model
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import CONVERSION_STEPS, NEEDS_CALIBRATION, ConversionParams
 from tinyopt.records.steps import ConvertRecord, outputs_of
 from tinyopt.runtimes.c_array import write_c_array
@@ -56,6 +56,7 @@ def configure(converter, conversion: str, calibration: np.ndarray | None) -> Non
     # int8_fallback: int8 kernels where possible, float ops allowed, float input and output.
 
 
+@step("convert")
 def convert_model(
     model_path: Path,
     conversion: str,
@@ -120,6 +121,3 @@ def strip_names(blob: bytes) -> bytes:
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
     flatbuffer_utils.strip_strings(model)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-convert_task = step_task(convert_model, name="convert")

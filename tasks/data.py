@@ -23,11 +23,12 @@ from tinyopt.datasets.labels import sparse_if_one_hot
 from tinyopt.datasets.npz import NPZ_FILE, read_npz
 from tinyopt.datasets.sources import load_raw
 from tinyopt.datasets.split import split_indices
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import DataParams
 from tinyopt.records.steps import DatasetRecord, PreparedRecord, outputs_of
 
 
+@step("fetch", retries=2)
 def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
     """Make `out_root/<dataset>/` hold the dataset's verified raw files and return its version.
 
@@ -64,6 +65,7 @@ def fetch_dataset(params: DataParams, out_root: Path) -> DatasetRecord:
     )
 
 
+@step("prepare")
 def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> PreparedRecord:
     """Split into train / validation / test with a fixed seed and write one .npz (atomically).
     The data's shapes and values were checked on loading; its labels are check_data's concern."""
@@ -99,7 +101,3 @@ def prepare_dataset(raw_dir: Path, params: DataParams, seed: int, out: Path) -> 
         num_classes=num_classes,
         outputs=outputs_of(out),
     )
-
-
-fetch_task = step_task(fetch_dataset, name="fetch", retries=2)
-prepare_task = step_task(prepare_dataset, name="prepare")

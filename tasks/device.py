@@ -10,11 +10,12 @@ from pathlib import Path
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.library import read_library
 from tinyopt.mcu.on_device import measure_library
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import DeviceProfile
 from tinyopt.records.steps import DeviceRecord
 
 
+@step("device")
 def run_on_devices(
     tflite_path: Path,
     library: Path,
@@ -38,6 +39,3 @@ def run_on_devices(
     figures = {name: report for name, report in reports.items() if not isinstance(report, str)}
     not_run = {name: report for name, report in reports.items() if isinstance(report, str)}
     return DeviceRecord(tflite_path=str(tflite_path), library=str(library), figures=figures, not_run=not_run)
-
-
-device_task = step_task(run_on_devices, name="device")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.ml.distillation import as_logits, distillation_loss, widened, with_teacher
 from tinyopt.ml.models import load_model, save_model
@@ -90,4 +89,3 @@ class Distill(FineTuning):
 
 
 DISTILL = Distill()
-distill_task = fine_tune_task(DISTILL)

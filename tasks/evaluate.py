@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinyopt.ml.metrics import score
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.records.steps import EvalRecord
 from tinyopt.runtimes import litert
 
 
+@step("evaluate")
 def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy") -> EvalRecord:
     from tinyopt.datasets.prepared import load_prepared
 
@@ -22,6 +23,3 @@ def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy")
         val_score=round(score(metric, data["y_val"], litert.predict(tflite_path, data["x_val"])), 6),
         num_test=len(data["y_test"]),
     )
-
-
-evaluate_task = step_task(evaluate_tflite, name="evaluate")

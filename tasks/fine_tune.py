@@ -18,7 +18,7 @@ from tinyopt.ml.training import (
     set_seeds,
     train_epochs,
 )
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import TaskParams, TrainParams
 from tinyopt.records.steps import TrainedModel
 
@@ -70,8 +70,8 @@ def fine_tune(
         )
 
 
-def fine_tune_task(technique: FineTuning) -> Any:
-    """The Prefect task of one technique, named by its token (`qat`, `sp_cluster`), cached like any step."""
+def fine_tuning_step(technique: FineTuning) -> Any:
+    """The step of one technique, named by its token (`qat`, `sp_cluster`), cached like any step."""
 
     def run(
         parent: Path, prepared: Path, settings: Any, train: TrainParams, task: TaskParams, seed: int, out_dir: Path
@@ -81,4 +81,4 @@ def fine_tune_task(technique: FineTuning) -> Any:
     # The cache digests the technique's own module (and all it imports), under the technique's name.
     run.__module__, run.__name__, run.__qualname__ = type(technique).__module__, technique.token, technique.token
     run.__doc__ = type(technique).__doc__
-    return step_task(run)
+    return step()(run)

@@ -14,7 +14,7 @@ import numpy as np
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.models import load_model
 from tinyopt.ml.training import TRAINING_LOCK, save_trained
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import GraphParams, TaskParams
 from tinyopt.records.steps import TrainedModel
 
@@ -91,6 +91,7 @@ def tflite_op_counts(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+@step()
 def graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams, out_dir: Path) -> TrainedModel:
     """Fold what can be folded and record the effect on the converted graph (nothing is trained)."""
     from tinyopt.datasets.prepared import load_prepared
@@ -107,6 +108,3 @@ def graph(parent: Path, prepared: Path, settings: GraphParams, task: TaskParams,
             effect = f"converted graph ops {before} -> {after}"
         notes = ("; ".join(changes) if changes else "nothing to fold") + f"; {keras_layers}; {effect}"
         return save_trained(folded, data, task, "graph", out_dir / "model.keras", parent=parent, notes=notes)
-
-
-graph_task = step_task(graph)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.models import load_model
 from tinyopt.ml.training import FineTuning
@@ -88,5 +87,3 @@ class Prune24(Prune):
 
 
 PRUNE, PRUNE_2_4 = Prune(), Prune24()
-prune_task = fine_tune_task(PRUNE)
-prune_2_4_task = fine_tune_task(PRUNE_2_4)

@@ -3,7 +3,6 @@ cluster-preserving (cqat), or both (pcqat), from tfmot; saved as a SavedModel di
 
 from __future__ import annotations
 
-from tasks.fine_tune import fine_tune_task
 from tasks.graph import fold_layers
 from tinyopt.ml.training import FineTuning
 from tinyopt.params import QAT_STEPS, QatParams
@@ -68,7 +67,3 @@ class Qat(FineTuning):
 
 
 QAT, PQAT, CQAT, PCQAT = (Qat(token) for token in QAT_STEPS)
-qat_task = fine_tune_task(QAT)
-pqat_task = fine_tune_task(PQAT)
-cqat_task = fine_tune_task(CQAT)
-pcqat_task = fine_tune_task(PCQAT)

@@ -3,7 +3,6 @@ standard Conv2D layers, and retrain it from scratch (the paper's "operations opt
 
 from __future__ import annotations
 
-from tasks.fine_tune import fine_tune_task
 from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.training import FineTuning
 from tinyopt.params import SeparableParams, TrainParams
@@ -57,4 +56,3 @@ class Separable(FineTuning):
 
 
 SEPARABLE = Separable()
-separable_task = fine_tune_task(SEPARABLE)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyopt.orchestration import tracking
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import Params
 from tinyopt.records.run import Measured, Pick, Summary, Variant
 from tinyopt.run import plan
@@ -52,6 +52,7 @@ def lineage_tags(run_id: str, commit: str | None, dataset: Any, params: Params) 
     }
 
 
+@step(retries=3, cache=False)
 def log_model(
     parent_run_id: str,
     experiment: str,
@@ -68,9 +69,6 @@ def log_model(
             run_id, params=params, metrics=metrics, artifacts=artifacts, directories=directories or {}
         )
     return run_id
-
-
-log_model_task = step_task(log_model, retries=3, cache=False)
 
 
 def metrics_of(record: Measured) -> dict[str, float]:
@@ -131,7 +129,7 @@ def log_models(
     experiment = params.tracking.experiment
     futures = [
         run(
-            log_model_task,
+            log_model,
             f"log {variant.name} to MLflow",
             parent_run_id=parent_run_id,
             experiment=experiment,
@@ -146,7 +144,7 @@ def log_models(
     ]
     futures += [
         run(
-            log_model_task,
+            log_model,
             f"log ref:{reference.name} to MLflow",
             parent_run_id=parent_run_id,
             experiment=experiment,

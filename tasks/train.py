@@ -8,7 +8,7 @@ from pathlib import Path
 from tinyopt.core.errors import UserError
 from tinyopt.ml.models import check_input_shape, describe, load_model
 from tinyopt.ml.training import TRAINING_LOCK, compile_for_task, save_trained, set_seeds, train_epochs
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import ModelParams, TaskParams, TrainParams
 from tinyopt.records.steps import TrainedModel
 
@@ -37,6 +37,7 @@ def check_model_fits_data(model, data: dict) -> None:
     check_input_shape(describe(model)["inputs"], data["x_train"].shape[1:])
 
 
+@step("train")
 def train_baseline(
     prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int, out_dir: Path
 ) -> TrainedModel:
@@ -75,6 +76,3 @@ def train_baseline(
             train_seconds=seconds,
             notes=notes,
         )
-
-
-train_task = step_task(train_baseline, name="train")

@@ -10,7 +10,7 @@ from tasks.convert import convert_model
 from tasks.techniques import technique_call
 from tinyopt.core.files import sha256_file
 from tinyopt.ml.metrics import better, score
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.params import Params
 from tinyopt.records.steps import SkippedRecord, TrialRecord
 from tinyopt.run.device_fit import fit_verdict
@@ -18,6 +18,7 @@ from tinyopt.runtimes import litert, tflm
 from tinyopt.search.space import chain_settings
 
 
+@step("trial", cache=False)
 def run_trial(
     number: int, chain: list[str], params: Params, prepared: Path, baseline: Path, floor: float | None, out_dir: Path
 ) -> TrialRecord:
@@ -28,14 +29,14 @@ def run_trial(
     metric = params.task.score_metric
     trial = dict(number=number, chain=chain, settings=chain_settings(chain, params), metric=metric)
     parent, seconds = baseline, 0.0
-    for step in chain[:-1]:
-        technique_step, arguments = technique_call(step, parent, prepared, params, out_dir / step)
-        made = technique_step.fn(**arguments)
+    for token in chain[:-1]:
+        technique_step, arguments = technique_call(token, parent, prepared, params, out_dir / token)
+        made = technique_step.task.fn(**arguments)
         if isinstance(made, SkippedRecord):
-            return TrialRecord(**trial, state="skipped", reason=f"{step}: {made.reason}")
+            return TrialRecord(**trial, state="skipped", reason=f"{token}: {made.reason}")
         seconds += made.train_seconds
         if floor is not None and better(metric, floor, made.val_score):
-            reason = f"{step}: validation {metric} {made.val_score:.4f} is worse than the floor {floor:.4f}"
+            reason = f"{token}: validation {metric} {made.val_score:.4f} is worse than the floor {floor:.4f}"
             return TrialRecord(**trial, state="pruned", reason=reason, val_score=made.val_score, train_seconds=seconds)
         parent = Path(made.model_path)
 
@@ -64,6 +65,3 @@ def run_trial(
         sha256=sha256_file(tflite),
         train_seconds=round(seconds, 2),
     )
-
-
-trial_task = step_task(run_trial, name="trial", cache=False)

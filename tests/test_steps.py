@@ -31,12 +31,13 @@ from pathlib import Path
 
 from prefect import flow
 
-from tinyopt.orchestration.steps import step_task
+from tinyopt.orchestration.steps import step
 from tinyopt.records.steps import StepRecord, outputs_of
 
 root = Path(sys.argv[1])
 
 
+@step()
 def shout(source: Path, out: Path) -> StepRecord:
     out.write_text(source.read_text().upper())
     with (root / "runs.log").open("a") as log:
@@ -44,12 +45,9 @@ def shout(source: Path, out: Path) -> StepRecord:
     return StepRecord(outputs=outputs_of(out))
 
 
-shout_task = step_task(shout)
-
-
 @flow
 def once():
-    shout_task(source=root / "in.txt", out=root / "out.txt")
+    shout.task(source=root / "in.txt", out=root / "out.txt")
 
 
 def runs():

@@ -29,7 +29,7 @@ from tinyopt.core.files import sha256_file, sha256_tree
 
 OWN_PACKAGES = ("tinyopt", "tasks", "flows")
 _CODE_VERSION_LOCK = threading.Lock()  # one digest at a time: threads asking for the same one wait for it
-STEP_MODULES: set[str] = set()  # modules of the steps tinyopt.orchestration.steps.step_task wrapped
+STEP_MODULES: set[str] = set()  # modules of the steps tinyopt.orchestration.steps.step declared
 
 
 def _fingerprint(value: Any) -> str:

@@ -31,39 +31,44 @@ def retry_unless_user_error(_task: Any, _run: Any, state: Any) -> bool:
     return False
 
 
-def step_task(fn: Callable, *, name: str | None = None, retries: int = 0, cache: bool = True) -> Any:
-    """Wrap a plain step function as a Prefect task (cached on inputs and code version).
+def step(name: str | None = None, *, retries: int = 0, cache: bool = True) -> Callable[[Callable], Callable]:
+    """Declare a plain function a pipeline step; the function stays plain (DVC stages, the CLI and tests call it),
+    and `fn.task` is the Prefect task that runs it in a flow (cached on inputs and code version).
 
     `name` is the task's name in the Prefect UI (the function's name by default).
-    A step that raises NotApplicable completes with a SkippedRecord instead of failing: the flow
+    Run as a task, a step that raises NotApplicable completes with a SkippedRecord instead of failing: the flow
     reports the reason and runs the rest of the plan.
     """
     from prefect import task
 
     from tinyopt.core.errors import NotApplicable
 
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except NotApplicable as exc:
-            return SkippedRecord(reason=str(exc))
+    def declare(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except NotApplicable as exc:
+                return SkippedRecord(reason=str(exc))
 
-    STEP_MODULES.add(fn.__module__)
-    options: dict[str, Any] = {"name": name or fn.__name__, "retries": retries}
-    if retries:
-        options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
-    if cache:
-        options.update(cache_policy=STEP_CACHE, persist_result=True)
-    else:
-        options.update(cache_policy=NO_CACHE)
-    return task(**options)(run)
+        STEP_MODULES.add(fn.__module__)
+        options: dict[str, Any] = {"name": name or fn.__name__, "retries": retries}
+        if retries:
+            options.update(retry_delay_seconds=[2, 10, 30][:retries], retry_condition_fn=retry_unless_user_error)
+        if cache:
+            options.update(cache_policy=STEP_CACHE, persist_result=True)
+        else:
+            options.update(cache_policy=NO_CACHE)
+        fn.task = task(**options)(run)
+        return fn
+
+    return declare
 
 
-def named(step: Any, label: str) -> Any:
-    """The task with its runs named after what they do (`convert qat-int8`), in the UI and the logs.
+def named(step: Callable, label: str) -> Any:
+    """The step's task with its runs named after what they do (`convert qat-int8`), in the UI and the logs.
     Only the run's name: cache keys do not depend on it."""
-    return step.with_options(task_run_name=label.replace("{", "{{").replace("}", "}}"))
+    return step.task.with_options(task_run_name=label.replace("{", "{{").replace("}", "}}"))
 
 
 class Submitter:
@@ -95,8 +100,9 @@ class Done:
         return self.value
 
 
-def run_now(step: Any, label: str, **arguments: Any) -> Done:
-    """Run a step's function in this process, without Prefect (the CLI's one-step commands). Steps run one
-    after another here, so what a step would wait for (`wait_for`) is done already."""
+def run_now(step: Callable, label: str, **arguments: Any) -> Done:
+    """Run a step in this process, without Prefect (the CLI's one-step commands), as its task would (a step that
+    does not apply returns a SkippedRecord). Steps run one after another here, so what a step would wait for
+    (`wait_for`) is done already."""
     arguments.pop("wait_for", None)
-    return Done(step.fn(**arguments))
+    return Done(step.task.fn(**arguments))
