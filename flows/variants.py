@@ -18,12 +18,10 @@ from flows.devices import Started, start_on_devices
 from tasks.convert import convert_model
 from tasks.evaluate import evaluate_tflite
 from tasks.techniques import technique_call
-from tinyopt.params import Params
+from tinyopt.params import CONVERSIONS, Params
 from tinyopt.records.run import Skipped
 from tinyopt.records.steps import ConvertRecord, EvalRecord, SkippedRecord, TrainedModel
 from tinyopt.run import plan
-
-INTEGER_CONVERSIONS = ("int8", "int8_fallback")  # what microcontrollers run: compiled and run on the devices
 
 
 def step_count(chains: list[list[str]]) -> int:
@@ -109,7 +107,7 @@ class Tree:
             prepared=self.prepared,
             metric=self.params.task.score_metric,
         )
-        if chain[-1] in INTEGER_CONVERSIONS:
+        if CONVERSIONS[chain[-1]].on_device:
             self.built.on_devices |= start_on_devices({name: tflite}, self.prepared, self.params, self.run)
 
     def skip_model(self, prefix: plan.Prefix, reason: str) -> None:

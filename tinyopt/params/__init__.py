@@ -56,6 +56,7 @@ from tinyopt.params.search import SearchParams, SearchSpace
 from tinyopt.params.section import Section, _number_not_bool
 from tinyopt.params.techniques import (
     CONVERSION_STEPS,
+    CONVERSIONS,
     NEEDS_CALIBRATION,
     QAT_STEPS,
     TECHNIQUES,

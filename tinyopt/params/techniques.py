@@ -37,6 +37,7 @@ class Conversion:
 
     token: str
     calibrates: bool  # integer activations: calibrated on training examples
+    on_device: bool = False  # what microcontrollers run (int8 kernels only): compiled and run on the devices
 
 
 FAMILIES = {
@@ -111,8 +112,8 @@ CONVERSIONS = {
         Conversion("float32", calibrates=False),
         Conversion("float16", calibrates=False),
         Conversion("dynamic_range", calibrates=False),
-        Conversion("int8_fallback", calibrates=True),
-        Conversion("int8", calibrates=True),
+        Conversion("int8_fallback", calibrates=True, on_device=True),
+        Conversion("int8", calibrates=True, on_device=True),
         Conversion("int16x8", calibrates=True),
     )
 }
