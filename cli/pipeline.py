@@ -57,8 +57,6 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     click.echo("\n" + variants_table(summary))
     for skip in summary.skipped:
         click.echo(f"skipped {skip.name}: {skip.reason}")
-    if summary.reference_note:
-        click.echo(summary.reference_note)
     click.echo("")
     for objective, pick in summary.picks.items():
         click.echo(f"pick {objective}: {pick.variant or 'none'} ({pick.why})")

@@ -56,7 +56,9 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 @needs_fashion
 def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(tmp_path):
     home = tmp_path / "brand-new-prefect-home"  # not even created: nothing migrated it
-    root = make_project(tmp_path / "project", **TINY)
+    # Offline, without the paper's models: they are skipped, with where to put them said once.
+    offline = {"dir": str(tmp_path / "no-refs"), "url": f"http://127.0.0.1:{free_port()}/{{path}}"}
+    root = make_project(tmp_path / "project", **{**TINY, "reference": offline})
     result = run_cli(["run"], cwd=root, env={"PREFECT_HOME": str(home)})
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
@@ -64,6 +66,8 @@ def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(
     for line in console.splitlines():
         assert not is_native_noise(line), line
     assert "cuInit" not in console and "NodeDef mentions attribute" not in console and "absl::" not in console
+    where = f"put the 19 .tflite files that tinyopt/run/references.py lists in {tmp_path / 'no-refs'}"
+    assert len([line for line in console.splitlines() if line.endswith(where)]) == 1, console[-3000:]
     # Progress: steps done / total and elapsed time, one line per finished step, named after what it did.
     # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency
     assert "[1/8 " in console and "[8/8 " in console and "[9/" not in console, console[-3000:]
