@@ -57,8 +57,6 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     click.echo("\n" + variants_table(summary))
     for skip in summary.skipped:
         click.echo(f"skipped {skip.name}: {skip.reason}")
-    if summary.reference_note:
-        click.echo(summary.reference_note)
     click.echo("")
     for objective, pick in summary.picks.items():
         click.echo(f"pick {objective}: {pick.variant or 'none'} ({pick.why})")
@@ -88,6 +86,7 @@ def start_flow_machinery(params_path: str, model_path: str | None, data_path: st
     _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
     tracking.check_reachable()
     console.filter_native_stderr()
+    console.quiet_tensorflow_warnings()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its 'Creating initial MLflow database tables'
     prefect_home.start_api()
     from flows.optimize import task_runner

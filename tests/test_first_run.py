@@ -56,7 +56,9 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 @needs_fashion
 def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(tmp_path):
     home = tmp_path / "brand-new-prefect-home"  # not even created: nothing migrated it
-    root = make_project(tmp_path / "project", **TINY)
+    # Offline, without the paper's models: they are skipped, with where to put them said once.
+    offline = {"dir": str(tmp_path / "no-refs"), "url": f"http://127.0.0.1:{free_port()}/{{path}}"}
+    root = make_project(tmp_path / "project", **{**TINY, "reference": offline})
     result = run_cli(["run"], cwd=root, env={"PREFECT_HOME": str(home)})
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
@@ -64,6 +66,8 @@ def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(
     for line in console.splitlines():
         assert not is_native_noise(line), line
     assert "cuInit" not in console and "NodeDef mentions attribute" not in console and "absl::" not in console
+    where = f"put the 19 .tflite files that tinyopt/run/references.py lists in {tmp_path / 'no-refs'}"
+    assert len([line for line in console.splitlines() if line.endswith(where)]) == 1, console[-3000:]
     # Progress: steps done / total and elapsed time, one line per finished step, named after what it did.
     # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency
     assert "[1/8 " in console and "[8/8 " in console and "[9/" not in console, console[-3000:]
@@ -222,3 +226,53 @@ def test_native_stderr_is_filtered_and_a_crash_still_gets_its_last_words_out(tmp
     assert result.returncode != 0  # aborted
     assert "Check failed: a real native error" in result.stderr and "python stderr still works" in result.stderr
     assert not any(noise in result.stderr for noise in NOISE), result.stderr
+
+
+# TensorFlow's Python-level warnings that a default run printed (16, 5 and a few), as TensorFlow formats them.
+TENSORFLOW_NOISE = [
+    "Gradients do not exist for variables ['cluster_centroids:0'] when minimizing the loss. If you're using "
+    "`model.compile()`, did you forget to provide a `loss` argument?",
+    "Compiled the loaded model, but the compiled metrics have yet to be built. `model.compile_metrics` will be "
+    "empty until you train or evaluate the model.",
+    "5 out of the last 5 calls to <function Model.make_predict_function.<locals>.predict_function at 0x7f3c> "
+    "triggered tf.function retracing. Tracing is expensive and the excessive number of tracings could be due to "
+    "(1) creating @tf.function repeatedly in a loop.",
+]
+
+
+def _emit_tensorflow_warnings(env: dict) -> str:
+    """Each message through TensorFlow's own logger (as tf_keras and tf.function warn) and the Keras 3 gradient
+    warning through the warnings module, then an unrelated warning on each channel; returns stderr."""
+    script = (
+        "import warnings\n"
+        "import tinyopt\n"
+        "from tinyopt.core.console import quiet_tensorflow_warnings\n"
+        "quiet_tensorflow_warnings()\n"
+        "from tensorflow.python.platform import tf_logging\n"
+        f"for message in {TENSORFLOW_NOISE!r}:\n"
+        "    tf_logging.warning('%s', message)\n"
+        f"warnings.warn({TENSORFLOW_NOISE[0]!r})\n"
+        "tf_logging.warning('an unrelated TensorFlow warning')\n"
+        "warnings.warn('an unrelated Python warning')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def test_tensorflow_warnings_that_say_nothing_to_a_user_are_dropped_and_others_kept():
+    console = _emit_tensorflow_warnings({"TINYOPT_NATIVE_LOGS": ""})
+    assert "WARNING:tensorflow:an unrelated TensorFlow warning" in console
+    assert "UserWarning: an unrelated Python warning" in console
+    for noise in ("Gradients do not exist", "compiled metrics have yet to be built", "tf.function retracing"):
+        assert noise not in console, console
+
+
+def test_native_logs_all_shows_the_tensorflow_warnings_too():
+    console = _emit_tensorflow_warnings({"TINYOPT_NATIVE_LOGS": "all"})
+    for message in TENSORFLOW_NOISE:
+        assert f"WARNING:tensorflow:{message}" in console
+    assert f"UserWarning: {TENSORFLOW_NOISE[0]}" in console
+    assert "an unrelated TensorFlow warning" in console and "an unrelated Python warning" in console

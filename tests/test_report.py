@@ -7,6 +7,7 @@ from tinyopt.params import DEFAULT_DEVICES, Objective
 from tinyopt.records.run import Baseline, Pick, Summary
 from tinyopt.run.device_fit import fits_all
 from tinyopt.run.pareto import pareto_front
+from tinyopt.run.plots import axes_of, draw
 from tinyopt.run.report import markdown, write_report
 from tinyopt.run.select import select
 
@@ -68,7 +69,8 @@ def test_pareto_front_keeps_only_undominated_points():
     assert sorted(pareto_front(points)) == [1, 2]
 
 
-def test_report_has_every_section_and_the_device_figures(tmp_path):
+def one_variant_summary(with_reference: bool = True) -> Summary:
+    """A run of one int8 variant, measured on a device, beside one reference model (or none)."""
     record = variant(
         "base-int8",
         0.9,
@@ -78,7 +80,7 @@ def test_report_has_every_section_and_the_device_figures(tmp_path):
         latency_us_p99=12.0,
         device={"nano33ble": device_figures(4e5)},
     )
-    summary = Summary(
+    return Summary(
         run_id="r1",
         created="2026-12-01T00:00:00+00:00",
         mlflow_run_id="m",
@@ -95,7 +97,7 @@ def test_report_has_every_section_and_the_device_figures(tmp_path):
                 variant="base-int8", value=17000, metric="gzip_bytes", why="because", candidates=1, runner_up=None
             )
         },
-        reference=[record.model_copy(update={"name": "ref"})],
+        reference=[record.model_copy(update={"name": "ref"})] if with_reference else [],
         reference_note=None,
         comparisons=[
             {
@@ -106,11 +108,17 @@ def test_report_has_every_section_and_the_device_figures(tmp_path):
                 "score_diff": 0.0,
                 "latency_ratio": 1.0,
             }
-        ],
+        ]
+        if with_reference
+        else [],
         headline=[],
         devices={name: profile.model_dump() for name, profile in DEFAULT_DEVICES.items()},
         timings={},
     )
+
+
+def test_report_has_every_section_and_the_device_figures(tmp_path):
+    summary = one_variant_summary()
     text = markdown(summary)
     for heading in (
         "## Picks",
@@ -187,3 +195,19 @@ def test_headline_lists_every_deployable_int8_variant_that_beats_the_reference()
     assert [m.name for m in best.ours] == ["a"]  # b is larger, c less accurate, d has float I/O
     assert small.reference == "ref-small" and [m.name for m in small.ours] == ["c"]
     assert small.ours[0].latency_ratio_to_fastest_reference == 2.0
+
+
+def legend_texts(summary: Summary) -> list[list[str]]:
+    import matplotlib.pyplot as plt
+
+    texts = []
+    for _, x_label, x_of in axes_of(summary):
+        figure = draw(summary, x_label, x_of)
+        texts.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()])
+        plt.close(figure)
+    return texts
+
+
+def test_the_papers_marker_is_in_the_legend_only_when_the_plot_has_reference_points():
+    assert legend_texts(one_variant_summary()) == [["tinyopt", "reference (paper)", "Pareto front"]] * 3
+    assert legend_texts(one_variant_summary(with_reference=False)) == [["tinyopt", "Pareto front"]] * 3

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,33 @@ def _forward_filtered() -> None:
         if not is_native_noise(raw.decode("utf-8", "replace")):
             out.write(raw)
             out.flush()
+
+
+# TensorFlow's Python-level warnings (its 'tensorflow' logger; Keras 3 uses the warnings module) that say nothing
+# to a tinyopt user: PCQAT's frozen cluster centroids have no gradients by design, a loaded model's metrics are
+# built when it is evaluated, and measuring many models calls tf.functions on new shapes on purpose. Only these
+# exact messages are dropped; every other warning still shows.
+TENSORFLOW_NOISE = re.compile(
+    r"Gradients do not exist for variables "
+    r"|Compiled the loaded model, but the compiled metrics have yet to be built\."
+    r"|\d+ out of the last \d+ calls to .* triggered tf\.function retracing\."
+)
+
+
+class _NotTensorflowNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TENSORFLOW_NOISE.match(record.getMessage()) is None
+
+
+_TENSORFLOW_FILTER = _NotTensorflowNoise()
+
+
+def quiet_tensorflow_warnings() -> None:
+    """Drop TENSORFLOW_NOISE from TensorFlow's logger and from Python warnings (TINYOPT_NATIVE_LOGS=all keeps it)."""
+    if os.environ.get("TINYOPT_NATIVE_LOGS") == "all":
+        return
+    logging.getLogger("tensorflow").addFilter(_TENSORFLOW_FILTER)  # a logger keeps one copy of the same filter
+    warnings.filterwarnings("ignore", message=TENSORFLOW_NOISE.pattern)
 
 
 class _NotPrefectsTaskFinished(logging.Filter):

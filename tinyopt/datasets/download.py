@@ -11,7 +11,7 @@ from tinyopt.core.errors import UserError
 from tinyopt.datasets.idx import IDX_DATASETS
 
 
-def _download(url: str, target: Path) -> None:
+def download(url: str, target: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
         shutil.copyfileobj(response, out)
 
@@ -26,7 +26,7 @@ def gather_idx(name: str, staging: Path) -> None:
         errors = []
         for mirror in spec.mirrors:
             try:
-                _download(mirror + file_name, staging / file_name)
+                download(mirror + file_name, staging / file_name)
                 break
             except OSError as exc:
                 errors.append(f"{mirror}: {exc}")

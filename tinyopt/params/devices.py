@@ -122,11 +122,28 @@ DEFAULT_OBJECTIVES = {
 }
 
 
-class ReferenceParams(Section):
-    """Reference .tflite models measured in the same run and harness (skipped, with a note, when the directory
-    is missing or they were trained on another dataset)."""
+# The authors' public repository at the commit whose files ../shared/reference/seed-cnn1/ copies.
+PAPER_MODELS_URL = (
+    "https://raw.githubusercontent.com/bharathsudharsan/CNN_on_MCU/5f91ebbaac2908afdac743f7dbfc4635d0a057fa/{path}"
+)
 
-    dir: str | None = Field(default="../shared/reference/seed-cnn1", description="null: no reference models")
+
+class ReferenceParams(Section):
+    """Reference .tflite models measured in the same run and harness: the paper's published models, each checked
+    against its sha256 (skipped, with a note saying where to put them, when they can be neither found nor
+    downloaded, or when they were trained on another dataset)."""
+
+    dir: str | None = Field(
+        default="../shared/reference/seed-cnn1",
+        description="a local copy of the paper's models (a machine without network); where it is missing they are "
+        "downloaded from url into data/reference/seed-cnn1/; null: no reference models",
+    )
+    url: str | None = Field(
+        default=PAPER_MODELS_URL,
+        pattern=r"\{path\}",
+        description="each file's download address, {path} its path in the authors' repository (the commit "
+        "pinned); null: no download",
+    )
     dataset: str = Field(default="fashion-mnist", description="the dataset the reference models were trained on")
     counterparts: dict[str, str] = Field(
         description="which of our variants answers each reference model, for the side-by-side ratios",

@@ -18,6 +18,7 @@ from tinyopt.params import Params
 WIDTH = 110  # comment lines end by here
 COMMENT_COLUMN = 30  # where a key's comment starts, when the key and its value leave room
 INDENT = "  "
+MIN_COMMENT_WIDTH = 30
 REGENERATE = "python -m tinyopt.params.render > params.yaml"
 
 
@@ -118,6 +119,9 @@ def _commented(line: str, comment: str | None) -> list[str]:
     if not comment:
         return [line]
     column = max(COMMENT_COLUMN, len(line) + 2)
+    if WIDTH - column - 2 < MIN_COMMENT_WIDTH:  # a long value (a URL): the comment goes above its key
+        indent = line[: len(line) - len(line.lstrip())]
+        return [f"{indent}# {part}" for part in _wrap(comment, WIDTH - len(indent) - 2)] + [line]
     wrapped = _wrap(comment, WIDTH - column - 2)
     return [f"{line.ljust(column)}# {wrapped[0]}"] + [f"{' ' * column}# {rest}" for rest in wrapped[1:]]
 

@@ -34,6 +34,21 @@ def axes_of(summary: Summary) -> list[tuple[str, str, Callable[[Measured], float
 
 def plot(summary: Summary, out_dir: Path) -> list[Path]:
     """One PNG per axis in out_dir; returns the files."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for file_name, x_label, x_of in axes_of(summary):
+        figure = draw(summary, x_label, x_of)
+        path = out_dir / file_name
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=120)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def draw(summary: Summary, x_label: str, x_of: Callable[[Measured], float | None]):
+    """The figure of the task's score against one x axis (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,32 +57,26 @@ def plot(summary: Summary, out_dir: Path) -> list[Path]:
     metric = summary.baseline.metric
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     picked = {pick.variant for pick in summary.picks.values() if pick.variant}
-    written = []
-    for file_name, x_label, x_of in axes_of(summary):
-        figure, axes = plt.subplots(figsize=(9, 6))
-        ours = [v for v in summary.variants if x_of(v)]
-        theirs = [r for r in summary.reference if x_of(r)]
-        for group, marker, label in ((ours, "o", "tinyopt"), (theirs, "x", "reference (paper)")):
-            axes.scatter([x_of(m) for m in group], [m.score for m in group], marker=marker, label=label)
-        # The front: no other variant is both smaller and better (for MAE, lower is better).
-        front = [ours[i] for i in pareto_front([(x_of(v), sign * v.score) for v in ours])]
-        front.sort(key=x_of)
-        if front:
-            axes.plot([x_of(v) for v in front], [v.score for v in front], "--", color="gray", label="Pareto front")
-        for v in {v.name: v for v in [*front, *(v for v in ours if v.name in picked)]}.values():
-            axes.annotate(v.name + (" (pick)" if v.name in picked else ""), (x_of(v), v.score), fontsize=7)
-        xs = [x_of(m) for m in [*ours, *theirs]]
-        if xs and max(xs) > 10 * min(xs):
-            axes.set_xscale("log")
-        axes.set_xlabel(x_label)
-        axes.set_ylabel(f"{metric} on the test set")
-        axes.legend()
-        axes.grid(alpha=0.3)
-        axes.set_title(f"run {summary.run_id}")
-        figure.tight_layout()
-        path = out_dir / file_name
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=120)
-        plt.close(figure)
-        written.append(path)
-    return written
+    figure, axes = plt.subplots(figsize=(9, 6))
+    ours = [v for v in summary.variants if x_of(v)]
+    theirs = [r for r in summary.reference if x_of(r)]
+    axes.scatter([x_of(m) for m in ours], [m.score for m in ours], marker="o", label="tinyopt")
+    if theirs:  # no legend entry for the paper's models when a run has none
+        axes.scatter([x_of(m) for m in theirs], [m.score for m in theirs], marker="x", label="reference (paper)")
+    # The front: no other variant is both smaller and better (for MAE, lower is better).
+    front = [ours[i] for i in pareto_front([(x_of(v), sign * v.score) for v in ours])]
+    front.sort(key=x_of)
+    if front:
+        axes.plot([x_of(v) for v in front], [v.score for v in front], "--", color="gray", label="Pareto front")
+    for v in {v.name: v for v in [*front, *(v for v in ours if v.name in picked)]}.values():
+        axes.annotate(v.name + (" (pick)" if v.name in picked else ""), (x_of(v), v.score), fontsize=7)
+    xs = [x_of(m) for m in [*ours, *theirs]]
+    if xs and max(xs) > 10 * min(xs):
+        axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(f"{metric} on the test set")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    axes.set_title(f"run {summary.run_id}")
+    figure.tight_layout()
+    return figure
