@@ -17,7 +17,7 @@ from cli.group import (
     quiet_user_errors_in_prefect_logs,
 )
 from tinyopt.core import layout
-from tinyopt.core.errors import UserError
+from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.records.run import Summary
 
 
@@ -269,10 +269,12 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
 @params_option
 def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
-    """Benchmark .tflite files (or directories of them) in the pipeline's own harness."""
-    from flows.measure import measure
+    """Benchmark .tflite files (or directories of them) in the pipeline's own harness.
+
+    A file that cannot be measured (not a model, two inputs, a shape the data does not have...) gets a line
+    saying why, and the others are measured all the same. Exit status 0 when at least one file was measured,
+    2 when none was (nothing is written then)."""
     from tinyopt.core.files import write_json
-    from tinyopt.orchestration.steps import run_now
     from tinyopt.params import load_params
     from tinyopt.run.report import device_rows, model_rows
 
@@ -291,10 +293,40 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     quiet_library_warnings()
     stems = [f.stem for f in files]
     named = {(f.stem if stems.count(f.stem) == 1 else str(f)): f for f in files}  # a stem twice: its path
-    measured, _ = measure(named, {}, Path(prepared), params, run_now)
+    measured, not_measured = measure_each(named, Path(prepared), params)
+    if not measured:
+        for name, reason in not_measured.items():
+            click.echo(f"not measured {name}: {reason}")
+        raise UserError(f"none of the {len(named)} files could be measured (each one's reason above)")
     click.echo(aligned(model_rows(list(measured.values()))))
     profiles = [p for p in params.benchmark.devices if any(p in m.device for m in measured.values())]
     if profiles:
         click.echo("\n" + aligned(device_rows(list(measured.values()), profiles)))
+    for name, reason in not_measured.items():
+        click.echo(f"not measured {name}: {reason}")
     if json_out:
         write_json(json_out, [record.model_dump(mode="json") for record in measured.values()])
+
+
+def measure_each(named: dict[str, Path], prepared: Path, params) -> tuple[dict, dict[str, str]]:
+    """Each file measured on its own, so that one bad file costs only its own figures: name -> Measured, and
+    name -> why it could not be measured. Steps run one after another here, so each host latency is still
+    timed with nothing else running."""
+    from flows.measure import measure
+    from tinyopt.orchestration.steps import run_now
+
+    measured, not_measured = {}, {}
+    for name, path in named.items():
+        try:
+            measured |= measure({name: path}, {}, prepared, params, run_now)[0]
+        except (UserError, NotApplicable) as exc:
+            not_measured[name] = _without_path(str(exc), path)
+        except Exception as exc:  # not a known bad input, yet it ends this file's measurement only
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            not_measured[name] = f"{type(exc).__name__}: {_without_path(first_line, path)}"
+    return measured, not_measured
+
+
+def _without_path(message: str, path: Path) -> str:
+    """A step's message without its leading 'PATH: ' (the note names the file)."""
+    return message.removeprefix(f"{path}: ")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,108 @@ def test_bench_command_measures_files_in_the_pipeline_harness(tmp_path, prepared
     assert "base-int8-floatio" in result.stdout and "FAKE_QUANT" in result.stdout
     missing = run_cli(["bench", str(tmp_path / "nothing.tflite")], cwd=tmp_path)
     assert missing.returncode == 2 and "nothing.tflite: no such file or directory" in missing.stderr
+
+
+def convert(model, path: Path, int8: bool = False) -> Path:
+    import numpy as np
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        shape = model.input_shape[1:]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([np.random.rand(1, *shape).astype("float32")] for _ in range(10))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path
+
+
+def dense(shape: tuple[int, ...]):
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape)
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(10)(tf.keras.layers.Flatten()(inputs)))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Path:
+    """Two good files for Fashion-MNIST (28x28) and three bad ones, in one directory."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("batch")
+    convert(dense((28, 28)), root / "good-f32.tflite")
+    convert(dense((28, 28)), root / "good-int8.tflite", int8=True)
+    convert(dense((32, 32, 3)), root / "wrong-shape.tflite")
+    a, b = tf.keras.Input((28, 28)), tf.keras.Input((28, 28))
+    sums = tf.keras.layers.Flatten()(tf.keras.layers.Add()([a, b]))
+    convert(tf.keras.Model([a, b], tf.keras.layers.Dense(10)(sums)), root / "two-inputs.tflite")
+    (root / "corrupt.tflite").write_bytes(b"not a flatbuffer" * 16)
+    return root
+
+
+BAD_FILE_NOTES = [
+    "not measured corrupt: not a loadable .tflite model (The model is not a valid Flatbuffer buffer); "
+    "re-run the conversion",
+    "not measured two-inputs: the model has 2 inputs; tinyopt measures models with one input",
+    "not measured wrong-shape: the model takes inputs of shape 32x32x3 but the data's examples are 28x28; "
+    "convert a model made for this data, or give the data it was made for",
+]
+
+
+@needs_fashion
+def test_bench_on_a_batch_notes_each_bad_file_and_measures_the_others(tmp_path, prepared, batch):
+    make_project(tmp_path)
+    out = tmp_path / "bench.json"
+    result = run_cli(["bench", str(batch), "--prepared", str(prepared), "--json", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[-3:] == BAD_FILE_NOTES
+    assert sorted(r["name"] for r in json.loads(out.read_text())) == ["good-f32", "good-int8"]
+    table = result.stdout.splitlines()
+    assert any(line.startswith("good-f32 ") for line in table) and any(line.startswith("good-int8 ") for line in table)
+
+
+@needs_fashion
+def test_bench_exits_2_and_writes_nothing_when_no_file_could_be_measured(tmp_path, prepared, batch):
+    make_project(tmp_path)
+    out = tmp_path / "bench.json"
+    bad = [str(batch / f"{name}.tflite") for name in ("corrupt", "two-inputs", "wrong-shape")]
+    result = run_cli(["bench", *bad, "--prepared", str(prepared), "--json", str(out)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == BAD_FILE_NOTES
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tinyopt: error: none of the 3 files could be measured (each one's reason above)"
+    )
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+@needs_fashion
+def test_kill_9_of_bench_leaves_no_compiler_or_qemu_behind(tmp_path, prepared, batch):
+    from tests.conftest import TINYOPT
+    from tests.test_children import all_gone, command_line, descendants, gone
+
+    make_project(tmp_path)
+    toolchain = ("arm-none-eabi-gcc", "cc1", "qemu-system-arm")
+
+    def toolchain_runs(children) -> bool:
+        return any(any(tool in command_line(child) for tool in toolchain) for child in children)
+
+    bench = subprocess.Popen(
+        [*TINYOPT, "bench", str(batch / "good-int8.tflite"), "--prepared", str(prepared)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        children = []
+        while not toolchain_runs(children) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            children = descendants(bench.pid)
+        assert toolchain_runs(children), "no compiler or QEMU ran"
+        bench.send_signal(signal.SIGKILL)
+        bench.wait()
+        assert all_gone([child.pid for child in children]), [command_line(c) for c in children if not gone(c.pid)]
+    finally:
+        bench.kill()

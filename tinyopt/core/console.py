@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from tinyopt.core.children import start_child
+
 # Lines TensorFlow, XLA, absl and LiteRT write from C++ straight to file descriptor 2, none of them
 # actionable here: absl's notice before its logging is set up, the CUDA probe of a machine without a
 # GPU, the Grappler warning about an attribute newer than its op registry, oneDNN's notice (tinyopt
@@ -30,6 +32,8 @@ NATIVE_NOISE = re.compile(
     r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$"
 )
 
+FORWARD_GRACE_S = 2.0  # how long the log forwarder may outlive tinyopt, to forward its last lines
+
 
 def is_native_noise(line: str) -> bool:
     return NATIVE_NOISE.match(line.rstrip("\r\n")) is not None
@@ -40,18 +44,19 @@ def filter_native_stderr() -> None:
 
     Python's own sys.stderr keeps the original stream (a terminal keeps its colours, tracebacks go
     straight out). The filter is a separate process so that it still forwards whatever a crashing
-    run writes last; it ends when every writer has closed the pipe."""
+    run writes last; it ends when every writer has closed the pipe, or FORWARD_GRACE_S after tinyopt
+    died while some orphan still holds the pipe (tinyopt.core.children)."""
     if os.environ.get("TINYOPT_NATIVE_LOGS") == "all":  # the escape hatch, for a bug report
         return
     sys.stderr.flush()
     original = os.dup(2)
     reader, writer = os.pipe()
-    subprocess.Popen(
+    start_child(  # given a moment after tinyopt dies: it forwards what a crashing run writes last
         [sys.executable, "-c", "import tinyopt.core.console as c; c._forward_filtered()"],
+        grace=FORWARD_GRACE_S,
         stdin=reader,
         stdout=original,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     os.close(reader)
     os.dup2(writer, 2)

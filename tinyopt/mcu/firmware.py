@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.children import run_child
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.mcu.codegen import Generated
 from tinyopt.params import DeviceProfile
@@ -105,7 +106,12 @@ class DeviceRun:
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """A toolchain command; one that runs too long is killed with its children (gcc's cc1) and is a RuntimeError,
+    the build failure measure_library reports for that profile."""
+    try:
+        return run_child(cmd, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s") from None
 
 
 def _size(elf: Path) -> tuple[int, int, int]:
@@ -213,7 +219,7 @@ def run_firmware(
             str(firmware.elf),
         ]
         try:
-            done = _run(cmd, work, timeout=timeout)
+            done = run_child(cmd, cwd=work, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise UserError(f"QEMU did not finish within {timeout:.0f} s; measure fewer inputs") from None
         report = re.search(r"TINYOPT count=(\d+) ticks=(\d+) stack=(\d+) ops=([\d,]*)", done.stdout + done.stderr)

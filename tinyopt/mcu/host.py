@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.children import run_child
 from tinyopt.mcu.codegen import Generated
 
 HOST_CFLAGS = (
@@ -25,6 +26,7 @@ HOST_CFLAGS = (
     "-DTINYOPT_GENERIC_ENTRY",
     "-DTINYOPT_PORTABLE",
 )
+COMPILE_TIMEOUT_S = 600  # the largest generated model compiles in well under a minute
 
 
 def run_host(generated: Generated, inputs: np.ndarray, cc: str = "gcc") -> np.ndarray:
@@ -35,9 +37,11 @@ def run_host(generated: Generated, inputs: np.ndarray, cc: str = "gcc") -> np.nd
     with tempfile.TemporaryDirectory() as scratch:
         paths = generated.write(Path(scratch))
         lib_path = Path(scratch) / "model.so"
-        done = subprocess.run(
-            [cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)], capture_output=True, text=True
-        )
+        command = [cc, *HOST_CFLAGS, "-I", scratch, str(paths["source"]), "-o", str(lib_path)]
+        try:
+            done = run_child(command, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{cc} did not finish within {COMPILE_TIMEOUT_S} s on the generated C") from None
         if done.returncode:
             raise RuntimeError(f"{cc} failed on the generated C: {done.stderr.strip()[-2000:]}")
         lib = ctypes.CDLL(str(lib_path))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.children import run_child
 from tinyopt.core.errors import UserError
 from tinyopt.core.files import atomic_dir
 
@@ -87,9 +88,7 @@ def probe_model(path: str | Path) -> dict:
         raise UserError(f"{path}: no such model file; train it first (`tinyopt train`) or fix the path")
     code = "import sys; from tinyopt.ml.models import _probe_main; _probe_main(sys.argv[1])"
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
-        )
+        done = run_child([sys.executable, "-c", code, str(path)], timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise UserError(f"{path}: loading the model took over {PROBE_TIMEOUT_S} s; is it a Keras model?") from None
     answer = _last_json_line(done.stdout)

@@ -59,8 +59,6 @@ def start_api() -> str:
             "start that server, or unset PREFECT_API_URL to let tinyopt start a temporary one",
         )
         return settings.api.url
-    from prefect.server.api.server import SubprocessASGIServer
-
     home = Path(settings.home)
     timeout = settings.server.ephemeral.startup_timeout_seconds
     try:
@@ -71,7 +69,7 @@ def start_api() -> str:
             f"Prefect home {home} is not writable ({exc.strerror}); fix its permissions or set "
             "PREFECT_HOME to a writable directory"
         ) from None
-    server = SubprocessASGIServer()
+    server = _server_that_dies_with_us()
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -86,3 +84,20 @@ def start_api() -> str:
                 f"with `make setup`"
             ) from None
     return server.api_url
+
+
+def _server_that_dies_with_us():
+    """Prefect's temporary server (the instance Prefect's own clients find), killed by tinyopt's watchdog should
+    tinyopt die before it stops the server itself; Prefect starts it in tinyopt's process group, so the
+    watchdog kills the process alone."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from tinyopt.core.children import dies_with_us
+
+    class Server(SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            process = super()._run_uvicorn_command()
+            dies_with_us(process)
+            return process
+
+    return Server()

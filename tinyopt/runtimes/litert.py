@@ -25,10 +25,29 @@ def load_interpreter(path: str | Path, num_threads: int = 1):
     return interpreter
 
 
+def check_takes(interpreter, example_shape: tuple[int, ...], path: str | Path) -> None:
+    """UserError unless the model has one input and it takes examples of `example_shape` (LiteRT itself says
+    only 'Dimension mismatch')."""
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise UserError(f"{path}: the model has {len(inputs)} inputs; tinyopt measures models with one input")
+    takes = tuple(int(n) for n in inputs[0]["shape"][1:])
+    if takes != tuple(example_shape):
+        raise UserError(
+            f"{path}: the model takes inputs of shape {_shape(takes)} but the data's examples are "
+            f"{_shape(example_shape)}; convert a model made for this data, or give the data it was made for"
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
+
+
 def predict(path: str | Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Outputs of the .tflite model for float inputs `x` (quantized in and dequantized out as the
     model's own input/output tensors require), in batches, or one by one for a batch-1 model."""
     interpreter = load_interpreter(path)
+    check_takes(interpreter, x.shape[1:], path)
     input_detail = interpreter.get_input_details()[0]
     if input_detail["shape_signature"][0] == 1:  # converted for a fixed batch of one, as for an MCU
         batch_size = 1

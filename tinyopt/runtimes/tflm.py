@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyopt.core.children import run_child
 from tinyopt.runtimes.quantized_io import dequantize_output, quantize_input
 
 PROBE_ARENA = 4 * 1024 * 1024  # more than any microcontroller holds: the real need is measured
@@ -104,10 +105,8 @@ def check(tflite_path: str | Path, samples: np.ndarray, timeout: float = 300) ->
         samples_path, result_path = os.path.join(scratch, "samples.npy"), os.path.join(scratch, "result.json")
         np.save(samples_path, samples.astype(np.float32))
         try:
-            done = subprocess.run(
+            done = run_child(
                 [sys.executable, "-m", "tinyopt.runtimes.tflm", str(tflite_path), samples_path, result_path],
-                capture_output=True,
-                text=True,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
