@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import click
 
+from tinyopt.core import masking
 from tinyopt.core.errors import NotApplicable, UserError
 
 
@@ -43,13 +45,37 @@ def quiet_user_errors_in_prefect_logs() -> None:
         handler.addFilter(_NoTracebackForUserErrors())
 
 
+def reach_mlflow(bound_retries: bool = True) -> None:
+    """MLflow's server checked: one line within seconds when it does not answer. A short command also bounds
+    MLflow's retries (seconds, not minutes); a long run keeps them, to ride out a server's restart."""
+    from tinyopt.orchestration import tracking
+
+    if bound_retries:
+        tracking.bound_retries()
+    tracking.check_reachable()
+
+
+def reach_fleet(params) -> None:
+    """The fleet's S3 endpoint checked: one line within seconds when it does not answer."""
+    from tinyopt.release.fleet import FleetStore
+
+    FleetStore(params.fleet).require_reachable()
+
+
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
+        masking.install()
         try:
             return super().invoke(ctx)
         except (UserError, NotApplicable) as exc:
-            click.echo(f"tinyopt: error: {exc}", err=True)
+            click.echo(f"tinyopt: error: {masking.shown(str(exc))}", err=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception:
+            # A bug keeps its traceback, masked: libraries' exceptions carry URLs with their user:password@.
+            click.echo(masking.shown(traceback.format_exc()), err=True, nl=False)
+            sys.exit(1)
 
 
 params_option = click.option(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from cli.group import configure_prefect, main, params_option
+from cli.group import configure_prefect, main, params_option, reach_fleet, reach_mlflow
 from tinyopt.core import layout
 from tinyopt.core.errors import UserError
+from tinyopt.core.masking import shown
 
 
 def _prefect_server() -> str:
@@ -36,11 +37,12 @@ def _prefect_server() -> str:
 def serve(params_path: str) -> None:
     """Serve the `reoptimize` deployments (nightly per schedule.cron, and on demand) from this
     process: it creates them on the Prefect server and runs their flow runs, until stopped."""
-    from tinyopt.orchestration import tracking
     from tinyopt.params import load_params
 
-    load_params(params_path)
-    tracking.check_reachable()
+    params = load_params(params_path)
+    reach_mlflow(bound_retries=False)
+    if params.schedule.channel:  # the flow publishes a better model there
+        reach_fleet(params)
     api = _prefect_server()
     configure_prefect()
     from prefect import serve as prefect_serve
@@ -89,7 +91,7 @@ def ui(port: int, host: str, params_path: str) -> None:
 
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({tracking.shown(uri)}): open it in a browser")
+        raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({shown(uri)}): open it in a browser")
     experiment = (
         load_params(params_path).tracking.experiment if Path(params_path).is_file() else TrackingParams().experiment
     )

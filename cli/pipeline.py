@@ -15,6 +15,7 @@ from cli.group import (
     params_option,
     quiet_library_warnings,
     quiet_user_errors_in_prefect_logs,
+    reach_mlflow,
 )
 from tinyopt.core import layout
 from tinyopt.core.errors import NotApplicable, UserError
@@ -72,7 +73,7 @@ def start_flow_machinery(params_path: str, model_path: str | None, data_path: st
     """Everything a flow command does before its flow: check every place a run writes and the inputs
     (one-line errors, nothing written), reach MLflow, start Prefect's API; returns params' task runner."""
     from tinyopt.core import console
-    from tinyopt.orchestration import prefect_home, tracking
+    from tinyopt.orchestration import prefect_home
 
     # Before anything imports Prefect (it reads its settings once, and creates its home) and before any
     # work: every place the run writes can be written.
@@ -84,7 +85,7 @@ def start_flow_machinery(params_path: str, model_path: str | None, data_path: st
 
     # Bad params, data or model fail here, in seconds, before any machinery starts or anything is written.
     _warn(check_inputs(with_inputs(load_params(params_path), model_path, data_path)))
-    tracking.check_reachable()
+    reach_mlflow(bound_retries=False)
     console.filter_native_stderr()
     console.quiet_tensorflow_warnings()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its 'Creating initial MLflow database tables'

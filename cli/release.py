@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from cli.group import configure_prefect, main, params_option, quiet_user_errors_in_prefect_logs
+from cli.group import (
+    configure_prefect,
+    main,
+    params_option,
+    quiet_user_errors_in_prefect_logs,
+    reach_fleet,
+    reach_mlflow,
+)
 from tinyopt.core import layout
 from tinyopt.core.errors import UserError
 from tinyopt.params import DEFAULT_OBJECTIVE, DEFAULT_PROFILE
@@ -65,6 +72,7 @@ def register(
             raise UserError(f"objective '{objective}' picked nothing in run {summary.run_id}; pass --variant")
         variant = pick.variant
         profile = profile or (params.objectives[objective].profile if objective in params.objectives else None)
+    reach_mlflow()
     done = register_variant(summary, variant, profile or DEFAULT_PROFILE, model_name)
     click.echo(f"registered {done['variant']} as {done['model']} version {done['version']} (alias {done['alias']})")
 
@@ -84,7 +92,9 @@ def promote(model: str, version: int, channel: str, force: bool, reason: str | N
     check_name("model", model)
     if force and not reason:
         raise UserError("--force needs --reason: the override is recorded")
-    load_params(params_path)  # a bad params file is one line before Prefect starts
+    params = load_params(params_path)  # a bad params file is one line before Prefect starts
+    reach_mlflow()
+    reach_fleet(params)  # an unreachable server too, before anything is published
     configure_prefect()
     from flows.promote import promote as promote_flow
 
@@ -149,7 +159,9 @@ def verify(
     else:
         if state_path and Path(state_path) != Path(into) / "state.json":
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
-        manifest = updater.download_and_verify(channel, load_params(params_path), key, Path(into))
+        params = load_params(params_path)
+        reach_fleet(params)
+        manifest = updater.download_and_verify(channel, params, key, Path(into))
     click.echo(
         f"verified: {manifest.model_name} v{manifest.version} sha256 {manifest.sha256[:12]} on "
         f"{channel}, sequence {manifest.sequence}, expires {manifest.expires}, "
@@ -165,7 +177,10 @@ def rollback(channel: str, params_path: str) -> None:
     from tinyopt.params import load_params
     from tinyopt.release.promote import rollback as roll_back
 
-    done = roll_back(channel, load_params(params_path), Path(params_path).resolve().parent)
+    params = load_params(params_path)
+    reach_mlflow()  # before anything is published: the rollback ends by moving the registry alias
+    reach_fleet(params)
+    done = roll_back(channel, params, Path(params_path).resolve().parent)
     click.echo(
         f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
         f"sequence {done['sequence']})"
@@ -188,7 +203,9 @@ def status(public_key: str | None, params_path: str) -> None:
     from tinyopt.release.channel import status as channel_status
 
     key = signing.load_public_key(Path(public_key)) if public_key else None
-    for row in channel_status(load_params(params_path), key):
+    params = load_params(params_path)
+    reach_fleet(params)
+    for row in channel_status(params, key):
         shown = row.manifest
         if not row.published:
             serves = "nothing"

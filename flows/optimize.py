@@ -22,6 +22,7 @@ from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.core.files import write_json
 from tinyopt.core.lineage import git_commit
+from tinyopt.core.masking import shown
 from tinyopt.orchestration import tracking
 from tinyopt.orchestration.cache import compute_code_versions
 from tinyopt.orchestration.steps import Submitter
@@ -154,7 +155,7 @@ def optimize(
             skipped=built.skips(),
             picks=picks,
             mlflow_run_id=parent_run_id,
-            mlflow_tracking_uri=tracking.shown(tracking.tracking_uri()),  # never a password in a report
+            mlflow_tracking_uri=shown(tracking.tracking_uri()),  # never a password in a report
             commit=commit,
             variant_stage_seconds=variant_stage_seconds,
         )

@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import functools
 import os
-import re
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,18 +18,26 @@ from pathlib import Path
 from tinyopt.core import layout
 from tinyopt.core.errors import UserError
 from tinyopt.core.health import require_healthy
+from tinyopt.core.masking import shown, without_credentials
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.MLFLOW_DB.resolve()}"
 
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: a password may hold @
+# MLflow retries a failed request 7 times with growing backoff, about 4 minutes (and the 2 minutes of
+# timeout each): far too long for a command. A command checks the server first, so these cover a hiccup.
+BOUNDED_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits of 1, 2 and 4 s
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
-def shown(uri: str) -> str:
-    """The URI as it may be printed or recorded: user:password@ becomes user:***@ (never raises)."""
-    return _USERINFO.sub(lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", uri, count=1)
+def bound_retries() -> None:
+    """MLflow's HTTP retries bounded for this process (a value the user set stays)."""
+    for name, value in BOUNDED_RETRIES.items():
+        os.environ.setdefault(name, value)
 
 
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
@@ -42,7 +49,7 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
             urllib.parse.urlsplit(uri).port  # noqa: B018  (raises ValueError for a port that is not a number)
         except ValueError as exc:
             raise UserError(f"MLFLOW_TRACKING_URI {shown(uri)} is not a valid URL ({exc})") from None
-        bare = _USERINFO.sub(r"\1", uri, count=1)  # /health needs no login: keep credentials off the wire too
+        bare = without_credentials(uri)  # /health needs no login: keep credentials off the wire too
         try:
             fix = "start it, or unset MLFLOW_TRACKING_URI to use the local store"
             require_healthy(bare, "MLflow tracking server", fix, timeout)

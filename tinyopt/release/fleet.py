@@ -9,22 +9,47 @@ Layout under the prefix:
 from __future__ import annotations
 
 from tinyopt.core.errors import UserError
+from tinyopt.core.masking import shown
 from tinyopt.params import FleetParams
 
 
 class FleetStore:
     def __init__(self, settings: FleetParams):
-        import boto3
         from botocore.config import Config
 
+        self.settings = settings
         self.bucket, self.prefix = settings.bucket, settings.prefix.strip("/")
         # Transient errors (throttling, 5xx, dropped connections) are retried with exponential backoff.
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.endpoint_url,
-            region_name=settings.region,
-            config=Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        self.s3 = self._client(
+            Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=30)
         )
+
+    def _client(self, config):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.settings.endpoint_url, region_name=self.settings.region, config=config
+        )
+
+    def require_reachable(self, timeout: float = 5.0) -> None:
+        """Fail fast, in one line, when the S3 endpoint does not answer (the client would retry with backoff
+        first). Any answer will do, a refusal too: what the credentials may do, the calls themselves say."""
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as NoConnection
+
+        probe = self._client(Config(retries={"total_max_attempts": 1}, connect_timeout=timeout, read_timeout=timeout))
+        try:
+            probe.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            pass
+        except (NoConnection, HTTPClientError) as exc:
+            raise UserError(
+                f"S3 endpoint {shown(probe.meta.endpoint_url)} is unreachable ({exc}); start it, or fix "
+                "fleet.endpoint_url"
+            ) from None
+        except BotoCoreError as exc:
+            raise UserError(f"S3 failed: {exc} (check fleet.endpoint_url and your AWS credentials)") from None
 
     def key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)

@@ -49,6 +49,8 @@ class Serving(RegisteredRecord):
 
 def register_variant(summary: Summary, variant: str, profile: str, model_name: str | None = None) -> dict:
     """Register `variant` of a pipeline run for the device `profile`; returns name, version, alias."""
+    from mlflow.exceptions import MlflowException
+
     records = {v.name: v for v in summary.variants}
     if variant not in records:
         raise UserError(f"no variant '{variant}' in run {summary.run_id} (variants: {', '.join(records)})")
@@ -60,6 +62,20 @@ def register_variant(summary: Summary, variant: str, profile: str, model_name: s
     if profile not in record.fits:
         raise UserError(f"no device profile '{profile}' in run {summary.run_id} (profiles: {', '.join(record.fits)})")
     name = check_name("model", model_name or f"{summary.dataset['name']}-{profile}")
+    try:
+        return _register(summary, record, profile, name)
+    except MlflowException as exc:
+        raise _registry_failed(exc) from None
+
+
+def _registry_failed(exc: Exception) -> UserError:
+    """A registry request that failed (the server refused it, or its retries ran out), as one line."""
+    reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return UserError(f"the model registry failed ({reason}); check MLFLOW_TRACKING_URI")
+
+
+def _register(summary: Summary, record: Variant, profile: str, name: str) -> dict:
+    variant = record.name
     client = tracking.client()
     if not _exists(client, name):
         client.create_registered_model(name, description=f"tinyopt models for {profile}")
@@ -95,8 +111,10 @@ def _exists(client, name: str) -> bool:
     try:
         client.get_registered_model(name)
         return True
-    except MlflowException:
-        return False
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise  # a server that fails is not "no such model"
 
 
 def model_version(name: str, version: int) -> tuple[dict, RegisteredRecord]:
@@ -107,8 +125,7 @@ def model_version(name: str, version: int) -> tuple[dict, RegisteredRecord]:
         found = tracking.client().get_model_version(name, str(version))
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            reason = str(exc).splitlines()[0][:300]
-            raise UserError(f"the model registry failed ({reason}); check MLFLOW_TRACKING_URI") from None
+            raise _registry_failed(exc) from None
         raise UserError(
             f"no version {version} of registered model '{name}' (register one with `tinyopt register`)"
         ) from None
