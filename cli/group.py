@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from tinyopt.core.errors import NotApplicable, UserError
+from tinyopt.core.errors import NotApplicable, UserError, disk_full
 
 
 def configure_prefect() -> None:
@@ -18,10 +18,10 @@ def configure_prefect() -> None:
 
 
 class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task with its traceback; a user's mistake needs only its one line."""
+    """Prefect logs a failed task with its traceback; a user's mistake (or a full disk) needs only its one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
+        if record.exc_info and (isinstance(record.exc_info[1], UserError) or disk_full(record.exc_info[1])):
             record.exc_info = None
             record.exc_text = None
         return True
@@ -49,6 +49,12 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except (UserError, NotApplicable) as exc:
             click.echo(f"tinyopt: error: {exc}", err=True)
+            sys.exit(2)
+        except Exception as exc:
+            full = disk_full(exc)  # a full disk is the user's to fix, wherever it struck: one line, not a traceback
+            if full is None:
+                raise
+            click.echo(f"tinyopt: error: {full}", err=True)
             sys.exit(2)
 
 
