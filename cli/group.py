@@ -10,7 +10,7 @@ import traceback
 import click
 
 from tinyopt.core import masking
-from tinyopt.core.errors import NotApplicable, UserError
+from tinyopt.core.errors import NotApplicable, UserError, disk_full
 
 
 def configure_prefect() -> None:
@@ -20,10 +20,10 @@ def configure_prefect() -> None:
 
 
 class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task with its traceback; a user's mistake needs only its one line."""
+    """Prefect logs a failed task with its traceback; a user's mistake (or a full disk) needs only its one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
+        if record.exc_info and (isinstance(record.exc_info[1], UserError) or disk_full(record.exc_info[1])):
             record.exc_info = None
             record.exc_text = None
         return True
@@ -72,7 +72,11 @@ class _Cli(click.Group):
             sys.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception:
+        except Exception as exc:
+            full = disk_full(exc)  # a full disk is the user's to fix, wherever it struck: one line, not a traceback
+            if full is not None:
+                click.echo(f"tinyopt: error: {masking.shown(full)}", err=True)
+                sys.exit(2)
             # A bug keeps its traceback, masked: libraries' exceptions carry URLs with their user:password@.
             click.echo(masking.shown(traceback.format_exc()), err=True, nl=False)
             sys.exit(1)

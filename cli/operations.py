@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +94,7 @@ def ui(port: int, host: str, params_path: str) -> None:
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
         raise UserError(f"MLFLOW_TRACKING_URI points at a server already ({shown(uri)}): open it in a browser")
+    _require_free_port(host, port)
     experiment = (
         load_params(params_path).tracking.experiment if Path(params_path).is_file() else TrackingParams().experiment
     )
@@ -115,6 +118,20 @@ def ui(port: int, host: str, params_path: str) -> None:
     runs = ui_runs_url(f"http://{host}:{port}", experiment)
     click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it); the runs of experiment '{experiment}':\n{runs}")
     raise SystemExit(subprocess.call(command, env=env))
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """The UI's address can be listened on, before anything is printed or written: MLflow's server, finding
+    the port taken, exits 0, and the URL printed before it would lead to another server."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
+            probe.bind(address)
+    except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        fix = "another server listens there: stop it, or pass another --port" if in_use else "fix --host or --port"
+        raise UserError(f"cannot serve the UI on {host}:{port} ({exc.strerror or exc}); {fix}") from None
 
 
 def ui_runs_url(base: str, experiment: str) -> str:

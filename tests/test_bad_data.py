@@ -105,6 +105,22 @@ CASES = [
         "has shape (60, 3) but is not one-hot",
     ),
     data("a-single-class", good(y_train=np.zeros(N_TRAIN, int)), "y_train holds a single class (0)"),
+    data(
+        "a-stray-label-250",
+        good(y_train=np.where(np.arange(N_TRAIN) == 5, 250, np.arange(N_TRAIN) % 3)),
+        "labels must be 0..K-1 with training examples of every class: 0, 1, 2 and 250 found; "
+        "classes 3..249 have no example (number the classes 0..3)",
+    ),
+    data(
+        "a-class-only-in-y_test",
+        good(y_train=np.arange(N_TRAIN) % 2),
+        "0, 1, 2 found; class 2 is only in y_test (give it training examples)",
+    ),
+    data(
+        "an-unused-one-hot-column",
+        good(y_train=np.eye(4)[np.arange(N_TRAIN) % 3], y_test=np.eye(4)[np.arange(N_TEST) % 3]),
+        "0, 1, 2 found; class 3 has no example (number the classes 0..2)",
+    ),
     Case("class-only-in-validation", class_in_validation_only, "class 2 has 1 training examples and none is left"),
     data("too-few-to-split", good(x_train=images(1), y_train=np.array([0])), "leave none to train on"),
     data("anomaly-labels-not-0-1", good(), "y_train holds labels other than 0 and 1 ([2])", task={"kind": "anomaly"}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import json
@@ -25,8 +26,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        with _named_if_disk_full(target):
+            yield tmp_path
+            os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -39,12 +41,24 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        with _named_if_disk_full(target):
+            yield staging
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _named_if_disk_full(target: Path) -> Iterator[None]:
+    """A full disk names the file the user knows, not its temporary twin (a write() names none at all)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            exc.filename = str(target)
+        raise
 
 
 def write_bytes(target: str | Path, data: bytes) -> Path:

@@ -17,15 +17,16 @@ PREFECT_STORAGE = Path(".tinyopt") / "prefect-results"
 PREFECT_HOME = Path(".tinyopt") / "prefect"  # the project's own Prefect home: its API database, settings
 
 
-def require_writable(directories: list[Path]) -> None:
+def require_writable(directories: list[Path], writer: str = "a run writes there") -> None:
     """Before a run does any work: each directory it will write is writable (or can be created), else
-    one line. A run that trains for minutes and then cannot write its report has wasted them."""
+    one line ending with `writer` (who writes there). A run that trains for minutes and then cannot write
+    its report has wasted them."""
     from tinyopt.core.errors import UserError
 
     for directory in directories:
         problem = _write_problem(Path(directory))
         if problem:
-            raise UserError(f"{directory}: {problem}; a run writes there")
+            raise UserError(f"{directory}: {problem}; {writer}")
 
 
 def _write_problem(directory: Path) -> str | None:

@@ -70,7 +70,49 @@ def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) 
                 "test examples"
             )
     classes = width or int(max(train.max(), test.max())) + 1
+    _check_every_class_trained(train, test, classes, source)
     return {"train": train, "test": test, "classes": classes, "one_hot": width}
+
+
+def _check_every_class_trained(train: np.ndarray, test: np.ndarray, classes: int, source: str) -> None:
+    """Classes are 0..K-1, each with training examples: a stray label (250 among 0..2) would otherwise
+    make a 251-class model that never learns classes 3..249, and a class only in y_test is never learnt."""
+    trained = set(np.unique(train).tolist())
+    seen = trained | set(np.unique(test).tolist())
+    unseen = [c for c in range(classes) if c not in seen]
+    test_only = [c for c in range(classes) if c in seen and c not in trained]
+    problems = []
+    if unseen:
+        problems.append(
+            f"{_classes(unseen)} {'have' if len(unseen) > 1 else 'has'} no example "
+            f"(number the classes 0..{len(seen) - 1})"
+        )
+    if test_only:
+        problems.append(
+            f"{_classes(test_only)} {'are' if len(test_only) > 1 else 'is'} only in y_test (give "
+            f"{'them' if len(test_only) > 1 else 'it'} training examples)"
+        )
+    if problems:
+        raise UserError(
+            f"{source}: labels must be 0..K-1 with training examples of every class: "
+            f"{_numbers(sorted(seen))} found; {'; '.join(problems)}"
+        )
+
+
+def _classes(numbers: list[int]) -> str:
+    return f"class {numbers[0]}" if len(numbers) == 1 else f"classes {_numbers(numbers)}"
+
+
+def _numbers(numbers: list[int]) -> str:
+    """Sorted integers in runs: [0, 1, 2, 5, 6, 7, 8, 250] -> '0, 1, 2, 5..8 and 250'."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    parts = [f"{run[0]}..{run[-1]}" if len(run) > 3 else ", ".join(map(str, run)) for run in runs]
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 def _label_form(width: int | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from tinyopt.core import layout
 from tinyopt.core.errors import UserError
 from tinyopt.core.files import write_bytes
 from tinyopt.params import Params
@@ -25,6 +26,7 @@ def verify(
 ) -> Manifest:
     """What a device does with a manifest and a model it has (files): every check of
     tinyopt.release.manifest, then the sequence is recorded in `state_path`; nothing is written on failure."""
+    _require_writable(state_path.parent, "its state file")
     state = manifests.read_state(state_path)
     manifest, payload = manifests.check_manifest(published, public_key, channel, state, clock)
     manifests.check_model(manifest, model)
@@ -37,6 +39,7 @@ def download_and_verify(
 ) -> Manifest:
     """Fetch the channel's manifest and model as a device would, verify both, keep them in `into`
     with the device's state file (`into`/state.json) written last."""
+    _require_writable(into, "the model, the manifest and its state file")
     store = FleetStore(params.fleet)
     published = store.get(store.manifest_key(channel))
     if published is None:
@@ -51,3 +54,8 @@ def download_and_verify(
     write_bytes(into / "manifest.json", published)
     manifests.accept(state_path, manifest, payload, state)
     return manifest
+
+
+def _require_writable(directory: Path, what: str) -> None:
+    """Before any check: the device can keep what it accepts (else it would verify, then fail with a traceback)."""
+    layout.require_writable([directory], f"the device keeps {what} there")
