@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,7 +20,10 @@ from cli.group import (
 )
 from tinyopt.core import layout
 from tinyopt.core.errors import NotApplicable, UserError
-from tinyopt.records.run import Summary
+from tinyopt.records.run import Measured, Summary
+
+if TYPE_CHECKING:
+    from tinyopt.params import Params
 
 
 def prepared_option(help: str = "the prepared data (tinyopt prepare's output)"):
@@ -53,6 +57,9 @@ def run(params_path: str, model_path: str | None, data_path: str | None) -> None
     """Run the whole pipeline as the Prefect flow `optimize`."""
     runner = start_flow_machinery(params_path, model_path, data_path)
     from flows.optimize import optimize
+    from tinyopt.params import load_params
+
+    warn_if_devices_unreachable(load_params(params_path))
 
     summary = optimize.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
     click.echo("\n" + variants_table(summary))
@@ -103,6 +110,16 @@ def _warn(warnings: list[str]) -> None:
         click.echo(f"tinyopt: warning: {warning}", err=True)
 
 
+def warn_if_devices_unreachable(params: Params) -> None:
+    """One line before any work when benchmark.devices asks for device figures this machine cannot make
+    (each model's record keeps the reason; the tables leave it out rather than repeat it per model)."""
+    from tinyopt.mcu.firmware import toolchain_missing
+
+    missing = params.benchmark.devices and toolchain_missing()
+    if missing:
+        _warn([f"no device figures: {missing}"])
+
+
 def _run_writes() -> list[Path]:
     """The directories a run writes (checked before it starts)."""
     from tinyopt.orchestration import tracking
@@ -120,16 +137,17 @@ def _run_writes() -> list[Path]:
 
 
 def variants_table(summary: Summary) -> str:
-    """A compact table of every variant and reference model: what `tinyopt run` shows when it ends."""
+    """A compact table of every variant and reference model, and why a model has no device figures: what
+    `tinyopt run` shows when it ends."""
     metric = summary.variants[0].metric if summary.variants else "score"
     measured = [p for p in summary.devices if any(p in v.device for v in summary.variants)]
     profile = measured[0] if measured else None
     rows = [("model", "bytes", "gzip", metric, "p50 us", "in/out", "TFLM arena", f"instr {profile or '(device)'}")]
-    named = [(v.name, v) for v in summary.variants] + [(f"ref:{r.name}", r) for r in summary.reference]
-    for name, v in named:
+    models = [*summary.variants, *summary.named_references()]
+    for v in models:
         rows.append(
             (
-                name,
+                v.name,
                 f"{v.raw_bytes:,}",
                 f"{v.gzip_bytes:,}",
                 f"{v.score:.4f}",
@@ -139,7 +157,16 @@ def variants_table(summary: Summary) -> str:
                 f"{v.device[profile].instructions:,.0f}" if profile in v.device else "-",
             )
         )
-    return aligned(rows)
+    gaps = why_no_device_figures(models)
+    return aligned(rows) + (f"\n\n{gaps}" if gaps else "")
+
+
+def why_no_device_figures(models: list[Measured]) -> str:
+    """The lines under a table for the models without device figures on some profile ('' if none)."""
+    from tinyopt.run.report import device_gaps
+
+    gaps = device_gaps(models)
+    return "\n".join(["why no device figures:", *(f"  {gap}" for gap in gaps)]) if gaps else ""
 
 
 def aligned(rows) -> str:
@@ -291,6 +318,7 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
             raise UserError(f"{path}: no such file or directory")
     if not files:
         raise UserError(f"no .tflite files in {', '.join(paths)}")
+    warn_if_devices_unreachable(params)
     quiet_library_warnings()
     stems = [f.stem for f in files]
     named = {(f.stem if stems.count(f.stem) == 1 else str(f)): f for f in files}  # a stem twice: its path
@@ -303,6 +331,9 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
     profiles = [p for p in params.benchmark.devices if any(p in m.device for m in measured.values())]
     if profiles:
         click.echo("\n" + aligned(device_rows(list(measured.values()), profiles)))
+    gaps = why_no_device_figures(list(measured.values()))
+    if gaps:
+        click.echo("\n" + gaps)
     for name, reason in not_measured.items():
         click.echo(f"not measured {name}: {reason}")
     if json_out:

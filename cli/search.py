@@ -15,12 +15,14 @@ def search(params_path: str, model_path: str | None, data_path: str | None) -> N
     """Search chains and their settings for the most accurate and the smallest model that fit a device."""
     runner = start_flow_machinery(params_path, model_path, data_path)
     from flows.search import search as search_flow
+    from tinyopt.search.report import nothing_completed
 
     result = search_flow.with_options(task_runner=runner)(params_path=params_path, model=model_path, data=data_path)
     trials = {t.number: t for t in result.trials}
     click.echo(f"\n{len(trials)} trials in {result.seconds:.0f} s; Pareto front: {len(result.front)} trials")
-    if not any(t.state == "complete" for t in trials.values()):
-        click.echo("no trial completed: each fell below the stop floor; widen search.stop_drop or the space's ranges")
+    widen = nothing_completed(result)
+    if widen:
+        click.echo(widen)
     for objective, number in result.picks.items():
         if number is None:
             click.echo(f"pick {objective}: none fits")

@@ -14,7 +14,7 @@ from tinyopt.core import layout
 from tinyopt.mcu.firmware import toolchain_missing, toolchain_version
 from tinyopt.mcu.graph import has_int8_tensors
 from tinyopt.params import Params
-from tinyopt.records.steps import DeviceRecord, NotRun, SkippedRecord
+from tinyopt.records.steps import DEVICES_OFF, DeviceRecord, NotRun, SkippedRecord
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ Started = OnDevices | NotRun  # a model file sent to the devices, or why it was 
 def devices_off(params: Params) -> NotRun | None:
     """Why no model of this run is measured on a device, or None."""
     if not params.benchmark.devices:
-        return NotRun(reason="not measured on a device: benchmark.devices lists no profile")
+        return NotRun(reason=DEVICES_OFF + "benchmark.devices lists no profile")
     missing = toolchain_missing()
-    return NotRun(reason=f"not measured on a device: {missing}") if missing else None
+    return NotRun(reason=DEVICES_OFF + missing) if missing else None
 
 
 def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, run: Any) -> dict[str, Started]:

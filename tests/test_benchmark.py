@@ -219,3 +219,32 @@ def test_kill_9_of_bench_leaves_no_compiler_or_qemu_behind(tmp_path, prepared, b
         assert all_gone([child.pid for child in children]), [command_line(c) for c in children if not gone(c.pid)]
     finally:
         bench.kill()
+
+
+@needs_reference
+@needs_fashion
+def test_bench_says_why_a_model_has_no_device_figures_and_a_missing_toolchain_once(tmp_path, prepared):
+    make_project(tmp_path)  # benchmark.devices: nano33ble, stm32f746, corstone-300
+    float_model = str(REFERENCE / "base-f32.tflite")
+    result = run_cli(["bench", float_model, "--prepared", str(prepared)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.endswith(
+        "\n\nwhy no device figures:\n"
+        "  base-f32: not compiled for a device: a float model: microcontroller C libraries are made from int8 models\n"
+    )
+    assert "tinyopt: warning" not in result.stderr
+
+    # No cross compiler or QEMU on PATH: one warning before the figures, no reason repeated per model.
+    no_toolchain = tmp_path / "empty-bin"
+    no_toolchain.mkdir()
+    int8_model = str(REFERENCE / "base-int8-floatio.tflite")
+    result = run_cli(
+        ["bench", float_model, int8_model, "--prepared", str(prepared)], cwd=tmp_path, env={"PATH": str(no_toolchain)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("tinyopt:")] == [
+        "tinyopt: warning: no device figures: arm-none-eabi-gcc is not installed "
+        "(Debian: gcc-arm-none-eabi, qemu-system-arm; scripts/setup.sh)"
+    ]
+    assert "base-int8-floatio" in result.stdout and "why no device figures" not in result.stdout
+    assert "not installed" not in result.stdout

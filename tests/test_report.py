@@ -69,6 +69,44 @@ def test_pareto_front_keeps_only_undominated_points():
     assert sorted(pareto_front(points)) == [1, 2]
 
 
+def run_summary(variants: list, reference: list) -> Summary:
+    """A run's summary around these records (the first variant is the baseline, the first reference its peer)."""
+    return Summary(
+        run_id="r1",
+        created="2026-12-01T00:00:00+00:00",
+        mlflow_run_id="m",
+        mlflow_tracking_uri="sqlite:///mlflow.db",
+        mlflow_experiment="tinyopt",
+        git_commit="c",
+        params_hash="h",
+        dataset={"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
+        baseline=Baseline(**dict(variants[0]), epochs_run=1),
+        variants=variants,
+        skipped=[],
+        picks={
+            "ota": Pick(
+                variant=variants[0].name, value=17000, metric="gzip_bytes", why="because", candidates=1, runner_up=None
+            )
+        },
+        reference=reference,
+        reference_note=None,
+        comparisons=[
+            {
+                "reference": r.name,
+                "ours": variants[0].name,
+                "size_ratio": 1.0,
+                "gzip_ratio": 1.0,
+                "score_diff": 0.0,
+                "latency_ratio": 1.0,
+            }
+            for r in reference[:1]
+        ],
+        headline=[],
+        devices={name: profile.model_dump() for name, profile in DEFAULT_DEVICES.items()},
+        timings={},
+    )
+
+
 def one_variant_summary(with_reference: bool = True) -> Summary:
     """A run of one int8 variant, measured on a device, beside one reference model (or none)."""
     record = variant(
@@ -80,41 +118,7 @@ def one_variant_summary(with_reference: bool = True) -> Summary:
         latency_us_p99=12.0,
         device={"nano33ble": device_figures(4e5)},
     )
-    return Summary(
-        run_id="r1",
-        created="2026-12-01T00:00:00+00:00",
-        mlflow_run_id="m",
-        mlflow_tracking_uri="sqlite:///mlflow.db",
-        mlflow_experiment="tinyopt",
-        git_commit="c",
-        params_hash="h",
-        dataset={"name": "fashion-mnist", "version": "v", "num_train": 1, "num_val": 1, "num_test": 1},
-        baseline=Baseline(**dict(record), epochs_run=1),
-        variants=[record],
-        skipped=[],
-        picks={
-            "ota": Pick(
-                variant="base-int8", value=17000, metric="gzip_bytes", why="because", candidates=1, runner_up=None
-            )
-        },
-        reference=[record.model_copy(update={"name": "ref"})] if with_reference else [],
-        reference_note=None,
-        comparisons=[
-            {
-                "reference": "ref",
-                "ours": "base-int8",
-                "size_ratio": 1.0,
-                "gzip_ratio": 1.0,
-                "score_diff": 0.0,
-                "latency_ratio": 1.0,
-            }
-        ]
-        if with_reference
-        else [],
-        headline=[],
-        devices={name: profile.model_dump() for name, profile in DEFAULT_DEVICES.items()},
-        timings={},
-    )
+    return run_summary([record], reference=[record.model_copy(update={"name": "ref"})] if with_reference else [])
 
 
 def test_report_has_every_section_and_the_device_figures(tmp_path):
@@ -141,6 +145,46 @@ def test_report_has_every_section_and_the_device_figures(tmp_path):
         "score-vs-arena.png",
         "score-vs-instructions.png",
     }
+
+
+FLOAT = "not compiled for a device: a float model: microcontroller C libraries are made from int8 models"
+TANH = "not compiled for a device: the MCU code generator does not support op TANH"
+RAM = "stm32f746: the firmware does not fit STM32F746 Discovery: RAM (327,680 bytes) overflowed by 2,336 bytes"
+
+
+def test_the_report_and_the_console_say_why_a_model_has_no_device_figures():
+    from cli.pipeline import variants_table
+
+    ours = [
+        variant("base-int8", 0.9, 17000, device={"nano33ble": device_figures(4e5)}, device_note=RAM),
+        variant("base-float32", 0.9, 40000, device_note=FLOAT),
+        variant("prune-float16", 0.9, 30000, device_note=FLOAT),
+        variant("tanh-int8", 0.9, 9000, device_note=TANH),
+    ]
+    summary = run_summary(ours, reference=[variant("f32", 0.9, 40000, device_note=FLOAT)])
+    gaps = [
+        f"base-int8: {RAM}",
+        f"base-float32, prune-float16, ref:f32: {FLOAT}",  # one line per reason
+        f"tanh-int8: {TANH}",
+    ]
+    assert "## Why no device figures\n\n" + "\n".join(f"- {gap}" for gap in gaps) + "\n" in markdown(summary)
+    assert variants_table(summary).endswith("\n\nwhy no device figures:\n" + "\n".join(f"  {gap}" for gap in gaps))
+
+
+def test_a_reason_every_model_shares_is_said_once():
+    from cli.pipeline import variants_table
+
+    off = "not measured on a device: arm-none-eabi-gcc is not installed (Debian: gcc-arm-none-eabi, qemu-system-arm)"
+    ours = [variant("base-int8", 0.9, 17000, device_note=off), variant("base-float32", 0.9, 40000, device_note=off)]
+    summary = run_summary(ours, reference=[])
+    text = markdown(summary)
+    assert text.count("arm-none-eabi-gcc is not installed") == 1
+    assert (
+        "No device figures: arm-none-eabi-gcc is not installed (Debian: gcc-arm-none-eabi, qemu-system-arm).\n" in text
+    )
+    assert "Why no device figures" not in text
+    table = variants_table(summary)  # `tinyopt run` warned once, at its start
+    assert "why no device figures" not in table and "not installed" not in table
 
 
 def test_fastest_on_a_device_is_the_fewest_measured_instructions():

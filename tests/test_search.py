@@ -234,6 +234,65 @@ def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
     assert "## Reference models" not in (report_dir / "search.md").read_text()  # none for this data
 
 
+def test_a_search_report_without_a_completed_trial_draws_no_plot(tmp_path):
+    from tinyopt.search.report import SearchResult, nothing_completed, write_search_report
+
+    pruned = TrialRecord(
+        number=0, chain=["prune", "int8"], settings={}, state="pruned", metric="mae", val_score=0.31,
+        reason="prune: validation mae 0.3100 is worse than the floor 0.2500",
+    )  # fmt: skip
+    result = SearchResult(
+        search_id="search-x", metric="mae", size="gzip_bytes", profile="nano33ble", baseline_val_score=0.2,
+        floor=0.3, stop_floor=0.25, seconds=9, trial_stage_seconds=5, runner="threads x 1", trials=[pruned],
+        front=[], picks={"most_accurate": None, "smallest": None}, test_scores={}, plans={}, references=[],
+        mlflow_run_id="m",
+    )  # fmt: skip
+    assert nothing_completed(result) == (
+        "no trial completed: 1 of 1 fell below the stop floor 0.2500 (the baseline's validation mae 0.2000, a drop "
+        "of 0.05 allowed); widen search.stop_drop (null: max_drop) or the space's fine-tuning ranges"
+    )
+    files = write_search_report(result, tmp_path)
+    assert sorted(f.name for f in files) == sorted(f.name for f in tmp_path.iterdir()) == ["search.json", "search.md"]
+    text = (tmp_path / "search.md").read_text()
+    assert "No trial completed: 1 of 1 fell below" in text and "No plot: no trial completed" in text
+    assert "search.png" not in text
+    assert nothing_completed(result.model_copy(update={"trials": []})).startswith("no trial ran: ")
+
+
+@pytest.mark.slow
+def test_a_search_where_no_trial_completes_reports_what_to_widen(tmp_path):
+    """stop_drop 0: any pruned model scoring worse than the baseline ends its trial, so none completes. The
+    search still writes its report (no plot: nothing to draw), says what to widen, and exits 0."""
+    model, data = sensor_regressor(tmp_path)
+    root = make_project(
+        tmp_path / "project",
+        task={"kind": "regression"},
+        conversion={"calibration_samples": 32},
+        reference={"dir": None},
+        search={
+            "trials": 2,
+            "stop_drop": 0.0,
+            "space": {"chains": [["prune", "int8"]], "target_sparsity": [0.9, 0.95], "fine_tune_epochs": [1, 1]},
+        },
+    )
+    done = run_cli(["search", "--model", str(model), "--data", str(data)], cwd=root, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    [report_dir] = (root / "reports").glob("search-*")
+    assert sorted(p.name for p in report_dir.iterdir()) == ["search.json", "search.md"]
+    result = json.loads((report_dir / "search.json").read_text())
+    assert [t["state"] for t in result["trials"]] == ["pruned", "pruned"]
+    assert result["picks"] == {"most_accurate": None, "smallest": None} and result["front"] == []
+    widen = next(line for line in done.stdout.splitlines() if line.startswith("no trial completed"))
+    assert widen.startswith("no trial completed: 2 of 2 fell below the stop floor ")
+    assert widen.endswith(
+        "a drop of 0 allowed); widen search.stop_drop (null: max_drop) or the space's fine-tuning ranges"
+    )
+    text = (report_dir / "search.md").read_text()
+    assert widen[0].upper() + widen[1:] + "." in text and "No plot: no trial completed" in text
+    assert "pick most_accurate: none fits" in done.stdout
+
+
 def test_the_example_search_files_load():
     from tinyopt.params import load_params
 

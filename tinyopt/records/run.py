@@ -204,6 +204,10 @@ class Summary(Record):
         seen = {profile for m in [*self.variants, *self.reference] for profile in m.device}
         return [profile for profile in self.devices if profile in seen]
 
+    def named_references(self) -> list[Measured]:
+        """The reference models named as tables show them beside ours: ref:<name>."""
+        return [r.model_copy(update={"name": f"ref:{r.name}"}) for r in self.reference]
+
     def variant(self, name: str) -> Variant:
         found = next((v for v in self.variants if v.name == name), None)
         if found is None:

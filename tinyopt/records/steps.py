@@ -36,6 +36,11 @@ class NotRun(BaseModel):
     reason: str
 
 
+# How the reason every model of a run shares begins (no cross compiler or QEMU, no profile in benchmark.devices):
+# said once for the run, not once per model.
+DEVICES_OFF = "not measured on a device: "
+
+
 def outputs_of(*paths: Path) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from tinyopt.core import layout
 from tinyopt.core.files import atomic_path
 from tinyopt.records.run import Measured, Summary
+from tinyopt.records.steps import DEVICES_OFF
 from tinyopt.run.plots import axes_of, plot
 
 HOST_LATENCY_NOTE = (
@@ -104,6 +105,23 @@ def device_rows(models: list[Measured], profiles: list[str], base: str = "base-i
     return rows
 
 
+def device_gaps(models: list[Measured]) -> list[str]:
+    """'model, model: reason' for the models without figures on some profile, one line per reason. A reason
+    every model shares (devices_off_reason's) is said once, not here."""
+    by_reason: dict[str, list[str]] = {}
+    for m in models:
+        if m.device_note and not m.device_note.startswith(DEVICES_OFF):
+            by_reason.setdefault(m.device_note, []).append(m.name)
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+
+
+def devices_off_reason(models: list[Measured]) -> str | None:
+    """Why no model was measured on a device (no cross compiler or QEMU, no profile), or None."""
+    return next(
+        (m.device_note[len(DEVICES_OFF) :] for m in models if (m.device_note or "").startswith(DEVICES_OFF)), None
+    )
+
+
 def comparison_parts(summary: Summary) -> list[str]:
     head = [["reference", "ours", "size ratio", "gzip ratio", "score difference", "latency ratio"]]
     for row in summary.comparisons:
@@ -158,12 +176,15 @@ def markdown(summary: Summary) -> str:
         "## Variants",
         markdown_table(model_rows(ours)),
     ]
+    models = [*ours, *summary.named_references()]
     if profiles:
-        theirs = [r.model_copy(update={"name": f"ref:{r.name}"}) for r in reference]
-        parts += ["## On the emulated devices", markdown_table(device_rows([*ours, *theirs], profiles))]
-    not_run = sorted({f"- {m.name}: {m.device_note}" for m in [*ours, *reference] if m.device and m.device_note})
-    if not_run:
-        parts.append("Not run on every profile:\n\n" + "\n".join(not_run))
+        parts += ["## On the emulated devices", markdown_table(device_rows(models, profiles))]
+    off = devices_off_reason(models)
+    if off:
+        parts += [f"No device figures: {off}."]
+    gaps = device_gaps(models)
+    if gaps:
+        parts += ["## Why no device figures", "\n".join(f"- {gap}" for gap in gaps)]
     if reference:
         parts += ["## Reference models, measured in the same run and harness", markdown_table(model_rows(reference))]
         parts += comparison_parts(summary)

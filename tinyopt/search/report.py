@@ -1,5 +1,6 @@
 """reports/<search-id>/: search.json (every trial, the front, the picks), search.md and search.png (score
-against size: the trials, the Pareto front, the picks, and the reference models measured on this data)."""
+against size: the trials, the Pareto front, the picks, and the reference models measured on this data; no plot
+when there is no point to draw: no trial completed and no reference model was scored)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,28 @@ def _row(record: TrialRecord, result: SearchResult) -> list[str]:
     ]
 
 
+def nothing_completed(result: SearchResult) -> str | None:
+    """What to widen when no trial completed (one line, for search.md and the console), or None."""
+    if any(r.state == "complete" for r in result.trials):
+        return None
+    if not result.trials:
+        return "no trial ran: the data and the baseline took search.time_budget_s; raise it"
+    pruned = sum(r.state == "pruned" for r in result.trials)
+    if pruned and result.stop_floor is not None:
+        drop = abs(result.baseline_val_score - result.stop_floor)
+        return (
+            f"no trial completed: {pruned} of {len(result.trials)} fell below the stop floor {result.stop_floor:.4f} "
+            f"(the baseline's validation {result.metric} {result.baseline_val_score:.4f}, a drop of {drop:.4g} "
+            "allowed); widen search.stop_drop (null: max_drop) or the space's fine-tuning ranges"
+        )
+    return "no trial completed: each was skipped (search.md says why); give search.space.chains this model can take"
+
+
+def has_points(result: SearchResult) -> bool:
+    """Whether the plot has anything to draw: a completed trial or a reference model."""
+    return bool(result.references) or any(r.state == "complete" for r in result.trials)
+
+
 def markdown(result: SearchResult) -> str:
     by_number = {r.number: r for r in result.trials}
     head = ["trial", "chain", "settings", f"val {result.metric}", f"test {result.metric}", "bytes", "gzip", "arena"]
@@ -84,8 +107,9 @@ def markdown(result: SearchResult) -> str:
         "once, at the end.",
         "## Picks",
     ]
-    if not counts["complete"]:
-        parts.insert(-1, "No trial completed: widen search.stop_drop (or max_drop), or the space's ranges.")
+    widen = nothing_completed(result)
+    if widen:
+        parts.insert(-1, widen[0].upper() + widen[1:] + ".")
     pick_rows = [["objective", *head]]
     for objective, number in result.picks.items():
         pick_rows.append(
@@ -125,7 +149,12 @@ def markdown(result: SearchResult) -> str:
                 r.reason or r.fit_reason,
             ]
         )
-    parts += ["## Every trial", markdown_table(rows), "![score against size](search.png)"]
+    parts += ["## Every trial", markdown_table(rows)]
+    parts += [
+        "![score against size](search.png)"
+        if has_points(result)
+        else "No plot: no trial completed and no reference model was scored."
+    ]
     return "\n\n".join(parts) + "\n"
 
 
@@ -182,4 +211,4 @@ def write_search_report(result: SearchResult, out_dir: Path) -> list[Path]:
     json_path = write_json(out_dir / "search.json", result.model_dump(mode="json"))
     md = out_dir / "search.md"
     md.write_text(markdown(result))
-    return [md, json_path, plot(result, out_dir / "search.png")]
+    return [md, json_path, *([plot(result, out_dir / "search.png")] if has_points(result) else [])]
