@@ -100,9 +100,16 @@ def promote(model: str, version: int, channel: str, force: bool, reason: str | N
 
     quiet_user_errors_in_prefect_logs()
     done = promote_flow(model, version, channel, params_path, reason if force else None)
+    echo_repair(channel, done)
     click.echo(
         f"{channel}: {done['status']} {model} v{version} (sha256 {done['sha256'][:12]}, sequence {done['sequence']})"
     )
+
+
+def echo_repair(channel: str, done: dict) -> None:
+    """The line saying a swapped or missing model object was uploaded again (see release.promote)."""
+    if done.get("model_object"):
+        click.echo(f"{channel}: {done['model_object']}")
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -154,14 +161,11 @@ def verify(
     key = signing.load_public_key(Path(public_key))
     if manifest_path:
         state = Path(state_path) if state_path else Path(model_path).parent / "state.json"
-        published, model = _read_file(manifest_path, "manifest"), _read_file(model_path, "model")
-        manifest = updater.verify(published, model, key, channel, state)
+        manifest = updater.verify(_read_file(manifest_path, "manifest"), Path(model_path), key, channel, state)
     else:
         if state_path and Path(state_path) != Path(into) / "state.json":
             raise UserError("a download keeps its state in INTO/state.json; pass --into instead of --state")
-        params = load_params(params_path)
-        reach_fleet(params)
-        manifest = updater.download_and_verify(channel, params, key, Path(into))
+        manifest = updater.download_and_verify(channel, load_params(params_path), key, Path(into))
     click.echo(
         f"verified: {manifest.model_name} v{manifest.version} sha256 {manifest.sha256[:12]} on "
         f"{channel}, sequence {manifest.sequence}, expires {manifest.expires}, "
@@ -181,6 +185,7 @@ def rollback(channel: str, params_path: str) -> None:
     reach_mlflow()  # before anything is published: the rollback ends by moving the registry alias
     reach_fleet(params)
     done = roll_back(channel, params, Path(params_path).resolve().parent)
+    echo_repair(channel, done)
     click.echo(
         f"{channel}: back to {done['model_name']} v{done['version']} (sha256 {done['sha256'][:12]}, "
         f"sequence {done['sequence']})"
@@ -193,7 +198,8 @@ def rollback(channel: str, params_path: str) -> None:
     "public_key",
     default=None,
     type=click.Path(dir_okay=False),
-    help="also check each channel's manifest with it (signature, schema, expiry)",
+    help="also check each channel as a device would (signature, schema, channel, expiry, no older sequence than "
+    "the signed history) and its model object (size, sha256)",
 )
 @params_option
 def status(public_key: str | None, params_path: str) -> None:

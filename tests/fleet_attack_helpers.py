@@ -72,14 +72,14 @@ def toy_summary(label: str, path: Path, score: float, mlflow_run_id: str):
     )
 
 
-def register(project: Path, tmp_path: Path, score: float, label: str) -> int:
-    """A registered version whose .tflite is `label`'s bytes, logged to a real MLflow run."""
+def register(project: Path, tmp_path: Path, score: float, label: str, repeat: int = 40) -> int:
+    """A registered version whose .tflite is `label`'s bytes (`repeat` times), logged to a real MLflow run."""
     import mlflow
 
     from tinyopt.release.registry import register_variant
 
     path = tmp_path / f"{label}.tflite"
-    path.write_bytes(f"TFL3 model {label}".encode() * 40)
+    path.write_bytes(f"TFL3 model {label}".encode() * repeat)
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(path))
@@ -122,6 +122,20 @@ def put_current(env, channel: str, body: bytes) -> None:
 
     store = FleetStore(env.fleet)
     store.put(store.manifest_key(channel), body, "application/json")
+
+
+def put_object(env, key: str, body: bytes) -> None:
+    """What an attacker with write access to the bucket does to a model object (a manifest's model_key)."""
+    from tinyopt.release.fleet import FleetStore
+
+    FleetStore(env.fleet).put(key, body)
+
+
+def status_of(env, public, channel: str) -> str:
+    """What `tinyopt status --public-key` says of the channel's manifest (the bracketed check)."""
+    from tinyopt.release.channel import status
+
+    return next(row.check for row in status(env, public) if row.channel == channel)
 
 
 @pytest.fixture

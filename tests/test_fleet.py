@@ -120,16 +120,18 @@ def test_tampered_model_or_manifest_is_rejected(env, project, keys, tmp_path):
     published = store.get(store.manifest_key("canary"))
     model = store.get(peek(published)["model_key"])
     public, state = load_public_key(keys[1]), tmp_path / "state.json"
-    flipped = bytearray(model)
+    flipped, good = bytearray(model), tmp_path / "good.tflite"
     flipped[len(flipped) // 2] ^= 0x01
-    with pytest.raises(UserError, match="does not match the manifest"):
-        verify(published, bytes(flipped), public, "canary", state)
+    (tmp_path / "flipped.tflite").write_bytes(flipped)
+    good.write_bytes(model)
+    with pytest.raises(UserError, match=r"does not match the manifest \(its sha256\)"):
+        verify(published, tmp_path / "flipped.tflite", public, "canary", state)
     assert not state.exists()  # nothing accepted, nothing recorded
     forged = json.loads(published)
     forged["payload"] = base64.b64encode(canonical(dict(peek(published), score=0.999))).decode()
     with pytest.raises(UserError, match="signature does not verify"):
-        verify(forged, model, public, "canary", state)
-    assert verify(published, model, public, "canary", state).version == version
+        verify(forged, good, public, "canary", state)
+    assert verify(published, good, public, "canary", state).version == version
 
 
 def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project, keys, monkeypatch, tmp_path):
@@ -147,7 +149,8 @@ def test_a_failure_between_the_writes_leaves_the_old_manifest_valid(env, project
     monkeypatch.setattr(FleetStore, "put", real_put)
     store = FleetStore(env.fleet)
     published = store.get(store.manifest_key("canary"))
-    model = store.get(peek(published)["model_key"])
+    model = tmp_path / "model.tflite"
+    model.write_bytes(store.get(peek(published)["model_key"]))
     assert verify(published, model, load_public_key(keys[1]), "canary", tmp_path / "state.json").version == old
     # Running the promotion again completes it; running it once more changes nothing.
     assert promote("fashion-mnist-nano33ble", new, "canary", env)["status"] == "published"

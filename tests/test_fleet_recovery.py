@@ -11,7 +11,17 @@ import json
 import pytest
 
 from tests import fleet_attack_helpers
-from tests.fleet_attack_helpers import MODEL, current, device, drop_manifest_writes, put_current, register
+from tests.conftest import BUCKET
+from tests.fleet_attack_helpers import (
+    MODEL,
+    current,
+    device,
+    drop_manifest_writes,
+    put_current,
+    put_object,
+    register,
+    status_of,
+)
 
 # The shared fixtures, bound in this module so that pytest finds them (one project per module).
 project, env, public = fleet_attack_helpers.project, fleet_attack_helpers.env, fleet_attack_helpers.public
@@ -79,6 +89,54 @@ def test_promoting_again_repairs_a_tampered_current_manifest(env, project, tmp_p
     repaired = promote(MODEL, version, "stable", env)
     assert (repaired["status"], repaired["sequence"]) == ("repaired", 2)
     assert device(env, public, tmp_path / "device", "stable").version == version
+
+
+def test_a_swapped_model_object_is_uploaded_again_by_promote_and_rollback(env, project, tmp_path, public):
+    from tinyopt.core.errors import UserError
+    from tinyopt.release.promote import promote, rollback
+    from tinyopt.release.signing import peek
+
+    one, two = register(project, tmp_path, 0.80, "swap1"), register(project, tmp_path, 0.81, "swap2")
+    promote(MODEL, one, "canary", env)
+    first = peek(current(env))
+    promote(MODEL, two, "canary", env)
+    served = peek(current(env))
+    size, url = served["size"], f"s3://{BUCKET}/{served['model_key']}"
+    put_object(env, served["model_key"], b"X" * size)  # the same size: only the hash tells
+    with pytest.raises(UserError, match=r"^the model does not match the manifest \(its sha256\)"):
+        device(env, public, tmp_path / "device")
+    assert not (tmp_path / "device").exists()
+    assert status_of(env, public, "canary") == (
+        f"DOES NOT VERIFY: the model object {url} does not match its sha256, so devices reject it; "
+        f"promote {MODEL} v{two} to canary again to upload it again"
+    )
+    # Promoting what the channel serves checks its object and uploads it again (no new manifest needed).
+    done = promote(MODEL, two, "canary", env)
+    assert (done["status"], done["sequence"]) == ("repaired", 2)
+    assert done["model_object"] == f"{url} does not match its sha256; uploaded {MODEL} v{two} again from the registry"
+    assert device(env, public, tmp_path / "device").version == two
+    unchanged = promote(MODEL, two, "canary", env)
+    assert (unchanged["status"], unchanged["sequence"], unchanged["model_object"]) == ("unchanged", 2, None)
+    # A rollback checks the object it goes back to.
+    put_object(env, first["model_key"], b"larger" * size)
+    back = rollback("canary", env)
+    assert (back["version"], back["sequence"]) == (one, 3)
+    assert back["model_object"] == (
+        f"s3://{BUCKET}/{first['model_key']} is {6 * size} bytes, not {first['size']}; "
+        f"uploaded {MODEL} v{one} again from the registry"
+    )
+    assert device(env, public, tmp_path / "device").version == one
+    # Promoting a version whose object was swapped while another was served publishes it (it used to
+    # fail every time: the object was never uploaded again).
+    put_object(env, served["model_key"], b"")
+    again = promote(MODEL, two, "canary", env)
+    assert (again["status"], again["sequence"]) == ("published", 4)
+    assert again["model_object"] == f"{url} is 0 bytes, not {size}; uploaded {MODEL} v{two} again from the registry"
+    assert device(env, public, tmp_path / "device").version == two
+    assert status_of(env, public, "canary") == (
+        "verified: signature, schema, channel, expiry, sequence 4 (the latest signed), "
+        f"model object ({size} bytes, sha256)"
+    )
 
 
 def test_a_failed_registry_step_is_an_error_and_running_again_moves_the_alias(env, project, tmp_path, monkeypatch):

@@ -123,18 +123,12 @@ def fresh(current: Manifest, params: Params) -> bool:
 
 
 def status(params: Params, public_key=None) -> list[ChannelStatus]:
-    """What each channel serves now (and, given the public key, whether its manifest verifies)."""
+    """What each channel serves now (and, given the public key, whether a device would take it: served_check)."""
     store = FleetStore(params.fleet)
     rows = []
     for channel in sorted(set(store.channels()) | set(params.fleet.channels)):
         body = store.get(store.manifest_key(channel))
-        check = None
-        if body is not None and public_key is not None:
-            try:
-                manifests.check_manifest(body, public_key, channel, manifests.DeviceState(channels={}))
-                check = "verified"
-            except UserError as exc:
-                check = f"DOES NOT VERIFY: {exc}"
+        check = None if body is None or public_key is None else served_check(store, channel, body, public_key)
         rows.append(
             ChannelStatus(
                 channel=channel,
@@ -145,3 +139,33 @@ def status(params: Params, public_key=None) -> list[ChannelStatus]:
             )
         )
     return rows
+
+
+def served_check(store: FleetStore, channel: str, body: bytes, public_key) -> str:
+    """What `status --public-key` says of the manifest `channel` serves: "verified: <what was checked>"
+    or "DOES NOT VERIFY: <why>". The checks: a device's (signature, schema, channel, expiry), its
+    sequence against the signed history (an older manifest copied back is what a device that saw
+    the latest rejects), and the model object's size and sha256 (streamed)."""
+    try:
+        manifest, _ = manifests.check_manifest(body, public_key, channel, manifests.DeviceState(channels={}))
+    except UserError as exc:
+        return f"DOES NOT VERIFY: {exc}"
+    latest = channel_state(store, channel, public_key).next_sequence - 1
+    if manifest.sequence < latest:
+        # Stricter than the signer (which cannot tell a copy from an interrupted promote): either way a
+        # device that took the latest rejects this one, and promoting again is the fix.
+        return (
+            f"DOES NOT VERIFY: sequence {manifest.sequence} is older than {latest} in the channel's signed "
+            f"history, so devices that took {latest} reject it (a downgrade or replay, or an interrupted "
+            f"promote); promote the version {channel} should serve"
+        )
+    problem = store.mismatch(manifest.model_key, manifest.sha256, manifest.size)
+    if problem:
+        return (
+            f"DOES NOT VERIFY: the model object s3://{store.bucket}/{manifest.model_key} {problem}, so devices "
+            f"reject it; promote {manifest.model_name} v{manifest.version} to {channel} again to upload it again"
+        )
+    return (
+        f"verified: signature, schema, channel, expiry, sequence {manifest.sequence} (the latest signed), "
+        f"model object ({manifest.size} bytes, sha256)"
+    )

@@ -8,9 +8,16 @@ Layout under the prefix:
 
 from __future__ import annotations
 
+import hashlib
+from typing import BinaryIO
+
 from tinyopt.core.errors import UserError
 from tinyopt.core.masking import shown
 from tinyopt.params import FleetParams
+
+# Objects are read in pieces of this size: a model (or whatever was put in its place) is never held whole.
+CHUNK = 1 << 20
+MISSING = "is missing"
 
 
 class FleetStore:
@@ -79,7 +86,50 @@ class FleetStore:
         self._call(f"writing {key}", self.s3.put_object, Key=key, Body=body, ContentType=content_type)
 
     def exists(self, key: str) -> bool:
-        return self._call(f"checking {key}", self.s3.head_object, Key=key) is not None
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, from its headers (nothing is read); None when there is none."""
+        head = self._call(f"checking {key}", self.s3.head_object, Key=key)
+        return None if head is None else head["ContentLength"]
+
+    def stream(self, key: str, limit: int, sink: BinaryIO | None = None) -> tuple[str, int] | None:
+        """(sha256, bytes read) of the object, read a chunk at a time (each also written to `sink`) and
+        stopped once more than `limit` bytes came (an object swapped after its size was checked);
+        None when there is none."""
+        from botocore.exceptions import BotoCoreError
+
+        response = self._call(f"reading {key}", self.s3.get_object, Key=key)
+        if response is None:
+            return None
+        digest, read = hashlib.sha256(), 0
+        try:
+            for chunk in response["Body"].iter_chunks(CHUNK):
+                digest.update(chunk)
+                read += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+                if read > limit:
+                    break
+        except BotoCoreError as exc:
+            raise UserError(f"S3 reading {key} failed: {exc} (check fleet.endpoint_url)") from None
+        finally:
+            response["Body"].close()
+        return digest.hexdigest(), read
+
+    def mismatch(self, key: str, sha256: str, size: int) -> str | None:
+        """Why the object at `key` is not exactly `size` bytes with this sha256 (MISSING, "is N bytes,
+        not M", "does not match its sha256"), or None when it is. The size is checked before any byte
+        is read; the bytes are hashed as they stream."""
+        found = self.size(key)
+        if found is None:
+            return MISSING
+        if found != size:
+            return f"is {found} bytes, not {size}"
+        streamed = self.stream(key, size)
+        if streamed is None:
+            return MISSING
+        return None if streamed == (sha256, size) else "does not match its sha256"
 
     def list(self, prefix: str) -> list[str]:
         keys, token = [], None

@@ -11,7 +11,8 @@ after a manifest and its model passed every check). It rejects, each with its ow
   - an expired manifest (an old one replayed long after, or a channel nobody re-signed),
   - a sequence lower than the last accepted one (an old history entry copied over the current one),
     or equal to it with other contents; the very same manifest again is fine (a device polls),
-  - a model whose size or sha256 is not the manifest's.
+  - a model whose size or sha256 is not the manifest's (the size is checked before the model is read,
+    and the model is hashed as it streams: whatever sits in the bucket is never held whole).
 """
 
 from __future__ import annotations
@@ -209,9 +210,19 @@ def check_manifest(
     return manifest, payload
 
 
-def check_model(manifest: Manifest, model: bytes) -> None:
-    if len(model) != manifest.size or hashlib.sha256(model).hexdigest() != manifest.sha256:
-        raise UserError("the model does not match the manifest (size or sha256): it was altered or is another file")
+def check_model_size(manifest: Manifest, size: int | None) -> None:
+    """Checked before the model is read (a swapped object may be any size); None: there is no model."""
+    if size != manifest.size:
+        found = "there is none" if size is None else f"{size} bytes"
+        raise UserError(
+            f"the model does not match the manifest ({found}, not {manifest.size} bytes): "
+            "it was altered or is another file"
+        )
+
+
+def check_model_sha256(manifest: Manifest, sha256: str) -> None:
+    if sha256 != manifest.sha256:
+        raise UserError("the model does not match the manifest (its sha256): it was altered or is another file")
 
 
 def accept(path: Path, manifest: Manifest, payload: bytes, state: DeviceState) -> None:

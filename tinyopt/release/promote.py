@@ -4,7 +4,9 @@ Order of writes: the model object (content-addressed, then read back and checked
 manifest into the channel's history (history/<sequence>.json), then the channel's current manifest,
 then the registry alias. A failure anywhere leaves the previous manifest in place and valid; running
 the same promotion again completes it (and moves the alias), then changes nothing. What the signer
-trusts of the bucket: tinyopt.release.channel.
+trusts of the bucket: tinyopt.release.channel. Nor does it trust a model object: promote (also of
+what the channel serves already) and rollback check the object they point at by size and sha256,
+and upload it again from the registry when it is missing or was swapped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tinyopt.params import Params, check_name
 from tinyopt.release import signing
 from tinyopt.release.channel import alias_for, channel_state, check_channel, fresh, stamp, trusted, write_signed
 from tinyopt.release.decision import gate
-from tinyopt.release.fleet import FleetStore
+from tinyopt.release.fleet import MISSING, FleetStore
 from tinyopt.release.manifest import Figures, Lineage, Manifest, Override
 from tinyopt.release.registry import download_model, model_version, move_alias
 
@@ -47,9 +49,11 @@ def promote(
     known = current or state.latest
     same = current and (current.model_name, current.version, current.sha256) == (name, version, tags["sha256"])
     if same and current.sequence == state.next_sequence - 1 and fresh(current, params):
+        note = ensure_model_object(store, current.model_key, name, version, current.sha256, current.size)
         moved = move_alias(name, version, alias_for(channel), channel, None)
         return {
-            "status": "alias moved" if moved else "unchanged",
+            "status": "alias moved" if moved else "repaired" if note else "unchanged",
+            "model_object": note,
             "channel": channel,
             "version": version,
             "sha256": tags["sha256"],
@@ -64,16 +68,12 @@ def promote(
     if refusal and not force_reason:
         raise UserError(f"{channel} refuses {name} v{version}: {refusal}; to override, pass --force --reason '...'")
 
-    with tempfile.TemporaryDirectory() as scratch:
-        blob = download_model(name, version, Path(scratch)).read_bytes()
+    blob = registry_copy(name, version)
     sha = hashlib.sha256(blob).hexdigest()
     model_key = store.model_key(sha)
-    if not store.exists(model_key):
-        store.put(model_key, blob)
-    if hashlib.sha256(store.get(model_key) or b"").hexdigest() != sha:  # read back: never point at a bad object
-        raise UserError(
-            f"s3://{store.bucket}/{model_key}: the uploaded model does not match its sha256; nothing was published"
-        )
+    # The first upload of a model the channel does not serve yet is no news; any other is a repair.
+    served = known is not None and known.sha256 == sha
+    note = ensure_model_object(store, model_key, name, version, sha, len(blob), blob, first_upload=not served)
 
     replaces = known.ref() if known else None
     # Re-signing the model already served keeps its predecessor, so a rollback still goes back past it.
@@ -115,6 +115,7 @@ def promote(
         "sha256": sha,
         "sequence": manifest.sequence,
         "forced": bool(refusal),
+        "model_object": note,
     }
 
 
@@ -149,10 +150,9 @@ def rollback(channel: str, params: Params, project: Path | None = None) -> dict:
             f"channel '{channel}': history entry {before.sequence} ({before.model_name} "
             f"v{before.version}) is missing or does not verify; promote the version to serve instead"
         )
-    if not store.exists(restored.model_key):
-        raise UserError(
-            f"s3://{store.bucket}/{restored.model_key}: the earlier model is gone; promote a version instead"
-        )
+    note = ensure_model_object(
+        store, restored.model_key, restored.model_name, restored.version, restored.sha256, restored.size
+    )
     stamped = stamp(channel, state.next_sequence, params, private_key)
     manifest = restored.model_copy(update={**stamped, "replaces": current.ref(), "rollback_from": current.ref()})
     write_signed(store, manifest, private_key)
@@ -164,4 +164,39 @@ def rollback(channel: str, params: Params, project: Path | None = None) -> dict:
         "sha256": restored.sha256,
         "model_name": restored.model_name,
         "sequence": manifest.sequence,
+        "model_object": note,
     }
+
+
+def registry_copy(name: str, version: int) -> bytes:
+    """The registered version's model bytes (checked against its registered sha256): the trusted source."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return download_model(name, version, Path(scratch)).read_bytes()
+
+
+def ensure_model_object(
+    store: FleetStore,
+    key: str,
+    name: str,
+    version: int,
+    sha: str,
+    size: int,
+    blob: bytes | None = None,
+    first_upload: bool = False,
+) -> str | None:
+    """Make the object at `key` hold exactly `name` v`version` (`size` bytes, `sha`): anyone who can
+    write to the bucket can swap or delete it, and devices then reject the channel. A missing or
+    different object is uploaded again from the registry (`blob`, when already fetched from it) and
+    read back. Returns one line saying what was repaired, or None (nothing was, or this is a
+    `first_upload` of a missing object)."""
+    problem = store.mismatch(key, sha, size)
+    if problem is None:
+        return None
+    store.put(key, registry_copy(name, version) if blob is None else blob)
+    if store.mismatch(key, sha, size) is not None:  # read back: never point at a bad object
+        raise UserError(
+            f"s3://{store.bucket}/{key}: the uploaded model does not match its sha256; nothing was published"
+        )
+    if first_upload and problem == MISSING:
+        return None
+    return f"s3://{store.bucket}/{key} {problem}; uploaded {name} v{version} again from the registry"
