@@ -31,11 +31,12 @@ BOUNDED_RETRIES = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits of 1, 2 and 4 s
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a command's output is its lines, not a download bar
 }
 
 
 def bound_retries() -> None:
-    """MLflow's HTTP retries bounded for this process (a value the user set stays)."""
+    """MLflow's HTTP retries bounded, and its download bar off, for this process (a value the user set stays)."""
     for name, value in BOUNDED_RETRIES.items():
         os.environ.setdefault(name, value)
 
