@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BUCKET, TINYOPT, free_port, make_project, needs_fashion, wait_for_port
+from tests.conftest import BUCKET, SMALL, TINYOPT, free_port, make_project, needs_fashion, wait_for_port
 
 pytestmark = [pytest.mark.slow, needs_fashion]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -239,7 +239,8 @@ def test_deploy_to_a_work_pool_run_by_a_worker(project):
 
 
 def test_serve_without_a_server_says_so_in_one_line(tmp_path):
-    root = make_project(tmp_path)
+    # Compare only (no channel): `serve` would check the fleet's S3 endpoint before the Prefect server.
+    root = make_project(tmp_path, **SMALL, schedule={"channel": None})
     env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
     done = subprocess.run([*TINYOPT, "serve"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
