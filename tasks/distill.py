@@ -52,10 +52,10 @@ class Distill(FineTuning):
         if kind == "binary" and outputs != 1:
             raise NotApplicable(f"distill reads an anomaly score from one output; this model has {outputs}")
         if settings.teacher:
-            teacher, files = load_model(settings.teacher), ()
+            teacher, files, curves = load_model(settings.teacher), (), {}
             about = f"teacher {Path(settings.teacher).name}"
         else:
-            teacher, files, about = self.train_teacher(model, data, settings, train, task, out_dir)
+            teacher, files, about, curves = self.train_teacher(model, data, settings, train, task, out_dir)
         if teacher.output_shape[1:] != model.output_shape[1:]:
             raise UserError(
                 f"techniques.distill.teacher: its outputs {teacher.output_shape[1:]} differ from the model's "
@@ -74,18 +74,19 @@ class Distill(FineTuning):
             f"distilled from {about} ({teacher.count_params():,} parameters, validation {task.score_metric} "
             f"{val_score:.4f}) at temperature {settings.temperature:g}, label weight {settings.label_weight:g}"
         )
-        return Objective(data=fitted, loss=loss, notes=notes, files=files)
+        return Objective(data=fitted, loss=loss, notes=notes, files=files, curves=curves)
 
     @staticmethod
     def train_teacher(model, data, settings: DistillParams, train: TrainParams, task: TaskParams, out_dir: Path):
         teacher = widened(model, settings.teacher_width)
         compile_for_task(teacher, task, train.learning_rate)
-        epochs, _ = train_epochs(
+        fit = train_epochs(
             teacher, data, settings.teacher_epochs or train.epochs, train.batch_size, train.early_stopping_patience
         )
         path = out_dir / "teacher.keras"
         save_model(teacher, path)
-        return teacher, (path,), f"a {settings.teacher_width:g}x wider teacher trained here ({epochs} epochs)"
+        about = f"a {settings.teacher_width:g}x wider teacher trained here ({fit.epochs_run} epochs)"
+        return teacher, (path,), about, {f"teacher.{key}": values for key, values in fit.history.items()}
 
 
 DISTILL = Distill()

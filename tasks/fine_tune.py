@@ -19,6 +19,7 @@ from tinyopt.ml.training import (
     train_epochs,
 )
 from tinyopt.orchestration.steps import step
+from tinyopt.orchestration.tracking import epoch_logger
 from tinyopt.params import TaskParams, TrainParams
 from tinyopt.records.steps import TrainedModel
 
@@ -32,9 +33,11 @@ def fine_tune(
     task: TaskParams,
     seed: int,
     out_dir: Path,
+    curves_to: tuple[str, ...] = (),
 ) -> TrainedModel:
     """Apply `technique` to the parent model and fine-tune it; saved as out_dir/model.keras (or
-    model.savedmodel) with its figures in model.json."""
+    model.savedmodel) with its figures in model.json. Each epoch's figures go live to the MLflow runs
+    `curves_to` (as `<token>.loss`, ...)."""
     from tinyopt.datasets.prepared import load_prepared
 
     checked = technique.check(parent, prepared, settings, train)
@@ -55,7 +58,8 @@ def fine_tune(
         callbacks = technique.callbacks()
         per_call = 1 if callbacks else STEPS_PER_EXECUTION  # batch callbacks must see every batch
         compile_for_task(wrapped, task, learning_rate, objective.loss, steps_per_execution=per_call)
-        epochs_run, seconds = train_epochs(wrapped, objective.data, epochs, train.batch_size, patience, callbacks)
+        live = epoch_logger(curves_to, technique.token)
+        fit = train_epochs(wrapped, objective.data, epochs, train.batch_size, patience, callbacks, live)
         return save_trained(
             technique.strip(wrapped),
             data,
@@ -63,10 +67,10 @@ def fine_tune(
             technique.token,
             out_dir / technique.saved_as,
             parent=parent,
-            epochs_run=epochs_run,
-            train_seconds=seconds,
+            fit=fit,
             notes="; ".join(filter(None, [notes, objective.notes])),
             also=objective.files,
+            curves=objective.curves,
         )
 
 
@@ -74,9 +78,16 @@ def fine_tuning_step(technique: FineTuning) -> Any:
     """The step of one technique, named by its token (`qat`, `sp_cluster`), cached like any step."""
 
     def run(
-        parent: Path, prepared: Path, settings: Any, train: TrainParams, task: TaskParams, seed: int, out_dir: Path
+        parent: Path,
+        prepared: Path,
+        settings: Any,
+        train: TrainParams,
+        task: TaskParams,
+        seed: int,
+        out_dir: Path,
+        curves_to: tuple[str, ...] = (),
     ) -> TrainedModel:
-        return fine_tune(technique, parent, prepared, settings, train, task, seed, out_dir)
+        return fine_tune(technique, parent, prepared, settings, train, task, seed, out_dir, curves_to)
 
     # The cache digests the technique's own module (and all it imports), under the technique's name.
     run.__module__, run.__name__, run.__qualname__ = type(technique).__module__, technique.token, technique.token

@@ -12,7 +12,6 @@ from tinyopt.params import Params
 from tinyopt.records.run import Measured, Pick, Summary, Variant
 from tinyopt.run import plan
 
-TAG_LIMIT = 5000  # MLflow refuses longer tag values
 METRICS = (
     "score",
     "val_score",
@@ -103,9 +102,9 @@ def variant_tags(variant: Variant, lineage: dict, picks: dict[str, Pick]) -> dic
         **{f"pick.{objective}": "true" for objective, pick in picks.items() if pick.variant == variant.name},
     }
     if variant.notes:
-        tags["notes"] = variant.notes[:TAG_LIMIT]
+        tags["notes"] = variant.notes[: tracking.TAG_LIMIT]
     if variant.tflm_error:
-        tags["tflm_error"] = variant.tflm_error[:TAG_LIMIT]
+        tags["tflm_error"] = variant.tflm_error[: tracking.TAG_LIMIT]
     return tags
 
 
@@ -182,4 +181,4 @@ def close_run(parent_run_id: str, params: Params, summary: Summary, files: list[
         tracking.client().set_tag(parent_run_id, f"pick.{objective}", pick.variant or "none")
     if summary.skipped:
         skips = "; ".join(f"{skip.name}: {skip.reason}" for skip in summary.skipped)
-        tracking.client().set_tag(parent_run_id, "skipped", skips[:TAG_LIMIT])
+        tracking.client().set_tag(parent_run_id, "skipped", skips[: tracking.TAG_LIMIT])

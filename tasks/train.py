@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tinyopt.core.errors import UserError
 from tinyopt.ml.models import check_input_shape, describe, load_model
-from tinyopt.ml.training import TRAINING_LOCK, compile_for_task, save_trained, set_seeds, train_epochs
+from tinyopt.ml.training import TRAINING_LOCK, Fit, compile_for_task, save_trained, set_seeds, train_epochs
 from tinyopt.orchestration.steps import step
+from tinyopt.orchestration.tracking import epoch_logger
 from tinyopt.params import ModelParams, TaskParams, TrainParams
 from tinyopt.records.steps import TrainedModel
 
@@ -39,10 +40,17 @@ def check_model_fits_data(model, data: dict) -> None:
 
 @step("train")
 def train_baseline(
-    prepared: Path, model_params: ModelParams, train_params: TrainParams, task: TaskParams, seed: int, out_dir: Path
+    prepared: Path,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    task: TaskParams,
+    seed: int,
+    out_dir: Path,
+    curves_to: tuple[str, ...] = (),
 ) -> TrainedModel:
     """The baseline, saved as out_dir/model.keras with its figures in model.json: the user's model
-    (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch."""
+    (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch. Each epoch's
+    figures go live to the MLflow runs `curves_to` (as `train.loss`, ...)."""
     from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
@@ -60,11 +68,12 @@ def train_baseline(
             num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
             model = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params)
             epochs, notes = train_params.epochs, ""
-        epochs_run, seconds = 0, 0.0
+        fit = Fit(0, 0.0)
         if epochs:
             compile_for_task(model, task, train_params.learning_rate)
-            epochs_run, seconds = train_epochs(
-                model, data, epochs, train_params.batch_size, train_params.early_stopping_patience
+            live = epoch_logger(curves_to, "train")
+            fit = train_epochs(
+                model, data, epochs, train_params.batch_size, train_params.early_stopping_patience, on_epoch=live
             )
         return save_trained(
             model,
@@ -72,7 +81,6 @@ def train_baseline(
             task,
             "train",
             out_dir / "model.keras",
-            epochs_run=epochs_run,
-            train_seconds=seconds,
+            fit=fit,
             notes=notes,
         )

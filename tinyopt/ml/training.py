@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,33 +54,71 @@ def output_kind(task: TaskParams, outputs: int) -> str:
 def compile_for_task(
     model, task: TaskParams, learning_rate: float, loss=None, steps_per_execution: int = STEPS_PER_EXECUTION
 ) -> None:
-    """Adam with the task's loss (or `loss`); outputs are logits unless the last layer applies softmax/sigmoid."""
+    """Adam with the task's loss (or `loss`); outputs are logits unless the last layer applies softmax/sigmoid.
+    With the task's own loss, Keras also tracks the task's metric per epoch (its curve in MLflow); a custom
+    loss (distillation) fits other targets, so only the loss is tracked then."""
     import tensorflow as tf
 
+    metrics = []
     if loss is None:
         activation, losses = final_activation(model), tf.keras.losses
         kind = output_kind(task, int(np.prod(model.output_shape[1:])))
         if kind == "values":
-            loss = losses.MeanSquaredError()
+            loss, metrics = losses.MeanSquaredError(), [tf.keras.metrics.MeanAbsoluteError(name="mae")]
         elif kind == "binary":
-            loss = losses.BinaryCrossentropy(from_logits=activation != "sigmoid")
+            logits = activation != "sigmoid"
+            loss = losses.BinaryCrossentropy(from_logits=logits)
+            if task.score_metric == "auc":
+                metrics = [tf.keras.metrics.AUC(from_logits=logits, name="auc")]
+            else:
+                metrics = [tf.keras.metrics.BinaryAccuracy(threshold=0.0 if logits else 0.5, name="accuracy")]
         else:
             loss = losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss, steps_per_execution=steps_per_execution)
+            metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=steps_per_execution,
+    )
 
 
 def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
     return score(task.score_metric, y, model.predict(x, batch_size=1024, verbose=0))
 
 
+EpochSink = Callable[[int, dict[str, float]], None]  # (epoch, Keras's logs): where a fit's curves go live
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a fit did: its epochs, its seconds, and its per-epoch curves (loss, the task's metric, val_*)."""
+
+    epochs_run: int
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
 def train_epochs(
-    model, data: dict, epochs: int, batch_size: int, patience: int = 0, callbacks: tuple = ()
-) -> tuple[int, float]:
-    """Train on the train split (early stopping watches the validation split only).
-    Returns (epochs run, seconds)."""
+    model,
+    data: dict,
+    epochs: int,
+    batch_size: int,
+    patience: int = 0,
+    callbacks: tuple = (),
+    on_epoch: EpochSink | None = None,
+) -> Fit:
+    """Train on the train split (early stopping watches the validation split only); `on_epoch` sees each
+    epoch's figures as it ends (the live MLflow curves)."""
     import tensorflow as tf
 
     callbacks = list(callbacks)
+    if on_epoch is not None:
+        callbacks.append(
+            tf.keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
+            )
+        )
     if patience:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
@@ -95,7 +134,8 @@ def train_epochs(
         callbacks=callbacks,
         verbose=0,
     )
-    return len(history.history["loss"]), round(time.perf_counter() - started, 2)
+    curves = {key: [round(float(v), 6) for v in values] for key, values in history.history.items()}
+    return Fit(len(curves["loss"]), round(time.perf_counter() - started, 2), curves)
 
 
 def save_trained(
@@ -106,23 +146,25 @@ def save_trained(
     out_path: Path,
     *,
     parent: Path | None = None,
-    epochs_run: int = 0,
-    train_seconds: float = 0.0,
+    fit: Fit = Fit(0, 0.0),
     notes: str = "",
     stats_model=None,
     also: tuple[Path, ...] = (),
+    curves: dict[str, list[float]] | None = None,
 ) -> TrainedModel:
     """Score, save (atomically) and describe a model; `stats_model` is the one whose weights count
     (e.g. the stripped model, when `model` still carries training wrappers); `also`: other files the
-    step wrote (a teacher), checked with the model when the step's result is reused."""
+    step wrote (a teacher), checked with the model when the step's result is reused; `curves`: other
+    per-epoch curves the step made (a teacher's), besides the fit's."""
     files = save_model(model, out_path)
     stats = weight_stats(stats_model or model)
     record = dict(
         step=step,
         model_path=str(out_path),
         parent_path=str(parent) if parent else None,
-        epochs_run=epochs_run,
-        train_seconds=train_seconds,
+        epochs_run=fit.epochs_run,
+        train_seconds=fit.seconds,
+        history={**fit.history, **(curves or {})},
         metric=task.score_metric,
         val_score=round(keras_score(model, data["x_val"], data["y_val"], task), 6),
         keras_score=round(keras_score(model, data["x_test"], data["y_test"], task), 6),
@@ -144,6 +186,7 @@ class Objective:
     loss: Any = None
     notes: str = ""
     files: tuple[Path, ...] = ()
+    curves: dict[str, list[float]] = field(default_factory=dict)  # what else was fitted on the way (a teacher)
 
 
 class FineTuning:

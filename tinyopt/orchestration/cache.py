@@ -28,6 +28,9 @@ import tinyopt
 from tinyopt.core.files import sha256_file, sha256_tree
 
 OWN_PACKAGES = ("tinyopt", "tasks", "flows")
+# Inputs that say where a step reports as it runs (MLflow run ids for live curves), not what it computes:
+# outside the cache key, so a new pipeline run (new run ids) still reuses the step's result.
+REPORTING_INPUTS = ("curves_to",)
 _CODE_VERSION_LOCK = threading.Lock()  # one digest at a time: threads asking for the same one wait for it
 STEP_MODULES: set[str] = set()  # modules of the steps tinyopt.orchestration.steps.step declared
 
@@ -122,7 +125,7 @@ class InputFiles(CachePolicy):
     def compute_key(self, task_ctx: Any, inputs: dict, flow_parameters: dict, **kwargs: Any) -> str:
         digest = hashlib.sha256()
         for name in sorted(inputs):
-            if not name.startswith("out"):
+            if not name.startswith("out") and name not in REPORTING_INPUTS:
                 digest.update(f"{name}={_fingerprint(inputs[name])}\n".encode())
         return digest.hexdigest()
 
@@ -147,4 +150,4 @@ class IntactOutputs(CachePolicy):
         return key
 
 
-STEP_CACHE = IntactOutputs(policy=StepCode() + InputFiles() + INPUTS)
+STEP_CACHE = IntactOutputs(policy=StepCode() + InputFiles() + INPUTS - REPORTING_INPUTS[0])

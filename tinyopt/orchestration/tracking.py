@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import time
 import urllib.parse
@@ -19,6 +20,8 @@ from tinyopt.core import layout
 from tinyopt.core.errors import UserError
 from tinyopt.core.health import require_healthy
 from tinyopt.core.masking import shown, without_credentials
+
+TAG_LIMIT = 5000  # MLflow refuses longer tag values
 
 
 def tracking_uri() -> str:
@@ -127,6 +130,44 @@ def log_run_data(
         mlflow_client.log_artifacts(run_id, str(directory), artifact_path=name)
 
 
+def log_curves(run_ids: Iterable[str], prefix: str, curves: Mapping[str, list[float]], first_step: int = 0) -> None:
+    """Per-epoch curves (Keras's `loss`, `accuracy`, `val_loss`, ...) as metric histories named
+    `<prefix>.<key>`, step = epoch, on each run."""
+    from mlflow.entities import Metric
+
+    now_ms = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}.{key}", float(value), now_ms, first_step + epoch)
+        for key, values in curves.items()
+        for epoch, value in enumerate(values)
+    ]
+    mlflow_client = client()
+    for run_id in run_ids:
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1,000 metrics per batch
+            mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def epoch_logger(run_ids: Iterable[str], prefix: str):
+    """Where a fit sends each epoch's figures as it ends: the MLflow runs `run_ids`, as `<prefix>.<key>`
+    (None without runs). Tracking never stops a training: a failed request is logged once and the fit
+    goes on (its record keeps the curves)."""
+    run_ids = tuple(run_ids)
+    if not run_ids:
+        return None
+    failed: list[str] = []
+
+    def log(epoch: int, figures: dict[str, float]) -> None:
+        if failed:
+            return
+        try:
+            log_curves(run_ids, prefix, {key: [value] for key, value in figures.items()}, first_step=epoch)
+        except Exception as exc:  # noqa: BLE001  (a tracking server's hiccup must not end a training)
+            failed.append(str(exc))
+            logging.getLogger(__name__).warning("live curves of %s stopped: %s", prefix, shown(str(exc))[:200])
+
+    return log
+
+
 @contextlib.contextmanager
 def tracked_run(
     experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
@@ -137,7 +178,10 @@ def tracked_run(
     run_id = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
     try:
         yield run_id
-    except BaseException:
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the run's own error is what the user must see
+            error = shown((str(exc).splitlines() or [type(exc).__name__])[0])
+            client().set_tag(run_id, "error", error[:TAG_LIMIT])
         client().set_terminated(run_id, status="FAILED")
         raise
     client().set_terminated(run_id, status="FINISHED")

@@ -111,6 +111,7 @@ class TrainedModel(StepRecord):
     parent_path: str | None = None
     epochs_run: int = 0
     train_seconds: float = 0.0
+    history: dict[str, list[float]] = {}  # per-epoch curves of its fit: loss, the task's metric, val_*
     metric: str
     val_score: float  # the task's metric on the validation split (Keras model)
     keras_score: float  # the same on the test split
