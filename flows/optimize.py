@@ -25,6 +25,7 @@ from tinyopt.core.lineage import git_commit
 from tinyopt.core.masking import shown
 from tinyopt.orchestration import tracking
 from tinyopt.orchestration.cache import compute_code_versions
+from tinyopt.orchestration.live import LiveRuns
 from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, RunnerParams, load_params, with_inputs
 from tinyopt.records.run import Summary
@@ -72,8 +73,9 @@ def data_stage(params: Params, run: Submitter, logger) -> tuple:
     return dataset, prepared, {path.stem: path for path in references}, note
 
 
-def train_stage(params: Params, prepared: Path, run: Submitter):
-    """The baseline: the user's model (fine-tuned if asked) or tinyopt's own, trained on the train split."""
+def train_stage(params: Params, prepared: Path, run: Submitter, curves_to: tuple[str, ...] = ()):
+    """The baseline: the user's model (fine-tuned if asked) or tinyopt's own, trained on the train split;
+    its per-epoch curves go live to the MLflow runs `curves_to`."""
     return run.now(
         train_baseline,
         "train baseline",
@@ -83,16 +85,17 @@ def train_stage(params: Params, prepared: Path, run: Submitter):
         task=params.task,
         seed=params.seed,
         out_dir=plan.model_dir(()),
+        curves_to=curves_to,
     )
 
 
-def report_stage(summary: Summary, params: Params) -> Path:
+def report_stage(summary: Summary, params: Params, wall_seconds: float | None = None) -> Path:
     """summary.json, the report beside it and in reports/latest/, all logged to the parent MLflow run."""
     as_json = summary.model_dump(mode="json")
     summary_path = write_json(layout.REPORTS / summary.run_id / "summary.json", as_json)
     report_files = write_report(summary, summary_path.parent)
     publish_latest([summary_path, *report_files])
-    close_run(summary.mlflow_run_id, params, summary, [summary_path, *report_files])
+    close_run(summary.mlflow_run_id, params, summary, [summary_path, *report_files], wall_seconds)
     description = f"tinyopt run {summary.run_id}"
     create_markdown_artifact(markdown=report_files[0].read_text(), key="tinyopt-report", description=description)
     return summary_path
@@ -121,44 +124,81 @@ def optimize(
     params_path: str = "params.yaml", run_id: str | None = None, model: str | None = None, data: str | None = None
 ) -> Summary:
     """Run the pipeline end to end and return its summary (also written to reports/<run-id>/).
-    `model` and `data` override params.yaml's model.path and data (see tinyopt.params.with_inputs)."""
+    `model` and `data` override params.yaml's model.path and data (see tinyopt.params.with_inputs).
+    Its MLflow run opens now (RUNNING, with the params) and ends with it: FAILED, with the error, if it fails."""
     logger, started = get_run_logger(), time.monotonic()
     params = with_inputs(load_params(params_path), model, data)
     run_id, commit, chains = run_id or new_run_id(), git_commit(), plan.chains(params)
     compute_code_versions()
     run = Submitter(Progress(step_count(chains), logger.info, started))
+    opened = {"tinyopt.run_id": run_id, "git_commit": commit, "params_hash": params.digest(), "kind": "pipeline"}
+    with tracking.tracked_run(params.tracking.experiment, f"pipeline {run_id}", opened) as parent_run_id:
+        tracking.log_run_data(parent_run_id, params=tracking.flat(params.model_dump(mode="json")))
+        live = LiveRuns(params.tracking.experiment, parent_run_id, opened)
+        try:
+            summary, summary_path = run_pipeline(params, chains, run_id, commit, live, run, logger, started)
+        except BaseException:
+            live.end_all("FAILED")
+            raise
+    logger.info("summary: %s", summary_path)
+    return summary
 
+
+def run_pipeline(
+    params: Params,
+    chains: list,
+    run_id: str,
+    commit: str | None,
+    live: LiveRuns,
+    run: Submitter,
+    logger,
+    started: float,
+) -> tuple[Summary, Path]:
+    """The optimize flow's stages inside its MLflow run (`live.parent_run_id`): the summary and its path."""
     dataset, prepared, references, reference_note = data_stage(params, run, logger)
+    lineage = lineage_tags(run_id, commit, dataset, params)
+    live.tags, live.dataset = lineage, dataset_input(dataset, prepared)
+    for key in ("dataset", "dataset_version"):
+        tracking.client().set_tag(live.parent_run_id, key, lineage[key])
+    tracking.log_dataset(live.parent_run_id, live.dataset)
     prepared_path = Path(prepared.path)
-    baseline = train_stage(params, prepared_path, run)
+    baseline = train_stage(params, prepared_path, run, curves_to=live.start([c for c in chains if len(c) == 1]))
     stage_started = time.perf_counter()  # the variant stage: techniques, conversions, evaluations
-    built = build(params, chains, prepared_path, baseline, run, logger)
+    built = build(params, chains, prepared_path, baseline, run, logger, live)
     variant_stage_seconds = round(time.perf_counter() - stage_started, 1)
     logger.info("variant stage: %.1f s on %s", variant_stage_seconds, params.runner.kind)
 
     variants, references = measure_stage(built, chains, references, prepared_path, params, run)
     base = next(v for v in variants if v.name == "base-float32")
     picks = select(variants, base.val_score, base.metric, params.objectives)
+    variants, references = log_models(live, lineage, variants, references, picks, params, run)
+    summary = summarize(
+        run_id=run_id,
+        params=params,
+        dataset=dataset,
+        prepared=prepared,
+        baseline=baseline,
+        variants=variants,
+        references=references,
+        reference_note=reference_note,
+        skipped=built.skips(),
+        picks=picks,
+        mlflow_run_id=live.parent_run_id,
+        mlflow_tracking_uri=shown(tracking.tracking_uri()),  # never a password in a report
+        commit=commit,
+        variant_stage_seconds=variant_stage_seconds,
+    )
+    return summary, report_stage(summary, params, wall_seconds=round(time.monotonic() - started, 1))
 
-    lineage = lineage_tags(run_id, commit, dataset, params)
-    with tracking.tracked_run(params.tracking.experiment, f"pipeline {run_id}", lineage) as parent_run_id:
-        variants, references = log_models(parent_run_id, lineage, variants, references, picks, params, run)
-        summary = summarize(
-            run_id=run_id,
-            params=params,
-            dataset=dataset,
-            prepared=prepared,
-            baseline=baseline,
-            variants=variants,
-            references=references,
-            reference_note=reference_note,
-            skipped=built.skips(),
-            picks=picks,
-            mlflow_run_id=parent_run_id,
-            mlflow_tracking_uri=shown(tracking.tracking_uri()),  # never a password in a report
-            commit=commit,
-            variant_stage_seconds=variant_stage_seconds,
-        )
-        summary_path = report_stage(summary, params)
-    logger.info("summary: %s", summary_path)
-    return summary
+
+def dataset_input(dataset, prepared):
+    """The run's data as an MLflow dataset input: its name, DVC md5, where it lies, its split sizes."""
+    profile = {
+        "num_train": prepared.num_train,
+        "num_val": prepared.num_val,
+        "num_test": prepared.num_test,
+        "input_shape": prepared.input_shape,
+        "num_classes": prepared.num_classes,
+    }
+    source = str(Path(dataset.directory).resolve())
+    return tracking.dataset_input(dataset.name, dataset.version, source, profile)

@@ -18,7 +18,8 @@ from flows.devices import Started, start_on_devices
 from tasks.convert import convert_model
 from tasks.evaluate import evaluate_tflite
 from tasks.techniques import technique_call
-from tinyopt.params import CONVERSIONS, Params
+from tinyopt.orchestration.live import LiveRuns, step_token, trained_figures
+from tinyopt.params import CONVERSIONS, TECHNIQUES, Params
 from tinyopt.records.run import Skipped
 from tinyopt.records.steps import ConvertRecord, EvalRecord, SkippedRecord, TrainedModel
 from tinyopt.run import plan
@@ -62,8 +63,9 @@ class Tree:
     """The plan's tree as its steps finish: `pending` maps each submitted future to what takes its record
     (`trained` or `converted`) and what it makes (a model's prefix, a variant's chain)."""
 
-    def __init__(self, params: Params, chains: list[list[str]], prepared: Path, run: Any, log: Any):
+    def __init__(self, params: Params, chains: list[list[str]], prepared: Path, run: Any, log: Any, live: LiveRuns):
         self.params, self.chains, self.prepared, self.run, self.log = params, chains, prepared, run, log
+        self.live = live
         self.built = Built(models={})
         self.pending: dict[Any, tuple[Callable[[Any, Any], None], plan.Prefix | list[str]]] = {}
 
@@ -73,6 +75,10 @@ class Tree:
             self.skip_model(prefix, record.reason)
             return
         self.built.models[prefix] = record
+        made_here = self.made_from(prefix)
+        self.live.curves(made_here, step_token(prefix), record.history)  # reused from the cache: none went live
+        for chain in made_here:
+            self.live.figures(plan.variant_name(chain), trained_figures(record))
         model = Path(record.model_path)
         for chain in (c for c in self.chains if tuple(c[:-1]) == prefix):
             future = self.run(
@@ -89,6 +95,9 @@ class Tree:
         for child in plan.technique_prefixes(self.chains):
             if child[:-1] == prefix:
                 step, arguments = technique_call(child[-1], model, self.prepared, self.params, plan.model_dir(child))
+                runs = self.live.start(self.made_from(child), self.built.models)
+                if TECHNIQUES[child[-1]].fine_tuned:
+                    arguments["curves_to"] = runs
                 self.pending[self.run(step, technique_label(child), **arguments)] = (self.trained, child)
 
     def converted(self, chain: list[str], record: ConvertRecord | SkippedRecord) -> None:
@@ -97,8 +106,10 @@ class Tree:
         name = plan.variant_name(chain)
         if isinstance(record, SkippedRecord):
             self.skip(name, chain, record.reason, 3)  # its evaluation, benchmark and log
+            self.live.end(name, "KILLED", {"skipped": record.reason})
             return
         self.built.converted[name] = record
+        self.live.figures(name, {"raw_bytes": record.raw_bytes, "gzip_bytes": record.gzip_bytes})
         tflite = Path(record.tflite_path)
         self.built.evaluations[name] = self.run(
             evaluate_tflite,
@@ -116,10 +127,16 @@ class Tree:
         below = [p for p in plan.technique_prefixes(self.chains) if len(p) > len(prefix) and p[: len(prefix)] == prefix]
         variants_below = [c for c in self.chains if tuple(c[:-1])[: len(prefix)] == prefix]
         self.skip(plan.model_name(prefix), list(prefix), reason, len(below) + 4 * len(variants_below))
+        for chain in variants_below:
+            self.live.end(plan.variant_name(chain), "KILLED", {"skipped": reason})
         for descendant in below:
             self.built.skipped.append(
                 Skipped(name=plan.model_name(descendant), chain=["train", *descendant], reason=reason)
             )
+
+    def made_from(self, prefix: plan.Prefix) -> list[list[str]]:
+        """The variants converted from the model at `prefix` (its own, not its descendants')."""
+        return [chain for chain in self.chains if tuple(chain[:-1]) == prefix]
 
     def skip(self, name: str, chain: list[str], reason: str, steps: int) -> None:
         self.built.skipped.append(Skipped(name=name, chain=["train", *chain], reason=reason))
@@ -127,9 +144,18 @@ class Tree:
         self.log.warning("skipped %s: %s", name, reason)
 
 
-def build(params: Params, chains: list[list[str]], prepared: Path, baseline: TrainedModel, run: Any, log: Any) -> Built:
-    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.orchestration.steps.Submitter)."""
-    tree = Tree(params, chains, prepared, run, log)
+def build(
+    params: Params,
+    chains: list[list[str]],
+    prepared: Path,
+    baseline: TrainedModel,
+    run: Any,
+    log: Any,
+    live: LiveRuns,
+) -> Built:
+    """Every model, conversion and evaluation of the plan, through `run` (a tinyopt.orchestration.steps.Submitter);
+    the variants' MLflow runs (`live`) get their figures as they come."""
+    tree = Tree(params, chains, prepared, run, log, live)
     tree.trained((), baseline)
     while tree.pending:
         future = next(as_completed(list(tree.pending)))

@@ -3,10 +3,13 @@ chain's params, every figure as a metric and its files as artifacts; then the pa
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from tinyopt.orchestration import tracking
+from tinyopt.orchestration.live import LiveRuns
 from tinyopt.orchestration.steps import step
 from tinyopt.params import Params
 from tinyopt.records.run import Measured, Pick, Summary, Variant
@@ -61,13 +64,32 @@ def log_model(
     metrics: dict,
     artifacts: list[Path],
     directories: dict[str, Path] | None = None,
-) -> str:
-    """One MLflow child run for one model file (retried: a tracking server may blip)."""
-    with tracking.tracked_run(experiment, name, tags, parent_run_id) as run_id:
+    run_id: str | None = None,
+    model_files: list[Path] | None = None,
+) -> tuple[str, str | None]:
+    """One model file's figures and files on its MLflow child run (`run_id`, opened while the flow ran, or a
+    new one), which then ends FINISHED; `model_files` (and `directories`) also become an MLflow logged model
+    of that run, holding the figures. Returns (run id, logged model id or None). Retried: a tracking server
+    may blip."""
+    with tracking.tracked_run(experiment, name, tags, parent_run_id, run_id=run_id) as run_id:
+        model_id = None
+        if model_files:
+            with tempfile.TemporaryDirectory(prefix="tinyopt-logged-model-") as staged:
+                for path in model_files:
+                    shutil.copy2(path, Path(staged) / path.name)
+                for sub, directory in (directories or {}).items():
+                    shutil.copytree(directory, Path(staged) / sub)
+                model_tags = {key: tags[key] for key in ("variant", "chain", "tinyopt.run_id") if key in tags}
+                model_id = tracking.log_logged_model(run_id, experiment, name, Path(staged), model_tags)
         tracking.log_run_data(
-            run_id, params=params, metrics=metrics, artifacts=artifacts, directories=directories or {}
+            run_id,
+            params=params,
+            metrics=metrics,
+            artifacts=artifacts,
+            directories=directories or {},
+            model_id=model_id,
         )
-    return run_id
+    return run_id, model_id
 
 
 def metrics_of(record: Measured) -> dict[str, float]:
@@ -108,15 +130,14 @@ def variant_tags(variant: Variant, lineage: dict, picks: dict[str, Pick]) -> dic
     return tags
 
 
-def variant_artifacts(variant: Variant) -> list[Path]:
-    """The .tflite file and its C array; the Keras model too for the baseline."""
+def model_files(variant: Variant) -> list[Path]:
+    """What the variant's logged model holds: the .tflite file and its C array (its C library beside them)."""
     c_source = Path(variant.c_source)
-    files = [Path(variant.tflite), c_source, c_source.with_suffix(".h")]
-    return [*files, Path(variant.model)] if variant.name == "base-float32" else files
+    return [Path(variant.tflite), c_source, c_source.with_suffix(".h")]
 
 
 def log_models(
-    parent_run_id: str,
+    live: LiveRuns,
     lineage: dict,
     variants: list[Variant],
     references: list[Measured],
@@ -124,23 +145,28 @@ def log_models(
     params: Params,
     run: Any,
 ) -> tuple[list[Variant], list[Measured]]:
-    """Log every record as a child run (in parallel, through `run`); the records with their run ids."""
-    experiment = params.tracking.experiment
-    futures = [
-        run(
-            log_model,
-            f"log {variant.name} to MLflow",
-            parent_run_id=parent_run_id,
-            experiment=experiment,
-            name=variant.name,
-            tags=variant_tags(variant, lineage, picks),
-            params=plan.chain_params(variant.chain[1:], params),
-            metrics=metrics_of(variant),
-            artifacts=variant_artifacts(variant),
-            directories=c_library(variant),
+    """Every record's remaining figures and files on its child run, which ends then (in parallel, through
+    `run`); a variant's files as its logged model; the records with their run and model ids."""
+    experiment, parent_run_id = params.tracking.experiment, live.parent_run_id
+    futures = []
+    for variant in variants:
+        run_id = live.start([variant.chain[1:]])[0]  # opened by its model's step; a new one only if not
+        futures.append(
+            run(
+                log_model,
+                f"log {variant.name} to MLflow",
+                parent_run_id=parent_run_id,
+                experiment=experiment,
+                name=variant.name,
+                tags=variant_tags(variant, lineage, picks),
+                params=plan.chain_params(variant.chain[1:], params),
+                metrics=live.unlogged(run_id, metrics_of(variant)),
+                artifacts=[Path(variant.model)] if variant.name == "base-float32" else [],
+                directories=c_library(variant),
+                run_id=run_id,
+                model_files=model_files(variant),
+            )
         )
-        for variant in variants
-    ]
     futures += [
         run(
             log_model,
@@ -162,19 +188,31 @@ def log_models(
         )
         for reference in references
     ]
-    logged = [
-        record.model_copy(update={"mlflow_run_id": future.result()})
-        for record, future in zip([*variants, *references], futures, strict=True)
-    ]
+    logged = []
+    for record, future in zip([*variants, *references], futures, strict=True):
+        run_id, model_id = future.result()
+        logged.append(record.model_copy(update={"mlflow_run_id": run_id, "mlflow_model_id": model_id}))
     return logged[: len(variants)], logged[len(variants) :]
 
 
-def close_run(parent_run_id: str, params: Params, summary: Summary, files: list[Path]) -> None:
-    """The parent run's own params, the baseline's score, the report files, a tag per pick and the skips."""
+def close_run(
+    parent_run_id: str, params: Params, summary: Summary, files: list[Path], wall_seconds: float | None = None
+) -> None:
+    """The parent run's own figures (the baseline's score, each pick's figures, the run's wall time), the
+    report files, a tag per pick and the skips."""
+    metrics: dict[str, float | None] = {f"baseline_{summary.baseline.metric}": summary.baseline.score}
+    metrics["wall_seconds"] = wall_seconds
+    by_name = {variant.name: variant for variant in summary.variants}
+    for objective, pick in summary.picks.items():
+        picked = by_name.get(pick.variant or "")
+        if picked is not None:
+            figures = {"score": picked.score, "raw_bytes": picked.raw_bytes, "gzip_bytes": picked.gzip_bytes}
+            figures |= {f"{profile}.instructions": f.instructions for profile, f in picked.device.items()}
+            metrics |= {f"pick.{objective}.{key}": value for key, value in figures.items()}
     tracking.log_run_data(
         parent_run_id,
-        params={"params_hash": params.digest(), "variants": len(summary.variants), "skipped": len(summary.skipped)},
-        metrics={f"baseline_{summary.baseline.metric}": summary.baseline.score},
+        params={"variants": len(summary.variants), "skipped": len(summary.skipped)},
+        metrics=metrics,
         artifacts=files,
     )
     for objective, pick in summary.picks.items():

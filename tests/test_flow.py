@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 
@@ -179,8 +180,19 @@ def test_every_int8_model_runs_on_each_emulated_core_bit_exact_with_tflm(project
     assert (
         run.data.metrics["device.nano33ble.instructions"] == by_name["base-int8"]["device"]["nano33ble"]["instructions"]
     )
-    library = {a.path for a in client.list_artifacts(run.info.run_id, "c_library")}
-    assert {"c_library/base_int8.c", "c_library/base_int8.h", "c_library/README.md"} <= library
+    # The C library is in the variant's logged model, with the .tflite and its C array.
+    logged = client.get_logged_model(by_name["base-int8"]["mlflow_model_id"])
+    assert logged.source_run_id == run.info.run_id and logged.status == "READY" and logged.name == "base-int8"
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=logged.artifact_location, tracking_uri=f"sqlite:///{project / 'mlflow.db'}"
+        )
+    )
+    assert {"base-int8.tflite", "base-int8.cc", "base-int8.h"} <= {p.name for p in local.iterdir()}
+    assert {"base_int8.c", "base_int8.h", "README.md"} <= {p.name for p in (local / "c_library").iterdir()}
+    assert (local / "base-int8.tflite").read_bytes() == (project / by_name["base-int8"]["tflite"]).read_bytes()
+    linked = {metric.key: metric.value for metric in logged.metrics or []}
+    assert linked["device.nano33ble.instructions"] == by_name["base-int8"]["device"]["nano33ble"]["instructions"]
 
 
 def test_shared_prefixes_are_trained_once(project):
@@ -221,11 +233,16 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
         assert key in child.data.metrics
     assert child.data.params["train.epochs"] == "2" and child.data.params["seed"] == "7"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert artifacts == {"model.keras", "base-float32.tflite", "base-float32.cc", "base-float32.h"}
+    assert artifacts == {"model.keras"}  # the Keras model; the .tflite and its C are its logged model's
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(run.data.tags["variant"] for run in children) == sorted(
-        [v["name"] for v in summary["variants"]] + [f"ref:{r['name']}" for r in summary["reference"]]
-    )
+    ended = {run.data.tags["variant"]: run.info.status for run in children}
+    assert ended == {
+        **{v["name"]: "FINISHED" for v in summary["variants"]},
+        **{f"ref:{r['name']}": "FINISHED" for r in summary["reference"]},
+        **{s["name"]: "KILLED" for s in summary["skipped"]},  # its technique did not apply: the reason is a tag
+    }
+    skipped = next(run for run in children if run.data.tags["variant"] == "qat-int16x8")
+    assert skipped.data.tags["skipped"] == summary["skipped"][0]["reason"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "summary.json",
         "report.md",
@@ -242,6 +259,33 @@ def test_mlflow_holds_a_parent_run_and_the_baseline_child_run(project):
     assert {"sparsity", "unique_weights.conv2d", "unique_weights.dense", "gzip_bytes"} <= set(pruned.data.metrics)
     # Local store: artifacts beside the database, in the project.
     assert (project / "mlartifacts").is_dir()
+
+
+def test_mlflow_runs_hold_per_epoch_curves_the_dataset_and_the_params(project):
+    summary = summary_of(project)
+    client = mlflow_client(project)
+    by_name = {v["name"]: v for v in summary["variants"]}
+    baseline = client.get_run(by_name["base-float32"]["mlflow_run_id"])
+    epochs = summary["baseline"]["epochs_run"]
+    for key in ("train.loss", "train.accuracy", "train.val_loss", "train.val_accuracy"):
+        history = client.get_metric_history(baseline.info.run_id, key)
+        assert [point.step for point in sorted(history, key=lambda p: p.step)] == list(range(epochs)), key
+    # A fine-tuned variant's run holds its own fit's curves and its ancestors': prune, then sp_cluster on it.
+    clustered = by_name["prune-sp_cluster-int8"]["mlflow_run_id"]
+    for key in ("train.loss", "prune.loss", "prune.val_accuracy", "sp_cluster.loss"):
+        assert client.get_metric_history(clustered, key), key
+    assert not client.get_metric_history(by_name["prune-int8"]["mlflow_run_id"], "sp_cluster.loss")
+    # The dataset is each run's input: its DVC md5 as the digest, its split sizes as the profile.
+    for run_id in (summary["mlflow_run_id"], by_name["prune-int8"]["mlflow_run_id"]):
+        (data,) = client.get_run(run_id).inputs.dataset_inputs
+        assert data.dataset.name == "fashion-mnist" and data.dataset.digest == summary["dataset"]["version"]
+        assert '"num_train": 1080' in data.dataset.profile
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.data.params["train.epochs"] == "2" and parent.data.params["seed"] == "7"
+    assert parent.data.metrics["wall_seconds"] > 0
+    ota = summary["picks"]["smallest-ota"]["variant"]
+    assert parent.data.metrics["pick.smallest-ota.gzip_bytes"] == by_name[ota]["gzip_bytes"]
+    assert parent.info.end_time - parent.info.start_time > 20_000  # opened when the flow started, not at its end
 
 
 def test_second_run_with_nothing_changed_reuses_every_step(project):
@@ -266,6 +310,10 @@ def test_second_run_with_nothing_changed_reuses_every_step(project):
     ran = [name for name, outcome in steps if outcome != "cached"]
     assert all(name.startswith("log ") or name == "measure latency" for name in ran), ran
     assert len(steps) == 17 + 5 + 2 * references + devices + 1 + 5 + references  # every step, the latency and logs
+    # Nothing trained live, yet the new run's variants hold the curves, from the cached records.
+    clustered = next(v for v in summary_of(project)["variants"] if v["name"] == "prune-sp_cluster-int8")
+    history = mlflow_client(project).get_metric_history(clustered["mlflow_run_id"], "sp_cluster.loss")
+    assert sorted(point.step for point in history) == list(range(len(history))) and history
 
 
 def test_a_deleted_output_is_rebuilt_and_nothing_else_runs(project):

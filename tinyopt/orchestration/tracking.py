@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from tinyopt.core.health import require_healthy
 from tinyopt.core.masking import shown, without_credentials
 
 TAG_LIMIT = 5000  # MLflow refuses longer tag values
+PARAM_LIMIT = 6000  # and longer param values
 
 
 def tracking_uri() -> str:
@@ -113,21 +115,72 @@ def log_run_data(
     metrics: Mapping[str, float] = {},
     artifacts: Iterable[Path] = (),
     directories: Mapping[str, Path] = {},
+    model_id: str | None = None,
 ) -> None:
-    """Params, metrics, files (at the artifact root) and directories (each under its name) of one run."""
+    """Params, metrics, files (at the artifact root) and directories (each under its name) of one run; the
+    metrics are the logged model `model_id`'s too when given (its figures in the Models tab)."""
     from mlflow.entities import Metric, Param
 
     mlflow_client = client()
     now_ms = int(time.time() * 1000)
-    mlflow_client.log_batch(
-        run_id,
-        params=[Param(key, str(value)) for key, value in params.items()],
-        metrics=[Metric(key, float(value), now_ms, 0) for key, value in metrics.items() if value is not None],
-    )
+    # MLflow takes at most 100 params and 1,000 metrics per request.
+    params_list = [Param(key, str(value)[:PARAM_LIMIT]) for key, value in params.items()]
+    metric_list = [Metric(key, float(v), now_ms, 0, model_id=model_id) for key, v in metrics.items() if v is not None]
+    for start in range(0, max(len(params_list), len(metric_list), 1), 100):
+        batch_params, batch_metrics = params_list[start : start + 100], metric_list[start : start + 100]
+        if batch_params or batch_metrics:
+            mlflow_client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
     for artifact in artifacts:
         mlflow_client.log_artifact(run_id, str(artifact))
     for name, directory in directories.items():
         mlflow_client.log_artifacts(run_id, str(directory), artifact_path=name)
+
+
+def flat(values: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """A nested mapping (params.yaml's sections) as dotted MLflow params: `train.epochs`."""
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, tuple, Mapping)) else str(value)
+            out[f"{prefix}{key}"] = shown(text)  # an endpoint's password never reaches the store
+    return out
+
+
+def dataset_input(name: str, digest: str, source: str, profile: Mapping[str, object]):
+    """The run's dataset as an MLflow input (the runs table's Dataset column): its DVC md5 as the digest,
+    its split sizes as the profile."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=name,
+        digest=digest[:36],  # MLflow's column; DVC's md5 with its `.dir` suffix is 36 characters
+        source_type="local",
+        source=json.dumps({"uri": source}),
+        profile=json.dumps(dict(profile)),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def log_dataset(run_id: str, dataset) -> None:
+    client().log_inputs(run_id, datasets=[dataset])
+
+
+def log_logged_model(run_id: str, experiment: str, name: str, directory: Path, tags: Mapping[str, str]) -> str:
+    """An MLflow logged model (the Models tab, the registry's source) made by `run_id`, with the files of
+    `directory`; returns its model id."""
+    mlflow_client = client()
+    model = mlflow_client.create_logged_model(
+        experiment_id(experiment), name=name, source_run_id=run_id, tags=dict(tags), model_type="tflite"
+    )
+    try:
+        mlflow_client.log_model_artifacts(model.model_id, str(directory))
+    except BaseException:
+        mlflow_client.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    mlflow_client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
 
 
 def log_curves(run_ids: Iterable[str], prefix: str, curves: Mapping[str, list[float]], first_step: int = 0) -> None:
@@ -170,12 +223,21 @@ def epoch_logger(run_ids: Iterable[str], prefix: str):
 
 @contextlib.contextmanager
 def tracked_run(
-    experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[str]:
-    """An MLflow run around a block (its id inside): FINISHED when the block ends, FAILED when it raises
-    (an interrupt too), so no run is left RUNNING."""
+    """An MLflow run around a block (its id inside): a new one, or `run_id` opened earlier (it gets `tags`);
+    FINISHED when the block ends, FAILED with an `error` tag when it raises (an interrupt too), so no run
+    is left RUNNING."""
     tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else dict(tags)
-    run_id = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+    if run_id is None:
+        run_id = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+    else:
+        for key, value in tags.items():
+            client().set_tag(run_id, key, value)
     try:
         yield run_id
     except BaseException as exc:

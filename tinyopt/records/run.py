@@ -77,6 +77,7 @@ class Measured(EdgeFigures, Record):
     fits: dict[str, bool] = {}  # device profile -> fits its flash and SRAM
     fit_reasons: dict[str, str] = {}
     mlflow_run_id: str | None = None  # set once the record is logged
+    mlflow_model_id: str | None = None  # its MLflow logged model (ours only): the registry's source
 
     @model_serializer(mode="wrap")
     def _as_summary(self, handler: Any) -> dict[str, Any]:

@@ -94,12 +94,16 @@ def _register(summary: Summary, record: Variant, profile: str, name: str) -> dic
         "dataset_version": summary.dataset["version"],
         "params_hash": summary.params_hash,
     }
+    # The version is the variant's MLflow logged model (the Models tab's); a run from before logged models
+    # registers its run's artifacts.
+    source = f"models:/{record.mlflow_model_id}" if record.mlflow_model_id else run.info.artifact_uri
     version = client.create_model_version(
         name,
-        source=run.info.artifact_uri,
+        source=source,
         run_id=run.info.run_id,
         tags=tags,
         description=f"{variant} from pipeline run {summary.run_id}",
+        model_id=record.mlflow_model_id,
     )
     client.set_registered_model_alias(name, "candidate", version.version)
     return {"model": name, "version": int(version.version), "alias": "candidate", "variant": variant}
@@ -185,16 +189,20 @@ def move_alias(
 
 
 def download_model(name: str, version: int, into: Path) -> Path:
-    """The version's .tflite, fetched from its run's artifacts and checked against the registered hash."""
+    """The version's .tflite, fetched from its logged model (or its run's artifacts, for a version registered
+    before logged models) and checked against the registered hash."""
     import mlflow
 
     tags, _ = model_version(name, version)
-    found = tracking.client().get_model_version(name, str(version))
-    path = Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=found.run_id, artifact_path=tags["tflite"], dst_path=str(into), tracking_uri=tracking.tracking_uri()
-        )
+    client = tracking.client()
+    found = client.get_model_version(name, str(version))
+    model_id = getattr(found, "model_id", None)
+    where = (
+        {"artifact_uri": f"{client.get_logged_model(model_id).artifact_location}/{tags['tflite']}"}
+        if model_id
+        else {"run_id": found.run_id, "artifact_path": tags["tflite"]}
     )
+    path = Path(mlflow.artifacts.download_artifacts(**where, dst_path=str(into), tracking_uri=tracking.tracking_uri()))
     if sha256_file(path) != tags["sha256"]:
         raise UserError(f"{name} version {version}: the stored model does not match its registered sha256")
     return path
