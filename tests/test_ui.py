@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, make_project, needs_fashion, run_cli
+from tests.conftest import TINYOPT, free_port, make_project, needs_fashion
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -35,7 +35,7 @@ def ui(tmp_path_factory):
         tmp_path_factory.mktemp("ui-project"),
         seed=5,
         data={"train_limit": 600, "test_limit": 200},
-        train={"epochs": 1},
+        train={"epochs": 2, "early_stopping_patience": 0},  # two epochs: a curve, not a bar
         plan=[["float32"], ["int8"]],
         reference={"dir": None},
         benchmark={"latency_warmup": 2, "latency_repeats": 20},
@@ -67,50 +67,100 @@ def ui(tmp_path_factory):
     server.wait(timeout=30)
 
 
+def launch(playwright):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+        ],
+    )
+
+
+def running_parent(client, experiment_name: str, pipeline, timeout: float = 300):
+    """The pipeline's parent run, once it is there and RUNNING (its flow has started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pipeline.poll() is None:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            runs = client.search_runs([experiment.experiment_id], "tags.kind = 'pipeline'")
+            if runs and runs[0].info.status == "RUNNING":
+                return experiment.experiment_id, runs[0]
+        time.sleep(0.5)
+    pytest.fail("the pipeline's MLflow run was not RUNNING while the pipeline ran")
+
+
 def test_parent_and_variant_runs_are_visible_in_the_browser(ui):
+    from mlflow.tracking import MlflowClient
     from playwright.sync_api import sync_playwright
 
     root, url, runs_url = ui
-    result = run_cli(["run"], cwd=root, env={"MLFLOW_TRACKING_URI": url})
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((root / "reports" / "latest" / "summary.json").read_text())
-    from mlflow.tracking import MlflowClient
-
-    experiment = MlflowClient(url).get_experiment_by_name(summary["mlflow_experiment"]).experiment_id
-    assert runs_url == f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
-    # The server tells the UI it serves not to send usage data (an offline tool).
-    assert json.loads(urllib.request.urlopen(f"{url}/ajax-api/3.0/mlflow/ui-telemetry").read())["disable_ui_telemetry"]
+    client = MlflowClient(url)
+    # The pipeline runs in the background: its run is watched in the browser while it is RUNNING.
+    log = (root / "pipeline.log").open("w")
+    pipeline = subprocess.Popen(
+        TINYOPT + ["run"],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": url},
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            experiment, parent_run = running_parent(client, "tinyopt", pipeline)
+            page.goto(f"{url}/#/experiments/{experiment}/runs/{parent_run.info.run_id}?workflowType=machine_learning")
+            page.get_by_text(parent_run.info.run_name).first.wait_for(timeout=60_000)
+            page.get_by_text("Running", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "mlflow-running.png"), full_page=True)
+            assert pipeline.wait(timeout=600) == 0, (root / "pipeline.log").read_text()[-3000:]
+        finally:
+            if pipeline.poll() is None:
+                pipeline.kill()
+            log.close()
+        summary = json.loads((root / "reports" / "latest" / "summary.json").read_text())
+        assert summary["mlflow_run_id"] == parent_run.info.run_id
+        assert runs_url == f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+        # The server tells the UI it serves not to send usage data (an offline tool).
+        telemetry = urllib.request.urlopen(f"{url}/ajax-api/3.0/mlflow/ui-telemetry").read()
+        assert json.loads(telemetry)["disable_ui_telemetry"]
+
         page.goto(runs_url)  # what `tinyopt ui` printed
         parent = page.get_by_role("row").filter(has_text=f"pipeline {summary['run_id']}")
         parent.first.wait_for(timeout=60_000)
-        page.screenshot(path=str(SCREENSHOTS / "mlflow-runs-first-view.png"), full_page=True)
         # The runs table of the model-training view, not the GenAI overview's traces; no telemetry notice.
         assert "workflowType=machine_learning" in page.url  # still, after the app's own redirects
         assert page.get_by_text("Information about UI telemetry").count() == 0
         assert page.get_by_text("Overview", exact=True).count() == 0
+        page.get_by_text("fashion-mnist").first.wait_for(timeout=60_000)  # the Dataset column
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-runs-first-view.png"), full_page=True)
         parent.first.locator("button").first.click()  # expand the parent: its variant runs are nested in it
         for variant in summary["variants"]:
             page.get_by_role("row").filter(has_text=variant["name"]).first.wait_for(timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "mlflow-experiment.png"), full_page=True)
         for variant in summary["variants"]:
-            page.goto(f"{url}/#/experiments/{experiment}/runs/{variant['mlflow_run_id']}")
+            page.goto(f"{url}/#/experiments/{experiment}/runs/{variant['mlflow_run_id']}?workflowType=machine_learning")
             page.get_by_text(variant["name"]).first.wait_for(timeout=60_000)
             for metric in ("gzip_bytes", "arena_bytes", "accuracy"):  # its metrics are shown
                 page.get_by_text(metric, exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / f"mlflow-{variant['name']}.png"), full_page=True)
+        # The baseline's chart view: a per-epoch curve of its training.
+        baseline_run = summary["baseline"]["mlflow_run_id"]
+        page.goto(f"{url}/#/experiments/{experiment}/runs/{baseline_run}/model-metrics?workflowType=machine_learning")
+        page.get_by_placeholder("Search metric charts").fill("train.loss")
+        page.get_by_text("train.loss", exact=True).first.wait_for(timeout=60_000)
+        page.locator(".js-line").first.wait_for(timeout=60_000)  # a line over the epochs (one point draws a bar)
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-chart-view.png"), full_page=True)
+        # The Models tab: every variant as a logged model.
+        page.goto(f"{url}/#/experiments/{experiment}/models?workflowType=machine_learning")
+        for variant in summary["variants"]:
+            page.get_by_text(variant["name"], exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-models.png"), full_page=True)
         browser.close()
     assert (SCREENSHOTS / "mlflow-experiment.png").stat().st_size > 10_000

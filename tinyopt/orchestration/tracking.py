@@ -180,6 +180,9 @@ def log_logged_model(run_id: str, experiment: str, name: str, directory: Path, t
         mlflow_client.finalize_logged_model(model.model_id, "FAILED")
         raise
     mlflow_client.finalize_logged_model(model.model_id, "READY")
+    from mlflow.entities import LoggedModelOutput
+
+    mlflow_client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])  # the run page's "Logged models"
     return model.model_id
 
 
