@@ -206,6 +206,10 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
         for figure in ("loss", "accuracy", "val_loss", "val_accuracy"):
             history = client.get_metric_history(run_of[number].info.run_id, f"{token}.{figure}")
             assert [m.step for m in history] == list(range(epochs)), (number, figure)
+    # The 6-filter baseline trained for the first trial at that width: its epochs went to that trial's run.
+    first_at_6 = min(n for n, t in trials.items() if t["settings"].get("model", {}).get("conv_filters") == 6)
+    history = client.get_metric_history(run_of[first_at_6].info.run_id, "train.loss")
+    assert [m.step for m in history] == [0, 1]
     # The front on the search's run, step = rank (smallest first); its trials' runs say so.
     front = result["front"]
     assert parent.data.tags["front"] == " ".join(map(str, front))
