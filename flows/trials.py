@@ -47,7 +47,8 @@ def trial_name(number: int, chain: list[str]) -> str:
 def start_trial_run(parent_run_id: str, experiment: str, number: int, chain: list[str], settings: dict) -> str:
     """The trial's nested MLflow run, RUNNING from now (its task is about to start): its chain and settings
     as params."""
-    run_id = tracking.start_run(experiment, trial_name(number, chain), {"tinyopt.kind": "trial"}, parent_run_id)
+    tags = {"tinyopt.kind": "trial", "tinyopt.trial_state": "running"}  # its state when told
+    run_id = tracking.start_run(experiment, trial_name(number, chain), tags, parent_run_id)
     flat = {f"{section}.{k}": v for section, values in settings.items() for k, v in values.items()}
     tracking.log_run_data(run_id, params={"chain": " > ".join(chain), **flat})
     return run_id
