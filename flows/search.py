@@ -1,6 +1,9 @@
 """The `search` flow: the data and the baseline as a run makes them, then the trials (flows.trials)
 until search.trials or search.time_budget_s; choices use the validation split. At the end the test split
-scores the Pareto front and the picks once, and each pick is written back as a params file."""
+scores the Pareto front and the picks once, and each pick is written back as a params file.
+
+MLflow follows it live: the search's run opens as the flow starts, each trial's nested run as the trial
+starts (its fine-tunes' epochs arrive as they end), and the front is on the search's run at the end."""
 
 from __future__ import annotations
 
@@ -90,12 +93,14 @@ class Baselines:
     def key(params: Params) -> tuple:
         return tuple(width_of(params).values())
 
-    def __call__(self, drawn: Params) -> Path:
+    def __call__(self, drawn: Params, curves_to: tuple[str, ...] = ()) -> Path:
+        """The baseline of `drawn`'s width; one trained now sends its epochs live to the MLflow runs
+        `curves_to` (the trial's that asked first), as `train.loss`, ..."""
         key = self.key(drawn)
         if key not in self.trained:
             filters, kernel = key
             self.run.progress.expect(1)
-            record = self.run.now(
+            record, outcome = self.run.now_told(
                 train_baseline,
                 f"train baseline {filters} filters {kernel}x{kernel}",
                 prepared=self.prepared,
@@ -104,13 +109,16 @@ class Baselines:
                 task=drawn.task,
                 seed=drawn.seed,
                 out_dir=layout.ARTIFACTS / "search" / "baselines" / f"{filters}x{kernel}",
+                curves_to=curves_to,
             )
+            if outcome == "cached":  # trained by an earlier search: nothing went live, its record has the curves
+                tracking.log_curves(curves_to, "train", record.history)
             self.trained[key] = Path(record.model_path)
         return self.trained[key]
 
 
-def log_search(result: SearchResult, files: list[Path]) -> None:
-    """The search's figures and report files, on its MLflow run."""
+def log_search(result: SearchResult, files: list[Path], trial_runs: dict[int, str]) -> None:
+    """The search's figures and report files, on its MLflow run; its Pareto front there too (log_front)."""
     by_number = {r.number: r for r in result.trials}
     metrics = {"seconds": result.seconds}
     for objective, number in result.picks.items():
@@ -118,60 +126,106 @@ def log_search(result: SearchResult, files: list[Path]) -> None:
             metrics[f"{objective}.test_score"] = result.test_scores[number]
             metrics[f"{objective}.{result.size}"] = getattr(by_number[number], result.size)
     tracking.log_run_data(result.mlflow_run_id, metrics=metrics, artifacts=files)
+    log_front(result, trial_runs)
+
+
+FRONT_FIGURES = ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes")
+
+
+def log_front(result: SearchResult, trial_runs: dict[int, str]) -> None:
+    """The front on the search's run: each front trial's figures as `front.<figure>` (`front.trial` its
+    number) at step = its rank on the front, smallest first, and the tag `front` listing the trial numbers;
+    each front trial's own run tagged `front` (true) and `front.rank`, each pick's `pick`."""
+    by_number = {r.number: r for r in result.trials}
+    front = [by_number[number] for number in result.front]
+    curves: dict[str, list] = {
+        "trial": [r.number for r in front],
+        "test_score": [result.test_scores[r.number] for r in front],
+    }
+    for figure in dict.fromkeys((*FRONT_FIGURES, result.size)):
+        values = [getattr(r, figure) for r in front]
+        if all(value is not None for value in values):
+            curves[figure] = values
+    if front:
+        tracking.log_curves([result.mlflow_run_id], "front", curves)
+    mlflow_client = tracking.client()
+    mlflow_client.set_tag(result.mlflow_run_id, "front", " ".join(str(n) for n in result.front) or "none")
+    for rank, number in enumerate(result.front):
+        mlflow_client.set_tag(trial_runs[number], "front", "true")
+        mlflow_client.set_tag(trial_runs[number], "front.rank", str(rank))
+    picked: dict[int, list[str]] = {}
+    for objective, number in result.picks.items():
+        if number is not None:
+            picked.setdefault(number, []).append(objective)
+    for number, objectives in picked.items():
+        mlflow_client.set_tag(trial_runs[number], "pick", " ".join(objectives))
 
 
 @flow(name="search", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def search(params_path: str = "params.yaml", model: str | None = None, data: str | None = None) -> SearchResult:
-    """Search chains and settings for the best score and the smallest size that fit search.profile."""
+    """Search chains and settings for the best score and the smallest size that fit search.profile. The
+    search's MLflow run opens here, before any step: RUNNING while it goes, FAILED with its error if it fails."""
     logger, started = get_run_logger(), time.monotonic()
     params = with_inputs(load_params(params_path), model, data)
     search_id = "search-" + new_run_id()
+    with tracking.tracked_run(params.tracking.experiment, search_id, {"tinyopt.kind": "search"}) as parent_run_id:
+        search_settings = {k: v for k, v in params.search.model_dump().items() if k != "space"}
+        tracking.log_run_data(parent_run_id, params=search_settings)
+        result, files = run_search(params, Path(params_path), search_id, parent_run_id, started, logger)
+    logger.info("search report: %s", files[0])
+    return result
+
+
+def run_search(
+    params: Params, params_path: Path, search_id: str, parent_run_id: str, started: float, logger
+) -> tuple[SearchResult, list[Path]]:
+    """The search's steps, inside its MLflow run: the data, the baseline, the trials, the conclusion."""
     compute_code_versions()
     run = Submitter(Progress(3 + params.search.trials, logger.info, started))
     _, prepared, references, _ = data_stage(params, run, logger)
     run.progress.drop(3 * len(references))  # a search scores them once, not through the run's steps
     prepared_path = Path(prepared.path)
     baseline = train_stage(params, prepared_path, run)
+    # Trained once for the whole search (or found in the task cache): its curves from its record.
+    tracking.log_curves([parent_run_id], "train", baseline.history)
+    tracking.log_run_data(parent_run_id, metrics={"baseline.val_score": baseline.val_score})
     metric, budget = params.task.score_metric, params.search
     floor = floor_of(baseline.val_score, budget.max_drop, metric)  # the smallest pick's
     stop_floor = floor_of(baseline.val_score, budget.max_drop if budget.stop_drop is None else budget.stop_drop, metric)
 
-    with tracking.tracked_run(params.tracking.experiment, search_id, {"tinyopt.kind": "search"}) as parent_run_id:
-        search_settings = {k: v for k, v in params.search.model_dump().items() if k != "space"}
-        tracking.log_run_data(parent_run_id, params=search_settings)
-        trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
-        out_dir = layout.ARTIFACTS / "search" / search_id
-        baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
-        trials_started = time.monotonic()
-        records = trials.run(
-            lambda number, drawn: run(
-                run_trial,
-                f"trial {number} {plan.variant_name(drawn.plan[0])}",
-                number=number,
-                chain=drawn.plan[0],
-                params=drawn,
-                prepared=prepared_path,
-                baseline=baseline_of(drawn),
-                floor=stop_floor,
-                out_dir=out_dir / f"trial-{number}",
-            )
+    trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
+    out_dir = layout.ARTIFACTS / "search" / search_id
+    baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
+    trials_started = time.monotonic()
+    records = trials.run(
+        lambda number, drawn, run_id: run(
+            run_trial,
+            f"trial {number} {plan.variant_name(drawn.plan[0])}",
+            number=number,
+            chain=drawn.plan[0],
+            params=drawn,
+            prepared=prepared_path,
+            baseline=baseline_of(drawn, (run_id,)),
+            floor=stop_floor,
+            out_dir=out_dir / f"trial-{number}",
+            curves_to=(run_id,),
         )
-        result = conclude(
-            records,
-            trials,
-            params,
-            Path(params_path),
-            prepared_path,
-            search_id=search_id,
-            floor=floor,
-            stop_floor=stop_floor,
-            baseline_val_score=baseline.val_score,
-            references=reference_points(references, prepared_path, params.task.score_metric),
-            mlflow_run_id=parent_run_id,
-            seconds=round(time.monotonic() - started, 1),
-            trial_stage_seconds=round(time.monotonic() - trials_started, 1),
-        )
-        files = write_search_report(result, layout.REPORTS / search_id)
-        log_search(result, files)
-    logger.info("search report: %s", files[0])
-    return result
+    )
+    result = conclude(
+        records,
+        trials,
+        params,
+        params_path,
+        prepared_path,
+        search_id=search_id,
+        floor=floor,
+        stop_floor=stop_floor,
+        baseline_val_score=baseline.val_score,
+        references=reference_points(references, prepared_path, params.task.score_metric),
+        mlflow_run_id=parent_run_id,
+        seconds=round(time.monotonic() - started, 1),
+        trial_stage_seconds=round(time.monotonic() - trials_started, 1),
+    )
+    files = write_search_report(result, layout.REPORTS / search_id)
+    log_search(result, files, trials.run_ids)
+    return result, files

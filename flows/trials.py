@@ -1,6 +1,7 @@
 """The search's trials: Optuna's multi-objective TPE draws each (score against size, infeasible where the
-model does not fit), a Prefect task builds and scores it, its result is told back to the study and
-logged as a nested MLflow run. A draw made before is told again, not rebuilt."""
+model does not fit), a Prefect task builds and scores it, its result is told back to the study. Each trial
+is a nested MLflow run from its start (its fine-tunes' epochs go there live) to its result. A draw made
+before is told again, not rebuilt."""
 
 from __future__ import annotations
 
@@ -39,12 +40,29 @@ def in_flight(params: Params) -> int:
     return params.runner.workers if params.runner.kind == "dask" else 2
 
 
-def track_trial(parent_run_id: str, experiment: str, record: TrialRecord) -> None:
-    name = f"trial {record.number} {plan.variant_name(record.chain)}"
-    settings = {f"{section}.{k}": v for section, values in record.settings.items() for k, v in values.items()}
+def trial_name(number: int, chain: list[str]) -> str:
+    return f"trial {number} {plan.variant_name(chain)}"
+
+
+def start_trial_run(parent_run_id: str, experiment: str, number: int, chain: list[str], settings: dict) -> str:
+    """The trial's nested MLflow run, RUNNING from now (its task is about to start): its chain and settings
+    as params."""
+    tags = {"tinyopt.kind": "trial", "tinyopt.trial_state": "running"}  # its state when told
+    run_id = tracking.start_run(experiment, trial_name(number, chain), tags, parent_run_id)
+    flat = {f"{section}.{k}": v for section, values in settings.items() for k, v in values.items()}
+    tracking.log_run_data(run_id, params={"chain": " > ".join(chain), **flat})
+    return run_id
+
+
+def end_trial_run(run_id: str, record: TrialRecord) -> None:
+    """The trial's figures and state on its run, which ends FINISHED."""
     metrics = {k: getattr(record, k) for k in ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes", "train_seconds")}
-    with tracking.tracked_run(experiment, name, {"tinyopt.trial_state": record.state}, parent_run_id) as run_id:
-        tracking.log_run_data(run_id, params={"chain": " > ".join(record.chain), **settings}, metrics=metrics)
+    tracking.log_run_data(run_id, metrics=metrics)
+    mlflow_client = tracking.client()
+    mlflow_client.set_tag(run_id, "tinyopt.trial_state", record.state)
+    if record.reason:
+        mlflow_client.set_tag(run_id, "tinyopt.trial_reason", record.reason[: tracking.TAG_LIMIT])
+    tracking.end_run(run_id)
 
 
 class Trials:
@@ -58,6 +76,8 @@ class Trials:
         self.drawn: dict[int, Params] = {}  # each trial's params: its chain as the plan, its settings
         self.seen: dict[str, TrialRecord] = {}
         self.walls: list[float] = []  # each finished trial's wall time, from launch to result
+        self.run_ids: dict[int, str] = {}  # each trial's nested MLflow run
+        self.running: dict[int, str] = {}  # the runs of trials not told yet
 
     def more(self) -> bool:
         """Another trial may start: fewer than search.trials so far, and the typical trial (the median so
@@ -66,27 +86,52 @@ class Trials:
         typical = statistics.median(self.walls) if self.walls else 0.0
         return len(self.drawn) < budget.trials and time.monotonic() - self.started + typical < budget.time_budget_s
 
-    def run(self, launch: Callable[[int, Params], Any]) -> list[TrialRecord]:
-        """`launch(number, params)` submits a trial's task and returns its future."""
+    def run(self, launch: Callable[[int, Params, str], Any]) -> list[TrialRecord]:
+        """`launch(number, params, run_id)` submits a trial's task and returns its future; `run_id` is the
+        trial's MLflow run, RUNNING from just before the launch until its result is told (FAILED if the
+        trial fails, and every other trial's run still open then, as the search stops)."""
         pending: dict = {}
-        while pending or self.more():
-            while len(pending) < in_flight(self.params) and self.more():
-                trial = self.study.ask()
-                drawn = self.drawn[trial.number] = draw(trial, self.params)
-                earlier = self.seen.get(self.key(drawn.plan[0], chain_settings(drawn.plan[0], drawn)))
-                if earlier:  # a chain with nothing to draw, or a repeat
-                    why = f"the same chain and settings as trial {earlier.number}; not run again"
-                    self.finish(trial, earlier.model_copy(update={"number": trial.number, "reason": why}), reused=True)
-                else:
-                    pending[launch(trial.number, drawn)] = (trial, time.monotonic())
-            if pending:
-                finished = next(as_completed(list(pending)))
-                record = finished.result()
-                trial, launched = pending.pop(finished)
-                self.walls.append(time.monotonic() - launched)
-                self.seen.setdefault(self.key(record.chain, record.settings), record)
-                self.finish(trial, record)
+        try:
+            while pending or self.more():
+                while len(pending) < in_flight(self.params) and self.more():
+                    trial = self.study.ask()
+                    drawn = self.drawn[trial.number] = draw(trial, self.params)
+                    chain, settings = drawn.plan[0], chain_settings(drawn.plan[0], drawn)
+                    earlier = self.seen.get(self.key(chain, settings))
+                    run_id = self.start(trial.number, chain, settings)
+                    if earlier:  # a chain with nothing to draw, or a repeat
+                        why = f"the same chain and settings as trial {earlier.number}; not run again"
+                        reused = earlier.model_copy(update={"number": trial.number, "reason": why})
+                        self.finish(trial, reused, reused=True)
+                    else:
+                        try:
+                            pending[launch(trial.number, drawn, run_id)] = (trial, time.monotonic())
+                        except BaseException as exc:  # its baseline, trained in this thread, failed
+                            tracking.end_run(self.running.pop(trial.number), exc)
+                            raise
+                if pending:
+                    finished = next(as_completed(list(pending)))
+                    trial, launched = pending.pop(finished)
+                    try:
+                        record = finished.result()
+                    except BaseException as exc:
+                        tracking.end_run(self.running.pop(trial.number), exc)
+                        raise
+                    self.walls.append(time.monotonic() - launched)
+                    self.seen.setdefault(self.key(record.chain, record.settings), record)
+                    self.finish(trial, record)
+        except BaseException as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            for number in list(self.running):
+                tracking.end_run(self.running.pop(number), f"the search stopped: {first}")
+            raise
         return sorted(self.records, key=lambda r: r.number)
+
+    def start(self, number: int, chain: list[str], settings: dict) -> str:
+        experiment = self.params.tracking.experiment
+        run_id = self.run_ids[number] = start_trial_run(self.parent_run_id, experiment, number, chain, settings)
+        self.running[number] = run_id
+        return run_id
 
     @staticmethod
     def key(chain: list[str], settings: dict) -> str:
@@ -100,7 +145,7 @@ class Trials:
             self.study.tell(trial, [record.val_score, getattr(record, self.params.search.size)])
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        track_trial(self.parent_run_id, self.params.tracking.experiment, record)
+        end_trial_run(self.running.pop(record.number), record)
         self.records.append(record)
         if reused:
-            self.progress.finished(f"trial {record.number} {plan.variant_name(record.chain)}", "drawn before, reused")
+            self.progress.finished(trial_name(record.number, record.chain), "drawn before, reused")

@@ -11,7 +11,7 @@ from tasks.techniques import technique_call
 from tinyopt.core.files import sha256_file
 from tinyopt.ml.metrics import better, score
 from tinyopt.orchestration.steps import step
-from tinyopt.params import Params
+from tinyopt.params import TECHNIQUES, Params
 from tinyopt.records.steps import SkippedRecord, TrialRecord
 from tinyopt.run.device_fit import fit_verdict
 from tinyopt.runtimes import litert, tflm
@@ -20,10 +20,18 @@ from tinyopt.search.space import chain_settings
 
 @step("trial", cache=False)
 def run_trial(
-    number: int, chain: list[str], params: Params, prepared: Path, baseline: Path, floor: float | None, out_dir: Path
+    number: int,
+    chain: list[str],
+    params: Params,
+    prepared: Path,
+    baseline: Path,
+    floor: float | None,
+    out_dir: Path,
+    curves_to: tuple[str, ...] = (),
 ) -> TrialRecord:
     """Build `chain` with params' technique settings; a fine-tuned model scoring worse than `floor` on the
-    validation split ends the trial there (pruned), before it is converted."""
+    validation split ends the trial there (pruned), before it is converted. Each fine-tune's epochs go live
+    to the MLflow runs `curves_to` (the trial's own), as `<token>.loss`, ..."""
     from tinyopt.datasets.prepared import load_prepared
 
     metric = params.task.score_metric
@@ -31,6 +39,8 @@ def run_trial(
     parent, seconds = baseline, 0.0
     for token in chain[:-1]:
         technique_step, arguments = technique_call(token, parent, prepared, params, out_dir / token)
+        if TECHNIQUES[token].fine_tuned:  # a step that trains takes the runs its epochs go to
+            arguments["curves_to"] = curves_to
         made = technique_step.task.fn(**arguments)
         if isinstance(made, SkippedRecord):
             return TrialRecord(**trial, state="skipped", reason=f"{token}: {made.reason}")

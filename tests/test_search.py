@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -183,11 +185,42 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
 
     client = mlflow_client(root)
     parent = client.get_run(result["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["tinyopt.kind"] == "search"
+    assert parent.data.params["trials"] == "5" and parent.data.params["max_model_bytes"] == "20000"
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 5 and all(
         "val_score" in c.data.metrics or c.data.tags["tinyopt.trial_state"] != "complete" for c in children
     )
+    assert all(c.info.status == "FINISHED" for c in children)
     assert "most_accurate.test_score" in parent.data.metrics
+    # The baseline's curves on the search's run, one point per epoch (2, no early stop that soon).
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "train.loss")] == [0, 1]
+    # Each trial that fine-tuned has its technique's curves on its own run, one point per epoch, as they came.
+    run_of = {int(c.info.run_name.split()[1]): c for c in children}
+    for number, t in trials.items():
+        assert run_of[number].data.params["chain"] == " > ".join(t["chain"])
+        if len(t["chain"]) == 1 or t["state"] == "skipped" or "not run again" in t["reason"]:
+            continue
+        token = t["chain"][0]
+        epochs = t["settings"][token]["fine_tune_epochs"]
+        for figure in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            history = client.get_metric_history(run_of[number].info.run_id, f"{token}.{figure}")
+            assert [m.step for m in history] == list(range(epochs)), (number, figure)
+    # The 6-filter baseline trained for the first trial at that width: its epochs went to that trial's run.
+    first_at_6 = min(n for n, t in trials.items() if t["settings"].get("model", {}).get("conv_filters") == 6)
+    history = client.get_metric_history(run_of[first_at_6].info.run_id, "train.loss")
+    assert [m.step for m in history] == [0, 1]
+    # The front on the search's run, step = rank (smallest first); its trials' runs say so.
+    front = result["front"]
+    assert parent.data.tags["front"] == " ".join(map(str, front))
+    for key, figure in (
+        ("front.trial", "number"),
+        ("front.val_score", "val_score"),
+        ("front.gzip_bytes", "gzip_bytes"),
+    ):
+        history = sorted(client.get_metric_history(parent.info.run_id, key), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(i, float(trials[n][figure])) for i, n in enumerate(front)]
+    assert {n for n, c in run_of.items() if c.data.tags.get("front") == "true"} == set(front)
 
     # The pick's params file, run as a pipeline, makes the very same .tflite.
     pick = trials[result["picks"]["smallest"]]
@@ -291,6 +324,39 @@ def test_a_search_where_no_trial_completes_reports_what_to_widen(tmp_path):
     text = (report_dir / "search.md").read_text()
     assert widen[0].upper() + widen[1:] + "." in text and "No plot: no trial completed" in text
     assert "pick most_accurate: none fits" in done.stdout
+
+
+# `tinyopt search` with its baseline step raising, after the data steps ran: a failure inside the flow.
+BROKEN_BASELINE = """
+import sys
+import flows.search
+from cli import main
+
+def broken(*args, **kwargs):
+    raise RuntimeError("the baseline broke")
+
+flows.search.train_stage = broken
+sys.argv = ["tinyopt", "search"]
+main()
+"""
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_search_that_fails_leaves_its_run_failed_with_the_error(tmp_path):
+    """The search's MLflow run opens before any step: a step failing ends it FAILED, with the error, not RUNNING."""
+    root = make_project(tmp_path / "project", data={"train_limit": 300, "test_limit": 100}, reference={"dir": None})
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_BASELINE], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode != 0 and (root / "artifacts" / "prepared.npz").is_file(), (
+        done.stdout[-3000:] + done.stderr[-3000:]
+    )
+    client = mlflow_client(root)
+    [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
+    [parent] = client.search_runs([experiment.experiment_id])
+    assert parent.info.status == "FAILED" and parent.data.tags["tinyopt.kind"] == "search"
+    assert parent.data.tags["error"] == "the baseline broke" and parent.data.params["trials"]
 
 
 def test_the_example_search_files_load():

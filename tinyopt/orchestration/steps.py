@@ -83,11 +83,16 @@ class Submitter:
 
     def now(self, step: Any, label: str, **arguments: Any) -> Any:
         """Run the task now, in the flow's thread; returns its result."""
+        return self.now_told(step, label, **arguments)[0]
+
+    def now_told(self, step: Any, label: str, **arguments: Any) -> tuple[Any, str]:
+        """`now`, and how it went: `done`, or `cached` where the task cache gave the result (nothing ran)."""
         from tinyopt.core.console import state_outcome
 
         state = named(step, label)(**arguments, return_state=True)
-        self.progress.finished(label, state_outcome(state))
-        return state.result()
+        outcome = state_outcome(state)
+        self.progress.finished(label, outcome)
+        return state.result(), outcome
 
 
 class Done:

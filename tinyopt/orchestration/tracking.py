@@ -224,6 +224,23 @@ def epoch_logger(run_ids: Iterable[str], prefix: str):
     return log
 
 
+def start_run(experiment: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
+    """A new MLflow run, RUNNING until end_run (nested under `parent_run_id` if given); its id."""
+    tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else dict(tags)
+    return client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, error: BaseException | str | None = None) -> None:
+    """FINISHED, or FAILED with an `error` tag (the error's first line) when there is one."""
+    if error is None:
+        client().set_terminated(run_id, status="FINISHED")
+        return
+    with contextlib.suppress(Exception):  # the run's own error is what the user must see
+        text = error if isinstance(error, str) else (str(error).splitlines() or [type(error).__name__])[0]
+        client().set_tag(run_id, "error", shown(text)[:TAG_LIMIT])
+    client().set_terminated(run_id, status="FAILED")
+
+
 @contextlib.contextmanager
 def tracked_run(
     experiment: str,
@@ -235,18 +252,15 @@ def tracked_run(
     """An MLflow run around a block (its id inside): a new one, or `run_id` opened earlier (it gets `tags`);
     FINISHED when the block ends, FAILED with an `error` tag when it raises (an interrupt too), so no run
     is left RUNNING."""
-    tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else dict(tags)
     if run_id is None:
-        run_id = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+        run_id = start_run(experiment, run_name, tags, parent_run_id)
     else:
+        tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else dict(tags)
         for key, value in tags.items():
             client().set_tag(run_id, key, value)
     try:
         yield run_id
     except BaseException as exc:
-        with contextlib.suppress(Exception):  # the run's own error is what the user must see
-            error = shown((str(exc).splitlines() or [type(exc).__name__])[0])
-            client().set_tag(run_id, "error", error[:TAG_LIMIT])
-        client().set_terminated(run_id, status="FAILED")
+        end_run(run_id, exc)
         raise
-    client().set_terminated(run_id, status="FINISHED")
+    end_run(run_id)
