@@ -16,6 +16,7 @@ from tinyopt.core.files import sha256_file
 from tinyopt.orchestration import tracking
 from tinyopt.params import check_name
 from tinyopt.records.run import Record, Summary, Variant
+from tinyopt.run.snapshot import verified
 
 
 class RegisteredRecord(Record):
@@ -59,6 +60,7 @@ def register_variant(summary: Summary, variant: str, profile: str, model_name: s
         raise UserError(
             f"variant '{variant}' of run {summary.run_id}: its .tflite {record.tflite} is gone; run `tinyopt run` again"
         )
+    verified(summary, record.tflite)  # the bytes the run measured (and logged to MLflow), or one line why not
     if profile not in record.fits:
         raise UserError(f"no device profile '{profile}' in run {summary.run_id} (profiles: {', '.join(record.fits)})")
     name = check_name("model", model_name or f"{summary.dataset['name']}-{profile}")
