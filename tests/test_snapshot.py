@@ -164,3 +164,90 @@ def test_bench_summary_refuses_a_changed_tflite_in_one_line(project):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "artifacts/runs/r1/variants/base-int8/base-int8.tflite" in lines[0] and "run r1" in lines[0]
+
+
+def tabular_models(directory: Path) -> tuple[Path, Path, Path]:
+    """A small classification .npz and two different MLPs trained briefly on it."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 8))
+    labels = rng.integers(0, 3, 600)
+    x = (centres[labels] + rng.normal(0, 1.0, (600, 8))).astype(np.float32)
+    data = directory / "tabular.npz"
+    np.savez(data, x_train=x[:500], y_train=labels[:500], x_test=x[500:], y_test=labels[500:])
+    models = []
+    for units in (8, 16):
+        tf.keras.utils.set_random_seed(units)
+        model = tf.keras.Sequential(
+            [
+                tf.keras.layers.InputLayer((8,)),
+                tf.keras.layers.Dense(units, activation="relu"),
+                tf.keras.layers.Dense(3),
+            ]
+        )
+        model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x[:500], labels[:500], epochs=3, verbose=0)
+        model.save(directory / f"mlp{units}.keras")
+        models.append(directory / f"mlp{units}.keras")
+    return data, *models
+
+
+@pytest.mark.slow
+def test_a_second_run_in_the_project_leaves_the_first_runs_outputs_as_they_were(tmp_path, monkeypatch):
+    """The issue's acceptance test: two runs with different models in one project; the first run's summary,
+    report and registered model still resolve to its own bytes; a tampered snapshot file is refused."""
+    data, first_model, second_model = tabular_models(tmp_path)
+    root = make_project(
+        tmp_path / "project",
+        task={"kind": "classification"},
+        plan=[["float32"], ["int8"]],
+        conversion={"calibration_samples": 32},
+        reference={"dir": None},
+        benchmark={"latency_warmup": 2, "latency_repeats": 20, "devices": ["nano33ble"]},
+    )
+    first = run_cli(["run", "--model", str(first_model), "--data", str(data)], cwd=root)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    latest = load_summary(root / "reports" / "latest" / "summary.json")
+    summary_path = root / "reports" / latest.run_id / "summary.json"
+    report = (summary_path.parent / "report.md").read_text()
+    kept = {name: (root / name).read_bytes() for name in latest.files}
+    run = f"artifacts/runs/{latest.run_id}"
+    for record in [latest.baseline, *latest.variants]:
+        named = [record.tflite, record.model, record.c_source, record.c_library]
+        assert all(path is None or path.startswith(run + "/") for path in named), named
+    assert latest.variant("base-int8").c_library, "the int8 variant's C library is part of the snapshot"
+    assert f"{run}/" in report
+
+    second = run_cli(["run", "--model", str(second_model), "--data", str(data)], cwd=root)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    working = root / "artifacts/variants/base-int8/base-int8.tflite"
+    assert working.read_bytes() != kept[f"{run}/variants/base-int8/base-int8.tflite"]  # the second run replaced it
+
+    summary = load_summary(summary_path)
+    assert summary == latest
+    for name, digest in summary.files.items():
+        assert sha256_file(root / name) == digest and (root / name).read_bytes() == kept[name], name
+    assert (summary_path.parent / "report.md").read_text() == report
+
+    done = run_cli(["register", "--variant", "base-int8", "--summary", str(summary_path), "--name", "first"], cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    from tinyopt.release.registry import download_model, model_version
+
+    tflite = summary.variant("base-int8").tflite
+    assert model_version("first", 1)[0]["sha256"] == summary.files[tflite]
+    assert download_model("first", 1, tmp_path / "download").read_bytes() == kept[tflite]
+
+    _rewrite(root / tflite, b"\x00")  # one byte changed in the first run's snapshot
+    for args in (
+        ["register", "--variant", "base-int8", "--summary", str(summary_path)],
+        ["bench", "--summary", str(summary_path)],
+    ):
+        refused = run_cli(args, cwd=root)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert tflite in lines[0] and f"run {summary.run_id}" in lines[0] and "tinyopt run` again" in lines[0]
