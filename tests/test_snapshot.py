@@ -251,3 +251,21 @@ def test_a_second_run_in_the_project_leaves_the_first_runs_outputs_as_they_were(
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
         assert tflite in lines[0] and f"run {summary.run_id}" in lines[0] and "tinyopt run` again" in lines[0]
+
+
+def test_a_savedmodel_directory_is_frozen_whole_empty_directories_included(project):
+    files = working_files(project)
+    saved = Path("artifacts/models/qat/model")
+    write_bytes(saved / "saved_model.pb", b"graph")
+    write_bytes(saved / "variables" / "variables.index", b"index")
+    (saved / "assets").mkdir()
+    summary = summary_of(files)
+    summary.variants[0].model = str(saved)
+    frozen = freeze(summary)
+    kept = Path(frozen.variant("base-int8").model)
+    assert kept == Path("artifacts/runs/r1/models/qat/model") and (kept / "assets").is_dir()
+    assert {name for name in frozen.files if name.startswith(str(kept))} == {
+        str(kept / "saved_model.pb"),
+        str(kept / "variables" / "variables.index"),
+    }
+    assert verified(frozen, kept) == kept

@@ -47,10 +47,9 @@ def freeze(summary: Summary, artifacts: Path = layout.ARTIFACTS) -> Summary:
             if named is None:
                 continue
             path = _snapshot(Path(named), artifacts, snapshot)
-            companions = [Path(named).with_suffix(".h")] if field == "c_source" else []  # the C array's header
-            for companion in companions:
-                if companion.is_file():
-                    _record(_snapshot(companion, artifacts, snapshot), files)
+            header = Path(named).with_suffix(".h")  # the C array's header, beside its source
+            if field == "c_source" and header.is_file():
+                _record(_snapshot(header, artifacts, snapshot), files)
             _record(path, files)
             update[field] = str(path)
         return record.model_copy(update=update)
@@ -106,8 +105,9 @@ def _check(file: Path, sha256: str, run_id: str) -> None:
 
 
 def _record(path: Path, files: dict[str, str]) -> None:
-    """The sha256 of `path`, or of each file in it when it is a directory, into `files`."""
-    found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """The sha256 of `path`, or of each file in it when it is a directory, into `files` (nothing for a path
+    that is not there: a reader then finds no hash for it, and says so)."""
+    found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     for file in found:
         files[str(file)] = sha256_file(file)
 
@@ -123,8 +123,12 @@ def _snapshot(source: Path, artifacts: Path, snapshot: Path) -> Path:
         return source
     target = snapshot / inner
     if source.is_dir():
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
-            _link(file, target / file.relative_to(source))
+        target.mkdir(parents=True, exist_ok=True)
+        for inside in sorted(source.rglob("*")):  # empty directories too (a SavedModel's assets/)
+            if inside.is_dir():
+                (target / inside.relative_to(source)).mkdir(parents=True, exist_ok=True)
+            elif inside.is_file():
+                _link(inside, target / inside.relative_to(source))
     else:
         _link(source, target)
     return target
