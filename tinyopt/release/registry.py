@@ -198,7 +198,10 @@ def download_model(name: str, version: int, into: Path) -> Path:
     tags, _ = model_version(name, version)
     client = tracking.client()
     found = client.get_model_version(name, str(version))
-    model_id = getattr(found, "model_id", None)
+    # The store may leave a version's model_id empty (SQLite does); its source names the logged model then.
+    model_id = getattr(found, "model_id", None) or (
+        found.source.removeprefix("models:/") if found.source.startswith("models:/") else None
+    )
     where = (
         {"artifact_uri": f"{client.get_logged_model(model_id).artifact_location}/{tags['tflite']}"}
         if model_id
