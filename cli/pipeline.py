@@ -292,22 +292,34 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--summary",
+    "summary_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also every variant's .tflite of this run (reports/<run-id>/summary.json), each checked against its sha256",
+)
 @prepared_option("the prepared data (its test split scores the models)")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
 @params_option
-def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_path: str) -> None:
-    """Benchmark .tflite files (or directories of them) in the pipeline's own harness.
+def bench(
+    paths: tuple[str, ...], summary_path: str | None, prepared: str, json_out: str | None, params_path: str
+) -> None:
+    """Benchmark .tflite files (or directories of them), or a run's variants (--summary), in the pipeline's
+    own harness.
 
     A file that cannot be measured (not a model, two inputs, a shape the data does not have...) gets a line
     saying why, and the others are measured all the same. Exit status 0 when at least one file was measured,
-    2 when none was (nothing is written then)."""
+    2 when none was (nothing is written then), or when a file of the run's is not the one it recorded."""
     from tinyopt.core.files import write_json
     from tinyopt.params import load_params
     from tinyopt.run.report import device_rows, model_rows
 
+    if not paths and not summary_path:
+        raise UserError("give .tflite files or directories, or --summary reports/<run-id>/summary.json")
     params = load_params(params_path)
-    files = []
+    files = summary_files(Path(summary_path)) if summary_path else []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -338,6 +350,15 @@ def bench(paths: tuple[str, ...], prepared: str, json_out: str | None, params_pa
         click.echo(f"not measured {name}: {reason}")
     if json_out:
         write_json(json_out, [record.model_dump(mode="json") for record in measured.values()])
+
+
+def summary_files(path: Path) -> list[Path]:
+    """The .tflite file of each variant of a run, each the one the run recorded (else one line why not)."""
+    from tinyopt.records.run import load_summary
+    from tinyopt.run.snapshot import verified
+
+    summary = load_summary(path)
+    return [verified(summary, variant.tflite) for variant in summary.variants]
 
 
 def measure_each(named: dict[str, Path], prepared: Path, params) -> tuple[dict, dict[str, str]]:

@@ -199,6 +199,9 @@ class Summary(Record):
     headline: list[Headline]
     devices: dict[str, dict[str, Any]]
     timings: dict[str, Any]
+    # path -> sha256 of every file the summary names, a directory's each file (tinyopt.run.snapshot); empty in a
+    # summary written before runs recorded hashes: its files are read unchecked
+    files: dict[str, str] = {}
 
     def measured_profiles(self) -> list[str]:
         """The device profiles some model of the run was measured on, in params.yaml's order."""

@@ -16,6 +16,7 @@ from tinyopt.core.files import sha256_file
 from tinyopt.orchestration import tracking
 from tinyopt.params import check_name
 from tinyopt.records.run import Record, Summary, Variant
+from tinyopt.run.snapshot import verified
 
 
 class RegisteredRecord(Record):
@@ -59,6 +60,7 @@ def register_variant(summary: Summary, variant: str, profile: str, model_name: s
         raise UserError(
             f"variant '{variant}' of run {summary.run_id}: its .tflite {record.tflite} is gone; run `tinyopt run` again"
         )
+    verified(summary, record.tflite)  # the bytes the run measured (and logged to MLflow), or one line why not
     if profile not in record.fits:
         raise UserError(f"no device profile '{profile}' in run {summary.run_id} (profiles: {', '.join(record.fits)})")
     name = check_name("model", model_name or f"{summary.dataset['name']}-{profile}")
@@ -196,7 +198,10 @@ def download_model(name: str, version: int, into: Path) -> Path:
     tags, _ = model_version(name, version)
     client = tracking.client()
     found = client.get_model_version(name, str(version))
-    model_id = getattr(found, "model_id", None)
+    # The store may leave a version's model_id empty (SQLite does); its source names the logged model then.
+    model_id = getattr(found, "model_id", None) or (
+        found.source.removeprefix("models:/") if found.source.startswith("models:/") else None
+    )
     where = (
         {"artifact_uri": f"{client.get_logged_model(model_id).artifact_location}/{tags['tflite']}"}
         if model_id

@@ -208,6 +208,16 @@ def markdown(summary: Summary) -> str:
         "RAM against SRAM, labelled as an estimate in each reason.",
         "- Pruning and clustering do not shrink a .tflite file; they shrink its gzip size, and on the device "
         "a pruned layer's kernel lists only its non-zero weights.",
+        *(
+            [
+                f"- Files: every file summary.json names is this run's own, kept read-only under "
+                f"artifacts/runs/{summary.run_id}/ (a later run replaces only artifacts/' working copies), with the "
+                f"sha256 of each ({len(summary.files)} files); `tinyopt register` and `tinyopt bench --summary` "
+                "refuse one whose bytes changed."
+            ]
+            if summary.files
+            else []
+        ),
         *(f"![score vs {name[9:-4]}]({name})" for name, _, _ in axes_of(summary)),
     ]
     return "\n\n".join(parts) + "\n"

@@ -34,6 +34,7 @@ from tinyopt.records.steps import (
 )
 from tinyopt.run import plan
 from tinyopt.run.device_fit import fits_all
+from tinyopt.run.snapshot import freeze
 
 
 def measured(
@@ -177,9 +178,10 @@ def summarize(
     commit: str | None,
     variant_stage_seconds: float,
 ) -> Summary:
-    """reports/<run-id>/summary.json: the run's lineage, every record, the picks and the comparisons."""
+    """reports/<run-id>/summary.json: the run's lineage, every record, the picks and the comparisons; the files
+    it names are the run's own, frozen under artifacts/runs/<run-id>/ with their sha256 (tinyopt.run.snapshot)."""
     base = next(v for v in variants if v.name == "base-float32")
-    return Summary(
+    summary = Summary(
         run_id=run_id,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         mlflow_run_id=mlflow_run_id,
@@ -205,3 +207,4 @@ def summarize(
         devices={name: profile.model_dump() for name, profile in params.devices.items()},
         timings={"variant_stage_seconds": variant_stage_seconds, "runner": params.runner.model_dump()},
     )
+    return freeze(summary)
