@@ -178,6 +178,7 @@ def test_the_compose_wiring_runs_the_pipeline_on_postgres_and_s3(loopback, tmp_p
         k.rsplit("/", 1)[1] for k in keys
     }
     int8 = next(v for v in summary["variants"] if v["name"] == "base-int8")
-    stored = next(k for k in keys if k.endswith(f"/{int8['mlflow_run_id']}/artifacts/base-int8.tflite"))
+    # The variant's files are its MLflow logged model's artifacts.
+    stored = next(k for k in keys if k.endswith(f"/{int8['mlflow_model_id']}/artifacts/base-int8.tflite"))
     body = loopback["s3"].get_object(Bucket=env_file["MLFLOW_BUCKET"], Key=stored)["Body"].read()
     assert body == (root / int8["tflite"]).read_bytes()
