@@ -111,15 +111,22 @@ class Tree:
         self.built.converted[name] = record
         self.live.figures(name, {"raw_bytes": record.raw_bytes, "gzip_bytes": record.gzip_bytes})
         tflite = Path(record.tflite_path)
-        self.built.evaluations[name] = self.run(
+        evaluation = self.run(
             evaluate_tflite,
             f"evaluate {name}",
             tflite_path=tflite,
             prepared=self.prepared,
             metric=self.params.task.score_metric,
         )
+        self.built.evaluations[name] = evaluation
+        self.pending[evaluation] = (self.scored, chain)
         if CONVERSIONS[chain[-1]].on_device:
             self.built.on_devices |= start_on_devices({name: tflite}, self.prepared, self.params, self.run)
+
+    def scored(self, chain: list[str], record: EvalRecord) -> None:
+        """A variant is scored: its run shows the score now (the device figures follow when measured)."""
+        scores = {"score": record.score, record.metric: record.score, "val_score": record.val_score}
+        self.live.figures(plan.variant_name(chain), scores)
 
     def skip_model(self, prefix: plan.Prefix, reason: str) -> None:
         """A technique that cannot apply: the models below it are skipped for the same reason, and none of
@@ -161,6 +168,4 @@ def build(
         future = next(as_completed(list(tree.pending)))
         then, made = tree.pending.pop(future)
         then(made, future.result())
-    for future in tree.built.evaluations.values():
-        future.wait()
     return tree.built
