@@ -302,22 +302,39 @@ def evaluate(tflite_path: str, prepared: str, out: str | None, params_path: str)
 )
 @prepared_option("the prepared data (its test split scores the models)")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the records here")
+@click.option(
+    "--inputs",
+    "inputs",
+    default=None,
+    metavar="random[:N]",
+    help="measure on N generated inputs of each model's own input shape and type (default 16, seeded by params.yaml's "
+    "seed) instead of the prepared data: device figures and runtime agreement, no score",
+)
 @params_option
 def bench(
-    paths: tuple[str, ...], summary_path: str | None, prepared: str, json_out: str | None, params_path: str
+    paths: tuple[str, ...],
+    summary_path: str | None,
+    prepared: str,
+    json_out: str | None,
+    inputs: str | None,
+    params_path: str,
 ) -> None:
     """Benchmark .tflite files (or directories of them), or a run's variants (--summary), in the pipeline's
     own harness.
 
     A file that cannot be measured (not a model, two inputs, a shape the data does not have...) gets a line
     saying why, and the others are measured all the same. Exit status 0 when at least one file was measured,
-    2 when none was (nothing is written then), or when a file of the run's is not the one it recorded."""
+    2 when none was (nothing is written then; one file: its reason is the error), or when a file of the run's
+    is not the one it recorded. With --inputs random[:N], each model runs on generated inputs of its own
+    shape: no labels, so no score ("-"), but every other figure."""
     from tinyopt.core.files import write_json
     from tinyopt.params import load_params
     from tinyopt.run.report import device_rows, model_rows
+    from tinyopt.runtimes.random_inputs import parse_inputs
 
     if not paths and not summary_path:
         raise UserError("give .tflite files or directories, or --summary reports/<run-id>/summary.json")
+    random_count = parse_inputs(inputs) if inputs is not None else None
     params = load_params(params_path)
     files = summary_files(Path(summary_path)) if summary_path else []
     for raw in paths:
@@ -334,7 +351,10 @@ def bench(
     quiet_library_warnings()
     stems = [f.stem for f in files]
     named = {(f.stem if stems.count(f.stem) == 1 else str(f)): f for f in files}  # a stem twice: its path
-    measured, not_measured = measure_each(named, Path(prepared), params)
+    measured, not_measured = measure_each(named, Path(prepared), params, random_count)
+    if not measured and len(named) == 1:
+        name, reason = next(iter(not_measured.items()))
+        raise UserError(f"{name}: {reason}")
     if not measured:
         for name, reason in not_measured.items():
             click.echo(f"not measured {name}: {reason}")
@@ -346,6 +366,11 @@ def bench(
     gaps = why_no_device_figures(list(measured.values()))
     if gaps:
         click.echo("\n" + gaps)
+    if random_count is not None:
+        click.echo(
+            f"\nno scores: measured on {random_count} random inputs of each model's own shape (seed {params.seed}), "
+            "which have no labels"
+        )
     for name, reason in not_measured.items():
         click.echo(f"not measured {name}: {reason}")
     if json_out:
@@ -361,17 +386,29 @@ def summary_files(path: Path) -> list[Path]:
     return [verified(summary, variant.tflite) for variant in summary.variants]
 
 
-def measure_each(named: dict[str, Path], prepared: Path, params) -> tuple[dict, dict[str, str]]:
+def measure_each(
+    named: dict[str, Path], prepared: Path, params, random_count: int | None = None
+) -> tuple[dict, dict[str, str]]:
     """Each file measured on its own, so that one bad file costs only its own figures: name -> Measured, and
     name -> why it could not be measured. Steps run one after another here, so each host latency is still
-    timed with nothing else running."""
+    timed with nothing else running. With `random_count`, each file is measured on that many random inputs of
+    its own shape (written as a prepared-like .npz without labels) instead of `prepared`."""
+    import tempfile
+
     from flows.measure import measure
     from tinyopt.orchestration.steps import run_now
+    from tinyopt.runtimes.random_inputs import write_random_inputs
 
     measured, not_measured = {}, {}
     for name, path in named.items():
         try:
-            measured |= measure({name: path}, {}, prepared, params, run_now)[0]
+            with tempfile.TemporaryDirectory(prefix="tinyopt-random-") as scratch:
+                data = (
+                    prepared
+                    if random_count is None
+                    else write_random_inputs(path, random_count, params.seed, Path(scratch) / "random.npz")
+                )
+                measured |= measure({name: path}, {}, data, params, run_now)[0]
         except (UserError, NotApplicable) as exc:
             not_measured[name] = _without_path(str(exc), path)
         except Exception as exc:  # not a known bad input, yet it ends this file's measurement only

@@ -159,7 +159,8 @@ BAD_FILE_NOTES = [
     "re-run the conversion",
     "not measured two-inputs: the model has 2 inputs; tinyopt measures models with one input",
     "not measured wrong-shape: the model takes inputs of shape 32x32x3 but the data's examples are 28x28; "
-    "convert a model made for this data, or give the data it was made for",
+    "convert a model made for this data, give the data it was made for, or measure it on random inputs "
+    "(tinyopt bench --inputs random)",
 ]
 
 
@@ -248,3 +249,45 @@ def test_bench_says_why_a_model_has_no_device_figures_and_a_missing_toolchain_on
     ]
     assert "base-int8-floatio" in result.stdout and "why no device figures" not in result.stdout
     assert "not installed" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def other_shape_int8(tmp_path_factory) -> Path:
+    """A full-int8 model for 32x32x3 inputs: not the project's 28x28 Fashion-MNIST."""
+    return convert(dense((32, 32, 3)), tmp_path_factory.mktemp("other") / "other-shape.tflite", int8=True)
+
+
+def test_bench_on_random_inputs_measures_a_model_without_its_data(tmp_path, other_shape_int8):
+    from tinyopt.mcu.firmware import toolchain_missing
+
+    make_project(tmp_path)  # no prepared data in this project: --inputs random needs none
+    out = tmp_path / "bench.json"
+    result = run_cli(["bench", str(other_shape_int8), "--inputs", "random:4", "--json", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = json.loads(out.read_text())
+    assert record["score"] is None and record["val_score"] is None and record["metric"] == "none (random inputs)"
+    assert record["tflm_runs"] and record["tflm_max_abs_diff"] == 0.0  # TFLM and LiteRT agree on them
+    assert "no scores: measured on 4 random inputs of each model's own shape (seed 7)" in result.stdout
+    if toolchain_missing():  # no cross compiler or QEMU here: the rest needs them
+        return
+    figures = record["device"]["nano33ble"]
+    assert figures["score"] is None and figures["images"] == 4
+    assert figures["bit_exact"]  # the generated C on the emulated core computes what TFLM computes
+    assert figures["flash_bytes"] > figures["model_flash_bytes"] > 30 * 1024  # 30,720 weights
+    assert figures["ram_bytes"] >= figures["arena_bytes"] and figures["instructions"] > 0
+
+
+@needs_fashion
+def test_bench_on_data_of_another_shape_is_a_one_line_error(tmp_path, prepared, other_shape_int8):
+    make_project(tmp_path)
+    result = run_cli(["bench", str(other_shape_int8), "--prepared", str(prepared)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tinyopt: error: other-shape: the model takes inputs of shape 32x32x3 but the data's examples are 28x28; "
+        "convert a model made for this data, give the data it was made for, or measure it on random inputs "
+        "(tinyopt bench --inputs random)"
+    )
+    wrong = run_cli(["bench", str(other_shape_int8), "--inputs", "random:0"], cwd=tmp_path)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].startswith("tinyopt: error: --inputs 'random:0': say random, or")

@@ -308,3 +308,89 @@ def test_quantization_aware_model_bit_exact_with_tflm(conversion, prepared_slice
     blob = converter.convert()
     assert generate(blob, "m").input_dtype == ("int8" if conversion == "int8" else "float32")
     _assert_bit_exact(blob, _test_images(HOST_IMAGES))
+
+
+# --- models larger than any fixed harness buffer: the firmware's buffers are sized from the model -----------
+
+
+def _int8_from_keras(model) -> bytes:
+    """Full int8 (int8 input and output), calibrated on random inputs of the model's shape (bit-exactness with
+    TFLM is what these tests check, not accuracy)."""
+    import tensorflow as tf
+
+    shape = model.input_shape[1:]
+    rng = np.random.default_rng(0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.random((1, *shape), dtype=np.float32)] for _ in range(20))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _autoencoder():  # 640 -> 64 -> 640: 640 output bytes, more than the old harness's 256
+    import tf_keras as keras
+
+    inp = keras.Input((640,))
+    return keras.Model(inp, keras.layers.Dense(640)(keras.layers.Dense(64, activation="relu")(inp)))
+
+
+def _deep_stack():  # 72 small dense layers: more ops than the old harness's 64
+    import tf_keras as keras
+
+    inp = x = keras.Input((16,))
+    for _ in range(72):
+        x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(inp, x)
+
+
+@needs_arm
+@pytest.mark.parametrize("build, outputs, ops", [(_autoencoder, 640, 2), (_deep_stack, 16, 72)])
+def test_models_past_the_old_harness_limits_run_bit_exact_on_the_emulated_core(build, outputs, ops):
+    import tensorflow as tf
+
+    from tinyopt.mcu.codegen import generate
+    from tinyopt.mcu.on_device import measure_library
+    from tinyopt.params import DEFAULT_DEVICES
+    from tinyopt.records.run import DeviceFigures
+    from tinyopt.runtimes.random_inputs import random_inputs
+
+    tf.keras.utils.set_random_seed(5)
+    blob = _int8_from_keras(build())
+    generated = generate(blob, "m")
+    assert generated.output_bytes == outputs and len(generated.op_kinds) == ops
+    detail = _tflm_input_detail(blob)
+    x = random_inputs(detail, 8, seed=1)
+    report = measure_library(generated, blob, {"nano33ble": DEFAULT_DEVICES["nano33ble"]}, x, None)["nano33ble"]
+    assert isinstance(report, DeviceFigures), report  # not the reason it failed
+    assert report.bit_exact and report.images == 8 and report.score is None
+    assert len(report.instructions_per_op) == ops and report.instructions > 0
+    # RAM: the arena, the harness's output buffer (exactly the model's output bytes), its per-op counters, stack.
+    assert generated.arena_bytes + outputs + 8 * ops + report.stack_bytes <= report.ram_bytes < 64 * 1024
+
+
+def _tflm_input_detail(blob: bytes) -> dict:
+    from tinyopt.mcu.host import tflm_interpreter
+
+    return tflm_interpreter(blob).get_input_details(0)
+
+
+def test_a_firmware_failure_says_why_in_words_and_the_profile_does_not_fit():
+    from tinyopt.mcu.firmware import EXIT_REASONS, failure_reason
+    from tinyopt.params import DEFAULT_DEVICES
+    from tinyopt.records.run import EdgeFigures
+    from tinyopt.run.device_fit import fits_all
+
+    assert set(EXIT_REASONS) == {1, 2, 3, 4, 5, 70}  # main.c's returns, the fault handler's, QEMU's own
+    assert failure_reason(70, "") == (
+        "the firmware failed under QEMU (exit 70): the core took a fault (HardFault, MemManage, BusFault or "
+        "UsageFault) while running the model"
+    )
+    assert "exit status 9, which the harness never returns" in failure_reason(9, "")
+    edge = EdgeFigures(
+        raw_bytes=20_000, gzip_bytes=18_000, input_dtype="int8", output_dtype="int8", params=1, macs=1, ops={},
+        tflm_runs=True, arena_bytes=4_000, arena_verified=True,
+    )  # fmt: skip
+    note = f"failed on Arduino Nano 33 BLE Sense: {failure_reason(70, '')}"
+    verdict = fits_all(edge, {"nano33ble": DEFAULT_DEVICES["nano33ble"]}, {}, {"nano33ble": note})["nano33ble"]
+    assert verdict["fits"] is False and verdict["reason"] == f"not known to fit: {note}"

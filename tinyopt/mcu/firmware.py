@@ -119,6 +119,11 @@ def _size(elf: Path) -> tuple[int, int, int]:
     return int(out[0]), int(out[1]), int(out[2])
 
 
+def harness_defines(generated: Generated) -> list[str]:
+    """The model's output bytes and op count for main.c: its output and per-op tick buffers are sized from them."""
+    return [f"-DTINYOPT_OUTPUT_BYTES={generated.output_bytes}", f"-DTINYOPT_OP_COUNT={len(generated.op_kinds)}"]
+
+
 def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) -> Firmware:
     """Cross-compile and link the generated model with the measurement firmware for the profile's core."""
     core = core_for(profile)
@@ -142,7 +147,7 @@ def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) 
     objects = []
     for src, extra in (
         (paths["source"], ["-DTINYOPT_GENERIC_ENTRY", "-DTINYOPT_OP_HOOK=tinyopt_op_hook"]),
-        (out_dir / "main.c", []),
+        (out_dir / "main.c", harness_defines(generated)),
         (out_dir / "startup.c", ["-fno-tree-vectorize"]),
     ):
         obj = src.with_suffix(".o")
@@ -195,6 +200,25 @@ def _size_object(obj: Path) -> tuple[int, int, int]:
     return keep["text"], keep["data"], keep["bss"]
 
 
+# What each exit status of a firmware run means (main.c returns 2 to 5, startup.c's fault handler 70; QEMU itself
+# exits 1 when it cannot start, and prints why).
+EXIT_REASONS = {
+    1: "QEMU could not run the firmware",
+    2: "the firmware could not open its input or output file through semihosting",
+    3: "the firmware's harness was built for another model (its output bytes or op count differ from the model's)",
+    4: "the firmware could not read an input through semihosting (the inputs file is shorter than expected)",
+    5: "the firmware could not write an output through semihosting",
+    70: "the core took a fault (HardFault, MemManage, BusFault or UsageFault) while running the model",
+}
+
+
+def failure_reason(code: int, said: str) -> str:
+    """One sentence for a firmware run that ended with exit status `code`; `said` is what QEMU printed."""
+    reason = EXIT_REASONS.get(code, f"the firmware stopped with exit status {code}, which the harness never returns")
+    last = (said.strip().splitlines() or [""])[-1].strip()[:300]
+    return f"the firmware failed under QEMU (exit {code}): {reason}" + (f" ({last})" if last else "")
+
+
 def run_firmware(
     firmware: Firmware, inputs: np.ndarray, op_kinds: list[str], output_dtype: str, timeout: float = 600
 ) -> DeviceRun:
@@ -223,12 +247,16 @@ def run_firmware(
         except subprocess.TimeoutExpired:
             raise UserError(f"QEMU did not finish within {timeout:.0f} s; measure fewer inputs") from None
         report = re.search(r"TINYOPT count=(\d+) ticks=(\d+) stack=(\d+) ops=([\d,]*)", done.stdout + done.stderr)
-        if done.returncode != 0 or not report:
-            raise RuntimeError(
-                f"the firmware failed under QEMU (exit {done.returncode}): {(done.stdout + done.stderr).strip()[-500:]}"
-            )
+        if done.returncode != 0:
+            raise RuntimeError(failure_reason(done.returncode, done.stdout + done.stderr))
+        if not report:
+            raise RuntimeError("the firmware finished without its report line (QEMU's semihosting output was lost)")
         outputs = np.fromfile(work / "outputs.bin", dtype=np.dtype(output_dtype)).reshape(len(inputs), -1)
     count, ticks, stack = int(report.group(1)), int(report.group(2)), int(report.group(3))
+    if stack >= STACK_RESERVE:  # no painted word left: the stack grew into the data below it
+        raise RuntimeError(
+            f"the firmware's stack overflowed its {STACK_RESERVE:,}-byte reserve (the outputs cannot be trusted)"
+        )
     per_tick = 1e9 / firmware.core.clock_hz  # instructions per SysTick tick at icount shift=0
     per_op = [int(t) * per_tick / count for t in report.group(4).split(",") if t]
     return DeviceRun(

@@ -15,6 +15,7 @@ from tinyopt.mcu.host import run_tflm, tflm_interpreter
 from tinyopt.ml.metrics import score
 from tinyopt.params import DeviceProfile
 from tinyopt.records.run import DeviceFigures
+from tinyopt.records.steps import FIRMWARE_FAILED
 from tinyopt.runtimes.quantized_io import dequantize_output, quantize_input
 
 
@@ -23,12 +24,13 @@ def measure_library(
     blob: bytes,
     profiles: dict[str, DeviceProfile],
     x: np.ndarray,
-    y: np.ndarray,
+    y: np.ndarray | None,
     metric: str = "accuracy",
     timeout: float = 600,
 ) -> dict[str, DeviceFigures | str]:
     """Each profile's report, or the reason it could not be built or run there (the model does not fit,
-    the core has no emulator). TFLM's reference outputs are computed once for all profiles."""
+    the core has no emulator). TFLM's reference outputs are computed once for all profiles. Without labels
+    (`y` None: random inputs) the report has no score."""
     interpreter = tflm_interpreter(blob)
     inputs = quantize_input(x, interpreter.get_input_details(0))
     reference = run_tflm(blob, inputs)
@@ -42,7 +44,7 @@ def measure_library(
             reports[name] = str(exc)
             continue
         except (RuntimeError, UserError) as exc:  # a build or emulator failure: reported, the run goes on
-            reports[name] = f"failed on {profile.name}: {str(exc).splitlines()[0][:300]}"
+            reports[name] = f"{FIRMWARE_FAILED}{profile.name}: {str(exc).splitlines()[0][:300]}"
             continue
         per_op = zip(generated.op_kinds, run.instructions_per_op, strict=False)
         same = float((run.outputs == reference).all(axis=1).mean())
@@ -58,7 +60,9 @@ def measure_library(
             instructions=round(run.instructions_per_inference, 1),
             instructions_per_op={f"{i}:{kind}": round(n, 1) for i, (kind, n) in enumerate(per_op)},
             images=len(x),
-            score=round(score(metric, y, dequantize_output(run.outputs, interpreter.get_output_details(0))), 6),
+            score=None
+            if y is None
+            else round(score(metric, y, dequantize_output(run.outputs, interpreter.get_output_details(0))), 6),
             bit_exact=same == 1.0,
             bit_exact_share=round(same, 6),
             latency_ms_estimate=round(run.latency_estimate_ms(clock), 4) if clock else None,

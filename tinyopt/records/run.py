@@ -37,7 +37,7 @@ class DeviceFigures(BaseModel):
     instructions: float  # per inference, mean over the test examples run (QEMU counts instructions, not cycles)
     instructions_per_op: dict[str, float]
     images: int
-    score: float  # the task's metric on the outputs the emulated device computed
+    score: float | None  # the task's metric on the outputs the emulated device computed; None without labels
     bit_exact: bool  # every output identical to TFLM's reference kernels'
     bit_exact_share: float
     latency_ms_estimate: float | None  # instructions x CPI 1 at the profile's clock: an estimate, not a measurement
@@ -67,8 +67,8 @@ class Measured(EdgeFigures, Record):
     name: str
     tflite: str
     metric: str
-    score: float
-    val_score: float
+    score: float | None  # None when measured on inputs without labels (bench --inputs random)
+    val_score: float | None
     latency_us_p50: float
     latency_us_p99: float
     device: dict[str, DeviceFigures] = {}  # device profile -> measured on its emulated core

@@ -39,6 +39,7 @@ class NotRun(BaseModel):
 # How the reason every model of a run shares begins (no cross compiler or QEMU, no profile in benchmark.devices):
 # said once for the run, not once per model.
 DEVICES_OFF = "not measured on a device: "
+FIRMWARE_FAILED = "failed on "  # starts a DeviceRecord.not_run reason: built, or run, and failed there
 
 
 def outputs_of(*paths: Path) -> dict[str, str]:
@@ -65,8 +66,8 @@ class PreparedRecord(StepRecord):
 class EvalRecord(StepRecord):
     tflite_path: str
     metric: str
-    score: float
-    val_score: float
+    score: float | None  # None: inputs without labels (bench --inputs random), nothing to score
+    val_score: float | None
     num_test: int
 
 

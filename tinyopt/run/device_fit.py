@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tinyopt.params import DeviceProfile
 from tinyopt.records.run import DeviceFigures, EdgeFigures
+from tinyopt.records.steps import FIRMWARE_FAILED
 
 
 def fit_verdict(
@@ -68,6 +69,9 @@ def fits_all(
             verdicts[name] = measured_verdict(measured[name], profile)
         elif "does not fit" in not_run.get(name, ""):
             verdicts[name] = {"fits": False, "reason": not_run[name], "flash_needed": None, "ram_needed": None}
+        elif not_run.get(name, "").startswith(FIRMWARE_FAILED):  # no figures to trust: an estimate would mislead
+            reason = f"not known to fit: {not_run[name]}"
+            verdicts[name] = {"fits": False, "reason": reason, "flash_needed": None, "ram_needed": None}
         else:
             verdict = fit_verdict(edge.raw_bytes, edge.tflm_runs, edge.arena_bytes, profile, edge.tflm_error)
             if verdict["fits"] or verdict["flash_needed"] is not None:

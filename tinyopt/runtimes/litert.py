@@ -35,7 +35,8 @@ def check_takes(interpreter, example_shape: tuple[int, ...], path: str | Path) -
     if takes != tuple(example_shape):
         raise UserError(
             f"{path}: the model takes inputs of shape {_shape(takes)} but the data's examples are "
-            f"{_shape(example_shape)}; convert a model made for this data, or give the data it was made for"
+            f"{_shape(example_shape)}; convert a model made for this data, give the data it was made for, "
+            "or measure it on random inputs (tinyopt bench --inputs random)"
         )
 
 

@@ -8,14 +8,19 @@ void *tinyopt_input(void);
 int tinyopt_invoke(const void *in, void *out);
 unsigned fw_stack_used(void);
 
-#define MAX_OPS 64
+/* The model's output bytes and op count, passed by the build (tinyopt.mcu.firmware.build_firmware): the
+ * harness's buffers are sized for the model it measures, so its RAM figure counts exactly what it needs. */
+#if !defined(TINYOPT_OUTPUT_BYTES) || !defined(TINYOPT_OP_COUNT)
+#error "build with -DTINYOPT_OUTPUT_BYTES=<the model's output bytes> -DTINYOPT_OP_COUNT=<its op count>"
+#endif
+#define OP_SLOTS (TINYOPT_OP_COUNT > 0 ? TINYOPT_OP_COUNT : 1)
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)
 
-static uint64_t op_ticks[MAX_OPS + 1];
+static uint64_t op_ticks[OP_SLOTS];
 static uint32_t last_tick;
-static uint8_t output[256];
+static uint8_t output[TINYOPT_OUTPUT_BYTES];
 
 void SysTick_Handler(void) {}
 
@@ -26,7 +31,7 @@ static uint32_t ticks_since(uint32_t then) { return (then - SYST_CVR) & 0xFFFFFF
 
 void tinyopt_op_hook(int op) {
   uint32_t t = now();
-  if (op > 0 && op <= MAX_OPS) op_ticks[op - 1] += (last_tick - t) & 0xFFFFFFu;
+  if (op > 0 && op <= TINYOPT_OP_COUNT) op_ticks[op - 1] += (last_tick - t) & 0xFFFFFFu;
   last_tick = t;
 }
 
@@ -69,7 +74,9 @@ int main(void) {
   if (in < 0 || out < 0) return 2;
   uint32_t flen[1] = {(uint32_t)in};
   int count = semihost(0x0C, flen) / (int)tinyopt_input_bytes;
-  if (tinyopt_output_bytes > sizeof output || tinyopt_op_count > MAX_OPS) return 3;
+  /* Exit codes (tinyopt.mcu.firmware.EXIT_REASONS says each in words): 2 a file would not open, 3 the harness
+   * was built for another model, 4 an input could not be read, 5 an output could not be written. */
+  if (tinyopt_output_bytes != sizeof output || tinyopt_op_count != TINYOPT_OP_COUNT) return 3;
   SYST_RVR = 0xFFFFFF;
   SYST_CVR = 0;
   SYST_CSR = 5; /* processor clock, no interrupt, enabled */
