@@ -101,6 +101,54 @@ def tensor_dtypes(path: Path) -> set[str]:
     return {np.dtype(t["dtype"]).name for t in load_interpreter(path).get_tensor_details()}
 
 
+MLIR_ERROR = (
+    "Could not translate MLIR to FlatBuffer./work/main/tasks/convert.py:91:1: error: "
+    "'tf.Igamma' op is neither a custom op nor a flex op\n"
+    "    blob = converter.convert()\n^\n"
+    "/work/main/tasks/convert.py:91:1: note: called from\n"
+    '<unknown>:0: note: loc(fused["StatefulPartitionedCall:", "StatefulPartitionedCall"]): called from\n'
+    '/work/main/tasks/convert.py:91:1: note: see current operation: %2 = "tf.Igamma"(%arg0, %arg0) '
+    '{device = ""} : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>\n'
+    "<unknown>:0: error: failed while converting: 'main': \n"
+    "Some ops in the model are custom ops\n"
+    '<unknown>:0: note: see current operation: \n"func.func"() <{arg_attrs = [{}]}> ({\n'
+    + '  %1 = "arith.constant"() <{value = dense<[[0.233870e-01, 7.064290e-01]]> : tensor<2x8xf32>}>\n'
+    * 60
+)
+
+
+def test_a_converter_error_becomes_its_own_message_in_one_short_line():
+    from tasks.convert import converter_message
+
+    assert len(MLIR_ERROR) > 4000
+    assert converter_message(MLIR_ERROR) == "'tf.Igamma' op is neither a custom op nor a flex op"
+    # Where the only error is the generic one, the line after it says what went wrong.
+    generic = "<unknown>:0: error: failed while converting: 'main': \nSome ops are not supported by TFLite.\n"
+    assert converter_message(generic + '<unknown>:0: note: see current operation: %0 = "tf.X"()') == (
+        "Some ops are not supported by TFLite."
+    )
+    located = 'loc(callsite("a(b)" at fused["c:", "d"])): error: bad op: see current operation: %0 = "tfl.add"(%1)'
+    assert converter_message(located + " x" * 3000) == "bad op"
+    # A message of the converter's own Python code stays exactly as it is.
+    own = "Quantization to 16x8-bit not yet supported for op: 'DEQUANTIZE'."
+    assert converter_message(own) == own
+    assert len(converter_message("word " * 200)) <= 300 and "\n" not in converter_message("a\nb")
+
+
+def test_a_real_converter_error_is_one_line():
+    import tensorflow as tf
+
+    from tasks.convert import converter_message
+
+    inputs = tf.keras.Input((8,))
+    odd = tf.keras.layers.Lambda(lambda t: tf.math.igamma(t, t))(inputs)  # no TFLite kernel: a custom op
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(odd))
+    with pytest.raises(Exception) as raised:
+        tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert len(str(raised.value)) > 1000 and ":1: error: " in str(raised.value)  # locations and an IR dump
+    assert converter_message(str(raised.value)) == "'tf.Igamma' op is neither a custom op nor a flex op"
+
+
 @pytest.fixture(scope="module")
 def pruned_int8(prepared, pruned, tmp_path_factory):
     """The pruned model as full-integer int8, converted once for the tests that read it."""
