@@ -117,7 +117,7 @@ def convert_model(
 
 # An MLIR diagnostic: `<where>: error: <message>`, where <where> is a source location (a Python file's
 # path:line:col, `<unknown>:0`) and/or a `loc(...)`; the converter glues some of them to its own first words.
-DIAGNOSTIC = re.compile(r"(?:^|(?<=[\s.]))(?:\S*:\d+(?::\d+)?|<unknown>:\d+):\s*(?P<rest>.*)$")
+LOCATION_END = re.compile(r":\d+(?::\d+)?:\s*")  # the end of `path:line:col: ` or `<unknown>:0: `
 SEVERITY = re.compile(r"^(?P<severity>error|warning|note|remark):\s*(?P<message>.*)$")
 MLIR_DUMP = re.compile(r"\s*(?:see current operation:|%\w+ = \"|\^bb\d).*$")
 GENERIC = ("failed while converting", "could not translate mlir to flatbuffer")
@@ -147,14 +147,11 @@ def _strip_locs(text: str) -> str:
 
 def _diagnostic(line: str) -> tuple[str, str] | None:
     """(severity, message) of an MLIR diagnostic line, without its locations; None for any other line."""
-    rest = _strip_locs(line)
-    if not SEVERITY.match(rest):
-        found = DIAGNOSTIC.search(line)
-        if found is None:
-            return None
-        rest = _strip_locs(found["rest"])
-    severity = SEVERITY.match(rest)
-    return (severity["severity"], _strip_locs(severity["message"])) if severity else None
+    for rest in [line, *(line[found.end() :] for found in LOCATION_END.finditer(line))]:
+        severity = SEVERITY.match(_strip_locs(rest))
+        if severity:
+            return severity["severity"], _strip_locs(severity["message"])
+    return None
 
 
 def _one_line(text: str) -> str:
