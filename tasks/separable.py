@@ -48,9 +48,11 @@ def assess(layer) -> Candidate:
     config = layer.get_config()
     kernel = tuple(int(k) for k in config["kernel_size"])
     channels_first = config.get("data_format") == "channels_first"
-    channels_in = int(layer.input_shape[1 if channels_first else -1])
+    groups = int(config.get("groups", 1))
+    channels_in = int(layer.kernel.shape[2]) * groups
     channels_out = int(config["filters"])
-    out_shape = layer.output_shape
+    shared = len(layer.inbound_nodes) > 1  # called more than once: its output shape is not one shape
+    out_shape = layer.get_output_shape_at(0)
     spatial = out_shape[2:] if channels_first else out_shape[1:-1]
     positions = int(np.prod([d if d is not None else 1 for d in spatial]))
     area = kernel[0] * kernel[1]
@@ -62,8 +64,10 @@ def assess(layer) -> Candidate:
     why_not = None
     if area == 1:
         why_not = "nothing to separate"
-    elif int(config.get("groups", 1)) != 1:
-        why_not = f"a grouped convolution ({config['groups']} groups)"
+    elif groups != 1:
+        why_not = f"a grouped convolution ({groups} groups)"
+    elif shared:
+        why_not = "a layer called more than once"
     elif separable_macs >= macs or separable_params >= params:
         why_not = (
             f"the separable pair would not be smaller ({separable_macs:,} MACs and {separable_params:,} parameters "
