@@ -5,6 +5,7 @@ Integer conversions calibrate on training examples only (never validation or tes
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def convert_model(
     try:
         blob = converter.convert()
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = converter_message(str(exc)) or type(exc).__name__
         raise NotApplicable(f"the TFLite converter rejects this model for {conversion}: {reason}") from None
     if settings.strip_names:
         blob = strip_names(blob)
@@ -112,6 +113,72 @@ def convert_model(
         calibration_samples=len(calibration) if calibration is not None else 0,
         outputs=outputs_of(out_path, source, header),
     )
+
+
+# An MLIR diagnostic: `<where>: error: <message>`, where <where> is a source location (a Python file's
+# path:line:col, `<unknown>:0`) and/or a `loc(...)`; the converter glues some of them to its own first words.
+LOCATION_END = re.compile(r":\d+(?::\d+)?:\s*")  # the end of `path:line:col: ` or `<unknown>:0: `
+SEVERITY = re.compile(r"^(?P<severity>error|warning|note|remark):\s*(?P<message>.*)$")
+MLIR_DUMP = re.compile(r"\s*(?:see current operation:|%\w+ = \"|\^bb\d).*$")
+GENERIC = ("failed while converting", "could not translate mlir to flatbuffer")
+REASON_CHARS = 300
+
+
+def _strip_locs(text: str) -> str:
+    """`text` without its leading `loc(...)` groups (nested brackets and quoted strings inside)."""
+    text = text.lstrip()
+    while text.startswith("loc("):
+        depth, quoted, end = 0, False, None
+        for index, char in enumerate(text):
+            if char == '"' and text[index - 1] != "\\":
+                quoted = not quoted
+            elif not quoted and char in "([":
+                depth += 1
+            elif not quoted and char in ")]":
+                depth -= 1
+                if depth == 0:
+                    end = index
+                    break
+        if end is None:
+            return text
+        text = text[end + 1 :].lstrip().removeprefix(":").lstrip()
+    return text
+
+
+def _diagnostic(line: str) -> tuple[str, str] | None:
+    """(severity, message) of an MLIR diagnostic line, without its locations; None for any other line."""
+    for rest in [line, *(line[found.end() :] for found in LOCATION_END.finditer(line))]:
+        severity = SEVERITY.match(_strip_locs(rest))
+        if severity:
+            return severity["severity"], _strip_locs(severity["message"])
+    return None
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(MLIR_DUMP.sub("", text).split()).rstrip(" :")
+    if len(text) > REASON_CHARS:
+        text = text[: REASON_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return text
+
+
+def converter_message(text: str) -> str:
+    """The converter's own words for why it failed, in one line: the first MLIR error's message without the
+    source locations, `loc(...)` prefixes and IR dumps around it (its generic 'failed while converting'
+    followed by the first line that says more); any other error's first line as it is."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    errors = []
+    for index, line in enumerate(lines):
+        found = _diagnostic(line)
+        if found is None or found[0] != "error":
+            continue
+        message = found[1].strip().rstrip(":").strip()
+        if message and not message.lower().startswith(GENERIC):
+            return _one_line(message)
+        following = next((n for n in lines[index + 1 :] if _diagnostic(n) is None and n.strip() not in "^"), "")
+        errors.append(_one_line(following.strip()) or _one_line(message))
+    if errors:
+        return errors[0]
+    return _one_line(_strip_locs(lines[0])) if lines else ""
 
 
 def strip_names(blob: bytes) -> bytes:

@@ -199,6 +199,30 @@ def test_fastest_on_a_device_is_the_fewest_measured_instructions():
     assert "lowest instructions on nano33ble's emulated core (300000.0)" in pick.why
 
 
+def test_a_pick_named_after_a_device_considers_only_variants_measured_bit_exact_there():
+    not_exact = device_figures(4e5).model_copy(update={"bit_exact": False, "bit_exact_share": 0.98})
+    variants = [
+        variant("int16x8", 0.95, 30000),  # the best validation score, never run on the device
+        variant("a", 0.90, 18000, device={"nano33ble": device_figures(5e5)}),
+        variant("b", 0.89, 7000, device={"nano33ble": device_figures(3e5)}),
+        variant("c", 0.93, 9000, device={"nano33ble": not_exact}),  # ran, but not bit-exact with TFLM
+        variant("d", 0.94, 9000, device={"stm32f746": device_figures(3e5)}),  # measured on another core only
+    ]
+    objectives = {
+        "best-on-nano33ble": Objective(metric="score", goal="best", profile="nano33ble"),
+        "nano": Objective(metric="score", goal="best", profile="nano33ble"),  # not named after it: fit is enough
+    }
+    picks = select(variants, 0.90, "accuracy", objectives)
+    pick = picks["best-on-nano33ble"]
+    assert (pick.variant, pick.runner_up, pick.candidates) == ("a", "b", 2)
+    assert "measured on nano33ble's emulated core, bit-exact with TFLM there" in pick.why
+    assert picks["nano"].variant == "int16x8"
+
+    none = select(variants[:1] + variants[3:], 0.90, "accuracy", objectives)["best-on-nano33ble"]
+    assert none.variant is None and none.candidates == 0
+    assert none.why.startswith("no variant was measured bit-exact on nano33ble's emulated core")
+
+
 def test_measured_figures_decide_the_fit_where_a_device_ran_the_model():
     edge = variant("a", 0.9, 1000, raw_bytes=2_000_000, arena_bytes=1000)  # the estimate: over nano's flash
     devices = {k: DEFAULT_DEVICES[k] for k in ("nano33ble", "stm32f746", "uno")}

@@ -101,6 +101,54 @@ def tensor_dtypes(path: Path) -> set[str]:
     return {np.dtype(t["dtype"]).name for t in load_interpreter(path).get_tensor_details()}
 
 
+MLIR_ERROR = (
+    "Could not translate MLIR to FlatBuffer./work/main/tasks/convert.py:91:1: error: "
+    "'tf.Igamma' op is neither a custom op nor a flex op\n"
+    "    blob = converter.convert()\n^\n"
+    "/work/main/tasks/convert.py:91:1: note: called from\n"
+    '<unknown>:0: note: loc(fused["StatefulPartitionedCall:", "StatefulPartitionedCall"]): called from\n'
+    '/work/main/tasks/convert.py:91:1: note: see current operation: %2 = "tf.Igamma"(%arg0, %arg0) '
+    '{device = ""} : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>\n'
+    "<unknown>:0: error: failed while converting: 'main': \n"
+    "Some ops in the model are custom ops\n"
+    '<unknown>:0: note: see current operation: \n"func.func"() <{arg_attrs = [{}]}> ({\n'
+    + '  %1 = "arith.constant"() <{value = dense<[[0.233870e-01, 7.064290e-01]]> : tensor<2x8xf32>}>\n'
+    * 60
+)
+
+
+def test_a_converter_error_becomes_its_own_message_in_one_short_line():
+    from tasks.convert import converter_message
+
+    assert len(MLIR_ERROR) > 4000
+    assert converter_message(MLIR_ERROR) == "'tf.Igamma' op is neither a custom op nor a flex op"
+    # Where the only error is the generic one, the line after it says what went wrong.
+    generic = "<unknown>:0: error: failed while converting: 'main': \nSome ops are not supported by TFLite.\n"
+    assert converter_message(generic + '<unknown>:0: note: see current operation: %0 = "tf.X"()') == (
+        "Some ops are not supported by TFLite."
+    )
+    located = 'loc(callsite("a(b)" at fused["c:", "d"])): error: bad op: see current operation: %0 = "tfl.add"(%1)'
+    assert converter_message(located + " x" * 3000) == "bad op"
+    # A message of the converter's own Python code stays exactly as it is.
+    own = "Quantization to 16x8-bit not yet supported for op: 'DEQUANTIZE'."
+    assert converter_message(own) == own
+    assert len(converter_message("word " * 200)) <= 300 and "\n" not in converter_message("a\nb")
+
+
+def test_a_real_converter_error_is_one_line():
+    import tensorflow as tf
+
+    from tasks.convert import converter_message
+
+    inputs = tf.keras.Input((8,))
+    odd = tf.keras.layers.Lambda(lambda t: tf.math.igamma(t, t))(inputs)  # no TFLite kernel: a custom op
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(odd))
+    with pytest.raises(Exception) as raised:
+        tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert len(str(raised.value)) > 1000 and ":1: error: " in str(raised.value)  # locations and an IR dump
+    assert converter_message(str(raised.value)) == "'tf.Igamma' op is neither a custom op nor a flex op"
+
+
 @pytest.fixture(scope="module")
 def pruned_int8(prepared, pruned, tmp_path_factory):
     """The pruned model as full-integer int8, converted once for the tests that read it."""
@@ -207,7 +255,101 @@ def test_separable_replaces_conv2d_and_reports_it(prepared, base, tmp_path):
     record = fine_tune(SEPARABLE, base, prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path)
     layers = [type(layer).__name__ for layer in load_model(record.model_path).layers]
     assert "SeparableConv2D" in layers and "Conv2D" not in layers
-    assert "retrained all layers from scratch" in record.notes and "20,410 -> 20,323" in record.notes
+    assert "started from a rank-1-per-channel SVD of its kernel" in record.notes
+    assert "parameters 20,410 -> 20,323" in record.notes
+
+
+def residual_model():
+    """A functional model with a 1x1 and a 3x3 convolution, BatchNorm and an Add."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((12, 12, 3))
+    skip = layers.Conv2D(8, 1, name="pointwise")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv3")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU()(layers.Add()([skip, x]))
+    outputs = layers.Dense(10, name="head")(layers.GlobalAveragePooling2D()(x))
+    model = tf.keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    bn = model.get_layer("bn")
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8), rng.uniform(0.5, 2, 8)])
+    return model
+
+
+def synthetic_prepared(path: Path, shape: tuple[int, ...], classes: int = 10) -> Path:
+    """A tiny prepared split of random inputs (already scaled) and labels."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", 64), ("val", 16), ("test", 16)):
+        arrays[f"x_{split}"] = rng.random((count, *shape), dtype=np.float32)
+        arrays[f"y_{split}"] = rng.integers(0, classes, count)
+    np.savez(path, input_scale=np.float64(1.0), **arrays)
+    return path
+
+
+def test_separable_replaces_only_the_kxk_conv_and_keeps_the_other_weights():
+    from tasks.separable import to_separable
+    from tinyopt.params import SeparableParams
+
+    model = residual_model()
+    rebuilt, notes = SEPARABLE.wrap(model, SeparableParams(), None)
+    kinds = {layer.name: type(layer).__name__ for layer in rebuilt.layers}
+    assert kinds["pointwise"] == "Conv2D" and kinds["conv3_separable"] == "SeparableConv2D" and "conv3" not in kinds
+    for name in ("pointwise", "bn", "head"):  # untouched: the given weights, not fresh ones
+        for given, kept in zip(model.get_layer(name).get_weights(), rebuilt.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(given, kept)
+    assert rebuilt.count_params() < model.count_params()
+    assert "replaced conv3 (3x3, 3->8" in notes and "kept pointwise (1x1, 3->8: nothing to separate)" in notes
+    assert f"parameters {model.count_params():,} -> {rebuilt.count_params():,}" in notes
+
+    # A kernel that is rank 1 per input channel separates exactly: the rebuilt model computes the same outputs.
+    rng = np.random.default_rng(1)
+    rank1 = np.einsum("hwc,co->hwco", rng.normal(size=(3, 3, 3)), rng.normal(size=(3, 8))).astype(np.float32)
+    model.get_layer("conv3").set_weights([rank1])
+    rewrite = to_separable(model)
+    assert rewrite.energy["conv3"] == pytest.approx(1.0, abs=1e-5)
+    x = rng.random((4, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(rewrite.model.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_separable_fine_tunes_a_functional_model_into_a_smaller_one(tmp_path):
+    from tinyopt.ml.models import save_model
+    from tinyopt.params import SeparableParams
+
+    model = residual_model()
+    save_model(model, tmp_path / "residual.keras")
+    prepared = synthetic_prepared(tmp_path / "prepared.npz", (12, 12, 3))
+    record = fine_tune(
+        SEPARABLE, tmp_path / "residual.keras", prepared, SeparableParams(epochs=1), TRAIN, TASK, SEED, tmp_path / "out"
+    )
+    rebuilt = load_model(record.model_path)
+    kinds = [type(layer).__name__ for layer in rebuilt.layers]
+    assert kinds.count("Conv2D") == 1 and kinds.count("SeparableConv2D") == 1 and "Add" in kinds
+    assert rebuilt.count_params() < model.count_params() and record.num_params == rebuilt.count_params()
+
+
+def test_separable_skips_a_model_with_only_pointwise_convs_and_dense_layers():
+    import tensorflow as tf
+
+    from tinyopt.params import SeparableParams
+
+    layers = tf.keras.layers
+    model = tf.keras.Sequential(
+        [
+            layers.InputLayer((8, 8, 4)),
+            layers.Conv2D(16, 1, name="expand"),
+            layers.Conv2D(4, 1, name="project"),
+            layers.Flatten(),
+            layers.Dense(10),
+        ]
+    )
+    with pytest.raises(NotApplicable, match=r"expand \(1x1, 4->16: nothing to separate\).*project \(1x1"):
+        SEPARABLE.wrap(model, SeparableParams(), None)
+    # A 3x3 convolution to one channel costs more as a pair: 36 depthwise + 4 pointwise MACs a position, not 36.
+    single = tf.keras.Sequential([layers.InputLayer((8, 8, 4)), layers.Conv2D(1, 3, name="to_one"), layers.Flatten()])
+    with pytest.raises(NotApplicable, match="to_one .*the separable pair would not be smaller"):
+        SEPARABLE.wrap(single, SeparableParams(), None)
 
 
 def test_separable_on_a_model_without_conv2d_is_not_applicable(prepared, tmp_path):

@@ -108,7 +108,11 @@ class Objective(Section):
         "(0.005 = half a point of accuracy)",
     )
     tflm_only: bool = Field(default=False, description="only variants TensorFlow Lite Micro runs")
-    profile: str | None = Field(default=None, description="only variants that fit this device profile")
+    profile: str | None = Field(
+        default=None,
+        description="only variants that fit this device profile; an objective named after it (best-on-<profile>) "
+        "only variants measured on its emulated core, bit-exact with TFLM there",
+    )
 
 
 DEFAULT_OBJECTIVE = f"best-on-{DEFAULT_PROFILE}"

@@ -149,7 +149,8 @@ class QatParams(Section):
 
 
 class SeparableParams(Section):
-    """Rebuild with depthwise-separable convolutions in place of Conv2D and retrain from scratch."""
+    """Depthwise-separable pairs in place of the k x k Conv2D layers (k > 1) where they cut MACs, started from
+    each kernel's SVD factorisation; the other layers keep their weights; then the model fine-tuned."""
 
     epochs: int | None = Field(default=None, ge=1, le=1000, description="null: the same as train.epochs")
 

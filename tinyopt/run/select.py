@@ -2,9 +2,15 @@
 
 Score constraints and the score objective use the converted model's validation score, so that picking
 a model never looks at the test set; the test score is what gets reported.
+
+A pick named after its device profile (`best-on-nano33ble` with profile nano33ble) promises a model for that
+device: it considers only variants measured on the profile's emulated core, bit-exact there with TFLM's
+reference kernels, and picks nothing (with the reason) when none was.
 """
 
 from __future__ import annotations
+
+import re
 
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, drop
 from tinyopt.params import DEVICE_METRICS, Objective
@@ -15,6 +21,18 @@ def _value(variant: Variant, objective: Objective):
     return variant.val_score if objective.metric == "score" else variant.figure(objective.metric, objective.profile)
 
 
+def named_after_device(name: str, objective: Objective) -> bool:
+    """Whether the objective's name names its device profile (as a whole word: `best-on-nano33ble`)."""
+    if not objective.profile:
+        return False
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(objective.profile)}(?![A-Za-z0-9])", name) is not None
+
+
+def measured_bit_exact(variant: Variant, profile: str) -> bool:
+    figures = variant.device.get(profile)
+    return figures is not None and figures.bit_exact
+
+
 def select(
     variants: list[Variant], baseline_val_score: float, score_metric: str, objectives: dict[str, Objective]
 ) -> dict[str, Pick]:
@@ -22,12 +40,15 @@ def select(
     picks = {}
     for name, objective in objectives.items():
         candidates, rules = [], []
+        on_device = named_after_device(name, objective)
         for variant in variants:
             if _value(variant, objective) is None:
                 continue
             if objective.tflm_only and not variant.tflm_runs:
                 continue
             if objective.profile and not variant.fits.get(objective.profile, False):
+                continue
+            if on_device and not measured_bit_exact(variant, objective.profile):
                 continue
             if objective.max_score_drop is not None and (
                 drop(score_metric, baseline_val_score, variant.val_score) > objective.max_score_drop + 1e-12
@@ -38,6 +59,8 @@ def select(
             rules.append("TFLM runs it")
         if objective.profile:
             rules.append(f"fits {objective.profile}")
+        if on_device:
+            rules.append(f"measured on {objective.profile}'s emulated core, bit-exact with TFLM there")
         if objective.max_score_drop is not None:
             rules.append(
                 f"validation {score_metric} at most {objective.max_score_drop:g} worse than the "
@@ -48,14 +71,13 @@ def select(
         if objective.metric in DEVICE_METRICS:
             label += f" on {objective.profile}'s emulated core"
         if not candidates:
-            picks[name] = Pick(
-                variant=None,
-                metric=label,
-                value=None,
-                candidates=0,
-                why=f"no variant meets the constraints ({constraint})",
-                runner_up=None,
-            )
+            why = f"no variant meets the constraints ({constraint})"
+            if on_device and not any(measured_bit_exact(v, objective.profile) for v in variants):
+                why = (
+                    f"no variant was measured bit-exact on {objective.profile}'s emulated core, and a pick named "
+                    f"after {objective.profile} considers only those ({constraint})"
+                )
+            picks[name] = Pick(variant=None, metric=label, value=None, candidates=0, why=why, runner_up=None)
             continue
         goal = objective.goal
         if goal == "best":
