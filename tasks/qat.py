@@ -4,6 +4,7 @@ cluster-preserving (cqat), or both (pcqat), from tfmot; saved as a SavedModel di
 from __future__ import annotations
 
 from tasks.graph import fold_layers
+from tinyopt.core.errors import NotApplicable
 from tinyopt.ml.training import FineTuning
 from tinyopt.params import QAT_STEPS, QatParams
 
@@ -40,8 +41,11 @@ def quantizable_form(model) -> tuple[object, str]:
         return model, ""
     notes = []
     if _bn_after_conv1d(model):
-        model, folded = fold_layers(model)
-        notes.append("; ".join(folded))
+        try:
+            model, folded = fold_layers(model)
+            notes.append("; ".join(folded))
+        except NotApplicable as reason:  # a functional model whose BN follows an activated Conv1D, say
+            notes.append(f"BatchNormalization not folded ({reason})")
     notes.append("Conv1D layers quantized in their Conv2D form")
     return as_2d_convolutions(model), "; ".join(notes)
 

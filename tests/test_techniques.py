@@ -400,6 +400,30 @@ def test_graph_step_on_the_paper_cnn_says_nothing_changed(prepared, base, tmp_pa
     assert "the converted graph is unchanged" in record.notes
 
 
+def test_graph_step_folds_a_functional_model_and_says_what_it_folded(prepared, tmp_path):
+    import tensorflow as tf
+
+    from tinyopt.params import GraphParams
+
+    layers = tf.keras.layers
+    data = load_prepared(prepared)
+    inputs = tf.keras.Input(data["x_train"].shape[1:])
+    x = layers.Reshape((*data["x_train"].shape[1:3], 1))(inputs)
+    x = layers.Conv2D(4, 3, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    skip = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(skip)
+    x = layers.BatchNormalization()(x)
+    x = layers.Add()([x, skip])
+    x = layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+    model.save(tmp_path / "functional.keras")
+    record = graph(tmp_path / "functional.keras", prepared, GraphParams(), TASK, tmp_path / "out")
+    assert record.notes.startswith("folded 2 BatchNormalization and 1 activation into their producers: folded ")
+    assert "Keras layers 10 -> 7" in record.notes
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in load_model(record.model_path).layers)
+
+
 def test_c_array_compiles_and_holds_the_model_bytes(base, tmp_path):
     if not shutil.which("g++"):
         pytest.skip("needs g++")
