@@ -314,7 +314,8 @@ def reestimate_batchnorm(model, x: np.ndarray, batch_size: int, examples: int = 
     """Make every trainable BN layer's moving mean and variance the average of its batch statistics over
     the first `examples` training examples (forward passes in training mode, each batch at momentum
     seen / (seen + its size): a cumulative average weighted by batch size, deterministic). Nothing
-    else changes: every other variable (a quantizer's ranges, say) is put back. Returns the examples used (0: no BN layer to re-estimate)."""
+    else changes: every other variable (a quantizer's ranges, say) is put back. Returns the examples
+    used (0: no BN layer to re-estimate)."""
     layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
     if not layers or len(x) == 0:
         return 0
