@@ -187,3 +187,19 @@ def test_qat_and_clustering_train_with_frozen_batch_norm(prepared, parent, tmp_p
     after = moving_stats(load_model(clustered.model_path))
     for name, (mean, _) in moving_stats(load_model(parent.model_path)).items():
         np.testing.assert_array_equal(after[name][0], mean)
+
+
+def test_distill_refuses_a_collapsed_teacher(prepared, parent, tmp_path):
+    from tasks.distill import DISTILL
+    from tinyopt.core.errors import NotApplicable
+    from tinyopt.ml.models import save_model
+    from tinyopt.params import DistillParams
+
+    teacher = load_model(parent.model_path)
+    for layer in batchnorm_layers(teacher):
+        layer.moving_mean.assign(layer.moving_mean.numpy() + 5.0)
+        layer.moving_variance.assign(layer.moving_variance.numpy() * 40.0)
+    save_model(teacher, tmp_path / "teacher.keras")
+    settings = DistillParams(teacher=str(tmp_path / "teacher.keras"), fine_tune_epochs=1)
+    with pytest.raises(NotApplicable, match=r"the teacher's validation accuracy 0\.\d\d is far below the student's"):
+        fine_tune(DISTILL, Path(parent.model_path), prepared, settings, TrainParams(), TASK, SEED, tmp_path / "out")
