@@ -14,10 +14,12 @@ from tinyopt.ml.models import load_model, save_model
 from tinyopt.ml.training import (
     FineTuning,
     Objective,
+    collapsed,
     compile_for_task,
     final_activation,
     keras_score,
     output_kind,
+    reestimate_batchnorm,
     train_epochs,
 )
 from tinyopt.params import DistillParams, TaskParams, TrainParams
@@ -62,6 +64,12 @@ class Distill(FineTuning):
                 f"{model.output_shape[1:]}; a teacher scores the same classes or targets"
             )
         val_score = keras_score(teacher, data["x_val"], data["y_val"], task)
+        student = keras_score(model, data["x_val"], data["y_val"], task)  # still the parent's weights
+        if collapsed(task.score_metric, student, val_score):
+            raise NotApplicable(
+                f"the teacher's validation {task.score_metric} {val_score:.2f} is far below the student's "
+                f"{student:.2f}: distilling from it would teach the student its mistakes"
+            )
         fitted = {
             **data,
             "y_train": with_teacher(data["y_train"], teacher_outputs(teacher, data["x_train"], kind)),
@@ -83,6 +91,7 @@ class Distill(FineTuning):
         fit = train_epochs(
             teacher, data, settings.teacher_epochs or train.epochs, train.batch_size, train.early_stopping_patience
         )
+        reestimate_batchnorm(teacher, data["x_train"], train.batch_size)  # trained from scratch: its BN too
         path = out_dir / "teacher.keras"
         save_model(teacher, path)
         about = f"a {settings.teacher_width:g}x wider teacher trained here ({fit.epochs_run} epochs)"

@@ -1,6 +1,8 @@
 """The one fine-tune every technique shares: load the prepared data, take the training lock, seed,
-load the parent fresh from its file, wrap it (or say why the technique does not apply), compile, fit,
-strip, record. A technique only says how to wrap and strip (tinyopt.ml.training.FineTuning)."""
+load the parent fresh from its file, wrap it (or say why the technique does not apply), freeze its
+batch normalization (train.batchnorm), compile, fit, strip (re-estimate BN statistics it trained), record
+(with a note when the validation score collapsed against the parent's). A technique only says how to
+wrap and strip (tinyopt.ml.training.FineTuning)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from tinyopt.ml.training import (
     TRAINING_LOCK,
     FineTuning,
     compile_for_task,
+    freeze_batchnorm,
+    recorded_val_score,
+    reestimate_batchnorm,
+    restore_batchnorm,
     save_trained,
     set_seeds,
     train_epochs,
@@ -55,22 +61,29 @@ def fine_tune(
             raise NotApplicable(f"tfmot cannot {technique.verb} this model: {why}") from None
         epochs, learning_rate, patience = technique.schedule(settings, train)
         objective = technique.objective(wrapped, data, settings, train, task, out_dir)
+        # After the objective: a teacher widened from the model trains its own BN from scratch.
+        frozen = freeze_batchnorm(wrapped) if train.batchnorm == "frozen" else {}
         callbacks = technique.callbacks()
         per_call = 1 if callbacks else STEPS_PER_EXECUTION  # batch callbacks must see every batch
         compile_for_task(wrapped, task, learning_rate, objective.loss, steps_per_execution=per_call)
         live = epoch_logger(curves_to, technique.token)
         fit = train_epochs(wrapped, objective.data, epochs, train.batch_size, patience, callbacks, live)
+        stripped = technique.strip(wrapped)
+        restore_batchnorm(stripped, frozen)
+        reestimated = 0 if frozen else reestimate_batchnorm(stripped, objective.data["x_train"], train.batch_size)
+        bn_note = f"batch-norm statistics re-estimated on {reestimated:,} training examples" if reestimated else ""
         return save_trained(
-            technique.strip(wrapped),
+            stripped,
             data,
             task,
             technique.token,
             out_dir / technique.saved_as,
             parent=parent,
             fit=fit,
-            notes="; ".join(filter(None, [notes, objective.notes])),
+            notes="; ".join(filter(None, [notes, objective.notes, bn_note])),
             also=objective.files,
             curves=objective.curves,
+            parent_score=recorded_val_score(parent, task.score_metric),
         )
 
 

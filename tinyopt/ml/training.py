@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tinyopt.core.files import atomic_path
-from tinyopt.ml.metrics import score
+from tinyopt.ml.metrics import HIGHER_IS_BETTER, better, drop, score
 from tinyopt.ml.models import save_model, weight_stats
 from tinyopt.params import TaskParams
 from tinyopt.records.steps import TrainedModel, outputs_of
@@ -151,13 +151,18 @@ def save_trained(
     stats_model=None,
     also: tuple[Path, ...] = (),
     curves: dict[str, list[float]] | None = None,
+    parent_score: float | None = None,
 ) -> TrainedModel:
     """Score, save (atomically) and describe a model; `stats_model` is the one whose weights count
     (e.g. the stripped model, when `model` still carries training wrappers); `also`: other files the
     step wrote (a teacher), checked with the model when the step's result is reused; `curves`: other
-    per-epoch curves the step made (a teacher's), besides the fit's."""
+    per-epoch curves the step made (a teacher's), besides the fit's; `parent_score`: the parent's
+    validation score, to note a collapse against it."""
     files = save_model(model, out_path)
     stats = weight_stats(stats_model or model)
+    val_score = round(keras_score(model, data["x_val"], data["y_val"], task), 6)
+    if parent_score is not None:
+        notes = "; ".join(filter(None, [notes, collapse_note(task.score_metric, parent_score, val_score)]))
     record = dict(
         step=step,
         model_path=str(out_path),
@@ -166,7 +171,7 @@ def save_trained(
         train_seconds=fit.seconds,
         history={**fit.history, **(curves or {})},
         metric=task.score_metric,
-        val_score=round(keras_score(model, data["x_val"], data["y_val"], task), 6),
+        val_score=val_score,
         keras_score=round(keras_score(model, data["x_test"], data["y_test"], task), 6),
         notes=notes,
         **stats,
@@ -219,3 +224,115 @@ class FineTuning:
     def objective(self, model, data: dict, settings, train, task: TaskParams, out_dir: Path) -> Objective:
         """What to fit: the task's labels and loss by default (distill adds a teacher's outputs)."""
         return Objective(data=data)
+
+
+# A child whose validation score falls this far below its parent's has collapsed (accuracy, AUC: points;
+# MAE: a child error more than this many times the parent's).
+COLLAPSE_DROP = 0.2
+COLLAPSE_RATIO = 2.0
+
+
+def collapsed(metric: str, parent: float, child: float) -> bool:
+    """True when `child` is far worse than `parent` on `metric` (not a small fine-tuning loss)."""
+    if not better(metric, parent, child):
+        return False
+    if HIGHER_IS_BETTER[metric]:
+        return drop(metric, parent, child) > COLLAPSE_DROP
+    return child > COLLAPSE_RATIO * parent
+
+
+def collapse_note(metric: str, parent: float, child: float) -> str:
+    """A note for a record whose validation score collapsed against its parent's; "" if it did not."""
+    if not collapsed(metric, parent, child):
+        return ""
+    return (
+        f"validation {metric} {child:.2f} against its parent's {parent:.2f}: the fine-tune collapsed "
+        "(check batch-norm statistics, the learning rate and the epochs)"
+    )
+
+
+def recorded_val_score(model_path: Path, metric: str) -> float | None:
+    """The validation score in the record (model.json) beside a saved model, if it has one for `metric`."""
+    summary = Path(model_path).parent / "model.json"
+    try:
+        record = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("metric") != metric:
+        return None
+    value = record.get("val_score")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# Batch normalization. A short fine-tune on a small dataset leaves BN moving statistics behind the
+# weights (the inference-mode model can score at chance), so by default a pretrained model's BN layers
+# are frozen (inference mode, gamma and beta as trained); when they are trained, their moving statistics
+# are re-estimated on training data afterwards.
+BN_EXAMPLES = 1000  # training examples the re-estimated statistics are averaged over
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer in the model, inside nested models and tfmot wrappers, in order."""
+    import tensorflow as tf
+
+    found, seen = [], set()
+
+    def visit(layer) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            found.append(layer)
+        for inner in getattr(layer, "layers", None) or ():
+            visit(inner)
+        inner = getattr(layer, "layer", None)  # a wrapper (prune, cluster, quantize)
+        if isinstance(inner, tf.keras.layers.Layer):
+            visit(inner)
+
+    visit(model)
+    return found
+
+
+def freeze_batchnorm(model) -> dict[str, bool]:
+    """Run every BN layer in inference mode with its gamma and beta fixed (tf_keras: trainable=False);
+    returns each layer's trainable flag before, by name, for `restore_batchnorm`. Before compiling."""
+    layers = batchnorm_layers(model)
+    before = {layer.name: layer.trainable for layer in layers}
+    for layer in layers:
+        layer.trainable = False
+    return before
+
+
+def restore_batchnorm(model, before: dict[str, bool]) -> None:
+    """Put back the trainable flags `freeze_batchnorm` found (on the model or its stripped copy)."""
+    for layer in batchnorm_layers(model):
+        if layer.name in before:
+            layer.trainable = before[layer.name]
+
+
+def reestimate_batchnorm(model, x: np.ndarray, batch_size: int, examples: int = BN_EXAMPLES) -> int:
+    """Make every trainable BN layer's moving mean and variance the average of its batch statistics over
+    the first `examples` training examples (forward passes in training mode, each batch at momentum
+    seen / (seen + its size): a cumulative average weighted by batch size, deterministic). Nothing
+    else changes: every other variable (a quantizer's ranges, say) is put back. Returns the examples
+    used (0: no BN layer to re-estimate)."""
+    layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+    if not layers or len(x) == 0:
+        return 0
+    x = x[:examples]
+    batch = max(1, min(batch_size, len(x)))
+    moving = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+    others = [(v, v.numpy()) for v in model.variables if id(v) not in moving]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for start in range(0, len(x), batch):
+            part = x[start : start + batch]
+            for layer in layers:
+                layer.momentum = start / (start + len(part))
+            model(part, training=True)  # eager: each call reads the momentum
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        for variable, value in others:
+            variable.assign(value)
+    return len(x)
