@@ -94,6 +94,26 @@ def _create_sqlite_store_once(uri: str) -> None:
         mlflow_client.search_registered_models(max_results=1)  # the registry's (same database)
 
 
+@contextlib.contextmanager
+def as_process_store() -> Iterator[None]:
+    """MLflow's process-wide store pointed at ours for the block, then back as it was. MLflow resolves some
+    things there, not through the client (a registry version's `models:/<id>` source), and another library or
+    a notebook may have pointed it elsewhere. set_tracking_uri also writes MLFLOW_TRACKING_URI: restored too."""
+    import mlflow
+
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
 def experiment_id(name: str) -> str:
     mlflow_client = client()
     experiment = mlflow_client.get_experiment_by_name(name)

@@ -99,14 +99,15 @@ def _register(summary: Summary, record: Variant, profile: str, name: str) -> dic
     # The version is the variant's MLflow logged model (the Models tab's); a run from before logged models
     # registers its run's artifacts.
     source = f"models:/{record.mlflow_model_id}" if record.mlflow_model_id else run.info.artifact_uri
-    version = client.create_model_version(
-        name,
-        source=source,
-        run_id=run.info.run_id,
-        tags=tags,
-        description=f"{variant} from pipeline run {summary.run_id}",
-        model_id=record.mlflow_model_id,
-    )
+    with tracking.as_process_store():  # MLflow looks the `models:/` source up in its process-wide store
+        version = client.create_model_version(
+            name,
+            source=source,
+            run_id=run.info.run_id,
+            tags=tags,
+            description=f"{variant} from pipeline run {summary.run_id}",
+            model_id=record.mlflow_model_id,
+        )
     client.set_registered_model_alias(name, "candidate", version.version)
     return {"model": name, "version": int(version.version), "alias": "candidate", "variant": variant}
 
