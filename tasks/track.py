@@ -86,7 +86,7 @@ def log_model(
             params=params,
             metrics=metrics,
             artifacts=artifacts,
-            directories=directories or {},
+            directories={} if model_id else directories or {},  # a logged model holds them already
             model_id=model_id,
         )
     return run_id, model_id
