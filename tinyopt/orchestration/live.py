@@ -35,20 +35,12 @@ class LiveRuns:
             with self.lock:
                 new = name not in self.runs
                 if new:
-                    tags = {
-                        **self.tags,
-                        "mlflow.parentRunId": self.parent_run_id,
-                        "variant": name,
-                        "chain": " > ".join(chain),
-                        "kind": "variant",
-                    }
-                    run = tracking.client().create_run(
-                        tracking.experiment_id(self.experiment), run_name=name, tags=tags
-                    )
-                    self.runs[name] = run.info.run_id
-                    self.logged[run.info.run_id] = set()
+                    tags = {**self.tags, "variant": name, "chain": " > ".join(chain), "kind": "variant"}
+                    run_id = tracking.start_run(self.experiment, name, tags, self.parent_run_id)
+                    self.runs[name] = run_id
+                    self.logged[run_id] = set()
                     if self.dataset is not None:
-                        tracking.log_dataset(run.info.run_id, self.dataset)
+                        tracking.log_dataset(run_id, self.dataset)
             if new:
                 for prefix, model in ancestors.items():
                     if tuple(chain[: len(prefix)]) == prefix and len(prefix) < len(chain) - 1:
