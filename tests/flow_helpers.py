@@ -17,6 +17,12 @@ def progress_counts(log: str) -> list[tuple[int, int]]:
     return [(int(done), int(total)) for done, total in re.findall(r"^.*?\[(\d+)/(\d+) \d+m\d\ds\] ", log, re.M)]
 
 
+def skipped_steps(log: str) -> int:
+    """The steps the progress lines counted as skipped (`[7/57 0m12s] prune skipped (3 steps)`)."""
+    found = re.findall(r"\[\d+/\d+ \d+m\d\ds\] .+? skipped(?: \((\d+) steps\))?$", log, re.M)
+    return sum(int(steps or 1) for steps in found)
+
+
 def summary_of(root: Path) -> dict:
     return json.loads((root / "reports" / "latest" / "summary.json").read_text())
 
