@@ -1,14 +1,16 @@
-"""Pruning: magnitude pruning with a sparsity schedule (prune), and 2:4 structured pruning (prune_2_4),
-from tfmot; both fine-tuned by tasks.fine_tune and stripped of their pruning wrappers."""
+"""Pruning: magnitude pruning with a sparsity schedule (prune), and 2:4 structured pruning (prune_2_4), from tfmot,
+both fine-tuned by tasks.fine_tune and stripped of their pruning wrappers; and filter pruning (prune_filters,
+tinyopt.ml.filter_pruning), which rebuilds a smaller model and fine-tunes it as it is."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tinyopt.core.errors import NotApplicable
+from tinyopt.ml.filter_pruning import prune_filters
 from tinyopt.ml.models import load_model
 from tinyopt.ml.training import FineTuning
-from tinyopt.params import PruneParams, StructuredPruneParams, TrainParams
+from tinyopt.params import FilterPruneParams, PruneParams, StructuredPruneParams, TrainParams
 
 
 class Prune(FineTuning):
@@ -86,4 +88,18 @@ class Prune24(Prune):
         return tf.keras.models.clone_model(model, clone_function=clone), notes
 
 
-PRUNE, PRUNE_2_4 = Prune(), Prune24()
+class PruneFilters(FineTuning):
+    """Whole filters (units) with the smallest L1 norm removed from each Conv2D, Conv1D and Dense layer that can
+    lose them: a new, smaller model with fewer MACs, which the device runs faster (zeroed weights it does not).
+    No training wrappers: the rebuilt model is fine-tuned and saved as it is."""
+
+    token = "prune_filters"
+
+    def wrap(self, model, settings: FilterPruneParams, checked):
+        smaller, notes = prune_filters(model, settings.keep)
+        if smaller.count_params() >= model.count_params():
+            raise NotApplicable(f"keep {settings.keep} removes no filter: {notes}")
+        return smaller, notes
+
+
+PRUNE, PRUNE_2_4, PRUNE_FILTERS = Prune(), Prune24(), PruneFilters()

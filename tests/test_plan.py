@@ -48,6 +48,7 @@ def test_default_plan_covers_every_component_of_the_paper():
         *CONVERSIONS,
         "prune",
         "prune_2_4",
+        "prune_filters",
         "cluster",
         "sp_cluster",
         "qat",

@@ -42,6 +42,7 @@ from tinyopt.params.pipeline import (
     ConversionParams,
     DataParams,
     DistillParams,
+    FilterPruneParams,
     GraphParams,
     ModelParams,
     PruneParams,
@@ -87,9 +88,9 @@ class Params(Section):
     plan: list[list[str]] = Field(
         default_factory=lambda: [list(chain) for chain in DEFAULT_PLAN],
         description="The variants: each chain is techniques applied in order to the trained model, then one "
-        "conversion. Techniques: prune, prune_2_4, cluster, sp_cluster (needs a pruning step first), qat, pqat "
-        "(after a pruning step), cqat (after clustering), pcqat (after prune and sp_cluster), separable (first "
-        "only), distill (first, or right after separable), graph. Conversions: float32, float16, dynamic_range, "
+        "conversion. Techniques: prune, prune_2_4, prune_filters, cluster, sp_cluster (needs a pruning step first), "
+        "qat, pqat (after a pruning step), cqat (after clustering), pcqat (after prune and sp_cluster), separable "
+        "(first only), distill (first, or right after separable), graph. Conversions: float32, float16, dynamic_range, "
         "int8_fallback (int8 kernels, float fallback and float I/O), int8 (full integer, int8 I/O), int16x8 "
         "(int16 activations, int8 weights). Shared prefixes are trained once: [prune, int8] and [prune, float16] "
         "prune one model.",

@@ -144,6 +144,21 @@ class StructuredPruneParams(Section):
     learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
 
 
+class FilterPruneParams(Section):
+    """Structured pruning: the filters (units) with the smallest L1 norm removed from each Conv2D, Conv1D and Dense
+    layer that can lose them, giving a smaller model with fewer MACs; then the model fine-tuned."""
+
+    keep: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="the share of each prunable layer's filters kept, rounded up to a multiple of 4; layers that "
+        "feed the output, a residual Add or a Concatenate are kept whole",
+    )
+    fine_tune_epochs: int = Field(default=4, ge=1, le=100)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+
+
 class ClusterParams(Section):
     """Weight clustering (tfmot cluster_weights); also used by sparsity-preserving `sp_cluster`."""
 
@@ -197,6 +212,7 @@ class GraphParams(Section):
 class Techniques(Section):
     prune: PruneParams = PruneParams()
     prune_2_4: StructuredPruneParams = StructuredPruneParams()
+    prune_filters: FilterPruneParams = FilterPruneParams()
     cluster: ClusterParams = ClusterParams()
     qat: QatParams = QatParams()
     separable: SeparableParams = SeparableParams()
@@ -227,6 +243,7 @@ DEFAULT_PLAN = (
         ["prune", "sp_cluster", "pcqat", "int8"],
         ["cluster", "cqat", "int8"],
         ["prune_2_4", "int8"],
+        ["prune_filters", "int8"],
         ["graph", "float32"],
     ]
 )

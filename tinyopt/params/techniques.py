@@ -54,6 +54,7 @@ TECHNIQUES = {
     for technique in (
         Technique("prune", "prune", "gzip bytes (zeros compress)", family="pruning"),
         Technique("prune_2_4", "prune_2_4", "gzip bytes; MACs where kernels skip zeros", family="pruning"),
+        Technique("prune_filters", "prune_filters", "MACs, flash and RAM: whole filters removed", family="pruning"),
         Technique("cluster", "cluster", "gzip bytes (few distinct values compress)", family="clustering"),
         Technique(
             "sp_cluster",
