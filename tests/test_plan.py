@@ -24,6 +24,8 @@ from tinyopt.run import plan as planning
         (["sp_cluster", "int8"], "needs a pruning step before it"),
         (["prune", "separable", "int8"], "separable rebuilds and retrains the model, so it must come first"),
         (["prune", "prune", "int8"], "repeats a technique"),
+        (["prune", "prune_filters", "int8"], "prune_filters rebuilds the model with fewer filters"),
+        (["prune_filters", "sp_cluster", "int8"], "needs a pruning step before it"),
         ([], "an empty chain"),
     ],
 )
@@ -120,3 +122,15 @@ def test_dvc_builds_every_model_of_the_default_plan_from_its_parent():
         else:
             command = f"tinyopt technique {token} --parent {parent_file} --out-dir {planning.model_dir(prefix)} "
             assert stages[planning.model_name(prefix)]["cmd"].startswith(command)
+
+
+def test_filter_pruning_comes_before_magnitude_pruning_or_right_after_separable():
+    parse_params(
+        {
+            "plan": [
+                ["float32"],
+                ["prune_filters", "prune", "sp_cluster", "int8"],
+                ["separable", "prune_filters", "int8"],
+            ]
+        }
+    )

@@ -54,7 +54,13 @@ TECHNIQUES = {
     for technique in (
         Technique("prune", "prune", "gzip bytes (zeros compress)", family="pruning"),
         Technique("prune_2_4", "prune_2_4", "gzip bytes; MACs where kernels skip zeros", family="pruning"),
-        Technique("prune_filters", "prune_filters", "MACs, flash and RAM: whole filters removed", family="pruning"),
+        Technique(
+            "prune_filters",
+            "prune_filters",
+            "MACs, flash and RAM: whole filters removed",
+            comes="early",
+            comes_why="rebuilds the model with fewer filters (zeros or clusters made before would not survive)",
+        ),
         Technique("cluster", "cluster", "gzip bytes (few distinct values compress)", family="clustering"),
         Technique(
             "sp_cluster",
