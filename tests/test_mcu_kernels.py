@@ -1,7 +1,7 @@
-"""The fast convolution kernels (to_depthwise4, to_depthwise, the pointwise matrix multiply) bit-exact with TFLM's
+"""The fast kernels (to_depthwise4, to_depthwise, to_pointwise, to_conv's 2x2 blocks, to_add) bit-exact with TFLM's
 reference kernels: on the host through the portable C, and on emulated Cortex-M4 and M55 through the DSP
 paths. Small models with awkward shapes: channel counts that are not multiples of 4, odd sizes, SAME and VALID
-padding, strides 1 and 2, a 5x3 window, depth multiplier 2."""
+padding, strides 1 and 2, a 5x3 window, depth multiplier 2, a residual ADD."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ SHAPES = {
     "dw3x3_multiplier2": ((8, 6, 3), [("dw", {"kernel_size": 3, "padding": "same", "depth_multiplier": 2})]),
     "pointwise_odd": ((7, 5, 7), [("conv", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
     "pointwise_wide": ((6, 6, 24), [("conv", {"filters": 19, "kernel_size": 1})]),
+    "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
 
 
@@ -29,7 +30,8 @@ def _model(name: str):
     inp = x = keras.Input(shape)
     for kind, options in layers:
         layer = keras.layers.DepthwiseConv2D if kind == "dw" else keras.layers.Conv2D
-        x = layer(bias_initializer="random_normal", **options)(x)
+        y = layer(bias_initializer="random_normal", **options)(x)
+        x = keras.layers.Add()([x, y]) if kind.endswith("+") else y  # a residual: ADD
     return keras.Model(inp, x)
 
 
@@ -89,3 +91,7 @@ def test_generator_picks_the_fast_kernels(blobs):
     assert kernels("dw3x3_s1_same") == {"to_depthwise4("}
     assert kernels("dw3x3_multiplier2") == {"to_depthwise("}
     assert kernels("pointwise_odd") == {"to_pointwise("}
+    assert (
+        kernels("conv3x3_residual_add") == {"to_conv("}
+        and "to_add(" in generate(blobs["conv3x3_residual_add"], "m").source
+    )

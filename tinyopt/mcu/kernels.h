@@ -580,14 +580,30 @@ TO_INLINE void to_pool(const int8_t *in, const to_geom *g, int average, int32_t 
   }
 }
 
+/* MBQM for a positive multiplier when |x| < 2^29 (ADD's operands: 9-bit values shifted left by 20, and sums of two
+ * of their rescalings by multipliers below one): SRDHM's rounding as in to_requant_s, one SMMULR of 2x when there
+ * is no left shift (2x fits, as x << shift would for shift 1). The shifts are the generator's constants. */
+TO_INLINE int32_t to_mbqm_small(int32_t x, int32_t multiplier, int shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  int32_t a = (int32_t)((uint32_t)x << left), r;
+#ifdef TINYOPT_DSP
+  if (left == 0) {
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a * 2), "r"(multiplier));
+    return to_rdbpot(r, right);
+  }
+#endif
+  r = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+  return to_rdbpot(r, right);
+}
+
 /* ADD of two same-shape int8 tensors (TFLM's AddElementwise, left shift 20). */
 TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
                       int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
                       int32_t act_min, int32_t act_max, int8_t *out) {
   for (int i = 0; i < n; i++) {
-    int32_t x = to_mbqm((a[i] + a_off) * (1 << 20), a_mult, a_shift);
-    int32_t y = to_mbqm((b[i] + b_off) * (1 << 20), b_mult, b_shift);
-    int32_t v = to_mbqm(x + y, out_mult, out_shift) + out_zp;
+    int32_t x = to_mbqm_small((a[i] + a_off) * (1 << 20), a_mult, a_shift);
+    int32_t y = to_mbqm_small((b[i] + b_off) * (1 << 20), b_mult, b_shift);
+    int32_t v = to_mbqm_small(x + y, out_mult, out_shift) + out_zp;
     v = v < act_min ? act_min : v;
     v = v > act_max ? act_max : v;
     out[i] = (int8_t)v;
