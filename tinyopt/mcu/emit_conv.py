@@ -7,7 +7,7 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, requant_consts, require_int8
+from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, requant_flagged, require_int8
 from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
@@ -38,31 +38,57 @@ def emit_conv(em: Emitter, op: Op) -> None:
     mults, shifts = per_channel_multipliers(inp, w, out, oc)
     act_min, act_max = activation_range(o.fusedActivationFunction, out.scale, out.zero_point)
     g = geom(inp, out, kh, kw, o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor)
+    pointwise = not depthwise and kh == kw == 1 and o.strideH == o.strideW == 1  # no window, no padding
     wide = (
-        weights.size <= WIDE_WEIGHTS_MAX
+        not pointwise
+        and weights.size <= WIDE_WEIGHTS_MAX
         and weights.shape[1] <= 16
         and max(shifts) <= 0
         and not (depthwise and inp.shape[-1] != 1)
     )
+    depth4 = depthwise and inp.shape[-1] == oc != 1  # to_depthwise4: depth multiplier 1, several channels
     if wide:  # to_conv16 takes right shifts
         m, s = em.const_name(op, "mult"), em.const_name(op, "right")
         em.consts.append(c_array("int32_t", m, mults))
         em.consts.append(c_array("uint8_t", s, [-x for x in shifts]))
     else:
-        m, s = requant_consts(em, op, mults, shifts)
+        taps = weights.shape[0 if depthwise and inp.shape[-1] != 1 else 1]  # products per accumulator
+        m, s, flags = requant_flagged(em, op, mults, shifts, folded, taps)
     b = em.const_name(op, "bias")
-    em.consts.append(c_array("int32_t", b, folded))
+    em.consts.append(c_array("int32_t", b, np.pad(folded, (0, round4(oc) - oc)) if depth4 else folded))  # in fours
     wn = em.const_name(op, "w")
-    em.body.append(f"  {{ static const to_geom g = {g};")
+    em.body.append("  {" if pointwise else f"  {{ static const to_geom g = {g};")
     em.weight_storage.append(WeightStorage(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
     if depthwise and inp.shape[-1] != 1:
-        em.consts.append(c_array("int8_t", wn, weights))
+        taps = kh * kw
+        if depth4:  # depth multiplier 1: four channels per step, a tap's four weights in one word
+            groups = round4(oc) // 4
+            reordered = np.zeros((groups * 4, taps), dtype=np.int8)
+            reordered[:oc] = weights.T
+            reordered = reordered.reshape(groups, 4, taps).transpose(0, 2, 1)  # [group][tap][4]
+            em.consts.append(c_array("int8_t", wn, reordered.reshape(groups, -1)))
+            em.body.append(
+                f"    to_depthwise4({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {in_zp}, {m}, {s}, {flags}, "
+                f"{out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'int32_t')}, {em.ptr(op.outputs[0])}); }}"
+            )
+            return
+        em.consts.append(c_array("int8_t", wn, weights.T))  # [oc][tap]: each channel's taps together
         em.body.append(
             f"    to_depthwise({em.ptr(op.inputs[0])}, &g, {o.depthMultiplier}, {wn}, {b}, {in_zp}, "
-            f"{m}, {s}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+            f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
         )
         return
     k = weights.shape[1]
+    if pointwise:
+        kp = round4(k)
+        padded = np.zeros((oc, kp), dtype=np.int8)
+        padded[:, :k] = weights
+        em.consts.append(c_array("int8_t", wn, padded))
+        em.body.append(
+            f"    to_pointwise({em.ptr(op.inputs[0])}, {out.shape[1] * out.shape[2]}, {k}, {wn}, {b}, {kp}, {oc}, "
+            f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+        )
+        return
     # to_conv16 reads int16 weights in pairs, to_conv int8 weights in fours: rows padded with zeros to that.
     kernel, c_type, np_type, kp = (
         ("to_conv16", "int16_t", np.int16, k + k % 2) if wide else ("to_conv", "int8_t", np.int8, round4(k))
@@ -71,19 +97,25 @@ def emit_conv(em: Emitter, op: Op) -> None:
     padded[:, :k] = weights
     em.consts.append(c_array(c_type, wn, padded))
     em.body.append(
-        f"    {kernel}({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, {out.zero_point}, "
+        f"    {kernel}({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
+        f"{'' if wide else f'{flags}, '}{out.zero_point}, "
         f"{act_min}, {act_max}, {em.scratch(op, c_type)}, {em.ptr(op.outputs[0])}); }}"
     )
 
 
 def im2col_bytes(g: Graph, op: Op) -> int:
-    """Scratch for one im2col column: int8, or int16 for convolutions with few weights (2 bytes a weight covers
-    both). A depthwise convolution over several channels reads its input in place and needs none."""
+    """Scratch for im2col: two int8 columns (to_conv's two pixels per pass), or one int16 column for
+    convolutions with few weights (2 bytes a weight covers both). A pointwise convolution reads its input in
+    place; so does a depthwise one over several channels, to_depthwise4 with its tap offsets and pad bytes."""
     w = g.tensors[op.inputs[1]]
+    if op.kind == "CONV_2D" and w.shape[1] == w.shape[2] == 1 and op.options.strideH == op.options.strideW == 1:
+        return 0  # to_pointwise reads its input in place
     if op.kind == "CONV_2D":
         k = int(np.prod(w.shape[1:]))
     elif g.tensors[op.inputs[0]].shape[-1] == 1:
         k = int(np.prod(w.shape[1:3]))
+    elif g.tensors[op.inputs[0]].shape[-1] == w.shape[-1]:  # to_depthwise4: tap offsets and a row of pad bytes
+        return 4 * w.shape[1] * w.shape[2] + round4(w.shape[-1])
     else:
         return 0
     return 2 * round4(k)

@@ -83,6 +83,22 @@ def requant_consts(em: Emitter, op: Op, mults: list[int], shifts: list[int]) -> 
     return m, s
 
 
+TO_ANY_LEFT, TO_SMALL_ACC = 1, 2  # kernels.h's flags for to_requant_s
+
+
+def requant_flagged(
+    em: Emitter, op: Op, mults: list[int], shifts: list[int], folded: np.ndarray, taps: int
+) -> tuple[str, str, int]:
+    """The requantization constants of the kernels that take to_requant_s's flags: without any left shift (every
+    multiplier below one) the shifts are stored as right shifts; TO_SMALL_ACC when no accumulator can reach 2^30
+    (the folded bias plus taps products of at most 128 * 127)."""
+    any_left = max(shifts) > 0
+    flags = (TO_ANY_LEFT if any_left else 0) | (
+        TO_SMALL_ACC if int(np.abs(folded).max(initial=0)) + 128 * 127 * taps < 2**30 else 0
+    )
+    return *requant_consts(em, op, mults, shifts if any_left else [-x for x in shifts]), flags
+
+
 def geom(inp: Tensor, out: Tensor, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int) -> str:
     """A to_geom initializer: NHWC sizes, window, strides, dilations and TFLite's SAME/VALID padding."""
     _, ih, iw, ic = inp.shape

@@ -52,21 +52,42 @@ TO_INLINE int32_t to_mbqm(int32_t x, int32_t multiplier, int shift) {
   return to_rdbpot(to_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
+/* What the generator knows of a layer's requantization (the `flags` of to_requant_s and the kernels using it). */
+#define TO_ANY_LEFT 1 /* some multiplier is >= 1 (a left shift); without it `shift` holds right shifts (>= 0) */
+#define TO_SMALL_ACC 2 /* every accumulator is below 2^30 in magnitude (bias + 128 * 127 * taps) */
+
 /* Requantize an accumulator to int8: TFLM's MBQM, in fewer instructions. Multipliers are positive, so
  * SRDHM's one saturating case (both operands INT32_MIN) cannot occur, and its truncating division of
- * ab + nudge by 2^31 equals an arithmetic shift of ab + 2^30 for either sign. When the activation floor is at
- * or above the output zero point (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is
- * monotonic and MBQM(0) = 0. */
-TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
-                            int32_t act_max) {
-  if (act_min >= out_zp && acc <= 0) return (int8_t)act_min;
-  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  int32_t x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
+ * ab + nudge by 2^31 equals an arithmetic shift of ab + 2^30 for either sign; for |a| < 2^30 that is
+ * SMMULR(2a, b) = (2ab + 2^31) >> 32, one instruction. When the activation floor is at or above the output zero
+ * point (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is monotonic and MBQM(0) = 0; a
+ * positive one then gives a non-negative MBQM (no negative rounding, and no floor when it is the zero point). */
+TO_INLINE int8_t to_requant_s(int32_t acc, int32_t multiplier, int shift, int flags, int32_t out_zp,
+                              int32_t act_min, int32_t act_max) {
+  int relu = act_min >= out_zp;
+  if (relu && acc <= 0) return (int8_t)act_min;
+  int any_left = flags & TO_ANY_LEFT;
+  int left = any_left && shift > 0 ? shift : 0, right = !any_left ? shift : shift > 0 ? 0 : -shift;
+  int32_t x;
+#ifdef TINYOPT_DSP
+  if ((flags & TO_SMALL_ACC) && !any_left) {
+    __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(acc * 2), "r"(multiplier));
+  } else
+#endif
+    x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
   /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
-  int32_t v = (x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
-  v = v < act_min ? act_min : v;
+  int32_t v = (relu || x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+#ifdef __ARM_FEATURE_SAT
+  if (act_max == 127 && (act_min == -128 || (relu && act_min == out_zp))) return (int8_t)__ssat(v, 8);
+#endif
+  if (act_min != out_zp) v = v < act_min ? act_min : v;
   v = v > act_max ? act_max : v;
   return (int8_t)v;
+}
+
+TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
+                            int32_t act_max) {
+  return to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
 }
 
 /* The same for multipliers below one (right shift only), as the generator emits them when every channel's
@@ -222,6 +243,17 @@ typedef struct {
   int ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, dh, dw, ph, pw;
 } to_geom;
 
+/* n bytes, by words when n is a multiple of 4 (a pixel's channels in im2col). */
+TO_INLINE void to_copy_bytes(const int8_t *src, int n, int8_t *dst) {
+  if ((n & 3) == 0)
+    for (int i = 0; i < n; i += 4) {
+      uint32_t v = to_load32(src + i);
+      __builtin_memcpy(dst + i, &v, 4);
+    }
+  else
+    for (int i = 0; i < n; i++) dst[i] = src[i];
+}
+
 /* Gather one output pixel's receptive field (kh * kw * ic values, padded with pad to kp). */
 TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int8_t pad, int kp, int8_t *col) {
   int8_t *c = col;
@@ -230,8 +262,7 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
     /* the whole window is inside the input: no bounds checks */
     for (int ky = 0; ky < g->kh; ky++) {
       const int8_t *row = in + ((y0 + ky * g->dh) * g->iw + x0) * g->ic;
-      for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic)
-        for (int i = 0; i < g->ic; i++) *c++ = row[i];
+      for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic, c += g->ic) to_copy_bytes(row, g->ic, c);
     }
   } else {
     for (int ky = 0; ky < g->kh; ky++) {
@@ -239,8 +270,8 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
       for (int kx = 0; kx < g->kw; kx++) {
         int ix = x0 + kx * g->dw;
         if (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) {
-          const int8_t *p = in + (iy * g->iw + ix) * g->ic;
-          for (int i = 0; i < g->ic; i++) *c++ = p[i];
+          to_copy_bytes(in + (iy * g->iw + ix) * g->ic, g->ic, c);
+          c += g->ic;
         } else {
           for (int i = 0; i < g->ic; i++) *c++ = pad;
         }
@@ -250,25 +281,99 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
   while (c < col + kp) *c++ = 0;
 }
 
-/* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col per pixel, then one dot product per
- * output channel; weights are [oc][kp]. */
+/* Two pixels' dot products with two weight rows at once (x1 = x0 + dx, w1 = w0 + kp): each loaded word of input or
+ * weights feeds two SMLADs, against one in to_dot4x2. s: pixel 0 channels 0 and 1, then pixel 1's. */
+TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int32_t *s) {
+#ifdef TINYOPT_DSP
+  int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
+  for (const int8_t *end = x + kp; x < end; x += 4, w += 4) {
+    uint32_t a = to_load32(x), b = to_load32(x + dx);
+    uint32_t ae = __sxtb16(a), ao = to_sxtb16_ror8(a), be = __sxtb16(b), bo = to_sxtb16_ror8(b);
+    uint32_t u = to_load32(w), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
+    s00 = __smlad(ae, ue, s00);
+    s00 = __smlad(ao, uo, s00);
+    s10 = __smlad(be, ue, s10);
+    s10 = __smlad(bo, uo, s10);
+    u = to_load32(w + kp), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
+    s01 = __smlad(ae, ue, s01);
+    s01 = __smlad(ao, uo, s01);
+    s11 = __smlad(be, ue, s11);
+    s11 = __smlad(bo, uo, s11);
+  }
+  s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
+#else
+  for (int i = 0; i < kp; i++) {
+    s[0] += x[i] * w[i], s[1] += x[i] * w[kp + i];
+    s[2] += x[dx + i] * w[i], s[3] += x[dx + i] * w[kp + i];
+  }
+#endif
+}
+
+/* Every output channel of two pixels whose kp inputs are at x and x + dx; weights [oc][kp]. */
+TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t *bias, int kp, int oc,
+                        const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
+                        int32_t act_max, int8_t *o0, int8_t *o1) {
+  int c = 0;
+  for (; c + 1 < oc; c += 2) {
+    int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
+    to_dot4_2x2(x, dx, w + c * kp, kp, s);
+    o0[c] = to_requant_s(s[0], mult[c], shift[c], flags, out_zp, act_min, act_max);
+    o0[c + 1] = to_requant_s(s[1], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
+    o1[c] = to_requant_s(s[2], mult[c], shift[c], flags, out_zp, act_min, act_max);
+    o1[c + 1] = to_requant_s(s[3], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
+  }
+  if (c < oc) {
+    o0[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+    o1[c] = to_requant_s(to_dot4(x + dx, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min,
+                         act_max);
+  }
+}
+
+/* Every output channel of one pixel (the last of an odd count). */
+TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
+                        const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
+                        int8_t *o) {
+  int c = 0;
+  for (; c + 1 < oc; c += 2) {
+    int32_t a0 = bias[c], a1 = bias[c + 1];
+    to_dot4x2(x, w + c * kp, w + (c + 1) * kp, kp, &a0, &a1);
+    o[c] = to_requant_s(a0, mult[c], shift[c], flags, out_zp, act_min, act_max);
+    o[c + 1] = to_requant_s(a1, mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
+  }
+  if (c < oc)
+    o[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+}
+
+/* CONV_2D 1x1, stride 1, no padding: a matrix multiply straight from the NHWC input, two pixels by two output
+ * channels per pass (no im2col copy). Rows of weights are padded with zeros to kp = round4(ic), so the up to 3
+ * bytes read past a pixel's channels (the next pixel's, or the arena's slack after the last) count for nothing. */
+TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *w, const int32_t *bias, int kp,
+                            int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                            int32_t act_min, int32_t act_max, int8_t *out) {
+  int p = 0;
+  for (; p + 1 < pixels; p += 2)
+    to_rows2(in + p * ic, ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc,
+             out + (p + 1) * oc);
+  if (p < pixels) to_rows1(in + p * ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc);
+}
+
+/* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col two pixels at a time into col (2 * kp bytes),
+ * then to_rows2's two-by-two blocks; weights are [oc][kp]. */
 TO_INLINE void to_conv(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
-                       int8_t pad, const int32_t *mult, const int8_t *shift, int32_t out_zp, int32_t act_min,
-                       int32_t act_max, int8_t *col, int8_t *out) {
-  for (int oy = 0; oy < g->oh; oy++) {
-    for (int ox = 0; ox < g->ow; ox++) {
-      to_im2col(in, g, oy, ox, pad, kp, col);
-      int8_t *o = out + (oy * g->ow + ox) * g->oc;
-      int c = 0;
-      for (; c + 1 < g->oc; c += 2) {
-        int32_t a0 = bias[c], a1 = bias[c + 1];
-        to_dot4x2(col, w + c * kp, w + (c + 1) * kp, kp, &a0, &a1);
-        o[c] = to_requant(a0, mult[c], shift[c], out_zp, act_min, act_max);
-        o[c + 1] = to_requant(a1, mult[c + 1], shift[c + 1], out_zp, act_min, act_max);
-      }
-      for (; c < g->oc; c++)
-        o[c] = to_requant(to_dot4(col, w + c * kp, kp, bias[c]), mult[c], shift[c], out_zp, act_min, act_max);
+                       int8_t pad, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                       int32_t act_min, int32_t act_max, int8_t *col, int8_t *out) {
+  int pixels = g->oh * g->ow, oy = 0, ox = 0;
+  for (int p = 0; p < pixels; p += 2) {
+    to_im2col(in, g, oy, ox, pad, kp, col);
+    if (++ox == g->ow) ox = 0, oy++;
+    if (p + 1 == pixels) {
+      to_rows1(col, w, bias, kp, g->oc, mult, shift, flags, out_zp, act_min, act_max, out + p * g->oc);
+      break;
     }
+    to_im2col(in, g, oy, ox, pad, kp, col + kp);
+    if (++ox == g->ow) ox = 0, oy++;
+    to_rows2(col, kp, w, bias, kp, g->oc, mult, shift, flags, out_zp, act_min, act_max, out + p * g->oc,
+             out + (p + 1) * g->oc);
   }
 }
 
@@ -323,26 +428,126 @@ TO_INLINE void to_conv16(const int8_t *in, const to_geom *g, const int16_t *w, c
   }
 }
 
-/* DEPTHWISE_CONV_2D, general case: output channel c reads input channel c / depth_multiplier; weights are
- * [kh][kw][oc] as in the .tflite. Out-of-bounds taps use the input zero point (folded into the bias). */
-TO_INLINE void to_depthwise(const int8_t *in, const to_geom *g, int depth_multiplier, const int8_t *w,
-                            const int32_t *bias, int8_t pad, const int32_t *mult, const int8_t *shift,
-                            int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+/* The taps [*k0, *k1) of a k-tap window starting at s (dilation d) that fall inside [0, n): once per output row
+ * or pixel, at most k steps and no division. */
+TO_INLINE void to_tap_range(int s, int k, int d, int n, int *k0, int *k1) {
+  int a = 0, b = k;
+  while (a < k && s + a * d < 0) a++;
+  while (b > a && s + (b - 1) * d >= n) b--;
+  *k0 = a, *k1 = b;
+}
+
+/* a[j] += x[j] * w[j] for the four channels of one tap: x and w are four int8 each (one word). */
+TO_INLINE void to_mac4(const int8_t *x, const int8_t *w, int32_t *a) {
+#ifdef TINYOPT_DSP
+  uint32_t xv = to_load32(x), wv = to_load32(w);
+  uint32_t xe = __sxtb16(xv), we = __sxtb16(wv), xo = to_sxtb16_ror8(xv), wo = to_sxtb16_ror8(wv);
+  a[0] = __smlabb(xe, we, a[0]);
+  a[2] = __smlatt(xe, we, a[2]);
+  a[1] = __smlabb(xo, wo, a[1]);
+  a[3] = __smlatt(xo, wo, a[3]);
+#else
+  a[0] += x[0] * w[0], a[1] += x[1] * w[1], a[2] += x[2] * w[2], a[3] += x[3] * w[3];
+#endif
+}
+
+/* Requantize and store four channels' accumulators, or the n < 4 left at the end of a pixel. */
+TO_INLINE void to_store4(const int32_t *a, int8_t *o, int n, const int32_t *mult, const int8_t *shift, int flags,
+                         int32_t out_zp, int32_t act_min, int32_t act_max) {
+  o[0] = to_requant_s(a[0], mult[0], shift[0], flags, out_zp, act_min, act_max);
+  if (n > 1) o[1] = to_requant_s(a[1], mult[1], shift[1], flags, out_zp, act_min, act_max);
+  if (n > 2) o[2] = to_requant_s(a[2], mult[2], shift[2], flags, out_zp, act_min, act_max);
+  if (n > 3) o[3] = to_requant_s(a[3], mult[3], shift[3], flags, out_zp, act_min, act_max);
+}
+
+/* DEPTHWISE_CONV_2D with depth multiplier 1, four channels per step. The generator reorders the weights to
+ * [channel group][kh][kw][4] (the last group padded with zero weights; the bias padded to a multiple of 4), so one
+ * word holds a tap's four weights and lanes past the channel count multiply by zero (their input bytes, read past
+ * the pixel's channels, are never stored). Windows inside the input take every tap at fixed offsets (3x3
+ * unrolled). A border window first lists each tap's offset from `in` in the scratch (once per pixel, not per
+ * channel): a tap outside the input points at a row of pad bytes (the input zero point, which the folded bias
+ * cancels: TFLM skips those taps), so the channel loop has no bounds check either. Scratch: 4 * kh * kw bytes of
+ * offsets, then round4(ic) pad bytes. */
+TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int8_t pad,
+                             const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                             int32_t act_min, int32_t act_max, int32_t *scratch, int8_t *out) {
+  const int kh = g->kh, kw = g->kw, ic = g->ic, oc = g->oc, taps = g->kh * g->kw;
+  const int row_step = g->dh * g->iw * ic, col_step = g->dw * ic;
+  int32_t *off = scratch;
+  int8_t *pad_row = (int8_t *)(scratch + taps);
+  for (int c = 0; c < ic; c++) pad_row[c] = pad;
+  const int32_t pad_off = (int32_t)(pad_row - in); /* both in the arena */
   for (int oy = 0; oy < g->oh; oy++) {
+    int y0 = oy * g->sh - g->ph, ky0, ky1;
+    to_tap_range(y0, kh, g->dh, g->ih, &ky0, &ky1);
     for (int ox = 0; ox < g->ow; ox++) {
-      int8_t *o = out + (oy * g->ow + ox) * g->oc;
-      for (int c = 0; c < g->oc; c++) {
-        int32_t acc = bias[c];
-        int ci = c / depth_multiplier;
-        for (int ky = 0; ky < g->kh; ky++) {
-          int iy = oy * g->sh - g->ph + ky * g->dh;
-          for (int kx = 0; kx < g->kw; kx++) {
-            int ix = ox * g->sw - g->pw + kx * g->dw;
-            int32_t x = (iy >= 0 && iy < g->ih && ix >= 0 && ix < g->iw) ? in[(iy * g->iw + ix) * g->ic + ci] : pad;
-            acc += x * w[(ky * g->kw + kx) * g->oc + c];
-          }
+      int x0 = ox * g->sw - g->pw, kx0, kx1;
+      to_tap_range(x0, kw, g->dw, g->iw, &kx0, &kx1);
+      int inside = ky0 == 0 && ky1 == kh && kx0 == 0 && kx1 == kw;
+      if (!inside)
+        for (int ky = 0, t = 0; ky < kh; ky++)
+          for (int kx = 0; kx < kw; kx++, t++)
+            off[t] = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1
+                         ? ((y0 + ky * g->dh) * g->iw + x0 + kx * g->dw) * ic
+                         : pad_off;
+      int8_t *o = out + (oy * g->ow + ox) * oc;
+      const int8_t *x = in + (y0 * g->iw + x0) * ic;
+      for (int c = 0; c < oc; c += 4, x += 4) {
+        const int8_t *wg = w + c * taps;
+        int32_t a[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
+        if (inside && kh == 3 && kw == 3) {
+          to_mac4(x, wg, a), to_mac4(x + col_step, wg + 4, a), to_mac4(x + 2 * col_step, wg + 8, a);
+          to_mac4(x + row_step, wg + 12, a), to_mac4(x + row_step + col_step, wg + 16, a);
+          to_mac4(x + row_step + 2 * col_step, wg + 20, a), to_mac4(x + 2 * row_step, wg + 24, a);
+          to_mac4(x + 2 * row_step + col_step, wg + 28, a), to_mac4(x + 2 * row_step + 2 * col_step, wg + 32, a);
+        } else if (inside) {
+          for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) to_mac4(x + ky * row_step + kx * col_step, wg + 4 * (ky * kw + kx), a);
+        } else if (taps == 9) {
+          const int8_t *p = in + c;
+          to_mac4(p + off[0], wg, a), to_mac4(p + off[1], wg + 4, a), to_mac4(p + off[2], wg + 8, a);
+          to_mac4(p + off[3], wg + 12, a), to_mac4(p + off[4], wg + 16, a), to_mac4(p + off[5], wg + 20, a);
+          to_mac4(p + off[6], wg + 24, a), to_mac4(p + off[7], wg + 28, a), to_mac4(p + off[8], wg + 32, a);
+        } else {
+          for (int t = 0; t < taps; t++) to_mac4(in + off[t] + c, wg + 4 * t, a);
         }
-        o[c] = to_requant(acc, mult[c], shift[c], out_zp, act_min, act_max);
+        to_store4(a, o + c, oc - c, mult + c, shift + c, flags, out_zp, act_min, act_max);
+      }
+    }
+  }
+}
+
+/* DEPTHWISE_CONV_2D, any depth multiplier: output channel c = ci * depth_multiplier + m reads input channel ci;
+ * weights are [oc][kh][kw] (reordered by the generator). Taps outside the input take the pad value, as above. */
+TO_INLINE void to_depthwise(const int8_t *in, const to_geom *g, int depth_multiplier, const int8_t *w,
+                            const int32_t *bias, int8_t pad, const int32_t *mult, const int8_t *shift, int flags,
+                            int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+  const int kh = g->kh, kw = g->kw, taps = g->kh * g->kw, col_step = g->dw * g->ic;
+  for (int oy = 0; oy < g->oh; oy++) {
+    int y0 = oy * g->sh - g->ph, ky0, ky1;
+    to_tap_range(y0, kh, g->dh, g->ih, &ky0, &ky1);
+    for (int ox = 0; ox < g->ow; ox++) {
+      int x0 = ox * g->sw - g->pw, kx0, kx1;
+      to_tap_range(x0, kw, g->dw, g->iw, &kx0, &kx1);
+      int8_t *o = out + (oy * g->ow + ox) * g->oc;
+      int c = 0;
+      for (int ci = 0; ci < g->ic; ci++) {
+        for (int m = 0; m < depth_multiplier; m++, c++) {
+          const int8_t *wc = w + c * taps;
+          int32_t acc = bias[c], pad_sum = 0;  /* pad_sum: the weights of taps outside the input */
+          for (int ky = 0; ky < kh; ky++) {
+            const int8_t *wr = wc + ky * kw;
+            if (ky < ky0 || ky >= ky1) {
+              for (int kx = 0; kx < kw; kx++) pad_sum += wr[kx];
+              continue;
+            }
+            const int8_t *x = in + ((y0 + ky * g->dh) * g->iw + x0 + kx0 * g->dw) * g->ic + ci;
+            for (int kx = 0; kx < kx0; kx++) pad_sum += wr[kx];
+            for (int kx = kx0; kx < kx1; kx++, x += col_step) acc += *x * wr[kx];
+            for (int kx = kx1; kx < kw; kx++) pad_sum += wr[kx];
+          }
+          o[c] = to_requant_s(acc + pad * pad_sum, mult[c], shift[c], flags, out_zp, act_min, act_max);
+        }
       }
     }
   }
@@ -375,14 +580,30 @@ TO_INLINE void to_pool(const int8_t *in, const to_geom *g, int average, int32_t 
   }
 }
 
+/* MBQM for a positive multiplier when |x| < 2^29 (ADD's operands: 9-bit values shifted left by 20, and sums of two
+ * of their rescalings by multipliers below one): SRDHM's rounding as in to_requant_s, one SMMULR of 2x when there
+ * is no left shift (2x fits, as x << shift would for shift 1). The shifts are the generator's constants. */
+TO_INLINE int32_t to_mbqm_small(int32_t x, int32_t multiplier, int shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  int32_t a = (int32_t)((uint32_t)x << left), r;
+#ifdef TINYOPT_DSP
+  if (left == 0) {
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a * 2), "r"(multiplier));
+    return to_rdbpot(r, right);
+  }
+#endif
+  r = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+  return to_rdbpot(r, right);
+}
+
 /* ADD of two same-shape int8 tensors (TFLM's AddElementwise, left shift 20). */
 TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
                       int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
                       int32_t act_min, int32_t act_max, int8_t *out) {
   for (int i = 0; i < n; i++) {
-    int32_t x = to_mbqm((a[i] + a_off) * (1 << 20), a_mult, a_shift);
-    int32_t y = to_mbqm((b[i] + b_off) * (1 << 20), b_mult, b_shift);
-    int32_t v = to_mbqm(x + y, out_mult, out_shift) + out_zp;
+    int32_t x = to_mbqm_small((a[i] + a_off) * (1 << 20), a_mult, a_shift);
+    int32_t y = to_mbqm_small((b[i] + b_off) * (1 << 20), b_mult, b_shift);
+    int32_t v = to_mbqm_small(x + y, out_mult, out_shift) + out_zp;
     v = v < act_min ? act_min : v;
     v = v > act_max ? act_max : v;
     out[i] = (int8_t)v;
