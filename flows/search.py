@@ -18,7 +18,7 @@ from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline
-from tasks.trial import run_trial
+from tasks.trial import latency_searched, run_trial
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.ml.metrics import HIGHER_IS_BETTER
@@ -54,11 +54,14 @@ def floor_of(baseline_val_score: float, drop: float | None, metric: str) -> floa
 def conclude(records: list[TrialRecord], trials: Trials, params: Params, params_path: Path, prepared: Path, **about):
     """The front and the picks, scored once on the test split, and each pick's params file."""
     size, metric, out_dir = params.search.size, params.task.score_metric, layout.REPORTS / about["search_id"]
-    front, chosen = pareto_front(records, size), picks(records, size, about["floor"])
+    latency = trials.latency
+    front, chosen = pareto_front(records, size, latency), picks(records, size, about["floor"], latency)
     tested = sorted({r.number for r in front} | {r.number for r in chosen.values() if r})
     by_number = {r.number: r for r in records}
     out_dir.mkdir(parents=True, exist_ok=True)
     return SearchResult(
+        latency=latency,
+        instruction_budget=params.search.instruction_budget(params.devices[params.search.profile].clock_mhz),
         metric=metric,
         size=size,
         profile=params.search.profile,
@@ -208,7 +211,11 @@ def run_search(
     floor = floor_of(baseline.val_score, budget.max_drop, metric)  # the smallest pick's
     stop_floor = floor_of(baseline.val_score, budget.max_drop if budget.stop_drop is None else budget.stop_drop, metric)
 
-    trials = Trials(open_study(params, search_id), params, run.progress, parent_run_id, started)
+    unmeasured = latency_searched(params)
+    if unmeasured and params.search.latency:
+        logger.warning("search: %s", unmeasured)
+    latency = unmeasured is None
+    trials = Trials(open_study(params, search_id, latency), params, run.progress, parent_run_id, started, latency)
     out_dir = layout.ARTIFACTS / "search" / search_id
     baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
     trials_started = time.monotonic()

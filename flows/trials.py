@@ -18,10 +18,10 @@ from tinyopt.orchestration import tracking
 from tinyopt.params import Params
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run import plan
-from tinyopt.search.space import chain_settings, directions, draw
+from tinyopt.search.space import chain_settings, directions, draw, objective_values
 
 
-def open_study(params: Params, name: str):
+def open_study(params: Params, name: str, latency: bool = False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,7 +31,9 @@ def open_study(params: Params, name: str):
         n_startup_trials=min(8, max(2, params.search.trials // 3)),  # random draws before TPE models the rest
         constraints_func=lambda trial: trial.user_attrs.get("constraints", [1.0]),  # > 0: infeasible
     )
-    return optuna.create_study(directions=directions(params.task.score_metric), sampler=sampler, study_name=name)
+    return optuna.create_study(
+        directions=directions(params.task.score_metric, latency), sampler=sampler, study_name=name
+    )
 
 
 def in_flight(params: Params) -> int:
@@ -56,7 +58,8 @@ def start_trial_run(parent_run_id: str, experiment: str, number: int, chain: lis
 
 def end_trial_run(run_id: str, record: TrialRecord) -> None:
     """The trial's figures and state on its run, which ends FINISHED."""
-    metrics = {k: getattr(record, k) for k in ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes", "train_seconds")}
+    figures = ("val_score", "raw_bytes", "gzip_bytes", "arena_bytes", "train_seconds", "instructions", "flash_bytes")
+    metrics = {k: getattr(record, k) for k in (*figures, "ram_bytes")}
     tracking.log_run_data(run_id, metrics=metrics)
     mlflow_client = tracking.client()
     mlflow_client.set_tag(run_id, "tinyopt.trial_state", record.state)
@@ -69,8 +72,10 @@ class Trials:
     """Runs the study's trials until search.trials or search.time_budget_s (counted from `started`, the
     search's start: the data, the baseline and the trials all count)."""
 
-    def __init__(self, study: Any, params: Params, progress: Any, parent_run_id: str, started: float):
-        self.study, self.params, self.progress = study, params, progress
+    def __init__(
+        self, study: Any, params: Params, progress: Any, parent_run_id: str, started: float, latency: bool = False
+    ):
+        self.study, self.params, self.progress, self.latency = study, params, progress, latency
         self.parent_run_id, self.started = parent_run_id, started
         self.records: list[TrialRecord] = []
         self.drawn: dict[int, Params] = {}  # each trial's params: its chain as the plan, its settings
@@ -144,7 +149,8 @@ class Trials:
 
         trial.set_user_attr("constraints", [0.0 if record.fits else 1.0])
         if record.state == "complete":
-            self.study.tell(trial, [record.val_score, getattr(record, self.params.search.size)])
+            values = objective_values(record, self.params.search.size, self.latency)
+            self.study.tell(trial, [float("inf") if v is None else v for v in values])  # None: not measured
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         end_trial_run(self.running.pop(record.number), record)

@@ -8,10 +8,13 @@ from pathlib import Path
 
 from tasks.convert import convert_model
 from tasks.techniques import technique_call
+from tinyopt.core.errors import NotApplicable
 from tinyopt.core.files import sha256_file
+from tinyopt.mcu.firmware import toolchain_missing
 from tinyopt.ml.metrics import better, score
 from tinyopt.orchestration.steps import step
-from tinyopt.params import TECHNIQUES, Params
+from tinyopt.params import CONVERSIONS, TECHNIQUES, Params
+from tinyopt.params.machines import emulation_problem
 from tinyopt.records.steps import SkippedRecord, TrialRecord
 from tinyopt.run.device_fit import fit_verdict
 from tinyopt.runtimes import litert, tflm
@@ -58,6 +61,9 @@ def run_trial(
     verdict = fit_verdict(
         converted.raw_bytes, checked["runs"], checked.get("arena_bytes"), profile, checked.get("error")
     )
+    device: dict = {}
+    if latency_searched(params) is None:
+        device, verdict = on_the_core(tflite, chain[-1], data["x_val"][: params.search.device_inputs], params)
     limit = params.search.max_model_bytes
     if verdict["fits"] and limit is not None and converted.raw_bytes > limit:
         verdict = {"fits": False, "reason": f"{converted.raw_bytes:,} bytes, over search.max_model_bytes ({limit:,})"}
@@ -74,4 +80,41 @@ def run_trial(
         tflite_path=str(tflite),
         sha256=sha256_file(tflite),
         train_seconds=round(seconds, 2),
+        **device,
     )
+
+
+def latency_searched(params: Params) -> str | None:
+    """Why the search cannot measure its trials' instructions on search.profile's core; None when it does."""
+    if not params.search.latency:
+        return "search.latency is off"
+    profile = params.devices[params.search.profile]
+    problem = toolchain_missing() or emulation_problem(profile.core, profile.emulator)
+    return f"instructions not searched: {problem}" if problem else None
+
+
+def on_the_core(tflite: Path, conversion: str, x, params: Params) -> tuple[dict, dict]:
+    """The trial's generated C run on search.profile's emulated core: its instructions per inference, flash and
+    RAM (the firmware linked within the profile's), and the verdict they give, the instruction budget included."""
+    from tinyopt.mcu.codegen import generate
+    from tinyopt.mcu.on_device import measure_library
+
+    name = params.search.profile
+    if not CONVERSIONS[conversion].on_device:
+        return {}, {"fits": False, "reason": f"a {conversion} model: the search measures int8 models on {name}"}
+    blob = tflite.read_bytes()
+    try:
+        report = measure_library(generate(blob, "model"), blob, {name: params.devices[name]}, x, None)[name]
+    except NotApplicable as exc:  # an op the generator lacks
+        return {}, {"fits": False, "reason": f"not compiled for {name}: {exc}"}
+    if isinstance(report, str):
+        return {}, {"fits": False, "reason": report}
+    figures = {"instructions": report.instructions, "flash_bytes": report.flash_bytes, "ram_bytes": report.ram_bytes}
+    budget = params.search.instruction_budget(params.devices[name].clock_mhz)
+    if budget is not None and report.instructions > budget:
+        return figures, {
+            "fits": False,
+            "reason": f"{report.instructions:,.0f} instructions, over the budget ({budget:,.0f})",
+        }
+    measured = f"measured on {name}: {report.flash_bytes:,} B flash, {report.ram_bytes:,} B RAM"
+    return figures, {"fits": True, "reason": measured}

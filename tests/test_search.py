@@ -8,12 +8,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
 from tests.conftest import REPO, make_project, needs_fashion, run_cli
 from tests.flow_helpers import mlflow_client
 from tests.sensor_helpers import sensor_regressor
+from tests.test_mcu import _int8_from_keras, needs_arm
+from tinyopt.core.errors import UserError
 from tinyopt.params import parse_params
 from tinyopt.records.steps import TrialRecord
 from tinyopt.search.space import chain_settings, draw, pareto_front, picks
@@ -40,6 +43,65 @@ def test_front_holds_the_feasible_trials_nothing_beats_on_both_axes():
     chosen = picks(trials, "gzip_bytes", floor=0.885)
     assert chosen["most_accurate"].number == 0 and chosen["smallest"].number == 4  # 1 is below the floor
     assert picks([record(0, 0.5, 1, fits=False)], "gzip_bytes", None) == {"most_accurate": None, "smallest": None}
+
+
+def test_with_latency_the_front_has_three_axes_and_a_fastest_pick():
+    def timed(number, score, size, instructions, fits=True):
+        return record(number, score, size, fits=fits).model_copy(update={"instructions": instructions})
+
+    trials = [
+        timed(0, 0.90, 20_000, 400_000),
+        timed(1, 0.88, 8_000, 300_000),
+        timed(2, 0.87, 9_000, 150_000),  # beaten by 1 on score and size, not on instructions: on the front
+        timed(3, 0.86, 9_500, 200_000),  # beaten by 2 on all three
+        timed(4, 0.89, 15_000, 100_000, fits=False),  # over the budget: infeasible
+    ]
+    assert [r.number for r in pareto_front(trials, "gzip_bytes", latency=True)] == [1, 2, 0]
+    assert [r.number for r in pareto_front(trials, "gzip_bytes")] == [1, 0]
+    chosen = picks(trials, "gzip_bytes", floor=0.865, latency=True)
+    assert chosen["fastest"].number == 2 and chosen["smallest"].number == 1 and chosen["most_accurate"].number == 0
+    assert "fastest" not in picks(trials, "gzip_bytes", floor=0.865)
+
+
+def test_the_instruction_budget_is_the_tighter_of_count_and_time():
+    from tinyopt.params.search import SearchParams
+
+    assert SearchParams().instruction_budget(64) is None
+    assert SearchParams(max_instructions=200_000).instruction_budget(None) == 200_000
+    assert SearchParams(max_instructions=200_000, max_latency_ms=2).instruction_budget(64) == 128_000
+    with pytest.raises(UserError, match="search.max_latency_ms: the profile .* has no clock_mhz"):
+        parse_params({"search": {"profile": "p", "max_latency_ms": 2}, "devices": {**DEVICES, "p": NO_CLOCK}})
+
+
+DEVICES = {name: profile.model_dump() for name, profile in parse_params({}).devices.items()}
+NO_CLOCK = {"name": "a board", "core": "Cortex-M4", "flash_bytes": 1 << 20, "sram_bytes": 1 << 18}
+
+
+@needs_arm
+def test_a_trial_is_measured_on_the_profile_s_core_and_held_to_the_budget(tmp_path):
+    import tensorflow as tf
+
+    from tasks.trial import on_the_core
+
+    tf.keras.utils.set_random_seed(0)
+    layers = tf.keras.layers
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(3)])
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(_int8_from_keras(model))
+    x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
+    params = parse_params({})
+    figures, verdict = on_the_core(tflite, "int8", x, params)
+    assert figures["instructions"] > 1000 and figures["flash_bytes"] > 0 and figures["ram_bytes"] > 0
+    assert verdict["fits"] and verdict["reason"].startswith("measured on nano33ble")
+    tight = params.model_copy(update={"search": params.search.model_copy(update={"max_instructions": 1000})})
+    assert on_the_core(tflite, "int8", x, tight)[1] == {
+        "fits": False,
+        "reason": f"{figures['instructions']:,.0f} instructions, over the budget (1,000)",
+    }
+    assert on_the_core(tflite, "float16", x, params) == (
+        {},
+        {"fits": False, "reason": "a float16 model: the search measures int8 models on nano33ble"},
+    )
 
 
 def test_floors_follow_the_metrics_direction():
@@ -169,9 +231,15 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
     assert {int(n) for n in result["test_scores"]} == set(result["front"]) | set(result["picks"].values())
     assert {int(n) for n in result["front_plans"]} == set(result["front"])  # each a params file
     assert all((root / path).is_file() for path in result["front_plans"].values())
-    for number in result["front"]:  # nothing on the front is beaten on both axes
+    assert result["latency"] and all(t["instructions"] > 0 for t in complete)  # measured on nano33ble's core
+    for number in result["front"]:  # nothing on the front is beaten on all three axes
         t = trials[number]
-        assert not any(o["val_score"] > t["val_score"] and o["gzip_bytes"] < t["gzip_bytes"] for o in complete)
+        assert not any(
+            o["val_score"] > t["val_score"]
+            and o["gzip_bytes"] < t["gzip_bytes"]
+            and o["instructions"] < t["instructions"]
+            for o in complete
+        )
     text = (report_dir / "search.md").read_text()
     for heading in (
         "## Picks",
@@ -315,7 +383,7 @@ def test_a_search_where_no_trial_completes_reports_what_to_widen(tmp_path):
     assert sorted(p.name for p in report_dir.iterdir()) == ["search.json", "search.md"]
     result = json.loads((report_dir / "search.json").read_text())
     assert [t["state"] for t in result["trials"]] == ["pruned", "pruned"]
-    assert result["picks"] == {"most_accurate": None, "smallest": None} and result["front"] == []
+    assert result["picks"] == {"most_accurate": None, "smallest": None, "fastest": None} and result["front"] == []
     widen = next(line for line in done.stdout.splitlines() if line.startswith("no trial completed"))
     assert widen.startswith("no trial completed: 2 of 2 fell below the stop floor ")
     assert widen.endswith(

@@ -136,6 +136,11 @@ class Params(Section):
             raise ValueError(
                 f"search.profile: no device profile '{self.search.profile}' (profiles: {', '.join(self.devices)})"
             )
+        if self.search.max_latency_ms and not self.devices[self.search.profile].clock_mhz:
+            raise ValueError(
+                f"search.max_latency_ms: the profile {self.search.profile} has no clock_mhz; give it one, or use "
+                "search.max_instructions"
+            )
         for name in self.benchmark.devices:
             if name not in self.devices:
                 raise ValueError(f"benchmark.devices: no device profile '{name}' (profiles: {', '.join(self.devices)})")

@@ -94,6 +94,21 @@ class SearchParams(Section):
         description="a .tflite larger than this is infeasible, as one that does not fit the profile; the default "
         "is the paper's largest deployable model (graph-int8-floatio); null: the profile's flash alone",
     )
+    latency: bool = Field(
+        default=True,
+        description="run each int8 trial's generated C on the profile's emulated core (QEMU, device_inputs "
+        "validation inputs) and search its instructions per inference as a third objective; flash and RAM "
+        "then come from that firmware",
+    )
+    device_inputs: int = Field(default=4, ge=1, le=1000, description="instruction counts barely depend on the data")
+    max_instructions: int | None = Field(
+        default=None, ge=1, description="an int8 trial taking more instructions per inference is infeasible; null: any"
+    )
+    max_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="the same budget as time at the profile's clock (one instruction a cycle: an estimate); null: any",
+    )
     max_drop: float | None = Field(
         default=0.03,
         ge=0,
@@ -108,3 +123,10 @@ class SearchParams(Section):
         "than the chain's result: give it room)",
     )
     space: SearchSpace = SearchSpace()
+
+    def instruction_budget(self, clock_mhz: float | None) -> float | None:
+        """The tighter of max_instructions and max_latency_ms at the clock (instructions), or None."""
+        budgets = [self.max_instructions] if self.max_instructions else []
+        if self.max_latency_ms and clock_mhz:
+            budgets.append(self.max_latency_ms * clock_mhz * 1e3)
+        return min(budgets) if budgets else None

@@ -139,3 +139,6 @@ class TrialRecord(StepRecord):
     tflite_path: str | None = None
     sha256: str | None = None
     train_seconds: float = 0.0
+    instructions: float | None = None  # per inference on search.profile's emulated core (search.latency)
+    flash_bytes: int | None = None  # that firmware's, as the device step measures them
+    ram_bytes: int | None = None

@@ -12,3 +12,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             front.append(index)
             best = points[index][1]
     return front
+
+
+def nondominated(points: list[tuple[float, ...]]) -> list[int]:
+    """Indices of the points no other point dominates, every axis smaller-is-better (no worse on every axis,
+    better on one), ordered by their axes; of equal points, the first stands for all."""
+    order = sorted(range(len(points)), key=lambda i: (points[i], i))
+    front: list[int] = []
+    for index in order:
+        point = points[index]
+        if not any(all(a <= b for a, b in zip(points[kept], point, strict=True)) for kept in front):
+            front.append(index)
+    return front

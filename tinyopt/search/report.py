@@ -26,6 +26,8 @@ class SearchResult(BaseModel):
     metric: str
     size: str
     profile: str
+    latency: bool = False  # instructions per inference on the profile's emulated core: a third objective
+    instruction_budget: float | None = None
     baseline_val_score: float
     floor: float | None  # the smallest pick's
     stop_floor: float | None = None  # a trial's fine-tuned model below it ended the trial
@@ -65,6 +67,7 @@ def _row(record: TrialRecord, result: SearchResult) -> list[str]:
         f"{record.raw_bytes:,}",
         f"{record.gzip_bytes:,}",
         f"{record.arena_bytes:,}" if record.arena_bytes else "-",
+        *([f"{record.instructions:,.0f}" if record.instructions else "-"] if result.latency else []),
     ]
 
 
@@ -93,6 +96,9 @@ def has_points(result: SearchResult) -> bool:
 def markdown(result: SearchResult) -> str:
     by_number = {r.number: r for r in result.trials}
     head = ["trial", "chain", "settings", f"val {result.metric}", f"test {result.metric}", "bytes", "gzip", "arena"]
+    head += [f"{result.profile} instructions"] if result.latency else []
+    budget = f" within {result.instruction_budget:,.0f} instructions" if result.instruction_budget else ""
+    third = f", instructions per inference on {result.profile}'s emulated core{budget}" if result.latency else ""
     counts = {state: sum(r.state == state for r in result.trials) for state in ("complete", "pruned", "skipped")}
     floor = f"{result.floor:.4f}" if result.floor is not None else "none"
     stop = f"{result.stop_floor:.4f}" if result.stop_floor is not None else "none"
@@ -101,7 +107,7 @@ def markdown(result: SearchResult) -> str:
         f"{len(result.trials)} trials ({counts['complete']} complete, {counts['pruned']} pruned below the floor, "
         f"{counts['skipped']} skipped) in {result.seconds:,.0f} s ({result.trial_stage_seconds:,.0f} s of trials) "
         f"on {result.runner}. Objectives: validation "
-        f"{result.metric} and {result.size}, among models that fit {result.profile}. Baseline validation "
+        f"{result.metric}, {result.size}{third}, among models that fit {result.profile}. Baseline validation "
         f"{result.metric} {result.baseline_val_score:.4f}; the smallest pick's floor {floor}; a trial stopped "
         f"below {stop}. Choices used the validation split only; the test split scored the front and the picks "
         "once, at the end.",
@@ -122,7 +128,7 @@ def markdown(result: SearchResult) -> str:
         )
     ]
     parts += [
-        "## Pareto front (validation score against size)",
+        "## Pareto front (validation score against size" + (" and instructions)" if result.latency else ")"),
         markdown_table([head, *(_row(by_number[n], result) for n in result.front)]),
     ]
     if result.front_plans:

@@ -76,35 +76,48 @@ def width_of(params: Params) -> dict[str, int]:
     return {name: getattr(params.model, name) for name in WIDTH}
 
 
-def directions(metric: str) -> list[str]:
-    """Optuna's directions for (score, size)."""
-    return ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
+def directions(metric: str, latency: bool = False) -> list[str]:
+    """Optuna's directions for (score, size), and instructions when the search measures them."""
+    return ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize", *(["minimize"] if latency else [])]
+
+
+def objective_values(record: Any, size: str, latency: bool = False) -> list[float]:
+    """A complete trial's values, in directions' order."""
+    return [record.val_score, getattr(record, size), *([record.instructions] if latency else [])]
 
 
 def feasible(records: list) -> list:
     return [r for r in records if r.state == "complete" and r.fits]
 
 
-def pareto_front(records: list, size: str) -> list:
-    """The feasible trials no other feasible trial beats on both score and size, smallest first."""
+def pareto_front(records: list, size: str, latency: bool = False) -> list:
+    """The feasible trials no other feasible trial beats on score, size (and instructions, when the search
+    measures them), smallest first."""
     candidates = sorted(feasible(records), key=lambda r: r.number)  # the earliest of equal trials stands for all
     if not candidates:
         return []
     sign = 1 if HIGHER_IS_BETTER[candidates[0].metric] else -1
-    return [candidates[i] for i in pareto.pareto_front([(getattr(r, size), sign * r.val_score) for r in candidates])]
+    if not latency:
+        points = [(getattr(r, size), sign * r.val_score) for r in candidates]
+        return [candidates[i] for i in pareto.pareto_front(points)]
+    points3 = [(getattr(r, size), -sign * r.val_score, r.instructions) for r in candidates]
+    return [candidates[i] for i in pareto.nondominated(points3)]
 
 
-def picks(records: list, size: str, floor: float | None) -> dict[str, Any]:
+def picks(records: list, size: str, floor: float | None, latency: bool = False) -> dict[str, Any]:
     """most_accurate: the best validation score that fits; smallest: the least `size` that fits at a
-    validation score no worse than `floor` (the baseline's, less search.max_drop)."""
+    validation score no worse than `floor` (the baseline's, less search.max_drop); fastest (when the search
+    measures instructions): the fewest instructions per inference that fits at that floor."""
     fits = feasible(records)
-    chosen: dict[str, Any] = {"most_accurate": None, "smallest": None}
+    chosen: dict[str, Any] = {"most_accurate": None, "smallest": None, **({"fastest": None} if latency else {})}
     if fits:
         sign = 1 if HIGHER_IS_BETTER[fits[0].metric] else -1
         chosen["most_accurate"] = max(fits, key=lambda r: (sign * r.val_score, -getattr(r, size), -r.number))
         good = [r for r in fits if floor is None or not better(r.metric, floor, r.val_score)]
         if good:
             chosen["smallest"] = min(good, key=lambda r: (getattr(r, size), -sign * r.val_score, r.number))
+            if latency:
+                chosen["fastest"] = min(good, key=lambda r: (r.instructions, -sign * r.val_score, r.number))
     return chosen
 
 
@@ -131,7 +144,9 @@ def write_plan(record: Any, trial_params: dict[str, Params], params_path: Path, 
     raw["plan"] = [record.chain]
     header = (
         f"# tinyopt search, trial {record.number}: {variant_name(record.chain)}, validation "
-        f"{record.metric} {record.val_score:.4f}, {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)\n"
+        f"{record.metric} {record.val_score:.4f}, {record.raw_bytes:,} bytes ({record.gzip_bytes:,} gzip)"
+        + (f", {record.instructions:,.0f} instructions on {chosen.search.profile}" if record.instructions else "")
+        + "\n"
         f"# `tinyopt run --params {out}` rebuilds it: sha256 {record.sha256}\n"
     )
     with atomic_path(out) as tmp:
