@@ -8,6 +8,7 @@ starts (its fine-tunes' epochs arrive as they end), and the front is on the sear
 from __future__ import annotations
 
 import gzip
+import json
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tasks.train import train_baseline
 from tasks.trial import latency_searched, run_trial
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
+from tinyopt.ml.architectures import describe_blocks
 from tinyopt.ml.metrics import HIGHER_IS_BETTER
 from tinyopt.orchestration import tracking
 from tinyopt.orchestration.cache import compute_code_versions
@@ -93,41 +95,55 @@ class Baselines:
         self.trained = {self.key(params): baseline}
 
     @staticmethod
-    def key(params: Params) -> tuple:
-        return tuple(width_of(params).values())
+    def key(params: Params) -> str:
+        return json.dumps(width_of(params), sort_keys=True)
+
+    @staticmethod
+    def name(params: Params) -> str:
+        """The baseline's name in task runs and under artifacts/search/baselines/: `12x5` (the paper CNN's
+        filters and kernel), `blocks-c16k3-s32k5p`, or `<your model>-x0.5`."""
+        model = params.model
+        if model.path:
+            return f"{Path(model.path).stem}-x{model.width_multiplier:g}"
+        if model.architecture == "blocks":
+            return f"blocks-{describe_blocks(model)}"
+        return f"{model.conv_filters}x{model.kernel_size}"
 
     @staticmethod
     def most(params: Params) -> int:
         """How many widths besides the search's own its trials may draw: each a baseline to train."""
-        if params.model.path:
-            return 0
         space = params.search.space
+        if params.model.path:
+            multipliers = set(space.width_multiplier or [])
+            return min(params.search.trials, len(multipliers - {params.model.width_multiplier}))
+        if space.blocks:  # every trial may draw another architecture
+            return params.search.trials
         widths = {
             (filters, kernel)
             for filters in space.conv_filters or [params.model.conv_filters]
             for kernel in space.kernel_size or [params.model.kernel_size]
         }
-        return min(params.search.trials, len(widths - {Baselines.key(params)}))
+        return min(params.search.trials, len(widths - {(params.model.conv_filters, params.model.kernel_size)}))
 
     def skip_undrawn(self, params: Params) -> None:
-        """The widths no trial drew: their baselines, counted in the progress line's total, never train."""
-        self.run.progress.skip("baselines of widths no trial drew", self.most(params) + 1 - len(self.trained))
+        """The models no trial drew: their baselines, counted in the progress line's total, never train."""
+        self.run.progress.skip("baselines of models no trial drew", self.most(params) + 1 - len(self.trained))
 
     def __call__(self, drawn: Params, curves_to: tuple[str, ...] = ()) -> Path:
         """The baseline of `drawn`'s width; one trained now sends its epochs live to the MLflow runs
         `curves_to` (the trial's that asked first), as `train.loss`, ..."""
         key = self.key(drawn)
         if key not in self.trained:
-            filters, kernel = key
+            name = self.name(drawn)
             record, outcome = self.run.now_told(
                 train_baseline,
-                f"train baseline {filters} filters {kernel}x{kernel}",
+                f"train baseline {name}",
                 prepared=self.prepared,
                 model_params=drawn.model,
                 train_params=drawn.train,
                 task=drawn.task,
                 seed=drawn.seed,
-                out_dir=layout.ARTIFACTS / "search" / "baselines" / f"{filters}x{kernel}",
+                out_dir=layout.ARTIFACTS / "search" / "baselines" / name,
                 curves_to=curves_to,
             )
             if outcome == "cached":  # trained by an earlier search: nothing went live, its record has the curves

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyopt.core.errors import UserError
+from tinyopt.core.errors import NotApplicable, UserError
+from tinyopt.ml.architectures import build_blocks, describe_blocks
+from tinyopt.ml.distillation import widened
 from tinyopt.ml.models import check_input_shape, describe, load_model
 from tinyopt.ml.training import (
     TRAINING_LOCK,
@@ -41,6 +43,15 @@ def build_paper_cnn(input_shape: tuple[int, ...], num_classes: int, params: Mode
     )
 
 
+def rescaled(model, factor: float):
+    """The user's model with every hidden layer's width times `factor`, freshly initialised (a UserError when
+    it has no hidden layer to rescale)."""
+    try:
+        return widened(model, factor, f"by {factor:g}", "leave it at 1")
+    except NotApplicable as exc:
+        raise UserError(f"model.width_multiplier: {exc}") from None
+
+
 def check_model_fits_data(model, data: dict) -> None:
     """A user's model must take the data's inputs; say which shapes disagree if it does not."""
     check_input_shape(describe(model)["inputs"], data["x_train"].shape[1:])
@@ -68,14 +79,22 @@ def train_baseline(
             model = load_model(model_params.path)
             check_model_fits_data(model, data)
             epochs, notes = model_params.fine_tune_epochs, f"your model {model_params.path}"
+            if model_params.width_multiplier != 1:  # a wider or narrower copy of it, trained from scratch
+                model = rescaled(model, model_params.width_multiplier)
+                epochs = train_params.epochs
+                notes += f", every hidden layer's width x {model_params.width_multiplier:g}, trained from scratch"
         else:
             if task.kind != "classification":
                 raise UserError(
-                    f"the built-in paper-cnn is a classifier; for a {task.kind} task give your model (model.path)"
+                    f"tinyopt's own architectures are classifiers; for a {task.kind} task give your model (model.path)"
                 )
             num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
-            model = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params)
-            epochs, notes = train_params.epochs, ""
+            if model_params.architecture == "blocks":
+                model = build_blocks(data["x_train"].shape[1:], num_classes, model_params)
+                notes = f"blocks {describe_blocks(model_params)}"
+            else:
+                model, notes = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params), ""
+            epochs = train_params.epochs
         fit = Fit(0, 0.0)
         if epochs:
             compile_for_task(model, task, train_params.learning_rate)

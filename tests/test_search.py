@@ -306,7 +306,8 @@ def test_search_on_a_slice_then_its_pick_rebuilt_by_a_run(tmp_path):
 
 @pytest.mark.slow
 def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
-    """A user's Conv1D regressor and data: the score is MAE (lower is better), QAT runs on its Conv1D."""
+    """A user's Conv1D regressor and data: the score is MAE (lower is better), QAT runs on its Conv1D, and a
+    trial may draw the model at half its width (rebuilt from its config, trained from scratch)."""
     model, data = sensor_regressor(tmp_path)
     root = make_project(
         tmp_path / "project",
@@ -320,6 +321,7 @@ def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
                 "chains": [["int8"], ["qat", "int8"], ["prune", "int8"]],
                 "fine_tune_epochs": [1, 3],
                 "qat_epochs": [1, 3],
+                "width_multiplier": [0.5, 1.0],
             },
         },
     )
@@ -333,6 +335,12 @@ def test_search_on_a_users_1d_regressor_minimizes_its_error(tmp_path):
     assert best["val_score"] == min(t["val_score"] for t in complete if t["fits"])  # lower is better
     assert best["val_score"] < 0.35  # amplitudes span 0.5 to 2.0
     assert "## Reference models" not in (report_dir / "search.md").read_text()  # none for this data
+    assert {t["settings"]["model"]["width_multiplier"] for t in result["trials"]} <= {0.5, 1.0}
+    halves = [t for t in complete if t["settings"]["model"]["width_multiplier"] == 0.5]
+    if halves:  # trained from scratch at half width: a smaller model than the user's
+        assert "train baseline sensor-x0.5 done" in done.stdout + done.stderr
+        whole = [t["raw_bytes"] for t in complete if t["settings"]["model"]["width_multiplier"] == 1.0]
+        assert not whole or max(t["raw_bytes"] for t in halves) < min(whole)
 
 
 def test_a_search_report_without_a_completed_trial_draws_no_plot(tmp_path):

@@ -90,9 +90,12 @@ def _logit(p):
     return tf.math.log(p / (1 - p))
 
 
-def widened(model, factor: float):
+def widened(
+    model, factor: float, purpose: str = "into a teacher", instead: str = "give one with techniques.distill.teacher"
+):
     """A freshly initialised copy of `model` with every layer's filters or units times `factor`, except
-    the output layer's: a larger teacher of the same shape. NotApplicable if the model cannot widen."""
+    the output layer's: a larger teacher of the same shape, or (search) a narrower or wider baseline.
+    NotApplicable if the model cannot widen, saying `purpose` and what to do `instead`."""
     import tensorflow as tf
 
     outputs = {t.node.layer.name for t in model.outputs} if hasattr(model.outputs[0], "node") else set()
@@ -111,9 +114,7 @@ def widened(model, factor: float):
         teacher = tf.keras.models.clone_model(model, clone_function=clone)
     except (ValueError, TypeError) as exc:
         why = str(exc).splitlines()[0][:200]
-        raise NotApplicable(
-            f"cannot widen this model into a teacher ({why}); give one with techniques.distill.teacher"
-        ) from None
+        raise NotApplicable(f"cannot widen this model {purpose} ({why}); {instead}") from None
     if not widened_layers:
-        raise NotApplicable("the model has no hidden layer with filters or units to widen into a teacher")
+        raise NotApplicable(f"the model has no hidden layer with filters or units to widen {purpose}")
     return teacher

@@ -48,6 +48,21 @@ class DataParams(Section):
         return self
 
 
+class Block(Section):
+    """One block of the `blocks` architecture; each convolution is followed by batch norm and ReLU."""
+
+    kind: Literal["conv", "separable", "inverted"] = Field(
+        default="conv",
+        description="conv: a k x k convolution; separable: depthwise k x k then pointwise 1x1; inverted: "
+        "MobileNetV2's 1x1 expansion, depthwise k x k, linear 1x1 projection (a residual Add when shapes allow)",
+    )
+    filters: int = Field(default=16, ge=1, le=512)
+    kernel_size: int = Field(default=3, ge=1, le=11)
+    stride: Literal[1, 2] = 1
+    pool: bool = Field(default=False, description="a 2x max pool after the block")
+    expansion: int = Field(default=3, ge=1, le=8, description="inverted only: the 1x1 expansion's factor")
+
+
 class ModelParams(Section):
     path: str | None = Field(
         default=None, description="your trained Keras model (.keras, .h5 or SavedModel directory): the baseline"
@@ -55,13 +70,37 @@ class ModelParams(Section):
     fine_tune_epochs: int = Field(
         default=0, ge=0, le=1000, description="with path: train it this many more epochs first (0: as given)"
     )
-    architecture: Literal["paper-cnn"] = Field(
+    width_multiplier: float = Field(
+        default=1.0,
+        gt=0,
+        le=8,
+        description="with path: every hidden convolution's filters and dense layer's units times this, the weights "
+        "re-initialised and the model trained from scratch (train.epochs); 1: the model as given",
+    )
+    architecture: Literal["paper-cnn", "blocks"] = Field(
         default="paper-cnn",
-        description="the model trained when path is null: Reshape > Conv2D(conv_filters, kernel_size x kernel_size, "
-        "relu) > MaxPool(2) > Flatten > Dense(classes)",
+        description="the model trained when path is null. paper-cnn: Reshape > Conv2D(conv_filters, kernel_size x "
+        "kernel_size, relu) > MaxPool(2) > Flatten > Dense(classes); blocks: `blocks` in order, then `head`",
     )
     conv_filters: int = Field(default=12, ge=1, le=512)
     kernel_size: int = Field(default=3, ge=1, le=11)
+    blocks: list[Block] = Field(default_factory=list, description="blocks only: 1 to 6 blocks")
+    head: Literal["average", "flatten"] = Field(
+        default="average", description="blocks only: global average pooling, or flatten, then Dense(classes)"
+    )
+    signal: Literal["image", "series"] = Field(
+        default="image",
+        description="blocks only: image, (height, width[, channels]) with 2-D layers; series, (steps, channels) "
+        "windows of sensor data with 1-D layers",
+    )
+
+    @model_validator(mode="after")
+    def _blocks_fit_architecture(self) -> ModelParams:
+        if self.architecture == "blocks" and not 1 <= len(self.blocks) <= 6:
+            raise ValueError("model.blocks: the blocks architecture takes 1 to 6 blocks")
+        if self.architecture != "blocks" and self.blocks:
+            raise ValueError("model.blocks: only read with model.architecture: blocks")
+        return self
 
 
 class TaskParams(Section):

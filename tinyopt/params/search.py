@@ -19,6 +19,33 @@ DEFAULT_SEARCH_CHAINS = (
 )
 
 
+class BlockSpace(Section):
+    """The `blocks` architectures a search draws from (tinyopt's own model, model.path null): a stack of
+    `depth` blocks, each drawing its kind, filters, kernel size, stride and pool, then a head."""
+
+    depth: tuple[int, int] = Field(default=(1, 4), description="blocks in the stack, at least and at most")
+    kinds: list[Literal["conv", "separable", "inverted"]] = Field(
+        default_factory=lambda: ["conv", "separable", "inverted"]
+    )
+    filters: list[int] = Field(default_factory=lambda: [8, 16, 24, 32, 48])
+    kernel_size: list[int] = Field(default_factory=lambda: [3, 5])
+    stride: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
+    pool: list[bool] = Field(default_factory=lambda: [False, True])
+    head: list[Literal["average", "flatten"]] = Field(default_factory=lambda: ["average", "flatten"])
+
+    @model_validator(mode="after")
+    def _valid(self) -> BlockSpace:
+        low, high = self.depth
+        if not 1 <= low <= high <= 6:
+            raise ValueError("search.space.blocks.depth: [low, high] with 1 <= low <= high <= 6")
+        for name in ("kinds", "filters", "kernel_size", "stride", "pool", "head"):
+            if not getattr(self, name):
+                raise ValueError(f"search.space.blocks.{name}: give at least one choice")
+        if any(not 1 <= f <= 512 for f in self.filters) or any(not 1 <= k <= 11 for k in self.kernel_size):
+            raise ValueError("search.space.blocks: filters from 1 to 512, kernel sizes from 1 to 11")
+        return self
+
+
 class SearchSpace(Section):
     """The ranges a trial draws its settings from; a chain's steps read only their own settings."""
 
@@ -43,6 +70,16 @@ class SearchSpace(Section):
         default_factory=lambda: [5],
         description="5x5 scored as 3x3 on validation with 12% fewer bytes (benchmarks/RESULTS.md); "
         "null: model.kernel_size",
+    )
+    blocks: BlockSpace | None = Field(
+        default=None,
+        description="search architectures instead of the paper CNN's width: each trial draws a blocks "
+        "architecture (model.architecture blocks) and trains that baseline once; null: the width above",
+    )
+    width_multiplier: list[float] | None = Field(
+        default=None,
+        description="your model (model.path) only: a trial draws a width multiplier and trains that rescaled copy "
+        "from scratch (once per multiplier; 1 keeps your model as given); null: your model as it is",
     )
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tinyopt.core.files import write_json
+from tinyopt.ml.architectures import describe_blocks
+from tinyopt.params import ModelParams
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run.plan import variant_name
 from tinyopt.run.report import markdown_table
@@ -46,14 +48,14 @@ class SearchResult(BaseModel):
 
 def _settings(record: TrialRecord) -> str:
     shown = {"target_sparsity", "clusters", "fine_tune_epochs", "learning_rate", "conv_filters", "kernel_size"}
-    return (
-        "; ".join(
-            f"{section}: "
-            + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items() if k in shown)
-            for section, values in record.settings.items()
-        )
-        or "-"
-    )
+    shown |= {"width_multiplier"}
+
+    def said(values: dict) -> str:
+        if "blocks" in values:  # an architecture the search drew: its short name
+            return "blocks " + describe_blocks(ModelParams(**values))
+        return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items() if k in shown)
+
+    return "; ".join(f"{section}: {said(values)}" for section, values in record.settings.items()) or "-"
 
 
 def _row(record: TrialRecord, result: SearchResult) -> list[str]:

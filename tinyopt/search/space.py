@@ -12,6 +12,8 @@ import yaml
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, better
 from tinyopt.params import Params, sections_read
+from tinyopt.params.pipeline import Block
+from tinyopt.params.search import BlockSpace
 from tinyopt.run import pareto
 from tinyopt.run.plan import variant_name
 
@@ -26,9 +28,14 @@ def draw(trial: Any, params: Params) -> Params:
     if space.distill and trial.suggest_categorical("distill", [False, True]):
         chain = ["distill", *chain]
     model = params.model
-    if model.path is None:  # width is tinyopt's own architecture's; a user's model is taken as it is
+    if model.path is None and space.blocks:  # an architecture of tinyopt's own
+        model = model.model_copy(update=draw_blocks(trial, space.blocks))
+    elif model.path is None:  # the paper CNN's width
         width = {name: trial.suggest_categorical(name, getattr(space, name)) for name in WIDTH if getattr(space, name)}
         model = model.model_copy(update=width)
+    elif space.width_multiplier:  # a user's model, rescaled
+        multiplier = trial.suggest_categorical("width_multiplier", space.width_multiplier)
+        model = model.model_copy(update={"width_multiplier": multiplier})
     updates: dict[str, Any] = {}
     sections = sections_read(chain)  # a trial draws the settings its chain reads, no others
     if "prune" in sections:
@@ -60,20 +67,52 @@ def draw(trial: Any, params: Params) -> Params:
     return params.model_copy(update={"model": model, "techniques": techniques, "plan": [chain]})
 
 
+def draw_blocks(trial: Any, space: BlockSpace) -> dict[str, Any]:
+    """A blocks architecture from the space: its depth, then each block's kind, filters, kernel, stride, pool."""
+    blocks = []
+    for index in range(trial.suggest_int("depth", *space.depth)):
+        choice = {
+            name: trial.suggest_categorical(f"block{index}_{name}", getattr(space, plural))
+            for name, plural in (
+                ("kind", "kinds"),
+                ("filters", "filters"),
+                ("kernel_size", "kernel_size"),
+                ("stride", "stride"),
+                ("pool", "pool"),
+            )
+        }
+        blocks.append(Block(**choice))
+    return {"architecture": "blocks", "blocks": blocks, "head": trial.suggest_categorical("head", space.head)}
+
+
+def searches_model(params: Params) -> bool:
+    """Whether the search changes the model itself: an architecture, a width, or a width multiplier."""
+    space = params.search.space
+    if params.model.path:
+        return bool(space.width_multiplier)
+    return bool(space.blocks) or any(getattr(space, name) for name in WIDTH)
+
+
 def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
     """The settings section each technique of the chain reads, by section name, and the model's width when
     the search draws it: what a trial is, with its chain."""
     settings = {
         section: getattr(params.techniques, section).model_dump(mode="json") for section in sections_read(chain)
     }
-    space = params.search.space
-    if params.model.path is None and any(getattr(space, name) for name in WIDTH):
+    if searches_model(params):
         settings["model"] = width_of(params)
     return settings
 
 
-def width_of(params: Params) -> dict[str, int]:
-    return {name: getattr(params.model, name) for name in WIDTH}
+def width_of(params: Params) -> dict[str, Any]:
+    """What a search may change in the model: a user model's width multiplier, a blocks architecture, or the
+    paper CNN's width (the model.* keys a pick's params file sets)."""
+    model = params.model
+    if model.path:
+        return {"width_multiplier": model.width_multiplier}
+    if model.architecture == "blocks":
+        return {"architecture": "blocks", "blocks": [b.model_dump() for b in model.blocks], "head": model.head}
+    return {name: getattr(model, name) for name in WIDTH}
 
 
 def directions(metric: str, latency: bool = False) -> list[str]:
