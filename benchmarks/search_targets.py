@@ -1,0 +1,114 @@
+"""Benchmark: issue 25's targets for `tinyopt search` over architectures (search.space.blocks), on Fashion-MNIST,
+each chosen on validation and scored once on test, per seed and as the mean over the seeds:
+
+  1. full int8 with int8 I/O, at most 23,224 B (the paper's largest deployable model): test accuracy >= 0.915
+  2. at most 4,000 gzip bytes: test accuracy >= 0.888
+  3. at most 200,000 instructions per inference on the emulated Cortex-M4: test accuracy >= 0.900
+
+Each target is one search per seed in a fresh project (`tinyopt search`, no reference models), its answer read
+from search.json: the most accurate trial within the budget (1, 3: the search's most_accurate pick), the Pareto
+front's most accurate trial within 4,000 gzip bytes (2: the front holds it, so its test score was taken).
+
+    python benchmarks/search_targets.py [--seeds 42 43 44] [--targets 1 2 3] [--trials 30] [--time-budget 3600]
+
+Every figure printed is measured by that run; nothing here is a constant but the targets themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+CHAINS = [["int8"], ["qat", "int8"], ["prune", "sp_cluster", "pcqat", "int8"]]
+BLOCKS = {"depth": [2, 4], "filters": [8, 16, 24, 32, 48], "kernel_size": [3, 5]}
+# target -> (the search settings that make it a constraint, the pick that answers it, the test accuracy to reach)
+TARGETS = {
+    1: ({"max_model_bytes": 23_224, "latency": False}, "most_accurate", 0.915),
+    2: ({"max_model_bytes": 23_224, "latency": False, "size": "gzip_bytes"}, "front within 4,000 gzip", 0.888),
+    3: ({"max_model_bytes": None, "max_instructions": 200_000}, "most_accurate", 0.900),
+}
+
+
+def search(target: int, seed: int, trials: int, budget: int, scratch: Path) -> dict:
+    """One seed's search for one target: the picked trial, its test score, and what it is."""
+    settings, pick, _ = TARGETS[target]
+    root = scratch / f"target{target}-seed{seed}"
+    root.mkdir(parents=True)
+    params = {
+        "seed": seed,
+        "reference": {"dir": None},
+        "search": {
+            "trials": trials,
+            "time_budget_s": budget,
+            **settings,
+            "space": {"chains": CHAINS, "blocks": BLOCKS},
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tinyopt", "search"], cwd=root, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"target {target}, seed {seed}: tinyopt search failed\n{(done.stdout + done.stderr)[-3000:]}")
+    [result_file] = (root / "reports").glob("search-*/search.json")
+    result = json.loads(result_file.read_text())
+    if target == 2:
+        small = [t for t in result["trials"] if t["number"] in result["front"] and t["gzip_bytes"] <= 4000]
+        number = max(small, key=lambda t: t["val_score"])["number"] if small else None
+    else:
+        number = result["picks"].get(pick)
+    if number is None:
+        return {"seed": seed, "test": None, "what": f"no {pick} pick (no trial met the budget)"}
+    trial = next(t for t in result["trials"] if t["number"] == number)
+    what = f"trial {number} {' > '.join(trial['chain'])} {trial['settings'].get('model', {})}"
+    return {
+        "seed": seed,
+        "test": result["test_scores"][str(number)],
+        "raw_bytes": trial["raw_bytes"],
+        "gzip_bytes": trial["gzip_bytes"],
+        "instructions": trial.get("instructions"),
+        "what": what,
+        "seconds": result["seconds"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--targets", type=int, nargs="+", default=sorted(TARGETS), choices=sorted(TARGETS))
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--time-budget", type=int, default=3600, help="seconds per search")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        for target in args.targets:
+            goal = TARGETS[target][2]
+            rows = [search(target, seed, args.trials, args.time_budget, Path(scratch)) for seed in args.seeds]
+            for row in rows:
+                figures = (
+                    f"test {row['test']:.4f}  {row['raw_bytes']:,} B  {row['gzip_bytes']:,} gzip B  "
+                    f"{row['instructions'] or 0:,.0f} M4 instructions  {row['seconds']:,.0f} s"
+                    if row["test"] is not None
+                    else "none"
+                )
+                print(f"target {target}, seed {row['seed']}: {figures}  ({row['what']})")
+            scores = [row["test"] for row in rows if row["test"] is not None]
+            if len(scores) == len(rows):
+                mean = statistics.mean(scores)
+                spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+                verdict = "met" if mean >= goal else "NOT met"
+                print(f"target {target}: mean test accuracy {mean:.4f} (sd {spread:.4f}) against {goal}: {verdict}")
+            else:
+                print(f"target {target}: NOT met (a seed found no model within the budget)")
+
+
+if __name__ == "__main__":
+    main()
