@@ -183,6 +183,12 @@ class Separable(FineTuning):
         notes = [
             f"replaced {replaced} by SeparableConv2D started from a rank-1-per-channel SVD of its kernel",
         ]
+        single = [c.name for c in rewrite.replaced if c.channels_in == 1]
+        if single:  # why such a variant scores lower, whatever the start: say it beside its figures
+            notes.append(
+                f"{', '.join(single)} read one input channel: every filter of a separable pair there is a multiple of "
+                "one k x k filter, which limits what the layer can detect (expect a lower score)"
+            )
         if rewrite.kept:
             notes.append("kept " + ", ".join(c.kept_because for c in rewrite.kept))
         notes.append(

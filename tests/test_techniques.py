@@ -257,6 +257,7 @@ def test_separable_replaces_conv2d_and_reports_it(prepared, base, tmp_path):
     assert "SeparableConv2D" in layers and "Conv2D" not in layers
     assert "started from a rank-1-per-channel SVD of its kernel" in record.notes
     assert "parameters 20,410 -> 20,323" in record.notes
+    assert "read one input channel: every filter of a separable pair there is a multiple of one" in record.notes
 
 
 def residual_model():
