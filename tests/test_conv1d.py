@@ -57,11 +57,12 @@ def base(prepared, tmp_path_factory) -> Path:
     model = tf.keras.Sequential(
         [
             layers.InputLayer((48, 3)),
-            layers.Conv1D(8, 5, padding="same"),
-            layers.BatchNormalization(),
+            # Named: Keras numbers unnamed layers per process, and the notes asserted below name these.
+            layers.Conv1D(8, 5, padding="same", name="conv1d"),
+            layers.BatchNormalization(name="batch_normalization"),
             layers.ReLU(),
             layers.MaxPooling1D(2),
-            layers.Conv1D(8, 3, activation="relu"),
+            layers.Conv1D(8, 3, activation="relu", name="conv1d_1"),
             layers.GlobalAveragePooling1D(),
             layers.Dense(4),
         ]
