@@ -85,6 +85,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     header = (
         f"Zoo: {args.count} training examples, {'quick epochs' if args.quick else 'default epochs'}, "
+        f"M4 on {args.device_images or 'all'} test examples, "
         f"commit {commit or '?'}, {platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}\n\n"
     )
     text = header + zoo.table(results, metrics) + "\n" + "\n".join(lines) + "\n"
