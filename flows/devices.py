@@ -55,7 +55,6 @@ def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, 
         for label, path in labelled.items()
         if not has_int8_tensors(path)
     }
-    expect(run, 2 * (len(labelled) - len(started)))
     profiles = {name: params.devices[name] for name in params.benchmark.devices}
     for label, path in ((label, path) for label, path in labelled.items() if label not in started):
         name = label.replace(":", "-")  # ref:base-f32 -> ref-base-f32
@@ -80,10 +79,3 @@ def start_on_devices(labelled: dict[str, Path], prepared: Path, params: Params, 
 def device_results(started: dict[str, Started]) -> dict[str, DeviceRecord | NotRun]:
     """label -> its DeviceRecord, or why it has none (waits for every device step)."""
     return {label: on.result() if isinstance(on, OnDevices) else on for label, on in started.items()}
-
-
-def expect(run: Any, steps: int) -> None:
-    """Count steps only known now in the flow's progress line (a command's run_now has none)."""
-    progress = getattr(run, "progress", None)
-    if progress is not None:
-        progress.expect(steps)

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.devices import devices_off
 from flows.measure import measure
 from flows.variants import Built, build, step_count
 from tasks.data import fetch_dataset, prepare_dataset
@@ -30,7 +31,7 @@ from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, RunnerParams, load_params, with_inputs
 from tinyopt.records.run import Summary
 from tinyopt.run import plan
-from tinyopt.run.references import find_references
+from tinyopt.run.references import find_references, reference_candidates
 from tinyopt.run.report import publish_latest, write_report
 from tinyopt.run.select import select
 from tinyopt.run.summary import summarize, variant
@@ -52,6 +53,18 @@ def task_runner(settings: RunnerParams):
     return DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True})
 
 
+def reference_steps(params: Params) -> int:
+    """A reference model's task runs: its evaluation, benchmark and MLflow log; its compile and device
+    steps when the devices are on (a float one's are counted as skipped)."""
+    return 3 + (2 if devices_off(params) is None else 0)
+
+
+def planned_steps(params: Params, chains: list[list[str]]) -> int:
+    """Every task run the run may make, known before it starts: the progress line's fixed total."""
+    references = reference_candidates(params.reference, params.data.dataset)
+    return step_count(chains, devices_off(params) is None) + references * reference_steps(params)
+
+
 def data_stage(params: Params, run: Submitter, logger) -> tuple:
     """Fetch and prepare the data; find the reference models that can be measured on it."""
     name = params.data.dataset
@@ -69,7 +82,6 @@ def data_stage(params: Params, run: Submitter, logger) -> tuple:
     references, note = find_references(params.reference, dataset.name, prepared.input_shape)
     if note:
         logger.info(note)
-    run.progress.expect(3 * len(references))  # each reference model's evaluation, benchmark and log
     return dataset, prepared, {path.stem: path for path in references}, note
 
 
@@ -130,7 +142,7 @@ def optimize(
     params = with_inputs(load_params(params_path), model, data)
     run_id, commit, chains = run_id or new_run_id(), git_commit(), plan.chains(params)
     compute_code_versions()
-    run = Submitter(Progress(step_count(chains), logger.info, started))
+    run = Submitter(Progress(planned_steps(params, chains), logger.info, started))
     opened = {"tinyopt.run_id": run_id, "git_commit": commit, "params_hash": params.digest(), "kind": "pipeline"}
     with tracking.tracked_run(params.tracking.experiment, f"pipeline {run_id}", opened) as parent_run_id:
         tracking.log_run_data(parent_run_id, params=tracking.flat(params.model_dump(mode="json")))
@@ -156,6 +168,8 @@ def run_pipeline(
 ) -> tuple[Summary, Path]:
     """The optimize flow's stages inside its MLflow run (`live.parent_run_id`): the summary and its path."""
     dataset, prepared, references, reference_note = data_stage(params, run, logger)
+    unused = reference_candidates(params.reference, params.data.dataset) - len(references)
+    run.progress.skip("reference models not found or not usable", unused * reference_steps(params))
     lineage = lineage_tags(run_id, commit, dataset, params)
     live.tags, live.dataset = lineage, dataset_input(dataset, prepared)
     for key in ("dataset", "dataset_version"):

@@ -93,13 +93,29 @@ class Baselines:
     def key(params: Params) -> tuple:
         return tuple(width_of(params).values())
 
+    @staticmethod
+    def most(params: Params) -> int:
+        """How many widths besides the search's own its trials may draw: each a baseline to train."""
+        if params.model.path:
+            return 0
+        space = params.search.space
+        widths = {
+            (filters, kernel)
+            for filters in space.conv_filters or [params.model.conv_filters]
+            for kernel in space.kernel_size or [params.model.kernel_size]
+        }
+        return min(params.search.trials, len(widths - {Baselines.key(params)}))
+
+    def skip_undrawn(self, params: Params) -> None:
+        """The widths no trial drew: their baselines, counted in the progress line's total, never train."""
+        self.run.progress.skip("baselines of widths no trial drew", self.most(params) + 1 - len(self.trained))
+
     def __call__(self, drawn: Params, curves_to: tuple[str, ...] = ()) -> Path:
         """The baseline of `drawn`'s width; one trained now sends its epochs live to the MLflow runs
         `curves_to` (the trial's that asked first), as `train.loss`, ..."""
         key = self.key(drawn)
         if key not in self.trained:
             filters, kernel = key
-            self.run.progress.expect(1)
             record, outcome = self.run.now_told(
                 train_baseline,
                 f"train baseline {filters} filters {kernel}x{kernel}",
@@ -181,9 +197,8 @@ def run_search(
 ) -> tuple[SearchResult, list[Path]]:
     """The search's steps, inside its MLflow run: the data, the baseline, the trials, the conclusion."""
     compute_code_versions()
-    run = Submitter(Progress(3 + params.search.trials, logger.info, started))
+    run = Submitter(Progress(3 + params.search.trials + Baselines.most(params), logger.info, started))
     _, prepared, references, _ = data_stage(params, run, logger)
-    run.progress.drop(3 * len(references))  # a search scores them once, not through the run's steps
     prepared_path = Path(prepared.path)
     baseline = train_stage(params, prepared_path, run)
     # Trained once for the whole search (or found in the task cache): its curves from its record.
@@ -211,6 +226,7 @@ def run_search(
             curves_to=(run_id,),
         )
     )
+    baseline_of.skip_undrawn(params)
     result = conclude(
         records,
         trials,

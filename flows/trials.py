@@ -125,6 +125,8 @@ class Trials:
             for number in list(self.running):
                 tracking.end_run(self.running.pop(number), f"the search stopped: {first}")
             raise
+        untried = self.params.search.trials - len(self.drawn)  # the time budget ended the search first
+        self.progress.skip(f"{untried} trials the time budget left out", untried)
         return sorted(self.records, key=lambda r: r.number)
 
     def start(self, number: int, chain: list[str], settings: dict) -> str:

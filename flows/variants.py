@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect.futures import as_completed
 
-from flows.devices import Started, start_on_devices
+from flows.devices import Started, devices_off, start_on_devices
 from tasks.convert import convert_model
 from tasks.evaluate import evaluate_tflite
 from tasks.techniques import technique_call
@@ -25,10 +25,16 @@ from tinyopt.records.steps import ConvertRecord, EvalRecord, SkippedRecord, Trai
 from tinyopt.run import plan
 
 
-def step_count(chains: list[list[str]]) -> int:
-    """Every task run of a run before the reference models: fetch, prepare, train; each technique;
-    per variant a conversion, evaluation, benchmark and MLflow log; the latency harness."""
-    return 3 + len(plan.technique_prefixes(chains)) + 4 * len(chains) + 1
+def step_count(chains: list[list[str]], devices_on: bool) -> int:
+    """Every task run of a run but the reference models': fetch, prepare, train; each technique; each
+    variant's (variant_steps); the latency harness."""
+    return 3 + len(plan.technique_prefixes(chains)) + sum(variant_steps(chain, devices_on) for chain in chains) + 1
+
+
+def variant_steps(chain: list[str], devices_on: bool) -> int:
+    """A variant's task runs: its conversion, evaluation, benchmark and MLflow log, and for an int8
+    conversion with the devices on, its compile and device steps."""
+    return 4 + (2 if devices_on and CONVERSIONS[chain[-1]].on_device else 0)
 
 
 def technique_label(prefix: plan.Prefix) -> str:
@@ -66,6 +72,7 @@ class Tree:
     def __init__(self, params: Params, chains: list[list[str]], prepared: Path, run: Any, log: Any, live: LiveRuns):
         self.params, self.chains, self.prepared, self.run, self.log = params, chains, prepared, run, log
         self.live = live
+        self.devices_on = devices_off(params) is None
         self.built = Built(models={})
         self.pending: dict[Any, tuple[Callable[[Any, Any], None], plan.Prefix | list[str]]] = {}
 
@@ -105,7 +112,7 @@ class Tree:
         work while other models train)."""
         name = plan.variant_name(chain)
         if isinstance(record, SkippedRecord):
-            self.skip(name, chain, record.reason, 3)  # its evaluation, benchmark and log
+            self.skip(name, chain, record.reason, variant_steps(chain, self.devices_on) - 1)  # all but its conversion
             self.live.end(name, "KILLED", {"skipped": record.reason})
             return
         self.built.converted[name] = record
@@ -133,7 +140,8 @@ class Tree:
         their steps runs."""
         below = [p for p in plan.technique_prefixes(self.chains) if len(p) > len(prefix) and p[: len(prefix)] == prefix]
         variants_below = [c for c in self.chains if tuple(c[:-1])[: len(prefix)] == prefix]
-        self.skip(plan.model_name(prefix), list(prefix), reason, len(below) + 4 * len(variants_below))
+        steps = len(below) + sum(variant_steps(chain, self.devices_on) for chain in variants_below)
+        self.skip(plan.model_name(prefix), list(prefix), reason, steps)
         for chain in variants_below:
             self.live.end(plan.variant_name(chain), "KILLED", {"skipped": reason})
         for descendant in below:
@@ -147,7 +155,7 @@ class Tree:
 
     def skip(self, name: str, chain: list[str], reason: str, steps: int) -> None:
         self.built.skipped.append(Skipped(name=name, chain=["train", *chain], reason=reason))
-        self.run.progress.drop(steps)
+        self.run.progress.skip(name, steps)
         self.log.warning("skipped %s: %s", name, reason)
 
 

@@ -51,6 +51,11 @@ class Distill(FineTuning):
     def objective(self, model, data, settings: DistillParams, train, task: TaskParams, out_dir: Path) -> Objective:
         outputs = int(np.prod(model.output_shape[1:]))
         kind = output_kind(task, outputs)
+        if kind == "reconstruction":
+            raise NotApplicable(
+                "distill matches a teacher's class or value outputs; a reconstruction model's target is its "
+                "own input, which every fine-tune already fits"
+            )
         if kind == "binary" and outputs != 1:
             raise NotApplicable(f"distill reads an anomaly score from one output; this model has {outputs}")
         if settings.teacher:

@@ -25,7 +25,7 @@ def evaluate_tflite(tflite_path: Path, prepared: Path, metric: str = "accuracy")
     return EvalRecord(
         tflite_path=str(tflite_path),
         metric=metric,
-        score=round(score(metric, data["y_test"], litert.predict(tflite_path, data["x_test"])), 6),
-        val_score=round(score(metric, data["y_val"], litert.predict(tflite_path, data["x_val"])), 6),
+        score=round(score(metric, data["y_test"], litert.predict(tflite_path, data["x_test"]), data["x_test"]), 6),
+        val_score=round(score(metric, data["y_val"], litert.predict(tflite_path, data["x_val"]), data["x_val"]), 6),
         num_test=len(data["y_test"]),
     )

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from tinyopt.core.errors import UserError
 from tinyopt.ml.models import check_input_shape, describe, load_model
-from tinyopt.ml.training import TRAINING_LOCK, Fit, compile_for_task, save_trained, set_seeds, train_epochs
+from tinyopt.ml.training import (
+    TRAINING_LOCK,
+    Fit,
+    compile_for_task,
+    fit_data,
+    save_trained,
+    set_seeds,
+    train_epochs,
+)
 from tinyopt.orchestration.steps import step
 from tinyopt.orchestration.tracking import epoch_logger
 from tinyopt.params import ModelParams, TaskParams, TrainParams
@@ -73,7 +81,12 @@ def train_baseline(
             compile_for_task(model, task, train_params.learning_rate)
             live = epoch_logger(curves_to, "train")
             fit = train_epochs(
-                model, data, epochs, train_params.batch_size, train_params.early_stopping_patience, on_epoch=live
+                model,
+                fit_data(task, data, model),
+                epochs,
+                train_params.batch_size,
+                train_params.early_stopping_patience,
+                on_epoch=live,
             )
         return save_trained(
             model,

@@ -64,7 +64,7 @@ def run_trial(
     return TrialRecord(
         **trial,
         state="complete",
-        val_score=round(score(metric, data["y_val"], litert.predict(tflite, data["x_val"])), 6),
+        val_score=round(score(metric, data["y_val"], litert.predict(tflite, data["x_val"]), data["x_val"]), 6),
         raw_bytes=converted.raw_bytes,
         gzip_bytes=converted.gzip_bytes,
         arena_bytes=checked.get("arena_bytes"),

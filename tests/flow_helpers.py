@@ -12,6 +12,11 @@ def finished_steps(log: str) -> list[tuple[str, str]]:
     return re.findall(r"\[\d+/\d+ \d+m\d\ds\] (.+?) (done|cached|failed)(?: \(running: .*\))?$", log, re.M)
 
 
+def progress_counts(log: str) -> list[tuple[int, int]]:
+    """(steps done, total) of each progress line, in order."""
+    return [(int(done), int(total)) for done, total in re.findall(r"^.*?\[(\d+)/(\d+) \d+m\d\ds\] ", log, re.M)]
+
+
 def summary_of(root: Path) -> dict:
     return json.loads((root / "reports" / "latest" / "summary.json").read_text())
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINYOPT, free_port, make_project, needs_fashion, run_cli
+from tests.flow_helpers import progress_counts
 from tinyopt.core import layout
 from tinyopt.core.console import is_native_noise
 from tinyopt.core.errors import UserError
@@ -69,8 +70,12 @@ def test_a_first_run_with_an_empty_prefect_home_completes_and_talks_to_a_person(
     where = f"put the 19 .tflite files that tinyopt/run/references.py lists in {tmp_path / 'no-refs'}"
     assert len([line for line in console.splitlines() if line.endswith(where)]) == 1, console[-3000:]
     # Progress: steps done / total and elapsed time, one line per finished step, named after what it did.
-    # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency
-    assert "[1/8 " in console and "[8/8 " in console and "[9/" not in console, console[-3000:]
+    # fetch, prepare, train; base-float32's conversion, evaluation, benchmark and MLflow log; latency; and
+    # the reference models' steps, counted in the total from the start and skipped at once (not found).
+    counts = progress_counts(console)
+    assert len({total for _, total in counts}) == 1 and counts[-1][0] == counts[-1][1], counts
+    assert [done for done, _ in counts] == sorted({done for done, _ in counts}), counts
+    assert "reference models not found or not usable skipped" in console and len(counts) == 9, console[-3000:]
     for name in (
         "fetch fashion-mnist",
         "train baseline",
@@ -276,3 +281,22 @@ def test_native_logs_all_shows_the_tensorflow_warnings_too():
         assert f"WARNING:tensorflow:{message}" in console
     assert f"UserWarning: {TENSORFLOW_NOISE[0]}" in console
     assert "an unrelated TensorFlow warning" in console and "an unrelated Python warning" in console
+
+
+def test_the_progress_total_stays_fixed_and_skipped_steps_count_as_finished():
+    from tinyopt.core.console import Progress
+
+    lines: list[str] = []
+    progress = Progress(6, lines.append)
+    progress.finished("fetch")
+    progress.skip("prune", 3)
+    progress.skip("nothing", 0)
+    progress.finished("convert base-int8")
+    progress.finished("evaluate base-int8", "cached")
+    assert [line.split("] ")[1] for line in lines] == [
+        "fetch done",
+        "prune skipped (3 steps)",
+        "convert base-int8 done",
+        "evaluate base-int8 cached",
+    ]
+    assert progress_counts("\n".join(lines)) == [(1, 6), (4, 6), (5, 6), (6, 6)]

@@ -127,7 +127,8 @@ def _elapsed(seconds: float) -> str:
 
 class Progress:
     """Counts the plan's steps as their task runs finish; `say` prints one line per finished step:
-    `[12/57 1m32s] convert qat-int8 done (running: train qat, evaluate prune-int8)`."""
+    `[12/57 1m32s] convert qat-int8 done (running: train qat, evaluate prune-int8)`. The total is every
+    step that may run, fixed at the start; steps that turn out not to run are counted by `skip`."""
 
     def __init__(self, total: int, say: Callable[[str], Any], started: float | None = None):
         self.total, self.done, self.say = total, 0, say
@@ -151,15 +152,15 @@ class Progress:
             line = f"[{self.done}/{self.total} {_elapsed(time.monotonic() - self.started)}] {label} {outcome}"
             self.say(line + (f" (running: {', '.join(running)})" if running else ""))
 
-    def expect(self, steps: int) -> None:
-        """Steps the plan learned of on the way (the reference models found once the data is known)."""
+    def skip(self, label: str, steps: int) -> None:
+        """Steps counted in the total that will not run (a skipped technique takes its variants' with it):
+        counted as finished, in one line, so the total stays what it was at the start."""
+        if steps <= 0:
+            return
         with self._lock:
-            self.total += steps
-
-    def drop(self, steps: int) -> None:
-        """Steps that will not run after all (a skipped technique takes its variants with it)."""
-        with self._lock:
-            self.total -= steps
+            self.done += steps
+            line = f"[{self.done}/{self.total} {_elapsed(time.monotonic() - self.started)}] {label} skipped"
+            self.say(line + (f" ({steps} steps)" if steps > 1 else ""))
 
 
 def _outcome(future: Any) -> str:

@@ -52,6 +52,12 @@ def check_labels(arrays: tuple[np.ndarray, ...], task: TaskParams, source: str) 
         raise UserError(
             f"{source}: y_train is {_label_form(width)} and y_test {_label_form(test_width)}; give both alike"
         )
+    if task.kind == "anomaly" and len(np.unique(train)) < 2:
+        raise UserError(
+            f"{source}: y_train holds only label {int(train[0])}; give some labelled anomalies (1) with the "
+            "normal (0) training examples: the validation split needs both for AUC (a reconstruction model "
+            "trains on the normal ones only)"
+        )
     if len(np.unique(train)) < 2:
         raise UserError(
             f"{source}: y_train holds a single class ({int(train[0])}); a {task.kind} task needs at least two"

@@ -99,6 +99,7 @@ class DeviceRun:
     instructions_per_op: list[float]
     op_kinds: list[str]
     outputs: np.ndarray = field(repr=False)
+    errors: np.ndarray | None = field(default=None, repr=False)  # an autoencoder's reconstruction errors (float32)
 
     def latency_estimate_ms(self, clock_mhz: float, cpi: float = 1.0) -> float:
         """An estimate, not a measurement: instructions x an assumed CPI at the profile's clock."""
@@ -120,8 +121,10 @@ def _size(elf: Path) -> tuple[int, int, int]:
 
 
 def harness_defines(generated: Generated) -> list[str]:
-    """The model's output bytes and op count for main.c: its output and per-op tick buffers are sized from them."""
-    return [f"-DTINYOPT_OUTPUT_BYTES={generated.output_bytes}", f"-DTINYOPT_OP_COUNT={len(generated.op_kinds)}"]
+    """The model's output bytes and op count for main.c: its output and per-op tick buffers are sized from them;
+    for an autoencoder its input bytes too: main.c keeps a copy of each input for its reconstruction error."""
+    defines = [f"-DTINYOPT_OUTPUT_BYTES={generated.output_bytes}", f"-DTINYOPT_OP_COUNT={len(generated.op_kinds)}"]
+    return defines + ([f"-DTINYOPT_INPUT_BYTES={generated.input_bytes}"] if generated.reconstructs else [])
 
 
 def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) -> Firmware:
@@ -252,6 +255,7 @@ def run_firmware(
         if not report:
             raise RuntimeError("the firmware finished without its report line (QEMU's semihosting output was lost)")
         outputs = np.fromfile(work / "outputs.bin", dtype=np.dtype(output_dtype)).reshape(len(inputs), -1)
+        errors = np.fromfile(work / "errors.bin", dtype=np.float32) if (work / "errors.bin").exists() else None
     count, ticks, stack = int(report.group(1)), int(report.group(2)), int(report.group(3))
     if stack >= STACK_RESERVE:  # no painted word left: the stack grew into the data below it
         raise RuntimeError(
@@ -271,4 +275,5 @@ def run_firmware(
         per_op,
         op_kinds,
         outputs,
+        errors,
     )

@@ -30,7 +30,7 @@ reference kernels (checked by tinyopt's device benchmark on the test split).
 {output_type} out[{upper}_OUTPUT_ELEMENTS];
 {name}_invoke(in, out);                        /* returns 0 */
 ```
-
+{score_note}
 Ops, in order: {ops}.
 """
 
@@ -59,6 +59,13 @@ def write_library(generated: Generated, model: str, out_dir: Path) -> list[Path]
         output_elements=generated.output_bytes // (4 if generated.output_dtype == "float32" else 1),
         io_note=io_note,
         ops=", ".join(generated.op_kinds),
+        score_note=(
+            f"\nThe model reconstructs its input: `float {generated.name}_reconstruction_error(const in_t *in, "
+            "const out_t *out)` gives the anomaly score (mean squared error in real units, as tinyopt scored it). "
+            "Pass a copy of the input: invoke reuses the input's place in the activation buffer.\n"
+            if generated.reconstructs
+            else ""
+        ),
     )
     meta = {
         "name": generated.name,
@@ -70,6 +77,7 @@ def write_library(generated: Generated, model: str, out_dir: Path) -> list[Path]
         "op_kinds": generated.op_kinds,
         "sparse_ops": generated.sparse_ops,
         "clustered_ops": generated.clustered_ops,
+        "reconstructs": generated.reconstructs,
     }
     for file, text in (("README.md", readme), ("library.json", json.dumps(meta, indent=2) + "\n")):
         write_bytes(out_dir / file, text.encode())
@@ -91,5 +99,6 @@ def read_library(directory: Path) -> Generated:
         input_dtype=meta["input_dtype"],
         output_dtype=meta["output_dtype"],
         op_kinds=meta["op_kinds"],
+        reconstructs=meta.get("reconstructs", False),
     )
     return generated

@@ -60,14 +60,20 @@ def measure_library(
             instructions=round(run.instructions_per_inference, 1),
             instructions_per_op={f"{i}:{kind}": round(n, 1) for i, (kind, n) in enumerate(per_op)},
             images=len(x),
-            score=None
-            if y is None
-            else round(score(metric, y, dequantize_output(run.outputs, interpreter.get_output_details(0))), 6),
+            score=None if y is None else round(device_score(metric, y, x, run, interpreter), 6),
             bit_exact=same == 1.0,
             bit_exact_share=round(same, 6),
             latency_ms_estimate=round(run.latency_estimate_ms(clock), 4) if clock else None,
         )
     return reports
+
+
+def device_score(metric: str, y: np.ndarray, x: np.ndarray, run, interpreter) -> float:
+    """The task's metric on the device's outputs; an autoencoder is scored by the reconstruction errors its
+    firmware computed with the generated C function."""
+    if run.errors is not None:
+        return score(metric, y, run.errors)
+    return score(metric, y, dequantize_output(run.outputs, interpreter.get_output_details(0)), x)
 
 
 def measure_on_device(

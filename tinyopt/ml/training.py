@@ -44,11 +44,24 @@ def final_activation(model) -> str:
 
 
 def output_kind(task: TaskParams, outputs: int) -> str:
-    """How a model's outputs are read: 'values' (regression), 'binary' (anomaly, or one output: a logit
-    or a sigmoid), 'classes' (several outputs: logits or a softmax)."""
+    """How a model's outputs are read: 'values' (regression), 'reconstruction' (an anomaly model that
+    reconstructs its input: preflight checks the shapes), 'binary' (anomaly, or one output: a logit or a
+    sigmoid), 'classes' (several outputs: logits or a softmax)."""
     if task.kind == "regression":
         return "values"
+    if task.kind == "anomaly" and outputs > 2:
+        return "reconstruction"
     return "binary" if task.kind == "anomaly" or outputs == 1 else "classes"
+
+
+def fit_data(task: TaskParams, data: dict, model) -> dict:
+    """What a model is fitted on: the splits as they are, or for a reconstruction model the normal
+    (label 0) examples of the train and validation splits with themselves as targets (anomalies in them
+    only count in the validation score)."""
+    if output_kind(task, int(np.prod(model.output_shape[1:]))) != "reconstruction":
+        return data
+    normal_train, normal_val = data["x_train"][data["y_train"] == 0], data["x_val"][data["y_val"] == 0]
+    return {**data, "x_train": normal_train, "y_train": normal_train, "x_val": normal_val, "y_val": normal_val}
 
 
 def compile_for_task(
@@ -63,7 +76,9 @@ def compile_for_task(
     if loss is None:
         activation, losses = final_activation(model), tf.keras.losses
         kind = output_kind(task, int(np.prod(model.output_shape[1:])))
-        if kind == "values":
+        if kind == "reconstruction":  # the task's AUC needs the labels: only the loss is tracked
+            loss = losses.MeanSquaredError()
+        elif kind == "values":
             loss, metrics = losses.MeanSquaredError(), [tf.keras.metrics.MeanAbsoluteError(name="mae")]
         elif kind == "binary":
             logits = activation != "sigmoid"
@@ -84,7 +99,7 @@ def compile_for_task(
 
 
 def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
-    return score(task.score_metric, y, model.predict(x, batch_size=1024, verbose=0))
+    return score(task.score_metric, y, model.predict(x, batch_size=1024, verbose=0), x)
 
 
 EpochSink = Callable[[int, dict[str, float]], None]  # (epoch, Keras's logs): where a fit's curves go live
@@ -223,7 +238,7 @@ class FineTuning:
 
     def objective(self, model, data: dict, settings, train, task: TaskParams, out_dir: Path) -> Objective:
         """What to fit: the task's labels and loss by default (distill adds a teacher's outputs)."""
-        return Objective(data=data)
+        return Objective(data=fit_data(task, data, model))
 
 
 # A child whose validation score falls this far below its parent's has collapsed (accuracy, AUC: points;

@@ -67,7 +67,11 @@ class ModelParams(Section):
 class TaskParams(Section):
     """What the model predicts, and how it is scored."""
 
-    kind: Literal["classification", "regression", "anomaly"] = "classification"
+    kind: Literal["classification", "regression", "anomaly"] = Field(
+        default="classification",
+        description="anomaly: a model with one score output, or an autoencoder whose output has the input's "
+        "shape: scored by the mean squared error between them, trained on the normal (label 0) examples only",
+    )
     metric: Literal["accuracy", "mae", "auc"] | None = Field(
         default=None, description="null: accuracy for classification, mae for regression, auc for anomaly"
     )

@@ -56,10 +56,11 @@ def check_model_fits(
                 f"{'s' if targets > 1 else ''} per example; they must match"
             )
     elif task.kind == "anomaly":
-        if width not in (1, 2):
+        inputs = int(np.prod(arrays[0].shape[1:]))
+        if width not in (1, 2, inputs):
             raise UserError(
                 f"{path}: the model has {width} outputs; an anomaly model gives one score (1 output, or 2 "
-                "with the anomaly class last)"
+                f"with the anomaly class last), or reconstructs its {inputs} inputs (scored by the error)"
             )
     elif labels is not None:
         classes, one_hot = labels["classes"], labels["one_hot"]

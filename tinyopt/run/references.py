@@ -159,6 +159,18 @@ def download_all(url_template: str, files: dict[str, PublishedFile], target: Pat
                 raise UserError(f"{url}: not the published {name} (sha256 differs); refused, nothing written")
 
 
+def reference_candidates(settings: ReferenceParams, dataset: str) -> int:
+    """How many reference models find_references may return for a run on `dataset`, known before the data is
+    read or the files fetched: an upper bound (a file whose input shape differs is left out later)."""
+    if not settings.dir or settings.dataset != dataset:
+        return 0
+    if Path(settings.dir).is_dir():
+        return len(list(Path(settings.dir).glob("*.tflite")))
+    if holds_all(PAPER_MODELS_DIR, PAPER_MODELS) or settings.url:  # there, or fetched there
+        return max(len(PAPER_MODELS), len(list(PAPER_MODELS_DIR.glob("*.tflite"))))
+    return 0
+
+
 def find_references(settings: ReferenceParams, dataset: str, input_shape: list[int]) -> tuple[list[Path], str | None]:
     """The reference .tflite files that can be measured on this run's data, and a note on what was
     left out and why (None when nothing was)."""

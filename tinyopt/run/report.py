@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tinyopt.core import layout
 from tinyopt.core.files import atomic_path
-from tinyopt.records.run import Measured, Summary
+from tinyopt.ml.metrics import HIGHER_IS_BETTER
+from tinyopt.records.run import Measured, Summary, Variant
 from tinyopt.records.steps import DEVICES_OFF
 from tinyopt.run.plots import axes_of, plot
 
@@ -115,6 +116,25 @@ def device_gaps(models: list[Measured]) -> list[str]:
     return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
+# An int8 variant scoring this much below base-int8 (accuracy or AUC points) is flagged with its cause.
+SCORE_DROP_FLAG = 0.03
+
+
+def score_drops(variants: list[Variant], base: str = "base-int8") -> list[str]:
+    """A line for each int8 variant more than SCORE_DROP_FLAG below `base` on the test set, with what its
+    techniques noted (a collapse, a skipped layer) or that none noted a cause."""
+    reference = next((v for v in variants if v.name == base), None)
+    if reference is None or reference.score is None or not HIGHER_IS_BETTER.get(reference.metric, False):
+        return []
+    lines = []
+    for v in variants:
+        lost = reference.score - v.score if v.score is not None else 0.0
+        if v.name != base and v.chain[-1] == "int8" and lost > SCORE_DROP_FLAG:
+            why = v.notes or "its techniques noted no cause (more fine-tuning epochs or a lower learning rate may help)"
+            lines.append(f"{v.name}: {v.metric} {v.score:.4f}, {lost:.3f} below {base} ({reference.score:.4f}): {why}")
+    return lines
+
+
 def devices_off_reason(models: list[Measured]) -> str | None:
     """Why no model was measured on a device (no cross compiler or QEMU, no profile), or None."""
     return next(
@@ -190,6 +210,12 @@ def markdown(summary: Summary) -> str:
         parts += comparison_parts(summary)
     elif summary.reference_note:
         parts += ["## Reference models", summary.reference_note]
+    drops = score_drops(ours)
+    if drops:
+        parts += [
+            f"## Score drops over {SCORE_DROP_FLAG:g} against base-int8",
+            "\n".join(f"- {line}" for line in drops),
+        ]
     if summary.skipped:
         parts += ["## Skipped", "\n".join(f"- {s.name}: {s.reason}" for s in summary.skipped)]
     notes = sorted({f"- {v.chain[-2]} ({'-'.join(v.chain[1:-1])}): {v.notes}" for v in ours if v.notes})
@@ -206,8 +232,10 @@ def markdown(summary: Summary) -> str:
         "flash and RAM); elsewhere the model's bytes plus an estimated runtime (TFLM and a minimal application, "
         "50 KB of flash by default) against flash, and the measured arena plus an estimated 8 KB of runtime "
         "RAM against SRAM, labelled as an estimate in each reason.",
-        "- Pruning and clustering do not shrink a .tflite file; they shrink its gzip size, and on the device "
-        "a pruned layer's kernel lists only its non-zero weights.",
+        "- Pruning and clustering do not shrink a .tflite file; they shrink its gzip size. On the device a "
+        "pruned dense layer with at most a third of its weights non-zero lists only those (less flash, a few more "
+        "instructions); a pruned convolution runs its zeros like any weight (the same instructions): structured "
+        "pruning (prune_filters) removes whole filters, which the device does notice.",
         *(
             [
                 f"- Files: every file summary.json names is this run's own, kept read-only under "

@@ -21,6 +21,10 @@ unsigned fw_stack_used(void);
 static uint64_t op_ticks[OP_SLOTS];
 static uint32_t last_tick;
 static uint8_t output[TINYOPT_OUTPUT_BYTES];
+#ifdef TINYOPT_INPUT_BYTES /* an autoencoder: its reconstruction error is computed here, outside the ticks */
+float tinyopt_reconstruction_error(const void *in, const void *out);
+static uint8_t kept_input[TINYOPT_INPUT_BYTES];
+#endif
 
 void SysTick_Handler(void) {}
 
@@ -72,6 +76,10 @@ static int open_file(const char *name, int mode) {
 int main(void) {
   int in = open_file("inputs.bin", 1), out = open_file("outputs.bin", 5);
   if (in < 0 || out < 0) return 2;
+#ifdef TINYOPT_INPUT_BYTES
+  int errors = open_file("errors.bin", 5);
+  if (errors < 0) return 2;
+#endif
   uint32_t flen[1] = {(uint32_t)in};
   int count = semihost(0x0C, flen) / (int)tinyopt_input_bytes;
   /* Exit codes (tinyopt.mcu.firmware.EXIT_REASONS says each in words): 2 a file would not open, 3 the harness
@@ -84,12 +92,20 @@ int main(void) {
   for (int i = 0; i < count; i++) {
     uint32_t rd[3] = {(uint32_t)in, (uint32_t)tinyopt_input(), tinyopt_input_bytes};
     if (semihost(0x06, rd) != 0) return 4;
+#ifdef TINYOPT_INPUT_BYTES
+    for (unsigned b = 0; b < TINYOPT_INPUT_BYTES; b++) kept_input[b] = ((const uint8_t *)tinyopt_input())[b];
+#endif
     uint32_t t0 = now();
     last_tick = t0;
     tinyopt_invoke(tinyopt_input(), output);
     total += ticks_since(t0);
     uint32_t wr[3] = {(uint32_t)out, (uint32_t)output, tinyopt_output_bytes};
     if (semihost(0x05, wr) != 0) return 5;
+#ifdef TINYOPT_INPUT_BYTES
+    float error = tinyopt_reconstruction_error(kept_input, output);
+    uint32_t we[3] = {(uint32_t)errors, (uint32_t)&error, sizeof error};
+    if (semihost(0x05, we) != 0) return 5;
+#endif
   }
   put("TINYOPT count=");
   put_u64((uint64_t)count);
@@ -104,5 +120,9 @@ int main(void) {
   }
   uint32_t cl[1] = {(uint32_t)out};
   semihost(0x02, cl);
+#ifdef TINYOPT_INPUT_BYTES
+  cl[0] = (uint32_t)errors;
+  semihost(0x02, cl);
+#endif
   return 0;
 }
