@@ -1,0 +1,183 @@
+"""The model zoo (tests/zoo.py): the optimization sequence on published TinyML reference architectures.
+
+Issue 22: users bring DS-CNN, ResNet-8, MobileNet, temporal depthwise nets and autoencoders, not the paper's
+one-layer CNN. The fast tests check each builder and dataset; the slow ones train each architecture on its
+synthetic data and run every technique of the default plan once, then int8, through `tinyopt run`, and check the
+issue's targets: every technique applies or says why not, every int8 variant scores within 0.03 of base-int8
+unless its record says why, `graph` applies to these functional models, and what runs on the emulated M4 is
+bit-exact with TFLM's reference kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import zoo
+from tests.conftest import make_project, run_cli
+from tests.flow_helpers import summary_of
+
+
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_each_builder_is_a_functional_model_with_batch_norm_that_fits_its_data(name):
+    import tensorflow as tf
+
+    model = zoo.ZOO[name].build()
+    data = zoo.dataset(name, count=200, test=100)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert isinstance(model, tf.keras.Model) and not isinstance(model, tf.keras.Sequential)
+    assert "BatchNormalization" in kinds
+    assert model.input_shape[1:] == data["x_train"].shape[1:]
+    assert len(data["x_train"]) == 200 and len(data["x_test"]) == 100
+    if zoo.ZOO[name].kind == "anomaly":
+        assert model.output_shape == model.input_shape  # scored by its reconstruction error
+        assert set(data["y_train"]) == set(data["y_test"]) == {0, 1} and data["y_train"].mean() < 0.2
+    else:
+        assert model.output_shape == (None, 4) and set(data["y_train"]) == set(data["y_test"]) == {0, 1, 2, 3}
+    if name == "resnet8":
+        assert "Add" in kinds
+    if name in ("ds_cnn", "mobilenet"):
+        assert "DepthwiseConv2D" in kinds
+    if name == "temporal_dw":
+        assert "DepthwiseConv1D" in kinds and "Conv2D" not in kinds
+
+
+def test_the_datasets_are_seeded():
+    first, again = zoo.dataset("ds_cnn", count=50, test=20), zoo.dataset("ds_cnn", count=50, test=20)
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+    assert not np.array_equal(first["x_train"], zoo.dataset("ds_cnn", count=50, test=20, seed=1)["x_train"])
+
+
+def test_the_anomalies_lie_off_the_normal_examples_manifold():
+    """Cheap learnability: the normal examples' top principal components reconstruct normal test examples
+    better than anomalies, as the autoencoder has to learn to. (The classifiers' learnability is their
+    baseline's score in the slow tests: a few epochs on a few hundred examples leave BatchNorm unsettled.)"""
+    data = zoo.dataset("autoencoder", count=600, test=300)
+    normal = data["x_train"][data["y_train"] == 0]
+    mean = normal.mean(axis=0)
+    _, _, components = np.linalg.svd(normal - mean, full_matrices=False)
+    centred = data["x_test"] - mean
+    residual = centred - centred @ components[:4].T @ components[:4]
+    error = (residual**2).mean(axis=1)
+    normal, anomaly = error[data["y_test"] == 0], error[data["y_test"] == 1]
+    auc = (anomaly[:, None] > normal[None, :]).mean()
+    assert auc > 0.8
+
+
+# The slow tests: the whole pipeline on each architecture. Small, so the zoo fits the slow suite's budget: about
+# 1,200 training examples, a few epochs per technique, 60 test examples on the emulated M4.
+COUNT = 1200
+DEVICE_IMAGES = 60
+
+
+# Targets the zoo measured failing for reasons in tinyopt, with the figures of the run (1,200 examples, quick
+# epochs, seeded): strict, so a fix shows as an unexpected pass.
+KNOWN_FAILURES = {
+    ("drop", "ds_cnn"): "unflagged drops: prune_2_4-int8 0.8208, prune-pqat-int8 0.8417, separable-int8 0.8000 "
+    "against base-int8 0.8875 (the report lists them, its techniques noting no cause)",
+    ("drop", "resnet8"): "unflagged drop: prune-int8 0.8042 against base-int8 0.8417",
+    ("drop", "mobilenet"): "unflagged drops: prune-int8 0.7208, prune_2_4-int8 0.8083, prune-pqat-int8 0.7625, "
+    "prune-sp_cluster-pcqat-int8 0.7708 against base-int8 0.8542",
+    ("drop", "autoencoder"): "QAT breaks the autoencoder's int8 model: qat-int8 AUC 0.5062, prune-pqat-int8 "
+    "0.4905, prune-sp_cluster-pcqat-int8 0.5168 against base-int8 0.8531, no collapse noted (the Keras QAT "
+    "model's validation AUC does not drop); also prune-int8 0.7431",
+    ("bit_exact", "autoencoder"): "the QAT int8 autoencoders are not bit-exact on the M4: qat-int8 0.833 of test "
+    "examples, prune-pqat-int8 0.850, prune-sp_cluster-pcqat-int8 0.850 (base-int8 and the others: 1.0)",
+}
+
+
+def expect_failure(request, target: str, name: str) -> None:
+    """Mark this target xfail(strict) for this architecture where the zoo measured it failing."""
+    reason = KNOWN_FAILURES.get((target, name))
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(reason=f"{name}: {reason}", strict=True))
+
+
+@pytest.fixture(scope="module", params=list(zoo.ZOO))
+def zoo_run(request, tmp_path_factory):
+    """One architecture trained and run through `tinyopt run` with the zoo's plan: (name, summary, rows)."""
+    name = request.param
+    root = tmp_path_factory.mktemp(f"zoo-{name}")
+    model, data, _ = zoo.save_trained(name, root / "inputs", count=COUNT)
+    overrides = zoo.params(zoo.ZOO[name].kind, quick=True, device_images=DEVICE_IMAGES)
+    make_project(root / "project", **overrides)
+    result = run_cli(["run", "--model", str(model), "--data", str(data)], cwd=root / "project", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(root / "project")
+    rows = zoo.outcomes(summary, overrides["plan"])
+    print("\n" + zoo.table({name: rows}, {name: summary["baseline"]["metric"]}))  # shown with -rP
+    return name, summary, rows
+
+
+@pytest.mark.slow
+def test_the_baseline_learns_its_data_but_not_perfectly(zoo_run):
+    name, summary, rows = zoo_run
+    assert 0.75 <= summary["baseline"]["score"] < 0.99, (name, summary["baseline"]["score"])
+
+
+@pytest.mark.slow
+def test_every_technique_applies_or_says_why_not(zoo_run):
+    name, summary, rows = zoo_run
+    unaccounted = [row["name"] for row in rows if "score" not in row and not row.get("skipped")]
+    assert not unaccounted, f"{name}: neither a score nor a skip reason for {unaccounted}"
+    for row in rows:
+        if "skipped" in row:
+            assert_skip_is_true(name, row)
+
+
+def assert_skip_is_true(name: str, row: dict) -> None:
+    """A skip's reason is checked against the architecture where the zoo knows the truth."""
+    model = zoo.ZOO[name].build()
+    kinds = [type(layer).__name__ for layer in model.layers]
+    if "tfmot cannot" in row["skipped"]:
+        # tfmot's registries have no DepthwiseConv1D (prune, cluster and quantize refuse it): true while the model
+        # holds one. A gap tinyopt reports rather than fills (its Conv1D rewrite covers Conv1D only).
+        assert "DepthwiseConv1D" in kinds, row
+    elif "the teacher's validation" in row["skipped"] and "far below the student's" in row["skipped"]:
+        pass  # the figures are in the reason: the teacher trained here (a few epochs in these tests) fell short
+    elif "a reconstruction model's target is its own input" in row["skipped"]:
+        assert model.output_shape == model.input_shape, row  # an autoencoder: distill has no teacher outputs
+    elif "no Conv2D layer" in row["skipped"]:
+        assert "Conv2D" not in kinds, row
+    elif row["chain"][0] == "separable":
+        # "no Conv2D layer has a k x k kernel whose separable form costs fewer MACs": true only when every k x k
+        # Conv2D has a single input channel or is no cheaper as a pair.
+        for layer in model.layers:
+            if type(layer).__name__ == "Conv2D" and max(layer.kernel_size) > 1:
+                kh, kw = layer.kernel_size
+                depth, filters = layer.input_shape[-1], layer.filters
+                assert kh * kw * depth + depth * filters >= kh * kw * depth * filters, (layer.name, row)
+    else:
+        pytest.fail(f"{name}: {row['name']} skipped, and the zoo cannot check why: {row['skipped']}")
+
+
+@pytest.mark.slow
+def test_every_int8_variant_scores_within_0_03_of_base_int8_unless_flagged(zoo_run, request):
+    name, summary, rows = zoo_run
+    expect_failure(request, "drop", name)
+    too_low = [
+        f"{row['name']} {row['score']:.4f} ({-row['drop']:+.4f})"
+        for row in rows
+        if row.get("drop") is not None and row["drop"] > zoo.MAX_DROP and not zoo.flagged(row)
+    ]
+    base = next(row for row in rows if row["name"] == "base-int8")
+    assert not too_low, f"{name}: base-int8 {base['score']:.4f}; unflagged drops over 0.03: {too_low}"
+
+
+@pytest.mark.slow
+def test_graph_applies_to_the_functional_models(zoo_run):
+    name, summary, rows = zoo_run
+    graph = next(row for row in rows if row["name"] == "graph-int8")
+    assert "score" in graph, graph.get("skipped")
+    assert "folded" in graph["notes"]
+
+
+@pytest.mark.slow
+def test_what_runs_on_the_m4_is_bit_exact(zoo_run, request):
+    name, summary, rows = zoo_run
+    ran = [row for row in rows if row.get("instructions") is not None]
+    base = next(row for row in rows if row["name"] == "base-int8")
+    assert base.get("instructions") is not None, base.get("device_note")  # the base int8 model reaches the M4
+    assert base["bit_exact"], name  # the autoencoder's too: its reconstruction error computed on the device
+    expect_failure(request, "bit_exact", name)
+    assert not [row["name"] for row in ran if not row["bit_exact"]], name
