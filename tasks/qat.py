@@ -26,26 +26,35 @@ def _scheme(token: str):
     }[token]()
 
 
-def _bn_after_conv1d(model) -> bool:
-    kinds = [type(layer).__name__ for layer in model.layers]
-    return any(a == "Conv1D" and b == "BatchNormalization" for a, b in zip(kinds, kinds[1:], strict=False))
+def _bn_tfmot_leaves_unfolded(model) -> bool:
+    """Whether a BatchNormalization follows a Dense or Conv1D layer: tfmot folds BN only after Conv2D and
+    DepthwiseConv2D, and a BN left after a fake-quantized output is not what the int8 converter builds (an
+    autoencoder's int8 reconstruction was noise)."""
+    for layer in model.layers:
+        if type(layer).__name__ != "BatchNormalization":
+            continue
+        for node in layer.inbound_nodes:
+            producers = node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+            if any(type(p).__name__ in ("Dense", "Conv1D") for p in producers):
+                return True
+    return False
 
 
 def quantizable_form(model) -> tuple[object, str]:
-    """The model as tfmot can quantize it, and a note: a 1-D model gets its BatchNormalization folded
-    into the Conv1D before it (tfmot folds BN only after a Conv2D) and its Conv1D layers computed as
-    Conv2D (tinyopt.ml.conv1d); any other model as it is."""
+    """The model as tfmot can quantize it, and a note: BatchNormalization after a Dense or Conv1D layer folded
+    into it (tfmot folds BN only after Conv2D and DepthwiseConv2D), and Conv1D layers computed as Conv2D
+    (tinyopt.ml.conv1d); any other model as it is."""
     from tinyopt.ml.conv1d import as_2d_convolutions, has_1d_layers
 
-    if not has_1d_layers(model):
-        return model, ""
     notes = []
-    if _bn_after_conv1d(model):
+    if _bn_tfmot_leaves_unfolded(model):
         try:
             model, folded = fold_layers(model)
             notes.append("; ".join(folded))
-        except NotApplicable as reason:  # a functional model whose BN follows an activated Conv1D, say
+        except NotApplicable as reason:  # a functional model whose BN follows an activated layer, say
             notes.append(f"BatchNormalization not folded ({reason})")
+    if not has_1d_layers(model):
+        return model, "; ".join(notes)
     notes.append("Conv1D layers quantized in their Conv2D form")
     return as_2d_convolutions(model), "; ".join(notes)
 

@@ -132,6 +132,19 @@ def test_pruning_applies_to_the_autoencoder_and_distill_says_why_it_does_not(pre
         fine_tune(DISTILL, Path(baseline.model_path), prepared, DistillParams(), TRAIN, TASK, 0, tmp_path / "d")
 
 
+def test_qat_folds_the_autoencoder_s_dense_batch_norms_and_its_int8_keeps_the_score(prepared, baseline, tmp_path):
+    """tfmot folds batch norm only after Conv2D: left after a fake-quantized Dense, the int8 reconstruction was
+    noise (AUC 0.73 where the QAT model scored 0.98)."""
+    from tasks.qat import QAT
+    from tinyopt.params import QatParams
+
+    qat = fine_tune(QAT, Path(baseline.model_path), prepared, QatParams(fine_tune_epochs=2), TRAIN, TASK, 0, tmp_path)
+    assert "folded batch_normalization" in qat.notes and "into dense" in qat.notes, qat.notes
+    converted = convert_model(Path(qat.model_path), "int8", tmp_path / "qat-int8.tflite", prepared)
+    record = evaluate_tflite(Path(converted.tflite_path), prepared, "auc")
+    assert record.score > 0.9 and abs(record.score - qat.keras_score) < 0.03, (record, qat)
+
+
 def test_preflight_takes_a_model_that_reconstructs_its_input_and_says_what_else_fits(prepared):
     import tensorflow as tf
 
