@@ -130,9 +130,28 @@ def score_drops(variants: list[Variant], base: str = "base-int8") -> list[str]:
     for v in variants:
         lost = reference.score - v.score if v.score is not None else 0.0
         if v.name != base and v.chain[-1] == "int8" and lost > SCORE_DROP_FLAG:
-            why = v.notes or "its techniques noted no cause (more fine-tuning epochs or a lower learning rate may help)"
-            lines.append(f"{v.name}: {v.metric} {v.score:.4f}, {lost:.3f} below {base} ({reference.score:.4f}): {why}")
+            lines.append(
+                f"{v.name}: {v.metric} {v.score:.4f}, {lost:.3f} below {base} ({reference.score:.4f}): "
+                f"{where_lost(v, reference)}" + (f"; its techniques noted: {v.notes}" if v.notes else "")
+            )
     return lines
+
+
+def where_lost(variant: Variant, base: Variant) -> str:
+    """Which step lost the score: the fine-tunes (its Keras model already scores lower on the test split than
+    the baseline's) or the int8 conversion (its Keras model scores as the baseline's)."""
+    fine_tuned = base.keras_score - variant.keras_score
+    converted = variant.keras_score - variant.score
+    steps = "-".join(variant.chain[1:-1]) or "nothing"
+    if fine_tuned >= converted:
+        return (
+            f"lost in the fine-tunes: its Keras model ({steps}) scores {variant.keras_score:.4f} against the "
+            f"baseline's {base.keras_score:.4f} (more epochs, a lower learning rate or a gentler setting may help)"
+        )
+    return (
+        f"lost in the int8 conversion: its Keras model scores {variant.keras_score:.4f}, its int8 file "
+        f"{variant.score:.4f}"
+    )
 
 
 def devices_off_reason(models: list[Measured]) -> str | None:
