@@ -48,7 +48,7 @@ def run_architecture(name: str, root: Path, count: int, quick: bool, device_imag
         return {"error": f"tinyopt run failed (exit {done.returncode}); see {project / 'run.log'}", "train_s": trained}
     summary = json.loads((project / "reports" / "latest" / "summary.json").read_text())
     return {
-        "rows": zoo.outcomes(summary, params["plan"]),
+        "rows": zoo.outcomes(summary, params["plan"], (project / "reports" / "latest" / "report.md").read_text()),
         "metric": summary["baseline"]["metric"],
         "keras_score": keras_score,
         "baseline_score": summary["baseline"]["score"],

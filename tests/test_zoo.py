@@ -70,20 +70,9 @@ COUNT = 1200
 DEVICE_IMAGES = 60
 
 
-# Targets the zoo measured failing for reasons in tinyopt, with the figures of the run (1,200 examples, quick
-# epochs, seeded): strict, so a fix shows as an unexpected pass.
-KNOWN_FAILURES = {
-    ("drop", "ds_cnn"): "unflagged drops: prune_2_4-int8 0.8208, prune-pqat-int8 0.8417, separable-int8 0.8000 "
-    "against base-int8 0.8875 (the report lists them, its techniques noting no cause)",
-    ("drop", "resnet8"): "unflagged drop: prune-int8 0.8042 against base-int8 0.8417",
-    ("drop", "mobilenet"): "unflagged drops: prune-int8 0.7208, prune_2_4-int8 0.8083, prune-pqat-int8 0.7625, "
-    "prune-sp_cluster-pcqat-int8 0.7708 against base-int8 0.8542",
-    ("drop", "autoencoder"): "QAT breaks the autoencoder's int8 model: qat-int8 AUC 0.5062, prune-pqat-int8 "
-    "0.4905, prune-sp_cluster-pcqat-int8 0.5168 against base-int8 0.8531, no collapse noted (the Keras QAT "
-    "model's validation AUC does not drop); also prune-int8 0.7431",
-    ("bit_exact", "autoencoder"): "the QAT int8 autoencoders are not bit-exact on the M4: qat-int8 0.833 of test "
-    "examples, prune-pqat-int8 0.850, prune-sp_cluster-pcqat-int8 0.850 (base-int8 and the others: 1.0)",
-}
+# Targets the zoo measured failing for reasons in tinyopt (none now; an entry is strict, so a fix shows as an
+# unexpected pass): (target, architecture) -> the figures of the failing run.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def expect_failure(request, target: str, name: str) -> None:
@@ -95,7 +84,8 @@ def expect_failure(request, target: str, name: str) -> None:
 
 @pytest.fixture(scope="module", params=list(zoo.ZOO))
 def zoo_run(request, tmp_path_factory):
-    """One architecture trained and run through `tinyopt run` with the zoo's plan: (name, summary, rows)."""
+    """One architecture trained and run through `tinyopt run` with the zoo's plan: (name, summary, rows, the
+    run's report.md)."""
     name = request.param
     root = tmp_path_factory.mktemp(f"zoo-{name}")
     model, data, _ = zoo.save_trained(name, root / "inputs", count=COUNT)
@@ -104,20 +94,21 @@ def zoo_run(request, tmp_path_factory):
     result = run_cli(["run", "--model", str(model), "--data", str(data)], cwd=root / "project", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(root / "project")
-    rows = zoo.outcomes(summary, overrides["plan"])
+    report = (root / "project" / "reports" / "latest" / "report.md").read_text()
+    rows = zoo.outcomes(summary, overrides["plan"], report)
     print("\n" + zoo.table({name: rows}, {name: summary["baseline"]["metric"]}))  # shown with -rP
-    return name, summary, rows
+    return name, summary, rows, report
 
 
 @pytest.mark.slow
 def test_the_baseline_learns_its_data_but_not_perfectly(zoo_run):
-    name, summary, rows = zoo_run
+    name, summary, rows, report = zoo_run
     assert 0.75 <= summary["baseline"]["score"] < 0.99, (name, summary["baseline"]["score"])
 
 
 @pytest.mark.slow
 def test_every_technique_applies_or_says_why_not(zoo_run):
-    name, summary, rows = zoo_run
+    name, summary, rows, report = zoo_run
     unaccounted = [row["name"] for row in rows if "score" not in row and not row.get("skipped")]
     assert not unaccounted, f"{name}: neither a score nor a skip reason for {unaccounted}"
     for row in rows:
@@ -153,12 +144,12 @@ def assert_skip_is_true(name: str, row: dict) -> None:
 
 @pytest.mark.slow
 def test_every_int8_variant_scores_within_0_03_of_base_int8_unless_flagged(zoo_run, request):
-    name, summary, rows = zoo_run
+    name, summary, rows, report = zoo_run
     expect_failure(request, "drop", name)
     too_low = [
         f"{row['name']} {row['score']:.4f} ({-row['drop']:+.4f})"
         for row in rows
-        if row.get("drop") is not None and row["drop"] > zoo.MAX_DROP and not zoo.flagged(row)
+        if row.get("drop") is not None and row["drop"] > zoo.MAX_DROP and not row["flagged"]
     ]
     base = next(row for row in rows if row["name"] == "base-int8")
     assert not too_low, f"{name}: base-int8 {base['score']:.4f}; unflagged drops over 0.03: {too_low}"
@@ -166,7 +157,7 @@ def test_every_int8_variant_scores_within_0_03_of_base_int8_unless_flagged(zoo_r
 
 @pytest.mark.slow
 def test_graph_applies_to_the_functional_models(zoo_run):
-    name, summary, rows = zoo_run
+    name, summary, rows, report = zoo_run
     graph = next(row for row in rows if row["name"] == "graph-int8")
     assert "score" in graph, graph.get("skipped")
     assert "folded" in graph["notes"]
@@ -174,7 +165,7 @@ def test_graph_applies_to_the_functional_models(zoo_run):
 
 @pytest.mark.slow
 def test_what_runs_on_the_m4_is_bit_exact(zoo_run, request):
-    name, summary, rows = zoo_run
+    name, summary, rows, report = zoo_run
     ran = [row for row in rows if row.get("instructions") is not None]
     base = next(row for row in rows if row["name"] == "base-int8")
     assert base.get("instructions") is not None, base.get("device_note")  # the base int8 model reaches the M4

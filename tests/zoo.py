@@ -323,8 +323,9 @@ PROFILE = "nano33ble"  # its core, a Cortex-M4, is the one the table reports
 MAX_DROP = 0.03  # the issue's target: every int8 variant within this of base-int8, unless flagged
 
 
-def outcomes(summary: dict, chains: list[list[str]]) -> list[dict]:
-    """One row per chain of the plan: the variant's figures, or where and why it was skipped."""
+def outcomes(summary: dict, chains: list[list[str]], report: str = "") -> list[dict]:
+    """One row per chain of the plan: the variant's figures (flagged: the run's report.md says why it scores
+    low), or where and why it was skipped."""
     from tinyopt.run.plan import model_name, variant_name
 
     variants = {v["name"]: v for v in summary["variants"]}
@@ -349,15 +350,18 @@ def outcomes(summary: dict, chains: list[list[str]]) -> list[dict]:
                 bit_exact=device["bit_exact"] if device else None,
                 device_note=v.get("device_note"),
             )
+            row["flagged"] = flagged(row, report)
         elif skipped_at is not None:
             row["skipped"] = f"{skipped_at}: {skips[skipped_at]}"
         rows.append(row)
     return rows
 
 
-def flagged(row: dict) -> bool:
-    """True when the run itself says why this variant scores low: a collapse noted on its record."""
-    return "collapsed" in (row.get("notes") or "")
+def flagged(row: dict, report: str) -> bool:
+    """True when the run's report says why this variant scores low: its line under the report's score drops,
+    naming the step that lost it (the fine-tunes or the int8 conversion)."""
+    drops = report.split("## Score drops", 1)[-1].split("\n## ", 1)[0] if "## Score drops" in report else ""
+    return any(line.startswith(f"- {row['name']}: ") and "lost in the" in line for line in drops.splitlines())
 
 
 def table(results: dict[str, list[dict]], metric: dict[str, str]) -> str:
@@ -375,7 +379,7 @@ def table(results: dict[str, list[dict]], metric: dict[str, str]) -> str:
                 lines.append(f"| {arch} | {row['name']} | - | - | - | - | - | - | skipped: {_cell(reason)} |")
                 continue
             drop = row["drop"]
-            ok = "" if drop is None else ("yes" if drop <= MAX_DROP else ("flagged" if flagged(row) else "**no**"))
+            ok = "" if drop is None else ("yes" if drop <= MAX_DROP else ("flagged" if row["flagged"] else "**no**"))
             instructions = "-" if row["instructions"] is None else f"{row['instructions']:,.0f}"
             exact = "-" if row["bit_exact"] is None else ("yes" if row["bit_exact"] else "**no**")
             notes = row["notes"] or ""
