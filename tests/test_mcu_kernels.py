@@ -19,6 +19,13 @@ SHAPES = {
     "dw3x3_multiplier2": ((8, 6, 3), [("dw", {"kernel_size": 3, "padding": "same", "depth_multiplier": 2})]),
     "pointwise_odd": ((7, 5, 7), [("conv", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
     "pointwise_wide": ((6, 6, 24), [("conv", {"filters": 19, "kernel_size": 1})]),
+    "pointwise_relu6_kp12": ((5, 5, 12), [("conv", {"filters": 9, "kernel_size": 1, "activation": "relu6"})]),
+    "conv1x1_s2": ((9, 7, 6), [("conv", {"filters": 10, "kernel_size": 1, "strides": 2, "activation": "relu"})]),
+    "conv1x1_s2_even": ((8, 8, 16), [("conv", {"filters": 8, "kernel_size": 1, "strides": 2, "padding": "same"})]),
+    "dense_rows": (
+        (3, 2, 10),
+        [("flatten", {}), ("dense", {"units": 11, "activation": "relu"}), ("dense", {"units": 6})],
+    ),
     "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
 
@@ -29,7 +36,10 @@ def _model(name: str):
     shape, layers = SHAPES[name]
     inp = x = keras.Input(shape)
     for kind, options in layers:
-        layer = keras.layers.DepthwiseConv2D if kind == "dw" else keras.layers.Conv2D
+        if kind == "flatten":
+            x = keras.layers.Flatten()(x)
+            continue
+        layer = {"dw": keras.layers.DepthwiseConv2D, "dense": keras.layers.Dense}.get(kind, keras.layers.Conv2D)
         y = layer(bias_initializer="random_normal", **options)(x)
         x = keras.layers.Add()([x, y]) if kind.endswith("+") else y  # a residual: ADD
     return keras.Model(inp, x)
@@ -86,11 +96,16 @@ def test_generator_picks_the_fast_kernels(blobs):
 
     def kernels(name):
         body = generate(blobs[name], "m").source.split("_invoke(", 1)[1]
-        return {k for k in ("to_depthwise4(", "to_depthwise(", "to_pointwise(", "to_conv(") if k in body}
+        return {
+            k
+            for k in ("to_depthwise4(", "to_depthwise(", "to_pointwise(", "to_pointwise_strided(", "to_conv(")
+            if k in body
+        }
 
     assert kernels("dw3x3_s1_same") == {"to_depthwise4("}
     assert kernels("dw3x3_multiplier2") == {"to_depthwise("}
     assert kernels("pointwise_odd") == {"to_pointwise("}
+    assert kernels("conv1x1_s2") == {"to_pointwise_strided("}
     assert (
         kernels("conv3x3_residual_add") == {"to_conv("}
         and "to_add(" in generate(blobs["conv3x3_residual_add"], "m").source

@@ -39,8 +39,10 @@ def emit_conv(em: Emitter, op: Op) -> None:
     act_min, act_max = activation_range(o.fusedActivationFunction, out.scale, out.zero_point)
     g = geom(inp, out, kh, kw, o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor)
     pointwise = not depthwise and kh == kw == 1 and o.strideH == o.strideW == 1  # no window, no padding
+    strided_1x1 = not depthwise and kh == kw == 1 and not pointwise  # no padding either: to_pointwise_strided
     wide = (
         not pointwise
+        and not strided_1x1
         and weights.size <= WIDE_WEIGHTS_MAX
         and weights.shape[1] <= 16
         and max(shifts) <= 0
@@ -79,11 +81,17 @@ def emit_conv(em: Emitter, op: Op) -> None:
         )
         return
     k = weights.shape[1]
-    if pointwise:
+    if pointwise or strided_1x1:
         kp = round4(k)
         padded = np.zeros((oc, kp), dtype=np.int8)
         padded[:, :k] = weights
         em.consts.append(c_array("int8_t", wn, padded))
+        if strided_1x1:
+            em.body.append(
+                f"    to_pointwise_strided({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, "
+                f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+            )
+            return
         em.body.append(
             f"    to_pointwise({em.ptr(op.inputs[0])}, {out.shape[1] * out.shape[2]}, {k}, {wn}, {b}, {kp}, {oc}, "
             f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
@@ -108,8 +116,8 @@ def im2col_bytes(g: Graph, op: Op) -> int:
     convolutions with few weights (2 bytes a weight covers both). A pointwise convolution reads its input in
     place; so does a depthwise one over several channels, to_depthwise4 with its tap offsets and pad bytes."""
     w = g.tensors[op.inputs[1]]
-    if op.kind == "CONV_2D" and w.shape[1] == w.shape[2] == 1 and op.options.strideH == op.options.strideW == 1:
-        return 0  # to_pointwise reads its input in place
+    if op.kind == "CONV_2D" and w.shape[1] == w.shape[2] == 1:
+        return 0  # to_pointwise and to_pointwise_strided read their input in place
     if op.kind == "CONV_2D":
         k = int(np.prod(w.shape[1:]))
     elif g.tensors[op.inputs[0]].shape[-1] == 1:

@@ -62,32 +62,38 @@ TO_INLINE int32_t to_mbqm(int32_t x, int32_t multiplier, int shift) {
  * SMMULR(2a, b) = (2ab + 2^31) >> 32, one instruction. When the activation floor is at or above the output zero
  * point (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is monotonic and MBQM(0) = 0; a
  * positive one then gives a non-negative MBQM (no negative rounding, and no floor when it is the zero point). */
-TO_INLINE int8_t to_requant_s(int32_t acc, int32_t multiplier, int shift, int flags, int32_t out_zp,
-                              int32_t act_min, int32_t act_max) {
+TO_INLINE int32_t to_requant_s(int32_t acc, int32_t multiplier, int shift, int flags, int32_t out_zp,
+                               int32_t act_min, int32_t act_max) { /* in [-128, 127]: no sign extension to store */
   int relu = act_min >= out_zp;
-  if (relu && acc <= 0) return (int8_t)act_min;
   int any_left = flags & TO_ANY_LEFT;
-  int left = any_left && shift > 0 ? shift : 0, right = !any_left ? shift : shift > 0 ? 0 : -shift;
-  int32_t x;
+  /* a ReLU's non-positive accumulators (about half) take the early exit: cheaper than any arithmetic */
+  if (relu && acc <= 0) return act_min;
+  int32_t x, v, floored = relu && act_min == out_zp; /* floored: v is known to be >= act_min */
 #ifdef TINYOPT_DSP
   if ((flags & TO_SMALL_ACC) && !any_left) {
+    /* Branch-free: |x| < 2^30, so no sum below can wrap. RoundingDivideByPOT(x, e) is
+     * (x + ((2^e + (x >> 31)) >> 1)) >> e with arithmetic shifts (half, or half - 1 for negative x when e > 0). */
     __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(acc * 2), "r"(multiplier));
+    int32_t one = 1 << shift;
+    v = ((x + ((relu ? one : one + (x >> 31)) >> 1)) >> shift) + out_zp;
   } else
 #endif
+  {
+    int left = any_left && shift > 0 ? shift : 0, right = !any_left ? shift : shift > 0 ? 0 : -shift;
     x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
-  /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
-  int32_t v = (relu || x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+    /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
+    v = (relu || x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+  }
 #ifdef __ARM_FEATURE_SAT
-  if (act_max == 127 && (act_min == -128 || (relu && act_min == out_zp))) return (int8_t)__ssat(v, 8);
+  if (act_max == 127 && (act_min == -128 || floored)) return __ssat(v, 8);
 #endif
-  if (act_min != out_zp) v = v < act_min ? act_min : v;
-  v = v > act_max ? act_max : v;
-  return (int8_t)v;
+  if (!floored) v = v < act_min ? act_min : v;
+  return v > act_max ? act_max : v;
 }
 
 TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
                             int32_t act_max) {
-  return to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
+  return (int8_t)to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
 }
 
 /* The same for multipliers below one (right shift only), as the generator emits them when every channel's
@@ -142,21 +148,30 @@ TO_INLINE void to_dot4x4(const int8_t *a, const int8_t *b, int n, int32_t *acc) 
 #ifdef TINYOPT_DSP
   int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
   const int8_t *b1 = b + n, *b2 = b + 2 * n, *b3 = b + 3 * n;
-  for (int i = 0; i < n; i += 4) {
-    uint32_t x = to_load32(a + i), xe = __sxtb16(x), xo = to_sxtb16_ror8(x);
-    uint32_t y = to_load32(b + i);
-    s0 = __smlad(xe, __sxtb16(y), s0);
-    s0 = __smlad(xo, to_sxtb16_ror8(y), s0);
-    y = to_load32(b1 + i);
-    s1 = __smlad(xe, __sxtb16(y), s1);
-    s1 = __smlad(xo, to_sxtb16_ror8(y), s1);
-    y = to_load32(b2 + i);
-    s2 = __smlad(xe, __sxtb16(y), s2);
-    s2 = __smlad(xo, to_sxtb16_ror8(y), s2);
-    y = to_load32(b3 + i);
-    s3 = __smlad(xe, __sxtb16(y), s3);
-    s3 = __smlad(xo, to_sxtb16_ror8(y), s3);
+#define TO_STEP_4X1(i)                                                     \
+  do {                                                                     \
+    uint32_t x = to_load32(a + (i)), xe = __sxtb16(x), xo = to_sxtb16_ror8(x); \
+    uint32_t y = to_load32(b + (i));                                       \
+    s0 = __smlad(xe, __sxtb16(y), s0);                                     \
+    s0 = __smlad(xo, to_sxtb16_ror8(y), s0);                               \
+    y = to_load32(b1 + (i));                                               \
+    s1 = __smlad(xe, __sxtb16(y), s1);                                     \
+    s1 = __smlad(xo, to_sxtb16_ror8(y), s1);                               \
+    y = to_load32(b2 + (i));                                               \
+    s2 = __smlad(xe, __sxtb16(y), s2);                                     \
+    s2 = __smlad(xo, to_sxtb16_ror8(y), s2);                               \
+    y = to_load32(b3 + (i));                                               \
+    s3 = __smlad(xe, __sxtb16(y), s3);                                     \
+    s3 = __smlad(xo, to_sxtb16_ror8(y), s3);                               \
+  } while (0)
+  int i = 0;
+  for (; i + 8 <= n; i += 8) { /* eight inputs per pass, as to_dot4_2x2 */
+    TO_STEP_4X1(i);
+    __asm__ volatile("" ::: "memory");
+    TO_STEP_4X1(i + 4);
   }
+  if (i < n) TO_STEP_4X1(i);
+#undef TO_STEP_4X1
   acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3;
 #else
   for (int r = 0; r < 4; r++) acc[r] = to_dot4(a, b + r * n, n, acc[r]);
@@ -286,20 +301,30 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
 TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int32_t *s) {
 #ifdef TINYOPT_DSP
   int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
-  for (const int8_t *end = x + kp; x < end; x += 4, w += 4) {
-    uint32_t a = to_load32(x), b = to_load32(x + dx);
-    uint32_t ae = __sxtb16(a), ao = to_sxtb16_ror8(a), be = __sxtb16(b), bo = to_sxtb16_ror8(b);
-    uint32_t u = to_load32(w), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
-    s00 = __smlad(ae, ue, s00);
-    s00 = __smlad(ao, uo, s00);
-    s10 = __smlad(be, ue, s10);
-    s10 = __smlad(bo, uo, s10);
-    u = to_load32(w + kp), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
-    s01 = __smlad(ae, ue, s01);
-    s01 = __smlad(ao, uo, s01);
-    s11 = __smlad(be, ue, s11);
-    s11 = __smlad(bo, uo, s11);
+#define TO_STEP_2X2(i)                                                                            \
+  do {                                                                                            \
+    uint32_t a = to_load32(x + (i)), b = to_load32(x + dx + (i));                                 \
+    uint32_t ae = __sxtb16(a), ao = to_sxtb16_ror8(a), be = __sxtb16(b), bo = to_sxtb16_ror8(b); \
+    uint32_t u = to_load32(w + (i)), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);                   \
+    s00 = __smlad(ae, ue, s00);                                                                   \
+    s00 = __smlad(ao, uo, s00);                                                                   \
+    s10 = __smlad(be, ue, s10);                                                                   \
+    s10 = __smlad(bo, uo, s10);                                                                   \
+    u = to_load32(w + kp + (i)), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);                       \
+    s01 = __smlad(ae, ue, s01);                                                                   \
+    s01 = __smlad(ao, uo, s01);                                                                   \
+    s11 = __smlad(be, ue, s11);                                                                   \
+    s11 = __smlad(bo, uo, s11);                                                                   \
+  } while (0)
+  /* eight inputs per pass: the pointer steps and the loop test are paid half as often */
+  const int8_t *end = x + (kp & ~7);
+  for (; x < end; x += 8, w += 8) {
+    TO_STEP_2X2(0);
+    __asm__ volatile("" ::: "memory"); /* keeps GCC from hoisting the second step's loads (register spills) */
+    TO_STEP_2X2(4);
   }
+  if (kp & 4) TO_STEP_2X2(0);
+#undef TO_STEP_2X2
   s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
 #else
   for (int i = 0; i < kp; i++) {
@@ -317,10 +342,13 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
     to_dot4_2x2(x, dx, w + c * kp, kp, s);
-    o0[c] = to_requant_s(s[0], mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o0[c + 1] = to_requant_s(s[1], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
-    o1[c] = to_requant_s(s[2], mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o1[c + 1] = to_requant_s(s[3], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
+    /* every result before any store: int8 stores may alias the int8 shifts, which would be loaded again */
+    int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
+    int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+    int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+    o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
   }
   if (c < oc) {
     o0[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
@@ -355,6 +383,22 @@ TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *
     to_rows2(in + p * ic, ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc,
              out + (p + 1) * oc);
   if (p < pixels) to_rows1(in + p * ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc);
+}
+
+/* CONV_2D 1x1 with strides (ResNet's shortcuts; 1x1 windows have no padding): to_pointwise's blocks over the input
+ * pixels the strides pick, two of one output row per pass, no im2col. */
+TO_INLINE void to_pointwise_strided(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
+                                    const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                                    int32_t act_min, int32_t act_max, int8_t *out) {
+  const int ic = g->ic, oc = g->oc, dx = g->sw * ic;
+  for (int oy = 0; oy < g->oh; oy++) {
+    const int8_t *x = in + oy * g->sh * g->iw * ic;
+    int8_t *o = out + oy * g->ow * oc;
+    int ox = 0;
+    for (; ox + 1 < g->ow; ox += 2, x += 2 * dx, o += 2 * oc)
+      to_rows2(x, dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o, o + oc);
+    if (ox < g->ow) to_rows1(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o);
+  }
 }
 
 /* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col two pixels at a time into col (2 * kp bytes),
