@@ -22,6 +22,12 @@ static inline __attribute__((always_inline)) uint32_t to_sxtb16_ror8(uint32_t x)
 }
 #endif
 
+/* Cortex-M55 and other cores with Helium (MVE): 128-bit vectors, 16 int8 or 4 int32 lanes per instruction. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(TINYOPT_PORTABLE)
+#include <arm_mve.h>
+#define TINYOPT_MVE 1
+#endif
+
 #define TO_INLINE static inline __attribute__((always_inline))
 
 TO_INLINE uint32_t to_load32(const void *p) {
@@ -95,6 +101,92 @@ TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t 
                             int32_t act_max) {
   return (int8_t)to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
 }
+
+#ifdef TINYOPT_MVE
+/* TFLM's MBQM on four lanes, shift as TFLM's (left when positive). VQRDMULH is SRDHM exactly: (2ab + 2^31) >> 32
+ * equals gemmlowp's nudge-and-truncate for either sign, and saturates the same single case. VRSHL by -e rounds half
+ * up; RoundingDivideByPOT rounds half away from zero, so negative lanes first lose 1 when e > 0 (as CMSIS-NN's
+ * arm_requantize_mve): (x - 1 + 2^(e-1)) >> e. */
+TO_INLINE int32x4_t to_mbqm_x4(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left) {
+  int32x4_t zero = vdupq_n_s32(0), neg_right = vminq_s32(shift, zero);
+  if (any_left) acc = vshlq_s32(acc, vmaxq_s32(shift, zero));
+  int32x4_t x = vqrdmulhq_s32(acc, mult);
+  x = vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, neg_right), 31)); /* -1 where x < 0 and e > 0 */
+  return vrshlq_s32(x, neg_right);
+}
+
+/* to_requant_s on four channels' accumulators: mult and shift point at their constants (the shifts stored as right
+ * shifts without TO_ANY_LEFT); lanes from n on are neither read nor stored. */
+TO_INLINE void to_requant_store_v(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left, int32_t out_zp,
+                                  int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  int32x4_t v = vaddq_n_s32(to_mbqm_x4(acc, mult, shift, any_left), out_zp);
+  v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+  if (n >= 4) vstrbq_s32(o, v);
+  else vstrbq_p_s32(o, v, vctp32q(n));
+}
+
+TO_INLINE void to_requant_store_x4(int32x4_t acc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                                   int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  mve_pred16_t p = vctp32q(n);
+  int32x4_t sh = vldrbq_z_s32(shift, p);
+  if (!(flags & TO_ANY_LEFT)) sh = vnegq_s32(sh);
+  to_requant_store_v(acc, vldrwq_z_s32(mult, p), sh, flags & TO_ANY_LEFT, out_zp, act_min, act_max, o, n);
+}
+
+TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) { return vaddq_s32(a, vmulq_s32(x, w)); }
+
+TO_INLINE int32x4_t to_vec4(const int32_t *a) {
+  int32x4_t v = vdupq_n_s32(a[0]);
+  v = vsetq_lane_s32(a[1], v, 1), v = vsetq_lane_s32(a[2], v, 2);
+  return vsetq_lane_s32(a[3], v, 3);
+}
+
+/* Four dot products of x with rows w, w + kp, w + 2 kp, w + 3 kp over kp bytes (rows < 4: the missing rows' sums are
+ * left as they are): VMLADAVA sums sixteen int8 products into a scalar; the tail is predicated. */
+TO_INLINE void to_dot_mve(const int8_t *x, const int8_t *w, int kp, int rows, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  const int8_t *w1 = w + kp, *w2 = w + 2 * kp, *w3 = w + 3 * kp;
+  int i = 0;
+  if (rows == 4) {
+    for (; i + 16 <= kp; i += 16) {
+      int8x16_t xv = vldrbq_s8(x + i);
+      a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w + i));
+      a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w1 + i));
+      a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w2 + i));
+      a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w3 + i));
+    }
+    if (i < kp) {
+      mve_pred16_t p = vctp8q(kp - i);
+      int8x16_t xv = vldrbq_z_s8(x + i, p);
+      a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w + i, p));
+      a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1 + i, p));
+      a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2 + i, p));
+      a3 = vmladavaq_s8(a3, xv, vldrbq_z_s8(w3 + i, p));
+    }
+  } else {
+    for (; i < kp; i += 16) {
+      mve_pred16_t p = vctp8q(kp - i);
+      int8x16_t xv = vldrbq_z_s8(x + i, p);
+      a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w + i, p));
+      if (rows > 1) a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1 + i, p));
+      if (rows > 2) a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2 + i, p));
+    }
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Every output channel of one pixel (kp inputs at x; weights [oc][kp]), four channels per pass. */
+TO_INLINE void to_rows_mve(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
+                           const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
+                           int8_t *o) {
+  for (int c = 0; c < oc; c += 4) {
+    int n = oc - c < 4 ? oc - c : 4;
+    int32_t acc[4] = {bias[c], n > 1 ? bias[c + 1] : 0, n > 2 ? bias[c + 2] : 0, n > 3 ? bias[c + 3] : 0};
+    to_dot_mve(x, w + c * kp, kp, n, acc);
+    to_requant_store_x4(to_vec4(acc), mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, n);
+  }
+}
+#endif
 
 /* The same for multipliers below one (right shift only), as the generator emits them when every channel's
  * shift is <= 0: no shift selection at run time. */
@@ -192,6 +284,19 @@ TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint8_t *gap, const int8_
 TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32_t *bias, int kp, int outs,
                                   const int32_t *mult, const int8_t *shift, int per_channel, int32_t out_zp,
                                   int32_t act_min, int32_t act_max, int8_t *out) {
+#ifdef TINYOPT_MVE
+  for (int o = 0; o < outs; o += 4) {
+    int n = outs - o < 4 ? outs - o : 4;
+    int32_t acc[4] = {bias[o], n > 1 ? bias[o + 1] : 0, n > 2 ? bias[o + 2] : 0, n > 3 ? bias[o + 3] : 0};
+    to_dot_mve(in, w + o * kp, kp, n, acc);
+    if (per_channel)
+      to_requant_store_x4(to_vec4(acc), mult + o, shift + o, TO_ANY_LEFT, out_zp, act_min, act_max, out + o, n);
+    else
+      to_requant_store_v(to_vec4(acc), vdupq_n_s32(mult[0]), vdupq_n_s32(shift[0]), 1, out_zp, act_min, act_max,
+                         out + o, n);
+  }
+  return;
+#endif
   int o = 0;
   for (; o + 3 < outs; o += 4) {
     int32_t acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
@@ -338,6 +443,11 @@ TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int
 TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t *bias, int kp, int oc,
                         const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
                         int32_t act_max, int8_t *o0, int8_t *o1) {
+#ifdef TINYOPT_MVE
+  to_rows_mve(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o0);
+  to_rows_mve(x + dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o1);
+  return;
+#endif
   int c = 0;
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
@@ -361,6 +471,10 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
 TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
                         const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
                         int8_t *o) {
+#ifdef TINYOPT_MVE
+  to_rows_mve(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o);
+  return;
+#endif
   int c = 0;
   for (; c + 1 < oc; c += 2) {
     int32_t a0 = bias[c], a1 = bias[c + 1];
@@ -536,6 +650,33 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
                          : pad_off;
       int8_t *o = out + (oy * g->ow + ox) * oc;
       const int8_t *x = in + (y0 * g->iw + x0) * ic;
+#ifdef TINYOPT_MVE
+      /* one int32 lane per channel: VLDRB.S32 widens a tap's four inputs and four weights (MVE has no vector-by-vector
+       * multiply-accumulate: VMUL, VADD) */
+      for (int c = 0; c < oc; c += 4, x += 4) {
+        const int8_t *wg = w + c * taps;
+        int32x4_t a = vldrwq_s32(bias + c);
+        if (inside && kh == 3 && kw == 3) {
+          a = to_vmla(a, vldrbq_s32(x), vldrbq_s32(wg));
+          a = to_vmla(a, vldrbq_s32(x + col_step), vldrbq_s32(wg + 4));
+          a = to_vmla(a, vldrbq_s32(x + 2 * col_step), vldrbq_s32(wg + 8));
+          a = to_vmla(a, vldrbq_s32(x + row_step), vldrbq_s32(wg + 12));
+          a = to_vmla(a, vldrbq_s32(x + row_step + col_step), vldrbq_s32(wg + 16));
+          a = to_vmla(a, vldrbq_s32(x + row_step + 2 * col_step), vldrbq_s32(wg + 20));
+          a = to_vmla(a, vldrbq_s32(x + 2 * row_step), vldrbq_s32(wg + 24));
+          a = to_vmla(a, vldrbq_s32(x + 2 * row_step + col_step), vldrbq_s32(wg + 28));
+          a = to_vmla(a, vldrbq_s32(x + 2 * row_step + 2 * col_step), vldrbq_s32(wg + 32));
+        } else if (inside) {
+          for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
+              a = to_vmla(a, vldrbq_s32(x + ky * row_step + kx * col_step), vldrbq_s32(wg + 4 * (ky * kw + kx)));
+        } else {
+          for (int t = 0; t < taps; t++) a = to_vmla(a, vldrbq_s32(in + off[t] + c), vldrbq_s32(wg + 4 * t));
+        }
+        to_requant_store_x4(a, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+      }
+      continue;
+#endif
       for (int c = 0; c < oc; c += 4, x += 4) {
         const int8_t *wg = w + c * taps;
         int32_t a[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
@@ -644,6 +785,21 @@ TO_INLINE int32_t to_mbqm_small(int32_t x, int32_t multiplier, int shift) {
 TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
                       int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
                       int32_t act_min, int32_t act_max, int8_t *out) {
+#ifdef TINYOPT_MVE
+  /* four elements per pass, each MBQM as to_mbqm_x4 (the same arithmetic as to_mbqm_small's) */
+  const int32x4_t am = vdupq_n_s32(a_mult), as = vdupq_n_s32(a_shift), bm = vdupq_n_s32(b_mult);
+  const int32x4_t bs = vdupq_n_s32(b_shift), om = vdupq_n_s32(out_mult), os = vdupq_n_s32(out_shift);
+  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
+  for (int i = 0; i < n; i += 4) {
+    mve_pred16_t p = vctp32q(n - i);
+    int32x4_t x = vshlq_n_s32(vaddq_n_s32(vldrbq_z_s32(a + i, p), a_off), 20);
+    int32x4_t y = vshlq_n_s32(vaddq_n_s32(vldrbq_z_s32(b + i, p), b_off), 20);
+    x = vaddq_s32(to_mbqm_x4(x, am, as, a_shift > 0), to_mbqm_x4(y, bm, bs, b_shift > 0));
+    int32x4_t v = vaddq_n_s32(to_mbqm_x4(x, om, os, out_shift > 0), out_zp);
+    vstrbq_p_s32(out + i, vminq_s32(vmaxq_s32(v, lo), hi), p);
+  }
+  return;
+#endif
   for (int i = 0; i < n; i++) {
     int32_t x = to_mbqm_small((a[i] + a_off) * (1 << 20), a_mult, a_shift);
     int32_t y = to_mbqm_small((b[i] + b_off) * (1 << 20), b_mult, b_shift);
