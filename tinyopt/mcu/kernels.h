@@ -127,13 +127,24 @@ TO_INLINE void to_requant_store_v(int32x4_t acc, int32x4_t mult, int32x4_t shift
 
 TO_INLINE void to_requant_store_x4(int32x4_t acc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                                    int32_t act_min, int32_t act_max, int8_t *o, int n) {
-  mve_pred16_t p = vctp32q(n);
-  int32x4_t sh = vldrbq_z_s32(shift, p);
+  int32x4_t sh, m;
+  if (n >= 4) {
+    sh = vldrbq_s32(shift), m = vldrwq_s32(mult);
+  } else {
+    mve_pred16_t p = vctp32q(n);
+    sh = vldrbq_z_s32(shift, p), m = vldrwq_z_s32(mult, p);
+  }
   if (!(flags & TO_ANY_LEFT)) sh = vnegq_s32(sh);
-  to_requant_store_v(acc, vldrwq_z_s32(mult, p), sh, flags & TO_ANY_LEFT, out_zp, act_min, act_max, o, n);
+  to_requant_store_v(acc, m, sh, flags & TO_ANY_LEFT, out_zp, act_min, act_max, o, n);
 }
 
-TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) { return vaddq_s32(a, vmulq_s32(x, w)); }
+/* The empty asm pins each sum in a register as it is made: otherwise GCC's scheduler makes every product first and
+ * spills them (eight Q registers). */
+TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) {
+  a = vaddq_s32(a, vmulq_s32(x, w));
+  __asm__ volatile("" : "+w"(a));
+  return a;
+}
 
 TO_INLINE int32x4_t to_vec4(const int32_t *a) {
   int32x4_t v = vdupq_n_s32(a[0]);
@@ -444,10 +455,10 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
                         const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
                         int32_t act_max, int8_t *o0, int8_t *o1) {
 #ifdef TINYOPT_MVE
+  /* one pixel at a time: VMLADAV accumulates in even registers only, too few for two pixels by four rows */
   to_rows_mve(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o0);
   to_rows_mve(x + dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o1);
-  return;
-#endif
+#else
   int c = 0;
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
@@ -465,6 +476,7 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
     o1[c] = to_requant_s(to_dot4(x + dx, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min,
                          act_max);
   }
+#endif
 }
 
 /* Every output channel of one pixel (the last of an odd count). */
@@ -652,7 +664,7 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
       const int8_t *x = in + (y0 * g->iw + x0) * ic;
 #ifdef TINYOPT_MVE
       /* one int32 lane per channel: VLDRB.S32 widens a tap's four inputs and four weights (MVE has no vector-by-vector
-       * multiply-accumulate: VMUL, VADD) */
+       * multiply-accumulate: VMUL, VADD). Sixteen lanes (VMULLB/VMULLT, widening, gathered weights) measured slower. */
       for (int c = 0; c < oc; c += 4, x += 4) {
         const int8_t *wg = w + c * taps;
         int32x4_t a = vldrwq_s32(bias + c);
@@ -670,6 +682,17 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
           for (int ky = 0; ky < kh; ky++)
             for (int kx = 0; kx < kw; kx++)
               a = to_vmla(a, vldrbq_s32(x + ky * row_step + kx * col_step), vldrbq_s32(wg + 4 * (ky * kw + kx)));
+        } else if (taps == 9) {
+          const int8_t *q = in + c;
+          a = to_vmla(a, vldrbq_s32(q + off[0]), vldrbq_s32(wg));
+          a = to_vmla(a, vldrbq_s32(q + off[1]), vldrbq_s32(wg + 4));
+          a = to_vmla(a, vldrbq_s32(q + off[2]), vldrbq_s32(wg + 8));
+          a = to_vmla(a, vldrbq_s32(q + off[3]), vldrbq_s32(wg + 12));
+          a = to_vmla(a, vldrbq_s32(q + off[4]), vldrbq_s32(wg + 16));
+          a = to_vmla(a, vldrbq_s32(q + off[5]), vldrbq_s32(wg + 20));
+          a = to_vmla(a, vldrbq_s32(q + off[6]), vldrbq_s32(wg + 24));
+          a = to_vmla(a, vldrbq_s32(q + off[7]), vldrbq_s32(wg + 28));
+          a = to_vmla(a, vldrbq_s32(q + off[8]), vldrbq_s32(wg + 32));
         } else {
           for (int t = 0; t < taps; t++) a = to_vmla(a, vldrbq_s32(in + off[t] + c), vldrbq_s32(wg + 4 * t));
         }
