@@ -152,49 +152,52 @@ TO_INLINE int32x4_t to_vec4(const int32_t *a) {
   return vsetq_lane_s32(a[3], v, 3);
 }
 
-/* Four dot products of x with rows w, w + kp, w + 2 kp, w + 3 kp over kp bytes (rows < 4: the missing rows' sums are
- * left as they are): VMLADAVA sums sixteen int8 products into a scalar; the tail is predicated. */
-TO_INLINE void to_dot_mve(const int8_t *x, const int8_t *w, int kp, int rows, int32_t *acc) {
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+/* Four dot products of x with the rows w, w + kp, w + 2 kp, w + 3 kp over kp bytes, as a vector: VMLADAVA sums
+ * sixteen int8 products into a scalar; a counted loop (GCC makes it a low-overhead loop), a predicated tail. */
+TO_INLINE int32x4_t to_dot4_mve(const int8_t *x, const int8_t *w, int kp) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   const int8_t *w1 = w + kp, *w2 = w + 2 * kp, *w3 = w + 3 * kp;
-  int i = 0;
-  if (rows == 4) {
-    for (; i + 16 <= kp; i += 16) {
-      int8x16_t xv = vldrbq_s8(x + i);
-      a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w + i));
-      a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w1 + i));
-      a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w2 + i));
-      a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w3 + i));
-    }
-    if (i < kp) {
-      mve_pred16_t p = vctp8q(kp - i);
-      int8x16_t xv = vldrbq_z_s8(x + i, p);
-      a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w + i, p));
-      a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1 + i, p));
-      a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2 + i, p));
-      a3 = vmladavaq_s8(a3, xv, vldrbq_z_s8(w3 + i, p));
-    }
-  } else {
-    for (; i < kp; i += 16) {
-      mve_pred16_t p = vctp8q(kp - i);
-      int8x16_t xv = vldrbq_z_s8(x + i, p);
-      a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w + i, p));
-      if (rows > 1) a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1 + i, p));
-      if (rows > 2) a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2 + i, p));
-    }
+  for (int j = 0; j < kp >> 4; j++, x += 16, w += 16, w1 += 16, w2 += 16, w3 += 16) {
+    int8x16_t xv = vldrbq_s8(x);
+    a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w1));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w2));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w3));
   }
-  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+  if (kp & 15) {
+    mve_pred16_t p = vctp8q(kp & 15);
+    int8x16_t xv = vldrbq_z_s8(x, p);
+    a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w, p));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1, p));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2, p));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_z_s8(w3, p));
+  }
+  int32x4_t v = vdupq_n_s32(a0);
+  v = vsetq_lane_s32(a1, v, 1), v = vsetq_lane_s32(a2, v, 2);
+  return vsetq_lane_s32(a3, v, 3);
+}
+
+/* One row's dot product (the last channels of a layer whose count is not a multiple of four). */
+TO_INLINE int32_t to_dot1_mve(const int8_t *x, const int8_t *w, int kp, int32_t acc) {
+  for (int i = 0; i < kp; i += 16) {
+    mve_pred16_t p = vctp8q(kp - i);
+    acc = vmladavaq_s8(acc, vldrbq_z_s8(x + i, p), vldrbq_z_s8(w + i, p));
+  }
+  return acc;
 }
 
 /* Every output channel of one pixel (kp inputs at x; weights [oc][kp]), four channels per pass. */
 TO_INLINE void to_rows_mve(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
                            const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
                            int8_t *o) {
-  for (int c = 0; c < oc; c += 4) {
-    int n = oc - c < 4 ? oc - c : 4;
-    int32_t acc[4] = {bias[c], n > 1 ? bias[c + 1] : 0, n > 2 ? bias[c + 2] : 0, n > 3 ? bias[c + 3] : 0};
-    to_dot_mve(x, w + c * kp, kp, n, acc);
-    to_requant_store_x4(to_vec4(acc), mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, n);
+  int c = 0;
+  for (; c + 4 <= oc; c += 4)
+    to_requant_store_x4(vaddq_s32(to_dot4_mve(x, w + c * kp, kp), vldrwq_s32(bias + c)), mult + c, shift + c, flags,
+                        out_zp, act_min, act_max, o + c, 4);
+  if (c < oc) {
+    int32_t acc[4] = {0, 0, 0, 0};
+    for (int r = 0; c + r < oc; r++) acc[r] = to_dot1_mve(x, w + (c + r) * kp, kp, bias[c + r]);
+    to_requant_store_x4(to_vec4(acc), mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
   }
 }
 #endif
@@ -298,13 +301,18 @@ TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32
 #ifdef TINYOPT_MVE
   for (int o = 0; o < outs; o += 4) {
     int n = outs - o < 4 ? outs - o : 4;
-    int32_t acc[4] = {bias[o], n > 1 ? bias[o + 1] : 0, n > 2 ? bias[o + 2] : 0, n > 3 ? bias[o + 3] : 0};
-    to_dot_mve(in, w + o * kp, kp, n, acc);
+    int32x4_t v;
+    if (n == 4) {
+      v = vaddq_s32(to_dot4_mve(in, w + o * kp, kp), vldrwq_s32(bias + o));
+    } else {
+      int32_t acc[4] = {0, 0, 0, 0};
+      for (int r = 0; r < n; r++) acc[r] = to_dot1_mve(in, w + (o + r) * kp, kp, bias[o + r]);
+      v = to_vec4(acc);
+    }
     if (per_channel)
-      to_requant_store_x4(to_vec4(acc), mult + o, shift + o, TO_ANY_LEFT, out_zp, act_min, act_max, out + o, n);
+      to_requant_store_x4(v, mult + o, shift + o, TO_ANY_LEFT, out_zp, act_min, act_max, out + o, n);
     else
-      to_requant_store_v(to_vec4(acc), vdupq_n_s32(mult[0]), vdupq_n_s32(shift[0]), 1, out_zp, act_min, act_max,
-                         out + o, n);
+      to_requant_store_v(v, vdupq_n_s32(mult[0]), vdupq_n_s32(shift[0]), 1, out_zp, act_min, act_max, out + o, n);
   }
   return;
 #endif
@@ -376,6 +384,13 @@ typedef struct {
 
 /* n bytes, by words when n is a multiple of 4 (a pixel's channels in im2col). */
 TO_INLINE void to_copy_bytes(const int8_t *src, int n, int8_t *dst) {
+#ifdef TINYOPT_MVE
+  for (int i = 0; i < n; i += 16) { /* sixteen bytes a load, the tail predicated */
+    mve_pred16_t p = vctp8q(n - i);
+    vstrbq_p_s8(dst + i, vldrbq_z_s8(src + i, p), p);
+  }
+  return;
+#endif
   if ((n & 3) == 0)
     for (int i = 0; i < n; i += 4) {
       uint32_t v = to_load32(src + i);
@@ -393,7 +408,12 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
     /* the whole window is inside the input: no bounds checks */
     for (int ky = 0; ky < g->kh; ky++) {
       const int8_t *row = in + ((y0 + ky * g->dh) * g->iw + x0) * g->ic;
-      for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic, c += g->ic) to_copy_bytes(row, g->ic, c);
+      if (g->dw == 1) { /* the window's row is kw * ic contiguous bytes: one copy (words, not bytes, for ic = 1) */
+        to_copy_bytes(row, g->kw * g->ic, c);
+        c += g->kw * g->ic;
+      } else {
+        for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic, c += g->ic) to_copy_bytes(row, g->ic, c);
+      }
     }
   } else {
     for (int ky = 0; ky < g->kh; ky++) {
