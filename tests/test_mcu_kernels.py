@@ -26,6 +26,10 @@ SHAPES = {
         (3, 2, 10),
         [("flatten", {}), ("dense", {"units": 11, "activation": "relu"}), ("dense", {"units": 6})],
     ),
+    "avgpool_same": (
+        (7, 5, 6),
+        [("conv", {"filters": 6, "kernel_size": 1}), ("avgpool", {"pool_size": 3, "strides": 2, "padding": "same"})],
+    ),
     "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
 
@@ -38,6 +42,9 @@ def _model(name: str):
     for kind, options in layers:
         if kind == "flatten":
             x = keras.layers.Flatten()(x)
+            continue
+        if kind == "avgpool":
+            x = keras.layers.AveragePooling2D(**options)(x)
             continue
         layer = {"dw": keras.layers.DepthwiseConv2D, "dense": keras.layers.Dense}.get(kind, keras.layers.Conv2D)
         y = layer(bias_initializer="random_normal", **options)(x)

@@ -788,7 +788,24 @@ TO_INLINE void to_pool(const int8_t *in, const to_geom *g, int average, int32_t 
     int y0 = oy * g->sh - g->ph, ky0 = y0 < 0 ? -y0 : 0, ky1 = g->ih - y0 < g->kh ? g->ih - y0 : g->kh;
     for (int ox = 0; ox < g->ow; ox++) {
       int x0 = ox * g->sw - g->pw, kx0 = x0 < 0 ? -x0 : 0, kx1 = g->iw - x0 < g->kw ? g->iw - x0 : g->kw;
-      for (int c = 0; c < g->ic; c++) {
+      int c = 0;
+      if (average) { /* four channels a pass over the window (a global average pool reads every input once) */
+        int32_t count = (ky1 - ky0) * (kx1 - kx0);
+        for (; c + 3 < g->ic; c += 4) {
+          int32_t s[4] = {0, 0, 0, 0};
+          for (int ky = ky0; ky < ky1; ky++) {
+            const int8_t *p = in + ((y0 + ky) * g->iw + x0 + kx0) * g->ic + c;
+            for (int kx = kx0; kx < kx1; kx++, p += g->ic) s[0] += p[0], s[1] += p[1], s[2] += p[2], s[3] += p[3];
+          }
+          for (int j = 0; j < 4; j++) {
+            int32_t acc = count ? (s[j] > 0 ? (s[j] + count / 2) / count : (s[j] - count / 2) / count) : 0;
+            acc = acc < act_min ? act_min : acc;
+            acc = acc > act_max ? act_max : acc;
+            out[(oy * g->ow + ox) * g->ic + c + j] = (int8_t)acc;
+          }
+        }
+      }
+      for (; c < g->ic; c++) {
         int32_t acc = average ? 0 : -128, count = 0;
         for (int ky = ky0; ky < ky1; ky++) {
           const int8_t *row = in + ((y0 + ky) * g->iw + x0) * g->ic + c;
