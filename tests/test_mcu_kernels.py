@@ -30,6 +30,7 @@ SHAPES = {
         (7, 5, 6),
         [("conv", {"filters": 6, "kernel_size": 1}), ("avgpool", {"pool_size": 3, "strides": 2, "padding": "same"})],
     ),
+    "pointwise_add_tail": ((5, 3, 5), [("conv+", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
     "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
 

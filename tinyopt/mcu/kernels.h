@@ -115,6 +115,14 @@ TO_INLINE int32x4_t to_mbqm_x4(int32x4_t acc, int32x4_t mult, int32x4_t shift, i
   return vrshlq_s32(x, neg_right);
 }
 
+/* to_mbqm_x4 with one multiplier and shift for every lane (ADD's): the sign fix-up is a plain x >> 31. */
+TO_INLINE int32x4_t to_mbqm_x4s(int32x4_t acc, int32_t mult, int shift) {
+  if (shift > 0) acc = vshlq_r_s32(acc, shift);
+  int32x4_t x = vqrdmulhq_n_s32(acc, mult);
+  if (shift < 0) x = vrshlq_n_s32(vqaddq_s32(x, vshrq_n_s32(x, 31)), shift);
+  return x;
+}
+
 /* to_requant_s on four channels' accumulators: mult and shift point at their constants (the shifts stored as right
  * shifts without TO_ANY_LEFT); lanes from n on are neither read nor stored. */
 TO_INLINE void to_requant_store_v(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left, int32_t out_zp,
@@ -841,23 +849,32 @@ TO_INLINE int32_t to_mbqm_small(int32_t x, int32_t multiplier, int shift) {
   return to_rdbpot(r, right);
 }
 
+#ifdef TINYOPT_MVE
+TO_INLINE int32x4_t to_add4(int32x4_t a, int32x4_t b, int32_t a_off, int32_t b_off, int32_t a_mult, int a_shift,
+                            int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
+                            int32_t act_min, int32_t act_max) {
+  int32x4_t x = to_mbqm_x4s(vshlq_n_s32(vaddq_n_s32(a, a_off), 20), a_mult, a_shift);
+  int32x4_t y = to_mbqm_x4s(vshlq_n_s32(vaddq_n_s32(b, b_off), 20), b_mult, b_shift);
+  int32x4_t v = vaddq_n_s32(to_mbqm_x4s(vaddq_s32(x, y), out_mult, out_shift), out_zp);
+  return vminq_s32(vmaxq_s32(v, vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+}
+#endif
+
 /* ADD of two same-shape int8 tensors (TFLM's AddElementwise, left shift 20). */
 TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
                       int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
                       int32_t act_min, int32_t act_max, int8_t *out) {
 #ifdef TINYOPT_MVE
-  /* four elements per pass, each MBQM as to_mbqm_x4 (the same arithmetic as to_mbqm_small's) */
-  const int32x4_t am = vdupq_n_s32(a_mult), as = vdupq_n_s32(a_shift), bm = vdupq_n_s32(b_mult);
-  const int32x4_t bs = vdupq_n_s32(b_shift), om = vdupq_n_s32(out_mult), os = vdupq_n_s32(out_shift);
-  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
-  for (int i = 0; i < n; i += 4) {
+  /* four elements per pass, then a predicated tail; each MBQM as to_mbqm_x4, with the generator's constant shifts */
+#define TO_ADD4(x, y)                                                                                          \
+  to_add4(x, y, a_off, b_off, a_mult, a_shift, b_mult, b_shift, out_mult, out_shift, out_zp, act_min, act_max)
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vstrbq_s32(out + i, TO_ADD4(vldrbq_s32(a + i), vldrbq_s32(b + i)));
+  if (i < n) {
     mve_pred16_t p = vctp32q(n - i);
-    int32x4_t x = vshlq_n_s32(vaddq_n_s32(vldrbq_z_s32(a + i, p), a_off), 20);
-    int32x4_t y = vshlq_n_s32(vaddq_n_s32(vldrbq_z_s32(b + i, p), b_off), 20);
-    x = vaddq_s32(to_mbqm_x4(x, am, as, a_shift > 0), to_mbqm_x4(y, bm, bs, b_shift > 0));
-    int32x4_t v = vaddq_n_s32(to_mbqm_x4(x, om, os, out_shift > 0), out_zp);
-    vstrbq_p_s32(out + i, vminq_s32(vmaxq_s32(v, lo), hi), p);
+    vstrbq_p_s32(out + i, TO_ADD4(vldrbq_z_s32(a + i, p), vldrbq_z_s32(b + i, p)), p);
   }
+#undef TO_ADD4
   return;
 #endif
   for (int i = 0; i < n; i++) {
