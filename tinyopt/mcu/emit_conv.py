@@ -7,7 +7,7 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, requant_flagged, require_int8
+from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, matrix_weights, requant_flagged, require_int8
 from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
@@ -83,9 +83,7 @@ def emit_conv(em: Emitter, op: Op) -> None:
     k = weights.shape[1]
     if pointwise or strided_1x1:
         kp = round4(k)
-        padded = np.zeros((oc, kp), dtype=np.int8)
-        padded[:, :k] = weights
-        em.consts.append(c_array("int8_t", wn, padded))
+        matrix_weights(em, wn, weights, kp)
         if strided_1x1:
             em.body.append(
                 f"    to_pointwise_strided({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, "
@@ -101,9 +99,12 @@ def emit_conv(em: Emitter, op: Op) -> None:
     kernel, c_type, np_type, kp = (
         ("to_conv16", "int16_t", np.int16, k + k % 2) if wide else ("to_conv", "int8_t", np.int8, round4(k))
     )
-    padded = np.zeros((oc, kp), dtype=np_type)
-    padded[:, :k] = weights
-    em.consts.append(c_array(c_type, wn, padded))
+    if wide:
+        padded = np.zeros((oc, kp), dtype=np_type)
+        padded[:, :k] = weights
+        em.consts.append(c_array(c_type, wn, padded))
+    else:
+        matrix_weights(em, wn, weights, kp)
     em.body.append(
         f"    {kernel}({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
         f"{'' if wide else f'{flags}, '}{out.zero_point}, "

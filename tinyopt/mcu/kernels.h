@@ -154,58 +154,44 @@ TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) {
   return a;
 }
 
-TO_INLINE int32x4_t to_vec4(const int32_t *a) {
-  int32x4_t v = vdupq_n_s32(a[0]);
-  v = vsetq_lane_s32(a[1], v, 1), v = vsetq_lane_s32(a[2], v, 2);
-  return vsetq_lane_s32(a[3], v, 3);
-}
-
-/* Four dot products of x with the rows w, w + kp, w + 2 kp, w + 3 kp over kp bytes, as a vector: VMLADAVA sums
- * sixteen int8 products into a scalar; a counted loop (GCC makes it a low-overhead loop), a predicated tail. */
+/* Four rows' dot products with x over kp inputs, as a vector. Under TINYOPT_MVE the generator stores weights in
+ * groups of four rows and sixteen inputs (emitter.matrix_weights: [rows / 4][kp16 / 16][4][16], zero padded); w is
+ * a group's start. VMLADAVA sums sixteen int8 products into a scalar; only x's last load is predicated. */
 TO_INLINE int32x4_t to_dot4_mve(const int8_t *x, const int8_t *w, int kp) {
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  const int8_t *w1 = w + kp, *w2 = w + 2 * kp, *w3 = w + 3 * kp;
-  for (int j = 0; j < kp >> 4; j++, x += 16, w += 16, w1 += 16, w2 += 16, w3 += 16) {
+  for (int j = 0; j < kp >> 4; j++, x += 16, w += 64) {
     int8x16_t xv = vldrbq_s8(x);
     a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w));
-    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w1));
-    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w2));
-    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w3));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w + 16));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w + 32));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w + 48));
   }
   if (kp & 15) {
-    mve_pred16_t p = vctp8q(kp & 15);
-    int8x16_t xv = vldrbq_z_s8(x, p);
-    a0 = vmladavaq_s8(a0, xv, vldrbq_z_s8(w, p));
-    a1 = vmladavaq_s8(a1, xv, vldrbq_z_s8(w1, p));
-    a2 = vmladavaq_s8(a2, xv, vldrbq_z_s8(w2, p));
-    a3 = vmladavaq_s8(a3, xv, vldrbq_z_s8(w3, p));
+    int8x16_t xv = vldrbq_z_s8(x, vctp8q(kp & 15));
+    a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w + 16));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w + 32));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w + 48));
   }
   int32x4_t v = vdupq_n_s32(a0);
   v = vsetq_lane_s32(a1, v, 1), v = vsetq_lane_s32(a2, v, 2);
   return vsetq_lane_s32(a3, v, 3);
 }
 
-/* One row's dot product (the last channels of a layer whose count is not a multiple of four). */
-TO_INLINE int32_t to_dot1_mve(const int8_t *x, const int8_t *w, int kp, int32_t acc) {
-  for (int i = 0; i < kp; i += 16) {
-    mve_pred16_t p = vctp8q(kp - i);
-    acc = vmladavaq_s8(acc, vldrbq_z_s8(x + i, p), vldrbq_z_s8(w + i, p));
-  }
-  return acc;
+/* The bias of channels c.. (n of them) as a vector. */
+TO_INLINE int32x4_t to_bias4(const int32_t *bias, int n) {
+  return n >= 4 ? vldrwq_s32(bias) : vldrwq_z_s32(bias, vctp32q(n));
 }
 
-/* Every output channel of one pixel (kp inputs at x; weights [oc][kp]), four channels per pass. */
+/* Every output channel of one pixel (kp inputs at x), four channels per pass. */
 TO_INLINE void to_rows_mve(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
                            const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
                            int8_t *o) {
-  int c = 0;
-  for (; c + 4 <= oc; c += 4)
-    to_requant_store_x4(vaddq_s32(to_dot4_mve(x, w + c * kp, kp), vldrwq_s32(bias + c)), mult + c, shift + c, flags,
-                        out_zp, act_min, act_max, o + c, 4);
-  if (c < oc) {
-    int32_t acc[4] = {0, 0, 0, 0};
-    for (int r = 0; c + r < oc; r++) acc[r] = to_dot1_mve(x, w + (c + r) * kp, kp, bias[c + r]);
-    to_requant_store_x4(to_vec4(acc), mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+  const int kp16 = (kp + 15) & ~15;
+  for (int c = 0; c < oc; c += 4) {
+    int n = oc - c < 4 ? oc - c : 4;
+    to_requant_store_x4(vaddq_s32(to_dot4_mve(x, w + c * kp16, kp), to_bias4(bias + c, n)), mult + c, shift + c,
+                        flags, out_zp, act_min, act_max, o + c, n);
   }
 }
 #endif
@@ -307,16 +293,10 @@ TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32
                                   const int32_t *mult, const int8_t *shift, int per_channel, int32_t out_zp,
                                   int32_t act_min, int32_t act_max, int8_t *out) {
 #ifdef TINYOPT_MVE
+  const int kp16 = (kp + 15) & ~15;
   for (int o = 0; o < outs; o += 4) {
     int n = outs - o < 4 ? outs - o : 4;
-    int32x4_t v;
-    if (n == 4) {
-      v = vaddq_s32(to_dot4_mve(in, w + o * kp, kp), vldrwq_s32(bias + o));
-    } else {
-      int32_t acc[4] = {0, 0, 0, 0};
-      for (int r = 0; r < n; r++) acc[r] = to_dot1_mve(in, w + (o + r) * kp, kp, bias[o + r]);
-      v = to_vec4(acc);
-    }
+    int32x4_t v = vaddq_s32(to_dot4_mve(in, w + o * kp16, kp), to_bias4(bias + o, n));
     if (per_channel)
       to_requant_store_x4(v, mult + o, shift + o, TO_ANY_LEFT, out_zp, act_min, act_max, out + o, n);
     else
