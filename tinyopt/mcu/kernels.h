@@ -178,6 +178,38 @@ TO_INLINE int32x4_t to_dot4_mve(const int8_t *x, const int8_t *w, int kp) {
   return vsetq_lane_s32(a3, v, 3);
 }
 
+/* to_dot4_mve for two pixels (x and y) at once: each weight vector feeds two VMLADAVs. Eight accumulators: VMLADAV
+ * takes even registers only, r0 to r14. */
+TO_INLINE void to_dot4x2_mve(const int8_t *x, const int8_t *y, const int8_t *w, int kp, int32x4_t *vx,
+                             int32x4_t *vy) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  for (int j = 0; j < kp >> 4; j++, x += 16, y += 16, w += 64) {
+    int8x16_t xv = vldrbq_s8(x), yv = vldrbq_s8(y), wv = vldrbq_s8(w);
+    a0 = vmladavaq_s8(a0, xv, wv), b0 = vmladavaq_s8(b0, yv, wv);
+    wv = vldrbq_s8(w + 16);
+    a1 = vmladavaq_s8(a1, xv, wv), b1 = vmladavaq_s8(b1, yv, wv);
+    wv = vldrbq_s8(w + 32);
+    a2 = vmladavaq_s8(a2, xv, wv), b2 = vmladavaq_s8(b2, yv, wv);
+    wv = vldrbq_s8(w + 48);
+    a3 = vmladavaq_s8(a3, xv, wv), b3 = vmladavaq_s8(b3, yv, wv);
+  }
+  if (kp & 15) {
+    mve_pred16_t p = vctp8q(kp & 15);
+    int8x16_t xv = vldrbq_z_s8(x, p), yv = vldrbq_z_s8(y, p), wv = vldrbq_s8(w);
+    a0 = vmladavaq_s8(a0, xv, wv), b0 = vmladavaq_s8(b0, yv, wv);
+    wv = vldrbq_s8(w + 16);
+    a1 = vmladavaq_s8(a1, xv, wv), b1 = vmladavaq_s8(b1, yv, wv);
+    wv = vldrbq_s8(w + 32);
+    a2 = vmladavaq_s8(a2, xv, wv), b2 = vmladavaq_s8(b2, yv, wv);
+    wv = vldrbq_s8(w + 48);
+    a3 = vmladavaq_s8(a3, xv, wv), b3 = vmladavaq_s8(b3, yv, wv);
+  }
+  int32x4_t v = vdupq_n_s32(a0);
+  v = vsetq_lane_s32(a1, v, 1), v = vsetq_lane_s32(a2, v, 2), *vx = vsetq_lane_s32(a3, v, 3);
+  v = vdupq_n_s32(b0);
+  v = vsetq_lane_s32(b1, v, 1), v = vsetq_lane_s32(b2, v, 2), *vy = vsetq_lane_s32(b3, v, 3);
+}
+
 /* The bias of channels c.. (n of them) as a vector. */
 TO_INLINE int32x4_t to_bias4(const int32_t *bias, int n) {
   return n >= 4 ? vldrwq_s32(bias) : vldrwq_z_s32(bias, vctp32q(n));
@@ -463,9 +495,14 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
                         const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
                         int32_t act_max, int8_t *o0, int8_t *o1) {
 #ifdef TINYOPT_MVE
-  /* one pixel at a time: VMLADAV accumulates in even registers only, too few for two pixels by four rows */
-  to_rows_mve(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o0);
-  to_rows_mve(x + dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o1);
+  const int kp16 = (kp + 15) & ~15;
+  for (int c = 0; c < oc; c += 4) {
+    int n = oc - c < 4 ? oc - c : 4;
+    int32x4_t v0, v1, b = to_bias4(bias + c, n);
+    to_dot4x2_mve(x, x + dx, w + c * kp16, kp, &v0, &v1);
+    to_requant_store_x4(vaddq_s32(v0, b), mult + c, shift + c, flags, out_zp, act_min, act_max, o0 + c, n);
+    to_requant_store_x4(vaddq_s32(v1, b), mult + c, shift + c, flags, out_zp, act_min, act_max, o1 + c, n);
+  }
 #else
   int c = 0;
   for (; c + 1 < oc; c += 2) {
