@@ -103,16 +103,24 @@ TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t 
 }
 
 #ifdef TINYOPT_MVE
-/* TFLM's MBQM on four lanes, shift as TFLM's (left when positive). VQRDMULH is SRDHM exactly: (2ab + 2^31) >> 32
+/* TFLM's MBQM on four lanes; shift: TFLM's (left when positive) with any_left, else minus the right shift. VQRDMULH is SRDHM exactly: (2ab + 2^31) >> 32
  * equals gemmlowp's nudge-and-truncate for either sign, and saturates the same single case. VRSHL by -e rounds half
  * up; RoundingDivideByPOT rounds half away from zero, so negative lanes first lose 1 when e > 0 (as CMSIS-NN's
  * arm_requantize_mve): (x - 1 + 2^(e-1)) >> e. */
 TO_INLINE int32x4_t to_mbqm_x4(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left) {
-  int32x4_t zero = vdupq_n_s32(0), neg_right = vminq_s32(shift, zero);
+  int32x4_t zero = vdupq_n_s32(0), neg_right = any_left ? vminq_s32(shift, zero) : shift; /* else shift <= 0 */
   if (any_left) acc = vshlq_s32(acc, vmaxq_s32(shift, zero));
   int32x4_t x = vqrdmulhq_s32(acc, mult);
   x = vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, neg_right), 31)); /* -1 where x < 0 and e > 0 */
   return vrshlq_s32(x, neg_right);
+}
+
+/* to_mbqm_x4 below a fused ReLU (a floor at or above the output zero point): a negative x gives at most 0 and the
+ * floor either way, so it needs no rounding fix-up. */
+TO_INLINE int32x4_t to_mbqm_x4_relu(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left) {
+  int32x4_t zero = vdupq_n_s32(0), neg_right = any_left ? vminq_s32(shift, zero) : shift;
+  if (any_left) acc = vshlq_s32(acc, vmaxq_s32(shift, zero));
+  return vrshlq_s32(vqrdmulhq_s32(acc, mult), neg_right);
 }
 
 /* to_mbqm_x4 with one multiplier and shift for every lane (ADD's): the sign fix-up is a plain x >> 31. */
@@ -125,9 +133,11 @@ TO_INLINE int32x4_t to_mbqm_x4s(int32x4_t acc, int32_t mult, int shift) {
 
 /* to_requant_s on four channels' accumulators: mult and shift point at their constants (the shifts stored as right
  * shifts without TO_ANY_LEFT); lanes from n on are neither read nor stored. */
+/* shift: TFLM's with any_left, else minus the right shift. */
 TO_INLINE void to_requant_store_v(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left, int32_t out_zp,
                                   int32_t act_min, int32_t act_max, int8_t *o, int n) {
-  int32x4_t v = vaddq_n_s32(to_mbqm_x4(acc, mult, shift, any_left), out_zp);
+  int32x4_t v = act_min >= out_zp ? to_mbqm_x4_relu(acc, mult, shift, any_left) : to_mbqm_x4(acc, mult, shift, any_left);
+  v = vaddq_n_s32(v, out_zp);
   v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
   if (n >= 4) vstrbq_s32(o, v);
   else vstrbq_p_s32(o, v, vctp32q(n));
