@@ -115,7 +115,8 @@ def emit_conv(em: Emitter, op: Op) -> None:
 def im2col_bytes(g: Graph, op: Op) -> int:
     """Scratch for im2col: two int8 columns (to_conv's two pixels per pass), or one int16 column for
     convolutions with few weights (2 bytes a weight covers both). A pointwise convolution reads its input in
-    place; so does a depthwise one over several channels, to_depthwise4 with its tap offsets and pad bytes."""
+    place; so does a depthwise one over several channels, to_depthwise4 (tap offsets and pad bytes, or with Helium
+    an output row's padded window rows)."""
     w = g.tensors[op.inputs[1]]
     if op.kind == "CONV_2D" and w.shape[1] == w.shape[2] == 1:
         return 0  # to_pointwise and to_pointwise_strided read their input in place
@@ -123,8 +124,11 @@ def im2col_bytes(g: Graph, op: Op) -> int:
         k = int(np.prod(w.shape[1:]))
     elif g.tensors[op.inputs[0]].shape[-1] == 1:
         k = int(np.prod(w.shape[1:3]))
-    elif g.tensors[op.inputs[0]].shape[-1] == w.shape[-1]:  # to_depthwise4: tap offsets and a row of pad bytes
-        return 4 * w.shape[1] * w.shape[2] + round4(w.shape[-1])
+    elif g.tensors[op.inputs[0]].shape[-1] == w.shape[-1]:
+        # to_depthwise4: tap offsets and a row of pad bytes; with Helium, an output row's window rows, padded
+        ic, (kh, kw), out = w.shape[-1], w.shape[1:3], g.tensors[op.outputs[0]]
+        width = (out.shape[2] - 1) * op.options.strideW + (kw - 1) * op.options.dilationWFactor + 1
+        return max(4 * kh * kw + round4(ic), kh * width * ic + 16)
     else:
         return 0
     return 2 * round4(k)

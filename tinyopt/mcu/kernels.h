@@ -430,6 +430,16 @@ TO_INLINE void to_copy_bytes(const int8_t *src, int n, int8_t *dst) {
     for (int i = 0; i < n; i++) dst[i] = src[i];
 }
 
+/* n bytes of value v. */
+TO_INLINE void to_fill_bytes(int8_t *dst, int n, int8_t v) {
+#ifdef TINYOPT_MVE
+  const int8x16_t vv = vdupq_n_s8(v);
+  for (int i = 0; i < n; i += 16) vstrbq_p_s8(dst + i, vv, vctp8q(n - i));
+#else
+  for (int i = 0; i < n; i++) dst[i] = v;
+#endif
+}
+
 /* Gather one output pixel's receptive field (kh * kw * ic values, padded with pad to kp). */
 TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int8_t pad, int kp, int8_t *col) {
   int8_t *c = col;
@@ -697,6 +707,57 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
                              const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                              int32_t act_min, int32_t act_max, int32_t *scratch, int8_t *out) {
   const int kh = g->kh, kw = g->kw, ic = g->ic, oc = g->oc, taps = g->kh * g->kw;
+#ifdef TINYOPT_MVE
+  {
+    /* Each output row first copies its window's input rows into the scratch, padded with the pad value to every
+     * column its windows touch (width pixels), so every window is inside and takes every tap at fixed offsets: no
+     * border path (a third of the pixels of a narrow map such as DS-CNN's 25x5). Scratch: kh * width * ic + 16. */
+    const int width = (g->ow - 1) * g->sw + (kw - 1) * g->dw + 1, row_step = width * ic, col_step = g->dw * ic;
+    const int left = g->pw < width ? g->pw : width, end = g->pw + g->iw < width ? g->pw + g->iw : width;
+    int8_t *buf = (int8_t *)scratch;
+    for (int oy = 0; oy < g->oh; oy++) {
+      for (int ky = 0; ky < kh; ky++) {
+        int8_t *r = buf + ky * row_step;
+        int iy = oy * g->sh - g->ph + ky * g->dh;
+        if (iy < 0 || iy >= g->ih) {
+          to_fill_bytes(r, row_step, pad);
+          continue;
+        }
+        to_fill_bytes(r, left * ic, pad);
+        to_copy_bytes(in + (iy * g->iw + left - g->pw) * ic, (end - left) * ic, r + left * ic);
+        to_fill_bytes(r + end * ic, (width - end) * ic, pad);
+      }
+      for (int ox = 0; ox < g->ow; ox++) {
+        const int8_t *x = buf + ox * g->sw * ic;
+        int8_t *o = out + (oy * g->ow + ox) * oc;
+        /* one int32 lane per channel: VLDRB.S32 widens a tap's four inputs and four weights (MVE has no
+         * vector-by-vector multiply-accumulate: VMUL, VADD). Sixteen lanes (VMULLB/VMULLT, widening, gathered
+         * weights) measured slower. */
+        for (int c = 0; c < oc; c += 4, x += 4) {
+          const int8_t *wg = w + c * taps;
+          int32x4_t a = vldrwq_s32(bias + c);
+          if (kh == 3 && kw == 3) {
+            a = to_vmla(a, vldrbq_s32(x), vldrbq_s32(wg));
+            a = to_vmla(a, vldrbq_s32(x + col_step), vldrbq_s32(wg + 4));
+            a = to_vmla(a, vldrbq_s32(x + 2 * col_step), vldrbq_s32(wg + 8));
+            a = to_vmla(a, vldrbq_s32(x + row_step), vldrbq_s32(wg + 12));
+            a = to_vmla(a, vldrbq_s32(x + row_step + col_step), vldrbq_s32(wg + 16));
+            a = to_vmla(a, vldrbq_s32(x + row_step + 2 * col_step), vldrbq_s32(wg + 20));
+            a = to_vmla(a, vldrbq_s32(x + 2 * row_step), vldrbq_s32(wg + 24));
+            a = to_vmla(a, vldrbq_s32(x + 2 * row_step + col_step), vldrbq_s32(wg + 28));
+            a = to_vmla(a, vldrbq_s32(x + 2 * row_step + 2 * col_step), vldrbq_s32(wg + 32));
+          } else {
+            for (int ky = 0; ky < kh; ky++)
+              for (int kx = 0; kx < kw; kx++)
+                a = to_vmla(a, vldrbq_s32(x + ky * row_step + kx * col_step), vldrbq_s32(wg + 4 * (ky * kw + kx)));
+          }
+          to_requant_store_x4(a, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+        }
+      }
+    }
+    return;
+  }
+#endif
   const int row_step = g->dh * g->iw * ic, col_step = g->dw * ic;
   int32_t *off = scratch;
   int8_t *pad_row = (int8_t *)(scratch + taps);
@@ -717,44 +778,6 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
                          : pad_off;
       int8_t *o = out + (oy * g->ow + ox) * oc;
       const int8_t *x = in + (y0 * g->iw + x0) * ic;
-#ifdef TINYOPT_MVE
-      /* one int32 lane per channel: VLDRB.S32 widens a tap's four inputs and four weights (MVE has no vector-by-vector
-       * multiply-accumulate: VMUL, VADD). Sixteen lanes (VMULLB/VMULLT, widening, gathered weights) measured slower. */
-      for (int c = 0; c < oc; c += 4, x += 4) {
-        const int8_t *wg = w + c * taps;
-        int32x4_t a = vldrwq_s32(bias + c);
-        if (inside && kh == 3 && kw == 3) {
-          a = to_vmla(a, vldrbq_s32(x), vldrbq_s32(wg));
-          a = to_vmla(a, vldrbq_s32(x + col_step), vldrbq_s32(wg + 4));
-          a = to_vmla(a, vldrbq_s32(x + 2 * col_step), vldrbq_s32(wg + 8));
-          a = to_vmla(a, vldrbq_s32(x + row_step), vldrbq_s32(wg + 12));
-          a = to_vmla(a, vldrbq_s32(x + row_step + col_step), vldrbq_s32(wg + 16));
-          a = to_vmla(a, vldrbq_s32(x + row_step + 2 * col_step), vldrbq_s32(wg + 20));
-          a = to_vmla(a, vldrbq_s32(x + 2 * row_step), vldrbq_s32(wg + 24));
-          a = to_vmla(a, vldrbq_s32(x + 2 * row_step + col_step), vldrbq_s32(wg + 28));
-          a = to_vmla(a, vldrbq_s32(x + 2 * row_step + 2 * col_step), vldrbq_s32(wg + 32));
-        } else if (inside) {
-          for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++)
-              a = to_vmla(a, vldrbq_s32(x + ky * row_step + kx * col_step), vldrbq_s32(wg + 4 * (ky * kw + kx)));
-        } else if (taps == 9) {
-          const int8_t *q = in + c;
-          a = to_vmla(a, vldrbq_s32(q + off[0]), vldrbq_s32(wg));
-          a = to_vmla(a, vldrbq_s32(q + off[1]), vldrbq_s32(wg + 4));
-          a = to_vmla(a, vldrbq_s32(q + off[2]), vldrbq_s32(wg + 8));
-          a = to_vmla(a, vldrbq_s32(q + off[3]), vldrbq_s32(wg + 12));
-          a = to_vmla(a, vldrbq_s32(q + off[4]), vldrbq_s32(wg + 16));
-          a = to_vmla(a, vldrbq_s32(q + off[5]), vldrbq_s32(wg + 20));
-          a = to_vmla(a, vldrbq_s32(q + off[6]), vldrbq_s32(wg + 24));
-          a = to_vmla(a, vldrbq_s32(q + off[7]), vldrbq_s32(wg + 28));
-          a = to_vmla(a, vldrbq_s32(q + off[8]), vldrbq_s32(wg + 32));
-        } else {
-          for (int t = 0; t < taps; t++) a = to_vmla(a, vldrbq_s32(in + off[t] + c), vldrbq_s32(wg + 4 * t));
-        }
-        to_requant_store_x4(a, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
-      }
-      continue;
-#endif
       for (int c = 0; c < oc; c += 4, x += 4) {
         const int8_t *wg = w + c * taps;
         int32_t a[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
