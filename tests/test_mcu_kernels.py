@@ -15,6 +15,7 @@ SHAPES = {
     "dw3x3_s1_same": ((9, 7, 6), [("dw", {"kernel_size": 3, "padding": "same", "activation": "relu"})]),
     "dw3x3_s2_same": ((10, 7, 5), [("dw", {"kernel_size": 3, "strides": 2, "padding": "same"})]),
     "dw3x3_s2_valid": ((9, 8, 12), [("dw", {"kernel_size": 3, "strides": 2, "padding": "valid"})]),
+    "dw3x3_20ch_relu6": ((6, 5, 20), [("dw", {"kernel_size": 3, "padding": "same", "activation": "relu6"})]),
     "dw5x3_s12_same": ((11, 9, 7), [("dw", {"kernel_size": (5, 3), "strides": (1, 2), "padding": "same"})]),
     "dw3x3_multiplier2": ((8, 6, 3), [("dw", {"kernel_size": 3, "padding": "same", "depth_multiplier": 2})]),
     "pointwise_odd": ((7, 5, 7), [("conv", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),

@@ -7,7 +7,16 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, geom, matrix_weights, requant_flagged, require_int8
+from tinyopt.mcu.emitter import (
+    TO_ANY_LEFT,
+    Emitter,
+    WeightStorage,
+    bias,
+    geom,
+    matrix_weights,
+    requant_flagged,
+    require_int8,
+)
 from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
@@ -58,6 +67,16 @@ def emit_conv(em: Emitter, op: Op) -> None:
         m, s, flags = requant_flagged(em, op, mults, shifts, folded, taps)
     b = em.const_name(op, "bias")
     em.consts.append(c_array("int32_t", b, np.pad(folded, (0, round4(oc) - oc)) if depth4 else folded))  # in fours
+    if depth4:  # Helium's to_depthwise4 reads the requantization constants in its lane order (mve_lanes)
+        plain = em.consts[-3:]
+        del em.consts[-3:]
+        stored = shifts if flags & TO_ANY_LEFT else [-x for x in shifts]
+        mve = [
+            c_array("int32_t", m, mve_lanes(np.array(mults))),
+            c_array("int8_t", s, mve_lanes(np.array(stored))),
+            c_array("int32_t", b, mve_lanes(folded)),
+        ]
+        em.consts.append(f"#ifdef TINYOPT_MVE\n{''.join(mve)}#else\n{''.join(plain)}#endif\n")
     wn = em.const_name(op, "w")
     em.body.append("  {" if pointwise else f"  {{ static const to_geom g = {g};")
     em.weight_storage.append(WeightStorage(op.index, op.kind, weights.size, int(np.count_nonzero(weights)), False))
@@ -68,7 +87,14 @@ def emit_conv(em: Emitter, op: Op) -> None:
             reordered = np.zeros((groups * 4, taps), dtype=np.int8)
             reordered[:oc] = weights.T
             reordered = reordered.reshape(groups, 4, taps).transpose(0, 2, 1)  # [group][tap][4]
-            em.consts.append(c_array("int8_t", wn, reordered.reshape(groups, -1)))
+            oc16 = -(-oc // 16) * 16  # Helium: sixteen channels a vector, [group of 16][tap][16]
+            mve = np.zeros((oc16, taps), dtype=np.int8)
+            mve[:oc] = weights.T
+            mve = mve.reshape(oc16 // 16, 16, taps).transpose(0, 2, 1)
+            em.consts.append(
+                f"#ifdef TINYOPT_MVE\n{c_array('int8_t', wn, mve)}#else\n"
+                f"{c_array('int8_t', wn, reordered.reshape(groups, -1))}#endif\n"
+            )
             em.body.append(
                 f"    to_depthwise4({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {in_zp}, {m}, {s}, {flags}, "
                 f"{out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'int32_t')}, {em.ptr(op.outputs[0])}); }}"
@@ -110,6 +136,16 @@ def emit_conv(em: Emitter, op: Op) -> None:
         f"{'' if wide else f'{flags}, '}{out.zero_point}, "
         f"{act_min}, {act_max}, {em.scratch(op, c_type)}, {em.ptr(op.outputs[0])}); }}"
     )
+
+
+def mve_lanes(values: np.ndarray) -> np.ndarray:
+    """Per-channel values in the order Helium's to_depthwise4 accumulates sixteen channels (VMULLB/VMULLT then
+    VMOVLB/VMOVLT: vector k, lane j holds channel 4j + k): position 16g + 4k + j holds channel 16g + 4j + k; zeros
+    pad to a multiple of 16."""
+    n = -(-len(values) // 16) * 16
+    padded = np.zeros(n, dtype=np.int64)
+    padded[: len(values)] = values
+    return padded.reshape(-1, 4, 4).transpose(0, 2, 1).reshape(-1)
 
 
 def im2col_bytes(g: Graph, op: Op) -> int:

@@ -156,6 +156,22 @@ TO_INLINE void to_requant_store_x4(int32x4_t acc, const int32_t *mult, const int
   to_requant_store_v(acc, m, sh, flags & TO_ANY_LEFT, out_zp, act_min, act_max, o, n);
 }
 
+/* to_requant_store_x4 for the channels at o, o + 4, o + 8, o + 12 (n from o on exist); mult and shift hold their
+ * constants contiguously (emit_conv.mve_lanes). */
+TO_INLINE void to_requant_scatter_x4(int32x4_t acc, const int32_t *mult, const int8_t *shift, int flags,
+                                     int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  int32x4_t sh = vldrbq_s32(shift), m = vldrwq_s32(mult);
+  if (!(flags & TO_ANY_LEFT)) sh = vnegq_s32(sh);
+  int any_left = flags & TO_ANY_LEFT;
+  int32x4_t v = act_min >= out_zp ? to_mbqm_x4_relu(acc, m, sh, any_left) : to_mbqm_x4(acc, m, sh, any_left);
+  v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, out_zp), vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+  const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 4);
+  if (n >= 16)
+    vstrbq_scatter_offset_s32(o, offsets, v);
+  else
+    vstrbq_scatter_offset_p_s32(o, offsets, v, vcmpgtq_s32(vdupq_n_s32(n), vreinterpretq_s32_u32(offsets)));
+}
+
 /* The empty asm pins each sum in a register as it is made: otherwise GCC's scheduler makes every product first and
  * spills them (eight Q registers). */
 TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) {
@@ -715,6 +731,16 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
     const int width = (g->ow - 1) * g->sw + (kw - 1) * g->dw + 1, row_step = width * ic, col_step = g->dw * ic;
     const int left = g->pw < width ? g->pw : width, end = g->pw + g->iw < width ? g->pw + g->iw : width;
     int8_t *buf = (int8_t *)scratch;
+    /* One tap on sixteen channels: VMULLB/VMULLT multiply the even/odd bytes into int16 (exact), VMOVLB/VMOVLT
+     * widen their even/odd halves, so a<k> lane j is channel 4j + k. The empty asm as in to_vmla. */
+#define TO_MAC16(xp, wp)                                                                                 \
+  do {                                                                                                   \
+    int8x16_t xv = vldrbq_s8(xp), wv = vldrbq_s8(wp);                                                    \
+    int16x8_t even = vmullbq_int_s8(xv, wv), odd = vmulltq_int_s8(xv, wv);                               \
+    a0 = vaddq_s32(a0, vmovlbq_s16(even)), a1 = vaddq_s32(a1, vmovlbq_s16(odd));                         \
+    a2 = vaddq_s32(a2, vmovltq_s16(even)), a3 = vaddq_s32(a3, vmovltq_s16(odd));                         \
+    __asm__ volatile("" : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3));                                     \
+  } while (0)
     for (int oy = 0; oy < g->oh; oy++) {
       for (int ky = 0; ky < kh; ky++) {
         int8_t *r = buf + ky * row_step;
@@ -730,31 +756,37 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
       for (int ox = 0; ox < g->ow; ox++) {
         const int8_t *x = buf + ox * g->sw * ic;
         int8_t *o = out + (oy * g->ow + ox) * oc;
-        /* one int32 lane per channel: VLDRB.S32 widens a tap's four inputs and four weights (MVE has no
-         * vector-by-vector multiply-accumulate: VMUL, VADD). Sixteen lanes (VMULLB/VMULLT, widening, gathered
-         * weights) measured slower. */
-        for (int c = 0; c < oc; c += 4, x += 4) {
+        /* Sixteen channels a pass (to_mac16); the generator stores weights [group of 16][tap][16] and the bias,
+         * multipliers and shifts in the accumulators' lane order (emit_conv.mve_lanes). */
+        for (int c = 0; c < oc; c += 16, x += 16) {
           const int8_t *wg = w + c * taps;
-          int32x4_t a = vldrwq_s32(bias + c);
+          int32x4_t a0 = vldrwq_s32(bias + c), a1 = vldrwq_s32(bias + c + 4), a2 = vldrwq_s32(bias + c + 8);
+          int32x4_t a3 = vldrwq_s32(bias + c + 12);
           if (kh == 3 && kw == 3) {
-            a = to_vmla(a, vldrbq_s32(x), vldrbq_s32(wg));
-            a = to_vmla(a, vldrbq_s32(x + col_step), vldrbq_s32(wg + 4));
-            a = to_vmla(a, vldrbq_s32(x + 2 * col_step), vldrbq_s32(wg + 8));
-            a = to_vmla(a, vldrbq_s32(x + row_step), vldrbq_s32(wg + 12));
-            a = to_vmla(a, vldrbq_s32(x + row_step + col_step), vldrbq_s32(wg + 16));
-            a = to_vmla(a, vldrbq_s32(x + row_step + 2 * col_step), vldrbq_s32(wg + 20));
-            a = to_vmla(a, vldrbq_s32(x + 2 * row_step), vldrbq_s32(wg + 24));
-            a = to_vmla(a, vldrbq_s32(x + 2 * row_step + col_step), vldrbq_s32(wg + 28));
-            a = to_vmla(a, vldrbq_s32(x + 2 * row_step + 2 * col_step), vldrbq_s32(wg + 32));
+            TO_MAC16(x, wg);
+            TO_MAC16(x + col_step, wg + 16);
+            TO_MAC16(x + 2 * col_step, wg + 32);
+            TO_MAC16(x + row_step, wg + 48);
+            TO_MAC16(x + row_step + col_step, wg + 64);
+            TO_MAC16(x + row_step + 2 * col_step, wg + 80);
+            TO_MAC16(x + 2 * row_step, wg + 96);
+            TO_MAC16(x + 2 * row_step + col_step, wg + 112);
+            TO_MAC16(x + 2 * row_step + 2 * col_step, wg + 128);
           } else {
             for (int ky = 0; ky < kh; ky++)
-              for (int kx = 0; kx < kw; kx++)
-                a = to_vmla(a, vldrbq_s32(x + ky * row_step + kx * col_step), vldrbq_s32(wg + 4 * (ky * kw + kx)));
+              for (int kx = 0; kx < kw; kx++) TO_MAC16(x + ky * row_step + kx * col_step, wg + 16 * (ky * kw + kx));
           }
-          to_requant_store_x4(a, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+          to_requant_scatter_x4(a0, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+          to_requant_scatter_x4(a1, mult + c + 4, shift + c + 4, flags, out_zp, act_min, act_max, o + c + 1,
+                                oc - c - 1);
+          to_requant_scatter_x4(a2, mult + c + 8, shift + c + 8, flags, out_zp, act_min, act_max, o + c + 2,
+                                oc - c - 2);
+          to_requant_scatter_x4(a3, mult + c + 12, shift + c + 12, flags, out_zp, act_min, act_max, o + c + 3,
+                                oc - c - 3);
         }
       }
     }
+#undef TO_MAC16
     return;
   }
 #endif
