@@ -585,6 +585,34 @@ TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, i
 TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *w, const int32_t *bias, int kp,
                             int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                             int32_t act_min, int32_t act_max, int8_t *out) {
+#if defined(TINYOPT_DSP) && !defined(TINYOPT_MVE)
+  /* Channel pairs outside, pixel pairs inside: the pair's bias, multipliers and shifts stay in registers. */
+  if ((oc & 1) == 0) {
+    for (int c = 0; c < oc; c += 2) {
+      const int8_t *wc = w + c * kp;
+      const int32_t b0 = bias[c], b1 = bias[c + 1], m0 = mult[c], m1 = mult[c + 1];
+      const int32_t sh0 = shift[c], sh1 = shift[c + 1];
+      int p = 0;
+      for (; p + 1 < pixels; p += 2) {
+        int32_t s[4] = {b0, b1, b0, b1};
+        to_dot4_2x2(in + p * ic, ic, wc, kp, s);
+        int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+        int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+        int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+        int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+        int8_t *o = out + p * oc + c;
+        o[0] = (int8_t)r00, o[1] = (int8_t)r01, o[oc] = (int8_t)r10, o[oc + 1] = (int8_t)r11;
+      }
+      if (p < pixels) {
+        int32_t a0 = b0, a1 = b1;
+        to_dot4x2(in + p * ic, wc, wc + kp, kp, &a0, &a1);
+        out[p * oc + c] = (int8_t)to_requant_s(a0, m0, sh0, flags, out_zp, act_min, act_max);
+        out[p * oc + c + 1] = (int8_t)to_requant_s(a1, m1, sh1, flags, out_zp, act_min, act_max);
+      }
+    }
+    return;
+  }
+#endif
   int p = 0;
   for (; p + 1 < pixels; p += 2)
     to_rows2(in + p * ic, ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc,
