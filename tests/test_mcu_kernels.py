@@ -19,6 +19,7 @@ SHAPES = {
     "dw5x3_s12_same": ((11, 9, 7), [("dw", {"kernel_size": (5, 3), "strides": (1, 2), "padding": "same"})]),
     "dw3x3_multiplier2": ((8, 6, 3), [("dw", {"kernel_size": 3, "padding": "same", "depth_multiplier": 2})]),
     "pointwise_odd": ((7, 5, 7), [("conv", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
+    "pointwise_even": ((5, 7, 10), [("conv", {"filters": 12, "kernel_size": 1, "activation": "relu"})]),
     "pointwise_wide": ((6, 6, 24), [("conv", {"filters": 19, "kernel_size": 1})]),
     "pointwise_relu6_kp12": ((5, 5, 12), [("conv", {"filters": 9, "kernel_size": 1, "activation": "relu6"})]),
     "conv1x1_s2": ((9, 7, 6), [("conv", {"filters": 10, "kernel_size": 1, "strides": 2, "activation": "relu"})]),

@@ -585,7 +585,29 @@ TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, i
 TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *w, const int32_t *bias, int kp,
                             int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                             int32_t act_min, int32_t act_max, int8_t *out) {
-#if defined(TINYOPT_DSP) && !defined(TINYOPT_MVE)
+#ifdef TINYOPT_MVE
+  /* Groups of four channels outside, pixel pairs inside: the group's bias, multipliers and shifts stay in vectors. */
+  const int kp16 = (kp + 15) & ~15, any_left = flags & TO_ANY_LEFT;
+  for (int c = 0; c < oc; c += 4) {
+    const int n = oc - c < 4 ? oc - c : 4;
+    const mve_pred16_t pc = vctp32q(n);
+    const int32x4_t b = vldrwq_z_s32(bias + c, pc), m = vldrwq_z_s32(mult + c, pc);
+    int32x4_t sh = vldrbq_z_s32(shift + c, pc);
+    if (!any_left) sh = vnegq_s32(sh);
+    const int8_t *wc = w + c * kp16;
+    int p = 0;
+    for (; p + 1 < pixels; p += 2) {
+      int32x4_t v0, v1;
+      to_dot4x2_mve(in + p * ic, in + (p + 1) * ic, wc, kp, &v0, &v1);
+      to_requant_store_v(vaddq_s32(v0, b), m, sh, any_left, out_zp, act_min, act_max, out + p * oc + c, n);
+      to_requant_store_v(vaddq_s32(v1, b), m, sh, any_left, out_zp, act_min, act_max, out + (p + 1) * oc + c, n);
+    }
+    if (p < pixels)
+      to_requant_store_v(vaddq_s32(to_dot4_mve(in + p * ic, wc, kp), b), m, sh, any_left, out_zp, act_min, act_max,
+                         out + p * oc + c, n);
+  }
+  return;
+#elif defined(TINYOPT_DSP)
   /* Channel pairs outside, pixel pairs inside: the pair's bias, multipliers and shifts stay in registers. */
   if ((oc & 1) == 0) {
     for (int c = 0; c < oc; c += 2) {
