@@ -15,10 +15,24 @@ SHAPES = {
     "dw3x3_s1_same": ((9, 7, 6), [("dw", {"kernel_size": 3, "padding": "same", "activation": "relu"})]),
     "dw3x3_s2_same": ((10, 7, 5), [("dw", {"kernel_size": 3, "strides": 2, "padding": "same"})]),
     "dw3x3_s2_valid": ((9, 8, 12), [("dw", {"kernel_size": 3, "strides": 2, "padding": "valid"})]),
+    "dw3x3_20ch_relu6": ((6, 5, 20), [("dw", {"kernel_size": 3, "padding": "same", "activation": "relu6"})]),
     "dw5x3_s12_same": ((11, 9, 7), [("dw", {"kernel_size": (5, 3), "strides": (1, 2), "padding": "same"})]),
     "dw3x3_multiplier2": ((8, 6, 3), [("dw", {"kernel_size": 3, "padding": "same", "depth_multiplier": 2})]),
     "pointwise_odd": ((7, 5, 7), [("conv", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
+    "pointwise_even": ((5, 7, 10), [("conv", {"filters": 12, "kernel_size": 1, "activation": "relu"})]),
     "pointwise_wide": ((6, 6, 24), [("conv", {"filters": 19, "kernel_size": 1})]),
+    "pointwise_relu6_kp12": ((5, 5, 12), [("conv", {"filters": 9, "kernel_size": 1, "activation": "relu6"})]),
+    "conv1x1_s2": ((9, 7, 6), [("conv", {"filters": 10, "kernel_size": 1, "strides": 2, "activation": "relu"})]),
+    "conv1x1_s2_even": ((8, 8, 16), [("conv", {"filters": 8, "kernel_size": 1, "strides": 2, "padding": "same"})]),
+    "dense_rows": (
+        (3, 2, 10),
+        [("flatten", {}), ("dense", {"units": 11, "activation": "relu"}), ("dense", {"units": 6})],
+    ),
+    "avgpool_same": (
+        (7, 5, 6),
+        [("conv", {"filters": 6, "kernel_size": 1}), ("avgpool", {"pool_size": 3, "strides": 2, "padding": "same"})],
+    ),
+    "pointwise_add_tail": ((5, 3, 5), [("conv+", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
     "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
 
@@ -29,7 +43,13 @@ def _model(name: str):
     shape, layers = SHAPES[name]
     inp = x = keras.Input(shape)
     for kind, options in layers:
-        layer = keras.layers.DepthwiseConv2D if kind == "dw" else keras.layers.Conv2D
+        if kind == "flatten":
+            x = keras.layers.Flatten()(x)
+            continue
+        if kind == "avgpool":
+            x = keras.layers.AveragePooling2D(**options)(x)
+            continue
+        layer = {"dw": keras.layers.DepthwiseConv2D, "dense": keras.layers.Dense}.get(kind, keras.layers.Conv2D)
         y = layer(bias_initializer="random_normal", **options)(x)
         x = keras.layers.Add()([x, y]) if kind.endswith("+") else y  # a residual: ADD
     return keras.Model(inp, x)
@@ -86,11 +106,16 @@ def test_generator_picks_the_fast_kernels(blobs):
 
     def kernels(name):
         body = generate(blobs[name], "m").source.split("_invoke(", 1)[1]
-        return {k for k in ("to_depthwise4(", "to_depthwise(", "to_pointwise(", "to_conv(") if k in body}
+        return {
+            k
+            for k in ("to_depthwise4(", "to_depthwise(", "to_pointwise(", "to_pointwise_strided(", "to_conv(")
+            if k in body
+        }
 
     assert kernels("dw3x3_s1_same") == {"to_depthwise4("}
     assert kernels("dw3x3_multiplier2") == {"to_depthwise("}
     assert kernels("pointwise_odd") == {"to_pointwise("}
+    assert kernels("conv1x1_s2") == {"to_pointwise_strided("}
     assert (
         kernels("conv3x3_residual_add") == {"to_conv("}
         and "to_add(" in generate(blobs["conv3x3_residual_add"], "m").source

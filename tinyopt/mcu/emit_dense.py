@@ -6,7 +6,7 @@ import numpy as np
 
 from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
-from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, requant_consts, require_int8
+from tinyopt.mcu.emitter import Emitter, WeightStorage, bias, matrix_weights, requant_consts, require_int8
 from tinyopt.mcu.graph import Op
 from tinyopt.mcu.literals import c_array
 from tinyopt.mcu.quant import activation_range, per_channel_multipliers
@@ -75,10 +75,8 @@ def emit_fully_connected(em: Emitter, op: Op) -> None:
             f"{b}, {outs}, {m}, {s}, {tail}"
         )
         return
-    padded = np.zeros((outs, kp), dtype=np.int8)
-    padded[:, :k] = weights
     wn = em.const_name(op, "w")
-    em.consts.append(c_array("int8_t", wn, padded))
+    matrix_weights(em, wn, weights, kp)
     em.body.append(f"  to_fully_connected({em.ptr(op.inputs[0])}, {wn}, {b}, {kp}, {outs}, {m}, {s}, {tail}")
 
 

@@ -105,3 +105,20 @@ def geom(inp: Tensor, out: Tensor, kh: int, kw: int, sh: int, sw: int, dh: int, 
     _, oh, ow, oc = out.shape
     ph, pw = compute_padding(sh, dh, ih, kh, oh), compute_padding(sw, dw, iw, kw, ow)
     return f"{{{ih}, {iw}, {ic}, {oh}, {ow}, {oc}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {ph}, {pw}}}"
+
+
+def matrix_weights(em: Emitter, name: str, weights: np.ndarray, kp: int) -> None:
+    """An [outputs][k] int8 weight matrix as the row kernels read it: rows padded with zeros to kp; and, for cores
+    with Helium (kernels.h's TINYOPT_MVE), in groups of four rows and sixteen inputs ([rows / 4][kp16 / 16][4][16],
+    rows to a multiple of 4 and inputs to one of 16, zeros), so one pointer walks all four rows with immediate
+    offsets. The C compiler keeps one of the two."""
+    outs, k = weights.shape
+    padded = np.zeros((outs, kp), dtype=np.int8)
+    padded[:, :k] = weights
+    kp16, outs4 = -(-k // 16) * 16, -(-outs // 4) * 4
+    mve = np.zeros((outs4, kp16), dtype=np.int8)
+    mve[:outs, :k] = weights
+    mve = mve.reshape(outs4 // 4, 4, kp16 // 16, 16).transpose(0, 2, 1, 3)
+    em.consts.append(
+        f"#ifdef TINYOPT_MVE\n{c_array('int8_t', name, mve)}#else\n{c_array('int8_t', name, padded)}#endif\n"
+    )

@@ -22,6 +22,12 @@ static inline __attribute__((always_inline)) uint32_t to_sxtb16_ror8(uint32_t x)
 }
 #endif
 
+/* Cortex-M55 and other cores with Helium (MVE): 128-bit vectors, 16 int8 or 4 int32 lanes per instruction. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(TINYOPT_PORTABLE)
+#include <arm_mve.h>
+#define TINYOPT_MVE 1
+#endif
+
 #define TO_INLINE static inline __attribute__((always_inline))
 
 TO_INLINE uint32_t to_load32(const void *p) {
@@ -62,33 +68,191 @@ TO_INLINE int32_t to_mbqm(int32_t x, int32_t multiplier, int shift) {
  * SMMULR(2a, b) = (2ab + 2^31) >> 32, one instruction. When the activation floor is at or above the output zero
  * point (a fused ReLU), a non-positive accumulator can only give the floor: MBQM is monotonic and MBQM(0) = 0; a
  * positive one then gives a non-negative MBQM (no negative rounding, and no floor when it is the zero point). */
-TO_INLINE int8_t to_requant_s(int32_t acc, int32_t multiplier, int shift, int flags, int32_t out_zp,
-                              int32_t act_min, int32_t act_max) {
+TO_INLINE int32_t to_requant_s(int32_t acc, int32_t multiplier, int shift, int flags, int32_t out_zp,
+                               int32_t act_min, int32_t act_max) { /* in [-128, 127]: no sign extension to store */
   int relu = act_min >= out_zp;
-  if (relu && acc <= 0) return (int8_t)act_min;
   int any_left = flags & TO_ANY_LEFT;
-  int left = any_left && shift > 0 ? shift : 0, right = !any_left ? shift : shift > 0 ? 0 : -shift;
-  int32_t x;
+  /* a ReLU's non-positive accumulators (about half) take the early exit: cheaper than any arithmetic */
+  if (relu && acc <= 0) return act_min;
+  int32_t x, v, floored = relu && act_min == out_zp; /* floored: v is known to be >= act_min */
 #ifdef TINYOPT_DSP
   if ((flags & TO_SMALL_ACC) && !any_left) {
+    /* Branch-free: |x| < 2^30, so no sum below can wrap. RoundingDivideByPOT(x, e) is
+     * (x + ((2^e + (x >> 31)) >> 1)) >> e with arithmetic shifts (half, or half - 1 for negative x when e > 0). */
     __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(acc * 2), "r"(multiplier));
+    int32_t one = 1 << shift;
+    v = ((x + ((relu ? one : one + (x >> 31)) >> 1)) >> shift) + out_zp;
   } else
 #endif
+  {
+    int left = any_left && shift > 0 ? shift : 0, right = !any_left ? shift : shift > 0 ? 0 : -shift;
     x = (int32_t)(((int64_t)(int32_t)((uint32_t)acc << left) * multiplier + ((int64_t)1 << 30)) >> 31);
-  /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
-  int32_t v = (relu || x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+    /* For x >= 0, RoundingDivideByPOT is (x + half) >> right, and x + half cannot wrap in 32 unsigned bits. */
+    v = (relu || x >= 0 ? (int32_t)(((uint32_t)x + ((1u << right) >> 1)) >> right) : to_rdbpot(x, right)) + out_zp;
+  }
 #ifdef __ARM_FEATURE_SAT
-  if (act_max == 127 && (act_min == -128 || (relu && act_min == out_zp))) return (int8_t)__ssat(v, 8);
+  if (act_max == 127 && (act_min == -128 || floored)) return __ssat(v, 8);
 #endif
-  if (act_min != out_zp) v = v < act_min ? act_min : v;
-  v = v > act_max ? act_max : v;
-  return (int8_t)v;
+  if (!floored) v = v < act_min ? act_min : v;
+  return v > act_max ? act_max : v;
 }
 
 TO_INLINE int8_t to_requant(int32_t acc, int32_t multiplier, int shift, int32_t out_zp, int32_t act_min,
                             int32_t act_max) {
-  return to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
+  return (int8_t)to_requant_s(acc, multiplier, shift, TO_ANY_LEFT, out_zp, act_min, act_max);
 }
+
+#ifdef TINYOPT_MVE
+/* TFLM's MBQM on four lanes; shift: TFLM's (left when positive) with any_left, else minus the right shift. VQRDMULH is SRDHM exactly: (2ab + 2^31) >> 32
+ * equals gemmlowp's nudge-and-truncate for either sign, and saturates the same single case. VRSHL by -e rounds half
+ * up; RoundingDivideByPOT rounds half away from zero, so negative lanes first lose 1 when e > 0 (as CMSIS-NN's
+ * arm_requantize_mve): (x - 1 + 2^(e-1)) >> e. */
+TO_INLINE int32x4_t to_mbqm_x4(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left) {
+  int32x4_t zero = vdupq_n_s32(0), neg_right = any_left ? vminq_s32(shift, zero) : shift; /* else shift <= 0 */
+  if (any_left) acc = vshlq_s32(acc, vmaxq_s32(shift, zero));
+  int32x4_t x = vqrdmulhq_s32(acc, mult);
+  x = vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, neg_right), 31)); /* -1 where x < 0 and e > 0 */
+  return vrshlq_s32(x, neg_right);
+}
+
+/* to_mbqm_x4 below a fused ReLU (a floor at or above the output zero point): a negative x gives at most 0 and the
+ * floor either way, so it needs no rounding fix-up. */
+TO_INLINE int32x4_t to_mbqm_x4_relu(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left) {
+  int32x4_t zero = vdupq_n_s32(0), neg_right = any_left ? vminq_s32(shift, zero) : shift;
+  if (any_left) acc = vshlq_s32(acc, vmaxq_s32(shift, zero));
+  return vrshlq_s32(vqrdmulhq_s32(acc, mult), neg_right);
+}
+
+/* to_mbqm_x4 with one multiplier and shift for every lane (ADD's): the sign fix-up is a plain x >> 31. */
+TO_INLINE int32x4_t to_mbqm_x4s(int32x4_t acc, int32_t mult, int shift) {
+  if (shift > 0) acc = vshlq_r_s32(acc, shift);
+  int32x4_t x = vqrdmulhq_n_s32(acc, mult);
+  if (shift < 0) x = vrshlq_n_s32(vqaddq_s32(x, vshrq_n_s32(x, 31)), shift);
+  return x;
+}
+
+/* to_requant_s on four channels' accumulators: mult and shift point at their constants (the shifts stored as right
+ * shifts without TO_ANY_LEFT); lanes from n on are neither read nor stored. */
+/* shift: TFLM's with any_left, else minus the right shift. */
+TO_INLINE void to_requant_store_v(int32x4_t acc, int32x4_t mult, int32x4_t shift, int any_left, int32_t out_zp,
+                                  int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  int32x4_t v = act_min >= out_zp ? to_mbqm_x4_relu(acc, mult, shift, any_left) : to_mbqm_x4(acc, mult, shift, any_left);
+  v = vaddq_n_s32(v, out_zp);
+  v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+  if (n >= 4) vstrbq_s32(o, v);
+  else vstrbq_p_s32(o, v, vctp32q(n));
+}
+
+TO_INLINE void to_requant_store_x4(int32x4_t acc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                                   int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  int32x4_t sh, m;
+  if (n >= 4) {
+    sh = vldrbq_s32(shift), m = vldrwq_s32(mult);
+  } else {
+    mve_pred16_t p = vctp32q(n);
+    sh = vldrbq_z_s32(shift, p), m = vldrwq_z_s32(mult, p);
+  }
+  if (!(flags & TO_ANY_LEFT)) sh = vnegq_s32(sh);
+  to_requant_store_v(acc, m, sh, flags & TO_ANY_LEFT, out_zp, act_min, act_max, o, n);
+}
+
+/* to_requant_store_x4 for the channels at o, o + 4, o + 8, o + 12 (n from o on exist); mult and shift hold their
+ * constants contiguously (emit_conv.mve_lanes). */
+TO_INLINE void to_requant_scatter_x4(int32x4_t acc, const int32_t *mult, const int8_t *shift, int flags,
+                                     int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *o, int n) {
+  int32x4_t sh = vldrbq_s32(shift), m = vldrwq_s32(mult);
+  if (!(flags & TO_ANY_LEFT)) sh = vnegq_s32(sh);
+  int any_left = flags & TO_ANY_LEFT;
+  int32x4_t v = act_min >= out_zp ? to_mbqm_x4_relu(acc, m, sh, any_left) : to_mbqm_x4(acc, m, sh, any_left);
+  v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, out_zp), vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+  const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 4);
+  if (n >= 16)
+    vstrbq_scatter_offset_s32(o, offsets, v);
+  else
+    vstrbq_scatter_offset_p_s32(o, offsets, v, vcmpgtq_s32(vdupq_n_s32(n), vreinterpretq_s32_u32(offsets)));
+}
+
+/* The empty asm pins each sum in a register as it is made: otherwise GCC's scheduler makes every product first and
+ * spills them (eight Q registers). */
+TO_INLINE int32x4_t to_vmla(int32x4_t a, int32x4_t x, int32x4_t w) {
+  a = vaddq_s32(a, vmulq_s32(x, w));
+  __asm__ volatile("" : "+w"(a));
+  return a;
+}
+
+/* Four rows' dot products with x over kp inputs, as a vector. Under TINYOPT_MVE the generator stores weights in
+ * groups of four rows and sixteen inputs (emitter.matrix_weights: [rows / 4][kp16 / 16][4][16], zero padded); w is
+ * a group's start. VMLADAVA sums sixteen int8 products into a scalar; only x's last load is predicated. */
+TO_INLINE int32x4_t to_dot4_mve(const int8_t *x, const int8_t *w, int kp) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int j = 0; j < kp >> 4; j++, x += 16, w += 64) {
+    int8x16_t xv = vldrbq_s8(x);
+    a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w + 16));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w + 32));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w + 48));
+  }
+  if (kp & 15) {
+    int8x16_t xv = vldrbq_z_s8(x, vctp8q(kp & 15));
+    a0 = vmladavaq_s8(a0, xv, vldrbq_s8(w));
+    a1 = vmladavaq_s8(a1, xv, vldrbq_s8(w + 16));
+    a2 = vmladavaq_s8(a2, xv, vldrbq_s8(w + 32));
+    a3 = vmladavaq_s8(a3, xv, vldrbq_s8(w + 48));
+  }
+  int32x4_t v = vdupq_n_s32(a0);
+  v = vsetq_lane_s32(a1, v, 1), v = vsetq_lane_s32(a2, v, 2);
+  return vsetq_lane_s32(a3, v, 3);
+}
+
+/* to_dot4_mve for two pixels (x and y) at once: each weight vector feeds two VMLADAVs. Eight accumulators: VMLADAV
+ * takes even registers only, r0 to r14. */
+TO_INLINE void to_dot4x2_mve(const int8_t *x, const int8_t *y, const int8_t *w, int kp, int32x4_t *vx,
+                             int32x4_t *vy) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  for (int j = 0; j < kp >> 4; j++, x += 16, y += 16, w += 64) {
+    int8x16_t xv = vldrbq_s8(x), yv = vldrbq_s8(y), wv = vldrbq_s8(w);
+    a0 = vmladavaq_s8(a0, xv, wv), b0 = vmladavaq_s8(b0, yv, wv);
+    wv = vldrbq_s8(w + 16);
+    a1 = vmladavaq_s8(a1, xv, wv), b1 = vmladavaq_s8(b1, yv, wv);
+    wv = vldrbq_s8(w + 32);
+    a2 = vmladavaq_s8(a2, xv, wv), b2 = vmladavaq_s8(b2, yv, wv);
+    wv = vldrbq_s8(w + 48);
+    a3 = vmladavaq_s8(a3, xv, wv), b3 = vmladavaq_s8(b3, yv, wv);
+  }
+  if (kp & 15) {
+    mve_pred16_t p = vctp8q(kp & 15);
+    int8x16_t xv = vldrbq_z_s8(x, p), yv = vldrbq_z_s8(y, p), wv = vldrbq_s8(w);
+    a0 = vmladavaq_s8(a0, xv, wv), b0 = vmladavaq_s8(b0, yv, wv);
+    wv = vldrbq_s8(w + 16);
+    a1 = vmladavaq_s8(a1, xv, wv), b1 = vmladavaq_s8(b1, yv, wv);
+    wv = vldrbq_s8(w + 32);
+    a2 = vmladavaq_s8(a2, xv, wv), b2 = vmladavaq_s8(b2, yv, wv);
+    wv = vldrbq_s8(w + 48);
+    a3 = vmladavaq_s8(a3, xv, wv), b3 = vmladavaq_s8(b3, yv, wv);
+  }
+  int32x4_t v = vdupq_n_s32(a0);
+  v = vsetq_lane_s32(a1, v, 1), v = vsetq_lane_s32(a2, v, 2), *vx = vsetq_lane_s32(a3, v, 3);
+  v = vdupq_n_s32(b0);
+  v = vsetq_lane_s32(b1, v, 1), v = vsetq_lane_s32(b2, v, 2), *vy = vsetq_lane_s32(b3, v, 3);
+}
+
+/* The bias of channels c.. (n of them) as a vector. */
+TO_INLINE int32x4_t to_bias4(const int32_t *bias, int n) {
+  return n >= 4 ? vldrwq_s32(bias) : vldrwq_z_s32(bias, vctp32q(n));
+}
+
+/* Every output channel of one pixel (kp inputs at x), four channels per pass. */
+TO_INLINE void to_rows_mve(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
+                           const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
+                           int8_t *o) {
+  const int kp16 = (kp + 15) & ~15;
+  for (int c = 0; c < oc; c += 4) {
+    int n = oc - c < 4 ? oc - c : 4;
+    to_requant_store_x4(vaddq_s32(to_dot4_mve(x, w + c * kp16, kp), to_bias4(bias + c, n)), mult + c, shift + c,
+                        flags, out_zp, act_min, act_max, o + c, n);
+  }
+}
+#endif
 
 /* The same for multipliers below one (right shift only), as the generator emits them when every channel's
  * shift is <= 0: no shift selection at run time. */
@@ -142,21 +306,30 @@ TO_INLINE void to_dot4x4(const int8_t *a, const int8_t *b, int n, int32_t *acc) 
 #ifdef TINYOPT_DSP
   int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
   const int8_t *b1 = b + n, *b2 = b + 2 * n, *b3 = b + 3 * n;
-  for (int i = 0; i < n; i += 4) {
-    uint32_t x = to_load32(a + i), xe = __sxtb16(x), xo = to_sxtb16_ror8(x);
-    uint32_t y = to_load32(b + i);
-    s0 = __smlad(xe, __sxtb16(y), s0);
-    s0 = __smlad(xo, to_sxtb16_ror8(y), s0);
-    y = to_load32(b1 + i);
-    s1 = __smlad(xe, __sxtb16(y), s1);
-    s1 = __smlad(xo, to_sxtb16_ror8(y), s1);
-    y = to_load32(b2 + i);
-    s2 = __smlad(xe, __sxtb16(y), s2);
-    s2 = __smlad(xo, to_sxtb16_ror8(y), s2);
-    y = to_load32(b3 + i);
-    s3 = __smlad(xe, __sxtb16(y), s3);
-    s3 = __smlad(xo, to_sxtb16_ror8(y), s3);
+#define TO_STEP_4X1(i)                                                     \
+  do {                                                                     \
+    uint32_t x = to_load32(a + (i)), xe = __sxtb16(x), xo = to_sxtb16_ror8(x); \
+    uint32_t y = to_load32(b + (i));                                       \
+    s0 = __smlad(xe, __sxtb16(y), s0);                                     \
+    s0 = __smlad(xo, to_sxtb16_ror8(y), s0);                               \
+    y = to_load32(b1 + (i));                                               \
+    s1 = __smlad(xe, __sxtb16(y), s1);                                     \
+    s1 = __smlad(xo, to_sxtb16_ror8(y), s1);                               \
+    y = to_load32(b2 + (i));                                               \
+    s2 = __smlad(xe, __sxtb16(y), s2);                                     \
+    s2 = __smlad(xo, to_sxtb16_ror8(y), s2);                               \
+    y = to_load32(b3 + (i));                                               \
+    s3 = __smlad(xe, __sxtb16(y), s3);                                     \
+    s3 = __smlad(xo, to_sxtb16_ror8(y), s3);                               \
+  } while (0)
+  int i = 0;
+  for (; i + 8 <= n; i += 8) { /* eight inputs per pass, as to_dot4_2x2 */
+    TO_STEP_4X1(i);
+    __asm__ volatile("" ::: "memory");
+    TO_STEP_4X1(i + 4);
   }
+  if (i < n) TO_STEP_4X1(i);
+#undef TO_STEP_4X1
   acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3;
 #else
   for (int r = 0; r < 4; r++) acc[r] = to_dot4(a, b + r * n, n, acc[r]);
@@ -177,6 +350,18 @@ TO_INLINE int32_t to_dot_sparse(const int8_t *a, const uint8_t *gap, const int8_
 TO_INLINE void to_fully_connected(const int8_t *in, const int8_t *w, const int32_t *bias, int kp, int outs,
                                   const int32_t *mult, const int8_t *shift, int per_channel, int32_t out_zp,
                                   int32_t act_min, int32_t act_max, int8_t *out) {
+#ifdef TINYOPT_MVE
+  const int kp16 = (kp + 15) & ~15;
+  for (int o = 0; o < outs; o += 4) {
+    int n = outs - o < 4 ? outs - o : 4;
+    int32x4_t v = vaddq_s32(to_dot4_mve(in, w + o * kp16, kp), to_bias4(bias + o, n));
+    if (per_channel)
+      to_requant_store_x4(v, mult + o, shift + o, TO_ANY_LEFT, out_zp, act_min, act_max, out + o, n);
+    else
+      to_requant_store_v(v, vdupq_n_s32(mult[0]), vdupq_n_s32(shift[0]), 1, out_zp, act_min, act_max, out + o, n);
+  }
+  return;
+#endif
   int o = 0;
   for (; o + 3 < outs; o += 4) {
     int32_t acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
@@ -245,6 +430,13 @@ typedef struct {
 
 /* n bytes, by words when n is a multiple of 4 (a pixel's channels in im2col). */
 TO_INLINE void to_copy_bytes(const int8_t *src, int n, int8_t *dst) {
+#ifdef TINYOPT_MVE
+  for (int i = 0; i < n; i += 16) { /* sixteen bytes a load, the tail predicated */
+    mve_pred16_t p = vctp8q(n - i);
+    vstrbq_p_s8(dst + i, vldrbq_z_s8(src + i, p), p);
+  }
+  return;
+#endif
   if ((n & 3) == 0)
     for (int i = 0; i < n; i += 4) {
       uint32_t v = to_load32(src + i);
@@ -252,6 +444,16 @@ TO_INLINE void to_copy_bytes(const int8_t *src, int n, int8_t *dst) {
     }
   else
     for (int i = 0; i < n; i++) dst[i] = src[i];
+}
+
+/* n bytes of value v. */
+TO_INLINE void to_fill_bytes(int8_t *dst, int n, int8_t v) {
+#ifdef TINYOPT_MVE
+  const int8x16_t vv = vdupq_n_s8(v);
+  for (int i = 0; i < n; i += 16) vstrbq_p_s8(dst + i, vv, vctp8q(n - i));
+#else
+  for (int i = 0; i < n; i++) dst[i] = v;
+#endif
 }
 
 /* Gather one output pixel's receptive field (kh * kw * ic values, padded with pad to kp). */
@@ -262,7 +464,12 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
     /* the whole window is inside the input: no bounds checks */
     for (int ky = 0; ky < g->kh; ky++) {
       const int8_t *row = in + ((y0 + ky * g->dh) * g->iw + x0) * g->ic;
-      for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic, c += g->ic) to_copy_bytes(row, g->ic, c);
+      if (g->dw == 1) { /* the window's row is kw * ic contiguous bytes: one copy (words, not bytes, for ic = 1) */
+        to_copy_bytes(row, g->kw * g->ic, c);
+        c += g->kw * g->ic;
+      } else {
+        for (int kx = 0; kx < g->kw; kx++, row += g->dw * g->ic, c += g->ic) to_copy_bytes(row, g->ic, c);
+      }
     }
   } else {
     for (int ky = 0; ky < g->kh; ky++) {
@@ -286,20 +493,30 @@ TO_INLINE void to_im2col(const int8_t *in, const to_geom *g, int oy, int ox, int
 TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int32_t *s) {
 #ifdef TINYOPT_DSP
   int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
-  for (const int8_t *end = x + kp; x < end; x += 4, w += 4) {
-    uint32_t a = to_load32(x), b = to_load32(x + dx);
-    uint32_t ae = __sxtb16(a), ao = to_sxtb16_ror8(a), be = __sxtb16(b), bo = to_sxtb16_ror8(b);
-    uint32_t u = to_load32(w), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
-    s00 = __smlad(ae, ue, s00);
-    s00 = __smlad(ao, uo, s00);
-    s10 = __smlad(be, ue, s10);
-    s10 = __smlad(bo, uo, s10);
-    u = to_load32(w + kp), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);
-    s01 = __smlad(ae, ue, s01);
-    s01 = __smlad(ao, uo, s01);
-    s11 = __smlad(be, ue, s11);
-    s11 = __smlad(bo, uo, s11);
+#define TO_STEP_2X2(i)                                                                            \
+  do {                                                                                            \
+    uint32_t a = to_load32(x + (i)), b = to_load32(x + dx + (i));                                 \
+    uint32_t ae = __sxtb16(a), ao = to_sxtb16_ror8(a), be = __sxtb16(b), bo = to_sxtb16_ror8(b); \
+    uint32_t u = to_load32(w + (i)), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);                   \
+    s00 = __smlad(ae, ue, s00);                                                                   \
+    s00 = __smlad(ao, uo, s00);                                                                   \
+    s10 = __smlad(be, ue, s10);                                                                   \
+    s10 = __smlad(bo, uo, s10);                                                                   \
+    u = to_load32(w + kp + (i)), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);                       \
+    s01 = __smlad(ae, ue, s01);                                                                   \
+    s01 = __smlad(ao, uo, s01);                                                                   \
+    s11 = __smlad(be, ue, s11);                                                                   \
+    s11 = __smlad(bo, uo, s11);                                                                   \
+  } while (0)
+  /* eight inputs per pass: the pointer steps and the loop test are paid half as often */
+  const int8_t *end = x + (kp & ~7);
+  for (; x < end; x += 8, w += 8) {
+    TO_STEP_2X2(0);
+    __asm__ volatile("" ::: "memory"); /* keeps GCC from hoisting the second step's loads (register spills) */
+    TO_STEP_2X2(4);
   }
+  if (kp & 4) TO_STEP_2X2(0);
+#undef TO_STEP_2X2
   s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
 #else
   for (int i = 0; i < kp; i++) {
@@ -313,26 +530,44 @@ TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int
 TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t *bias, int kp, int oc,
                         const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
                         int32_t act_max, int8_t *o0, int8_t *o1) {
+#ifdef TINYOPT_MVE
+  const int kp16 = (kp + 15) & ~15;
+  for (int c = 0; c < oc; c += 4) {
+    int n = oc - c < 4 ? oc - c : 4;
+    int32x4_t v0, v1, b = to_bias4(bias + c, n);
+    to_dot4x2_mve(x, x + dx, w + c * kp16, kp, &v0, &v1);
+    to_requant_store_x4(vaddq_s32(v0, b), mult + c, shift + c, flags, out_zp, act_min, act_max, o0 + c, n);
+    to_requant_store_x4(vaddq_s32(v1, b), mult + c, shift + c, flags, out_zp, act_min, act_max, o1 + c, n);
+  }
+#else
   int c = 0;
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
     to_dot4_2x2(x, dx, w + c * kp, kp, s);
-    o0[c] = to_requant_s(s[0], mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o0[c + 1] = to_requant_s(s[1], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
-    o1[c] = to_requant_s(s[2], mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o1[c + 1] = to_requant_s(s[3], mult[c + 1], shift[c + 1], flags, out_zp, act_min, act_max);
+    /* every result before any store: int8 stores may alias the int8 shifts, which would be loaded again */
+    int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
+    int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+    int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+    o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
   }
   if (c < oc) {
     o0[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
     o1[c] = to_requant_s(to_dot4(x + dx, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min,
                          act_max);
   }
+#endif
 }
 
 /* Every output channel of one pixel (the last of an odd count). */
 TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, int kp, int oc, const int32_t *mult,
                         const int8_t *shift, int flags, int32_t out_zp, int32_t act_min, int32_t act_max,
                         int8_t *o) {
+#ifdef TINYOPT_MVE
+  to_rows_mve(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o);
+  return;
+#endif
   int c = 0;
   for (; c + 1 < oc; c += 2) {
     int32_t a0 = bias[c], a1 = bias[c + 1];
@@ -350,11 +585,77 @@ TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, i
 TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *w, const int32_t *bias, int kp,
                             int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                             int32_t act_min, int32_t act_max, int8_t *out) {
+#ifdef TINYOPT_MVE
+  /* Groups of four channels outside, pixel pairs inside: the group's bias, multipliers and shifts stay in vectors. */
+  const int kp16 = (kp + 15) & ~15, any_left = flags & TO_ANY_LEFT;
+  for (int c = 0; c < oc; c += 4) {
+    const int n = oc - c < 4 ? oc - c : 4;
+    const mve_pred16_t pc = vctp32q(n);
+    const int32x4_t b = vldrwq_z_s32(bias + c, pc), m = vldrwq_z_s32(mult + c, pc);
+    int32x4_t sh = vldrbq_z_s32(shift + c, pc);
+    if (!any_left) sh = vnegq_s32(sh);
+    const int8_t *wc = w + c * kp16;
+    int p = 0;
+    for (; p + 1 < pixels; p += 2) {
+      int32x4_t v0, v1;
+      to_dot4x2_mve(in + p * ic, in + (p + 1) * ic, wc, kp, &v0, &v1);
+      to_requant_store_v(vaddq_s32(v0, b), m, sh, any_left, out_zp, act_min, act_max, out + p * oc + c, n);
+      to_requant_store_v(vaddq_s32(v1, b), m, sh, any_left, out_zp, act_min, act_max, out + (p + 1) * oc + c, n);
+    }
+    if (p < pixels)
+      to_requant_store_v(vaddq_s32(to_dot4_mve(in + p * ic, wc, kp), b), m, sh, any_left, out_zp, act_min, act_max,
+                         out + p * oc + c, n);
+  }
+  return;
+#elif defined(TINYOPT_DSP)
+  /* Channel pairs outside, pixel pairs inside: the pair's bias, multipliers and shifts stay in registers. */
+  if ((oc & 1) == 0) {
+    for (int c = 0; c < oc; c += 2) {
+      const int8_t *wc = w + c * kp;
+      const int32_t b0 = bias[c], b1 = bias[c + 1], m0 = mult[c], m1 = mult[c + 1];
+      const int32_t sh0 = shift[c], sh1 = shift[c + 1];
+      int p = 0;
+      for (; p + 1 < pixels; p += 2) {
+        int32_t s[4] = {b0, b1, b0, b1};
+        to_dot4_2x2(in + p * ic, ic, wc, kp, s);
+        int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+        int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+        int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+        int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+        int8_t *o = out + p * oc + c;
+        o[0] = (int8_t)r00, o[1] = (int8_t)r01, o[oc] = (int8_t)r10, o[oc + 1] = (int8_t)r11;
+      }
+      if (p < pixels) {
+        int32_t a0 = b0, a1 = b1;
+        to_dot4x2(in + p * ic, wc, wc + kp, kp, &a0, &a1);
+        out[p * oc + c] = (int8_t)to_requant_s(a0, m0, sh0, flags, out_zp, act_min, act_max);
+        out[p * oc + c + 1] = (int8_t)to_requant_s(a1, m1, sh1, flags, out_zp, act_min, act_max);
+      }
+    }
+    return;
+  }
+#endif
   int p = 0;
   for (; p + 1 < pixels; p += 2)
     to_rows2(in + p * ic, ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc,
              out + (p + 1) * oc);
   if (p < pixels) to_rows1(in + p * ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc);
+}
+
+/* CONV_2D 1x1 with strides (ResNet's shortcuts; 1x1 windows have no padding): to_pointwise's blocks over the input
+ * pixels the strides pick, two of one output row per pass, no im2col. */
+TO_INLINE void to_pointwise_strided(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
+                                    const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                                    int32_t act_min, int32_t act_max, int8_t *out) {
+  const int ic = g->ic, oc = g->oc, dx = g->sw * ic;
+  for (int oy = 0; oy < g->oh; oy++) {
+    const int8_t *x = in + oy * g->sh * g->iw * ic;
+    int8_t *o = out + oy * g->ow * oc;
+    int ox = 0;
+    for (; ox + 1 < g->ow; ox += 2, x += 2 * dx, o += 2 * oc)
+      to_rows2(x, dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o, o + oc);
+    if (ox < g->ow) to_rows1(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o);
+  }
 }
 
 /* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col two pixels at a time into col (2 * kp bytes),
@@ -472,6 +773,73 @@ TO_INLINE void to_depthwise4(const int8_t *in, const to_geom *g, const int8_t *w
                              const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                              int32_t act_min, int32_t act_max, int32_t *scratch, int8_t *out) {
   const int kh = g->kh, kw = g->kw, ic = g->ic, oc = g->oc, taps = g->kh * g->kw;
+#ifdef TINYOPT_MVE
+  {
+    /* Each output row first copies its window's input rows into the scratch, padded with the pad value to every
+     * column its windows touch (width pixels), so every window is inside and takes every tap at fixed offsets: no
+     * border path (a third of the pixels of a narrow map such as DS-CNN's 25x5). Scratch: kh * width * ic + 16. */
+    const int width = (g->ow - 1) * g->sw + (kw - 1) * g->dw + 1, row_step = width * ic, col_step = g->dw * ic;
+    const int left = g->pw < width ? g->pw : width, end = g->pw + g->iw < width ? g->pw + g->iw : width;
+    int8_t *buf = (int8_t *)scratch;
+    /* One tap on sixteen channels: VMULLB/VMULLT multiply the even/odd bytes into int16 (exact), VMOVLB/VMOVLT
+     * widen their even/odd halves, so a<k> lane j is channel 4j + k. The empty asm as in to_vmla. */
+#define TO_MAC16(xp, wp)                                                                                 \
+  do {                                                                                                   \
+    int8x16_t xv = vldrbq_s8(xp), wv = vldrbq_s8(wp);                                                    \
+    int16x8_t even = vmullbq_int_s8(xv, wv), odd = vmulltq_int_s8(xv, wv);                               \
+    a0 = vaddq_s32(a0, vmovlbq_s16(even)), a1 = vaddq_s32(a1, vmovlbq_s16(odd));                         \
+    a2 = vaddq_s32(a2, vmovltq_s16(even)), a3 = vaddq_s32(a3, vmovltq_s16(odd));                         \
+    __asm__ volatile("" : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3));                                     \
+  } while (0)
+    for (int oy = 0; oy < g->oh; oy++) {
+      for (int ky = 0; ky < kh; ky++) {
+        int8_t *r = buf + ky * row_step;
+        int iy = oy * g->sh - g->ph + ky * g->dh;
+        if (iy < 0 || iy >= g->ih) {
+          to_fill_bytes(r, row_step, pad);
+          continue;
+        }
+        to_fill_bytes(r, left * ic, pad);
+        to_copy_bytes(in + (iy * g->iw + left - g->pw) * ic, (end - left) * ic, r + left * ic);
+        to_fill_bytes(r + end * ic, (width - end) * ic, pad);
+      }
+      for (int ox = 0; ox < g->ow; ox++) {
+        const int8_t *x = buf + ox * g->sw * ic;
+        int8_t *o = out + (oy * g->ow + ox) * oc;
+        /* Sixteen channels a pass (to_mac16); the generator stores weights [group of 16][tap][16] and the bias,
+         * multipliers and shifts in the accumulators' lane order (emit_conv.mve_lanes). */
+        for (int c = 0; c < oc; c += 16, x += 16) {
+          const int8_t *wg = w + c * taps;
+          int32x4_t a0 = vldrwq_s32(bias + c), a1 = vldrwq_s32(bias + c + 4), a2 = vldrwq_s32(bias + c + 8);
+          int32x4_t a3 = vldrwq_s32(bias + c + 12);
+          if (kh == 3 && kw == 3) {
+            TO_MAC16(x, wg);
+            TO_MAC16(x + col_step, wg + 16);
+            TO_MAC16(x + 2 * col_step, wg + 32);
+            TO_MAC16(x + row_step, wg + 48);
+            TO_MAC16(x + row_step + col_step, wg + 64);
+            TO_MAC16(x + row_step + 2 * col_step, wg + 80);
+            TO_MAC16(x + 2 * row_step, wg + 96);
+            TO_MAC16(x + 2 * row_step + col_step, wg + 112);
+            TO_MAC16(x + 2 * row_step + 2 * col_step, wg + 128);
+          } else {
+            for (int ky = 0; ky < kh; ky++)
+              for (int kx = 0; kx < kw; kx++) TO_MAC16(x + ky * row_step + kx * col_step, wg + 16 * (ky * kw + kx));
+          }
+          to_requant_scatter_x4(a0, mult + c, shift + c, flags, out_zp, act_min, act_max, o + c, oc - c);
+          to_requant_scatter_x4(a1, mult + c + 4, shift + c + 4, flags, out_zp, act_min, act_max, o + c + 1,
+                                oc - c - 1);
+          to_requant_scatter_x4(a2, mult + c + 8, shift + c + 8, flags, out_zp, act_min, act_max, o + c + 2,
+                                oc - c - 2);
+          to_requant_scatter_x4(a3, mult + c + 12, shift + c + 12, flags, out_zp, act_min, act_max, o + c + 3,
+                                oc - c - 3);
+        }
+      }
+    }
+#undef TO_MAC16
+    return;
+  }
+#endif
   const int row_step = g->dh * g->iw * ic, col_step = g->dw * ic;
   int32_t *off = scratch;
   int8_t *pad_row = (int8_t *)(scratch + taps);
@@ -560,7 +928,24 @@ TO_INLINE void to_pool(const int8_t *in, const to_geom *g, int average, int32_t 
     int y0 = oy * g->sh - g->ph, ky0 = y0 < 0 ? -y0 : 0, ky1 = g->ih - y0 < g->kh ? g->ih - y0 : g->kh;
     for (int ox = 0; ox < g->ow; ox++) {
       int x0 = ox * g->sw - g->pw, kx0 = x0 < 0 ? -x0 : 0, kx1 = g->iw - x0 < g->kw ? g->iw - x0 : g->kw;
-      for (int c = 0; c < g->ic; c++) {
+      int c = 0;
+      if (average) { /* four channels a pass over the window (a global average pool reads every input once) */
+        int32_t count = (ky1 - ky0) * (kx1 - kx0);
+        for (; c + 3 < g->ic; c += 4) {
+          int32_t s[4] = {0, 0, 0, 0};
+          for (int ky = ky0; ky < ky1; ky++) {
+            const int8_t *p = in + ((y0 + ky) * g->iw + x0 + kx0) * g->ic + c;
+            for (int kx = kx0; kx < kx1; kx++, p += g->ic) s[0] += p[0], s[1] += p[1], s[2] += p[2], s[3] += p[3];
+          }
+          for (int j = 0; j < 4; j++) {
+            int32_t acc = count ? (s[j] > 0 ? (s[j] + count / 2) / count : (s[j] - count / 2) / count) : 0;
+            acc = acc < act_min ? act_min : acc;
+            acc = acc > act_max ? act_max : acc;
+            out[(oy * g->ow + ox) * g->ic + c + j] = (int8_t)acc;
+          }
+        }
+      }
+      for (; c < g->ic; c++) {
         int32_t acc = average ? 0 : -128, count = 0;
         for (int ky = ky0; ky < ky1; ky++) {
           const int8_t *row = in + ((y0 + ky) * g->iw + x0) * g->ic + c;
@@ -596,10 +981,34 @@ TO_INLINE int32_t to_mbqm_small(int32_t x, int32_t multiplier, int shift) {
   return to_rdbpot(r, right);
 }
 
+#ifdef TINYOPT_MVE
+TO_INLINE int32x4_t to_add4(int32x4_t a, int32x4_t b, int32_t a_off, int32_t b_off, int32_t a_mult, int a_shift,
+                            int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
+                            int32_t act_min, int32_t act_max) {
+  int32x4_t x = to_mbqm_x4s(vshlq_n_s32(vaddq_n_s32(a, a_off), 20), a_mult, a_shift);
+  int32x4_t y = to_mbqm_x4s(vshlq_n_s32(vaddq_n_s32(b, b_off), 20), b_mult, b_shift);
+  int32x4_t v = vaddq_n_s32(to_mbqm_x4s(vaddq_s32(x, y), out_mult, out_shift), out_zp);
+  return vminq_s32(vmaxq_s32(v, vdupq_n_s32(act_min)), vdupq_n_s32(act_max));
+}
+#endif
+
 /* ADD of two same-shape int8 tensors (TFLM's AddElementwise, left shift 20). */
 TO_INLINE void to_add(const int8_t *a, const int8_t *b, int n, int32_t a_off, int32_t b_off, int32_t a_mult,
                       int a_shift, int32_t b_mult, int b_shift, int32_t out_mult, int out_shift, int32_t out_zp,
                       int32_t act_min, int32_t act_max, int8_t *out) {
+#ifdef TINYOPT_MVE
+  /* four elements per pass, then a predicated tail; each MBQM as to_mbqm_x4, with the generator's constant shifts */
+#define TO_ADD4(x, y)                                                                                          \
+  to_add4(x, y, a_off, b_off, a_mult, a_shift, b_mult, b_shift, out_mult, out_shift, out_zp, act_min, act_max)
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vstrbq_s32(out + i, TO_ADD4(vldrbq_s32(a + i), vldrbq_s32(b + i)));
+  if (i < n) {
+    mve_pred16_t p = vctp32q(n - i);
+    vstrbq_p_s32(out + i, TO_ADD4(vldrbq_z_s32(a + i, p), vldrbq_z_s32(b + i, p)), p);
+  }
+#undef TO_ADD4
+  return;
+#endif
   for (int i = 0; i < n; i++) {
     int32_t x = to_mbqm_small((a[i] + a_off) * (1 << 20), a_mult, a_shift);
     int32_t y = to_mbqm_small((b[i] + b_off) * (1 << 20), b_mult, b_shift);
