@@ -62,7 +62,7 @@ def fine_tune(
         epochs, learning_rate, patience = technique.schedule(settings, train)
         objective = technique.objective(wrapped, data, settings, train, task, out_dir)
         # After the objective: a teacher widened from the model trains its own BN from scratch.
-        frozen = freeze_batchnorm(wrapped) if train.batchnorm == "frozen" else {}
+        frozen = freeze_batchnorm(wrapped) if train.batchnorm == "frozen" and not technique.restructures else {}
         callbacks = technique.callbacks()
         per_call = 1 if callbacks else STEPS_PER_EXECUTION  # batch callbacks must see every batch
         compile_for_task(wrapped, task, learning_rate, objective.loss, steps_per_execution=per_call)

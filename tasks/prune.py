@@ -94,6 +94,7 @@ class PruneFilters(FineTuning):
     No training wrappers: the rebuilt model is fine-tuned and saved as it is."""
 
     token = "prune_filters"
+    restructures = True
 
     def wrap(self, model, settings: FilterPruneParams, checked):
         smaller, notes = prune_filters(model, settings.keep)

@@ -166,6 +166,7 @@ class Separable(FineTuning):
     get smaller."""
 
     token = "separable"
+    restructures = True
 
     def wrap(self, model, settings: SeparableParams, checked):
         rewrite = to_separable(model)

@@ -239,7 +239,7 @@ def test_the_step_fine_tunes_a_smaller_model_that_converts_to_int8(tmp_path):
         arrays[f"y_{split}"] = rng.integers(0, 4, count)
     prepared = tmp_path / "prepared.npz"
     np.savez(prepared, input_scale=np.float64(1.0), **arrays)
-    parent = ds_cnn()  # batch norm throughout: frozen in the rebuilt model's fine-tune
+    parent = ds_cnn()  # batch norm throughout: trained in the rebuilt model's fine-tune
     save_model(parent, tmp_path / "parent" / "model.keras")
 
     settings = FilterPruneParams(keep=0.5, fine_tune_epochs=1)
@@ -256,10 +256,10 @@ def test_the_step_fine_tunes_a_smaller_model_that_converts_to_int8(tmp_path):
     child = load_model(record.model_path)
     assert record.num_params == child.count_params() < parent.count_params()
     assert "filters kept: conv1 16->8, pw 16->8" in record.notes
-    for name in ("bn1", "bn2", "bn3"):  # frozen in the fine-tune: the parent's statistics of the kept channels
-        given, kept = parent.get_layer(name), child.get_layer(name)
-        assert kept.moving_mean.shape[0] == 8 and np.isin(kept.moving_mean.numpy(), given.moving_mean.numpy()).all()
-        assert np.isin(kept.gamma.numpy(), given.gamma.numpy()).all() and kept.trainable  # saved as given
+    # Batch norm trained in the fine-tune and its statistics re-estimated: the layers' inputs changed.
+    assert "batch-norm statistics re-estimated" in record.notes
+    for name in ("bn1", "bn2", "bn3"):  # sliced to the kept channels, saved trainable as given
+        assert child.get_layer(name).moving_mean.shape[0] == 8 and child.get_layer(name).trainable
     converted = convert_model(
         Path(record.model_path), "int8", tmp_path / "m.tflite", prepared, ConversionParams(calibration_samples=50)
     )

@@ -216,6 +216,9 @@ class FineTuning:
     token: str  # its name in the plan, the Prefect UI and the record
     verb: str | None = None  # "prune": a tfmot error while wrapping means "tfmot cannot prune this model"
     saved_as = "model.keras"
+    # Rebuilds layers (fewer filters, a separable pair): the batch norms after them see other inputs now, so
+    # they are trained and re-estimated whatever train.batchnorm says (frozen, stale statistics collapse it).
+    restructures = False
 
     def check(self, parent: Path, prepared: Path, settings, train) -> Any:
         """Before the training lock: what wrap needs (raise NotApplicable when it cannot apply)."""
