@@ -28,6 +28,9 @@ class Cluster(FineTuning):
         import tensorflow as tf
         import tensorflow_model_optimization as tfmot
 
+        from tinyopt.ml.conv1d import tfmot_form
+
+        model, form = tfmot_form(model, "clustered")
         clustering = tfmot.clustering.keras
         options = dict(
             number_of_clusters=settings.clusters,
@@ -40,19 +43,22 @@ class Cluster(FineTuning):
         if len(small) == len(sizes):
             raise NotApplicable(f"no layer has {settings.clusters} weights or more to cluster")
         if not small:
-            return clustering.cluster_weights(model, **options), ""
+            return clustering.cluster_weights(model, **options), form
 
         def clone(layer):
             wanted = layer.name in sizes and layer.name not in small
             return clustering.cluster_weights(layer, **options) if wanted else layer
 
         notes = f"left unclustered (fewer weights than {settings.clusters} clusters): {', '.join(small)}"
+        notes = "; ".join(note for note in (form, notes) if note)
         return tf.keras.models.clone_model(model, clone_function=clone), notes
 
     def strip(self, model):
         import tensorflow_model_optimization as tfmot
 
-        return tfmot.clustering.keras.strip_clustering(model)
+        from tinyopt.ml.conv1d import as_1d_convolutions
+
+        return as_1d_convolutions(tfmot.clustering.keras.strip_clustering(model))
 
 
 CLUSTER, SP_CLUSTER = Cluster("cluster", preserve_sparsity=False), Cluster("sp_cluster", preserve_sparsity=True)

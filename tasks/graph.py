@@ -19,7 +19,7 @@ from tinyopt.orchestration.steps import step
 from tinyopt.params import GraphParams, TaskParams
 from tinyopt.records.steps import TrainedModel
 
-FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Dense")
+FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "DepthwiseConv1D", "Dense")
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid")
 
 
@@ -202,9 +202,10 @@ def _fold_bn_weights(kind: str, config: dict, weights: list, bn) -> list:
     scale = (gamma / np.sqrt(variance + bn.epsilon)).astype(np.float64)
     weights = list(weights)
     bias = weights.pop() if config.get("use_bias", True) else np.zeros_like(mean)
-    if kind == "DepthwiseConv2D":  # kernel (h, w, channels, multiplier): output channel c * multiplier + m
+    if kind in ("DepthwiseConv2D", "DepthwiseConv1D"):
+        # kernel (h, w, channels, multiplier) or (k, channels, multiplier): output channel c * multiplier + m
         kernel = weights[0]
-        weights[0] = kernel * scale.reshape(1, 1, kernel.shape[2], kernel.shape[3])
+        weights[0] = kernel * scale.reshape(kernel.shape[-2:])
     else:  # the last kernel (SeparableConv2D: the pointwise one) has the output channels last
         weights[-1] = weights[-1] * scale
     config["use_bias"] = True

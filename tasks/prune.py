@@ -40,12 +40,17 @@ class Prune(FineTuning):
     def wrap(self, model, settings: PruneParams, schedule):
         import tensorflow_model_optimization as tfmot
 
-        return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule), ""
+        from tinyopt.ml.conv1d import tfmot_form
+
+        model, notes = tfmot_form(model, "pruned")
+        return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule), notes
 
     def strip(self, model):
         import tensorflow_model_optimization as tfmot
 
-        return tfmot.sparsity.keras.strip_pruning(model)
+        from tinyopt.ml.conv1d import as_1d_convolutions
+
+        return as_1d_convolutions(tfmot.sparsity.keras.strip_pruning(model))
 
     def callbacks(self) -> tuple:
         import tensorflow_model_optimization as tfmot

@@ -27,24 +27,24 @@ def _scheme(token: str):
 
 
 def _bn_tfmot_leaves_unfolded(model) -> bool:
-    """Whether a BatchNormalization follows a Dense or Conv1D layer: tfmot folds BN only after Conv2D and
-    DepthwiseConv2D, and a BN left after a fake-quantized output is not what the int8 converter builds (an
-    autoencoder's int8 reconstruction was noise)."""
+    """Whether a BatchNormalization follows a Dense, Conv1D or DepthwiseConv1D layer: tfmot folds BN only after
+    Conv2D and DepthwiseConv2D, and a BN left after a fake-quantized output is not what the int8 converter
+    builds (an autoencoder's int8 reconstruction was noise)."""
     for layer in model.layers:
         if type(layer).__name__ != "BatchNormalization":
             continue
         for node in layer.inbound_nodes:
             producers = node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
-            if any(type(p).__name__ in ("Dense", "Conv1D") for p in producers):
+            if any(type(p).__name__ in ("Dense", "Conv1D", "DepthwiseConv1D") for p in producers):
                 return True
     return False
 
 
 def quantizable_form(model) -> tuple[object, str]:
-    """The model as tfmot can quantize it, and a note: BatchNormalization after a Dense or Conv1D layer folded
-    into it (tfmot folds BN only after Conv2D and DepthwiseConv2D), and Conv1D layers computed as Conv2D
-    (tinyopt.ml.conv1d); any other model as it is."""
-    from tinyopt.ml.conv1d import as_2d_convolutions, has_1d_layers
+    """The model as tfmot can quantize it, and a note: BatchNormalization after a Dense, Conv1D or DepthwiseConv1D
+    layer folded into it (tfmot folds BN only after Conv2D and DepthwiseConv2D), and Conv1D and DepthwiseConv1D
+    layers computed as Conv2D and DepthwiseConv2D (tinyopt.ml.conv1d); any other model as it is."""
+    from tinyopt.ml.conv1d import as_2d_convolutions, has_1d_layers, has_depthwise_1d
 
     notes = []
     if _bn_tfmot_leaves_unfolded(model):
@@ -55,7 +55,10 @@ def quantizable_form(model) -> tuple[object, str]:
             notes.append(f"BatchNormalization not folded ({reason})")
     if not has_1d_layers(model):
         return model, "; ".join(notes)
-    notes.append("Conv1D layers quantized in their Conv2D form")
+    if any(type(layer).__name__ in ("Conv1D", "MaxPooling1D") for layer in model.layers):
+        notes.append("Conv1D layers quantized in their Conv2D form")
+    if has_depthwise_1d(model):
+        notes.append("DepthwiseConv1D layers quantized in their DepthwiseConv2D form")
     return as_2d_convolutions(model), "; ".join(notes)
 
 

@@ -143,3 +143,83 @@ def test_cluster_preserving_qat_keeps_a_conv1d_models_clusters(prepared, base, t
         assert kept_per_channel or np.unique(kernel).size <= np.unique(before).size, name
     tflite, score = int8(Path(final.model_path), prepared, tmp_path / "int8")
     assert "DEQUANTIZE" not in op_names(tflite) and score > 0.6
+
+
+# A temporal depthwise net (wake-word / sensor): tfmot refuses DepthwiseConv1D in pruning, clustering and
+# QAT; tinyopt computes it as a (k x 1) DepthwiseConv2D whose kernel tfmot prunes, clusters and quantizes.
+
+
+@pytest.fixture(scope="module")
+def depthwise_base(prepared, tmp_path_factory) -> Path:
+    import tensorflow as tf
+
+    from tinyopt.datasets.prepared import load_prepared
+    from tinyopt.ml.training import set_seeds
+
+    data = load_prepared(prepared)
+    layers = tf.keras.layers
+    set_seeds(SEED)
+    model = tf.keras.Sequential(
+        [
+            layers.InputLayer((48, 3)),
+            layers.Conv1D(8, 5, padding="same", name="conv1d"),
+            layers.BatchNormalization(name="batch_normalization"),
+            layers.ReLU(),
+            layers.DepthwiseConv1D(3, padding="same", name="depthwise"),
+            layers.BatchNormalization(name="batch_normalization_1"),
+            layers.ReLU(),
+            layers.Conv1D(8, 1, name="pointwise"),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(4),
+        ]
+    )
+    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data["x_train"], data["y_train"], epochs=8, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("depthwise-base") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_the_2d_form_of_a_depthwise_conv1d_model_computes_the_same(prepared, depthwise_base):
+    from tinyopt.datasets.prepared import load_prepared
+    from tinyopt.ml.conv1d import DepthwiseConv1DAsDepthwiseConv2D, as_1d_convolutions, as_2d_convolutions, tfmot_form
+
+    model, x = load_model(depthwise_base), load_prepared(prepared)["x_test"][:64]
+    expected = model.predict(x, verbose=0)
+    for form in (as_2d_convolutions(model), tfmot_form(model, "pruned")[0]):
+        assert isinstance(form.get_layer("depthwise"), DepthwiseConv1DAsDepthwiseConv2D)
+        assert form.get_layer("depthwise").get_weights()[0].shape == (3, 1, 8, 1)
+        np.testing.assert_allclose(form.predict(x, verbose=0), expected, atol=1e-5)
+    assert type(tfmot_form(model, "pruned")[0].get_layer("conv1d")).__name__ == "Conv1D"  # tfmot prunes Conv1D
+    back = as_1d_convolutions(tfmot_form(model, "pruned")[0])
+    assert type(back.get_layer("depthwise")).__name__ == "DepthwiseConv1D"
+    np.testing.assert_allclose(back.predict(x, verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("token", ["prune", "cluster", "qat"])
+def test_a_depthwise_conv1d_model_is_pruned_clustered_and_quantized(prepared, depthwise_base, tmp_path, token):
+    from tinyopt.mcu.codegen import generate
+
+    technique, settings = {
+        "prune": (PRUNE, PruneParams(target_sparsity=0.6, initial_sparsity=0.3, fine_tune_epochs=1)),
+        "cluster": (CLUSTER, ClusterParams(clusters=6, fine_tune_epochs=1)),
+        "qat": (QAT, QAT_SETTINGS),
+    }[token]
+    record = fine_tune(technique, depthwise_base, prepared, settings, TRAIN, TASK, SEED, tmp_path / token)
+    verb = {"prune": "pruned", "cluster": "clustered", "qat": "quantized"}[token]
+    assert f"DepthwiseConv1D layers {verb} in their DepthwiseConv2D form" in record.notes
+    trained = kernels(load_model(record.model_path))
+    depthwise = trained["quant_depthwise" if token == "qat" else "depthwise"]
+    if token == "prune":  # the depthwise kernel is pruned too, and the model is plain Keras again
+        assert np.mean(depthwise == 0) == pytest.approx(0.6, abs=0.05)
+        assert type(load_model(record.model_path).get_layer("depthwise")).__name__ == "DepthwiseConv1D"
+    if token == "cluster":
+        assert np.unique(depthwise).size <= 6 and record.unique_weights["depthwise"] <= 6
+    if token == "qat":
+        assert "folded batch_normalization_1 into depthwise" in record.notes
+    tflite, score = int8(Path(record.model_path), prepared, tmp_path / "int8")
+    ptq_tflite, _ = int8(depthwise_base, prepared, tmp_path / "base-int8")
+    assert op_names(tflite).count("DEPTHWISE_CONV_2D") == op_names(ptq_tflite).count("DEPTHWISE_CONV_2D") == 1
+    assert "DEQUANTIZE" not in op_names(tflite)
+    assert score > 0.6, score  # chance is 0.25
+    assert "DEPTHWISE_CONV_2D" in generate(tflite.read_bytes(), "dw1d").op_kinds

@@ -22,7 +22,16 @@ from tinyopt.core.files import atomic_dir
 
 # What tf-keras says when it meets a Keras 3 file: its config keys and class paths.
 KERAS3_MARKS = ("DTypePolicy", "batch_shape", "keras.src.models")
-KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Conv1DAsConv2D", "Dense")
+KERNEL_LAYERS = (
+    "Conv2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "Conv1D",
+    "Conv1DAsConv2D",
+    "DepthwiseConv1D",
+    "DepthwiseConv1DAsDepthwiseConv2D",
+    "Dense",
+)
 
 
 def load_model(path: str | Path):
