@@ -44,20 +44,27 @@ def prepared(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def base(prepared, tmp_path_factory) -> Path:
+def trained_sensor_model(layers_of, prepared: Path, directory: Path) -> Path:
+    """The Sequential model of `layers_of(tf.keras.layers)` on (48, 3) windows, fitted 8 epochs, saved."""
     import tensorflow as tf
 
     from tinyopt.datasets.prepared import load_prepared
     from tinyopt.ml.training import set_seeds
 
     data = load_prepared(prepared)
-    layers = tf.keras.layers
     set_seeds(SEED)
-    model = tf.keras.Sequential(
-        [
-            layers.InputLayer((48, 3)),
-            # Named: Keras numbers unnamed layers per process, and the notes asserted below name these.
+    model = tf.keras.Sequential([tf.keras.layers.InputLayer((48, 3)), *layers_of(tf.keras.layers)])
+    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data["x_train"], data["y_train"], epochs=8, batch_size=32, verbose=0)
+    model.save(directory / "model.keras")
+    return directory / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def base(prepared, tmp_path_factory) -> Path:
+    # Named: Keras numbers unnamed layers per process, and the notes asserted below name these.
+    return trained_sensor_model(
+        lambda layers: [
             layers.Conv1D(8, 5, padding="same", name="conv1d"),
             layers.BatchNormalization(name="batch_normalization"),
             layers.ReLU(),
@@ -65,13 +72,10 @@ def base(prepared, tmp_path_factory) -> Path:
             layers.Conv1D(8, 3, activation="relu", name="conv1d_1"),
             layers.GlobalAveragePooling1D(),
             layers.Dense(4),
-        ]
+        ],
+        prepared,
+        tmp_path_factory.mktemp("base"),
     )
-    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data["x_train"], data["y_train"], epochs=8, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("base") / "model.keras"
-    model.save(path)
-    return path
 
 
 def op_names(tflite: Path) -> list[str]:
@@ -151,17 +155,8 @@ def test_cluster_preserving_qat_keeps_a_conv1d_models_clusters(prepared, base, t
 
 @pytest.fixture(scope="module")
 def depthwise_base(prepared, tmp_path_factory) -> Path:
-    import tensorflow as tf
-
-    from tinyopt.datasets.prepared import load_prepared
-    from tinyopt.ml.training import set_seeds
-
-    data = load_prepared(prepared)
-    layers = tf.keras.layers
-    set_seeds(SEED)
-    model = tf.keras.Sequential(
-        [
-            layers.InputLayer((48, 3)),
+    return trained_sensor_model(
+        lambda layers: [
             layers.Conv1D(8, 5, padding="same", name="conv1d"),
             layers.BatchNormalization(name="batch_normalization"),
             layers.ReLU(),
@@ -171,13 +166,10 @@ def depthwise_base(prepared, tmp_path_factory) -> Path:
             layers.Conv1D(8, 1, name="pointwise"),
             layers.GlobalAveragePooling1D(),
             layers.Dense(4),
-        ]
+        ],
+        prepared,
+        tmp_path_factory.mktemp("depthwise-base"),
     )
-    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data["x_train"], data["y_train"], epochs=8, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("depthwise-base") / "model.keras"
-    model.save(path)
-    return path
 
 
 def test_the_2d_form_of_a_depthwise_conv1d_model_computes_the_same(prepared, depthwise_base):

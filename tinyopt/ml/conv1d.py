@@ -21,17 +21,26 @@ import tensorflow_model_optimization as tfmot
 _layers = tf.keras.layers
 
 
-@tf.keras.utils.register_keras_serializable(package="tinyopt")
-class Conv1DAsConv2D(_layers.Conv2D):
-    """A Conv1D on (batch, steps, channels) computed as a (k x 1) Conv2D; kernel (k, 1, in, out)."""
+class _StepsAsRows:
+    """A 2-D convolution layer taking (batch, steps, channels): built as if over (steps, 1, channels), and
+    giving (batch, steps', channels') back. Its `call` expands and squeezes the width axis."""
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(filters, kernel_size, **kwargs)
-        self.input_spec = _layers.InputSpec(ndim=3)  # Conv2D's asks for 4-D inputs
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_spec = _layers.InputSpec(ndim=3)  # the 2-D layer's asks for 4-D inputs
 
     def build(self, input_shape):
         super().build((input_shape[0], input_shape[1], 1, input_shape[2]))
         self.input_spec = _layers.InputSpec(ndim=3, axes={-1: input_shape[-1]})
+
+    def compute_output_shape(self, input_shape):
+        shape = super().compute_output_shape((input_shape[0], input_shape[1], 1, input_shape[2]))
+        return tf.TensorShape((shape[0], shape[1], shape[3]))
+
+
+@tf.keras.utils.register_keras_serializable(package="tinyopt")
+class Conv1DAsConv2D(_StepsAsRows, _layers.Conv2D):
+    """A Conv1D on (batch, steps, channels) computed as a (k x 1) Conv2D; kernel (k, 1, in, out)."""
 
     def call(self, inputs):
         # Not super().call: it checks a 4-D output shape. tfmot swaps self.kernel for its quantized form.
@@ -40,13 +49,10 @@ class Conv1DAsConv2D(_layers.Conv2D):
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(tf.squeeze(outputs, 2))
 
-    def compute_output_shape(self, input_shape):
-        shape = super().compute_output_shape((input_shape[0], input_shape[1], 1, input_shape[2]))
-        return tf.TensorShape((shape[0], shape[1], shape[3]))
-
 
 @tf.keras.utils.register_keras_serializable(package="tinyopt")
 class DepthwiseConv1DAsDepthwiseConv2D(
+    _StepsAsRows,
     _layers.DepthwiseConv2D,
     tfmot.sparsity.keras.PrunableLayer,
     tfmot.clustering.keras.ClusterableLayer,
@@ -54,14 +60,6 @@ class DepthwiseConv1DAsDepthwiseConv2D(
     """A DepthwiseConv1D on (batch, steps, channels) computed as a (k x 1) DepthwiseConv2D over
     (steps, 1, channels); depthwise kernel (k, 1, channels, multiplier). Prunable and clusterable by tfmot
     (which leaves a DepthwiseConv2D's kernel alone and refuses a DepthwiseConv1D)."""
-
-    def __init__(self, kernel_size, **kwargs):
-        super().__init__(kernel_size, **kwargs)
-        self.input_spec = _layers.InputSpec(ndim=3)
-
-    def build(self, input_shape):
-        super().build((input_shape[0], input_shape[1], 1, input_shape[2]))
-        self.input_spec = _layers.InputSpec(ndim=3, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
         # tfmot's pruning, clustering and quantize wrappers swap self.depthwise_kernel for their own form.
@@ -76,10 +74,6 @@ class DepthwiseConv1DAsDepthwiseConv2D(
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(tf.squeeze(outputs, 2))
-
-    def compute_output_shape(self, input_shape):
-        shape = super().compute_output_shape((input_shape[0], input_shape[1], 1, input_shape[2]))
-        return tf.TensorShape((shape[0], shape[1], shape[3]))
 
     def get_prunable_weights(self):
         # Kept dense: a depthwise kernel has a few taps per channel, and pruning them to the default 70% collapsed
