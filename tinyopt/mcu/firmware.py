@@ -50,7 +50,10 @@ def core_for(profile: DeviceProfile) -> Core:
 
 FIRMWARE = Path(__file__).parent / "firmware"
 # Not Python, yet the code a measurement runs: tinyopt.orchestration.cache digests these with this module.
-CODE_FILES = (FIRMWARE / "startup.c", FIRMWARE / "main.c", FIRMWARE / "link.ld.in", Path(__file__).parent / "kernels.h")
+CODE_FILES = (
+    *(FIRMWARE / name for name in ("startup.c", "main.c", "semihost.h", "link.ld.in")),
+    Path(__file__).parent / "kernels.h",
+)
 
 
 @functools.cache
@@ -134,7 +137,7 @@ def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = generated.write(out_dir)
     fw = resources.files("tinyopt.mcu").joinpath("firmware")
-    for name in ("startup.c", "main.c"):
+    for name in ("startup.c", "main.c", "semihost.h"):
         (out_dir / name).write_text(fw.joinpath(name).read_text())
     script = fw.joinpath("link.ld.in").read_text()
     for key, value in {
@@ -222,6 +225,16 @@ def failure_reason(code: int, said: str) -> str:
     return f"the firmware failed under QEMU (exit {code}): {reason}" + (f" ({last})" if last else "")
 
 
+def qemu_command(elf: Path, core: Core) -> list[str]:
+    """QEMU running `elf` on the core's machine: semihosting for files and console, one instruction per virtual
+    nanosecond (-icount shift=0), which SysTick counts."""
+    return [
+        "qemu-system-arm",
+        *("-M", core.machine, "-nographic", "-monitor", "none", "-serial", "none"),
+        *("-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)),
+    ]
+
+
 def run_firmware(
     firmware: Firmware, inputs: np.ndarray, op_kinds: list[str], output_dtype: str, timeout: float = 600
 ) -> DeviceRun:
@@ -229,24 +242,8 @@ def run_firmware(
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         np.ascontiguousarray(inputs).tofile(work / "inputs.bin")
-        cmd = [
-            "qemu-system-arm",
-            "-M",
-            firmware.core.machine,
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-            "-semihosting-config",
-            "enable=on,target=native",
-            "-icount",
-            "shift=0",
-            "-kernel",
-            str(firmware.elf),
-        ]
         try:
-            done = run_child(cmd, cwd=work, timeout=timeout)
+            done = run_child(qemu_command(firmware.elf, firmware.core), cwd=work, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise UserError(f"QEMU did not finish within {timeout:.0f} s; measure fewer inputs") from None
         report = re.search(r"TINYOPT count=(\d+) ticks=(\d+) stack=(\d+) ops=([\d,]*)", done.stdout + done.stderr)
