@@ -9,11 +9,13 @@ from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
 from tinyopt.mcu.emitter import (
     TO_ANY_LEFT,
+    TO_SMALL_ACC,
     Emitter,
     WeightStorage,
     bias,
     geom,
     matrix_weights,
+    mve_matrix,
     requant_flagged,
     require_int8,
 )
@@ -58,10 +60,12 @@ def emit_conv(em: Emitter, op: Op) -> None:
         and not (depthwise and inp.shape[-1] != 1)
     )
     depth4 = depthwise and inp.shape[-1] == oc != 1  # to_depthwise4: depth multiplier 1, several channels
-    if wide:  # to_conv16 takes right shifts
+    if wide:  # to_conv16 takes right shifts (so does to_conv without a left shift: Helium's choice, below)
         m, s = em.const_name(op, "mult"), em.const_name(op, "right")
         em.consts.append(c_array("int32_t", m, mults))
         em.consts.append(c_array("uint8_t", s, [-x for x in shifts]))
+        small = int(np.abs(folded).max(initial=0)) + 128 * 127 * weights.shape[1] < 2**30
+        flags = TO_SMALL_ACC if small else 0
     else:
         taps = weights.shape[0 if depthwise and inp.shape[-1] != 1 else 1]  # products per accumulator
         m, s, flags = requant_flagged(em, op, mults, shifts, folded, taps)
@@ -126,15 +130,25 @@ def emit_conv(em: Emitter, op: Op) -> None:
         ("to_conv16", "int16_t", np.int16, k + k % 2) if wide else ("to_conv", "int8_t", np.int8, round4(k))
     )
     if wide:
+        # Helium has no use for the widened weights: its to_conv takes sixteen int8 products per instruction.
         padded = np.zeros((oc, kp), dtype=np_type)
         padded[:, :k] = weights
-        em.consts.append(c_array(c_type, wn, padded))
+        em.consts.append(
+            f"#ifdef TINYOPT_MVE\n{c_array('int8_t', wn, mve_matrix(weights))}#else\n"
+            f"{c_array(c_type, wn, padded)}#endif\n"
+        )
+        em.body.append(
+            f"#ifdef TINYOPT_MVE\n    to_conv({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {round4(k)}, {in_zp}, {m}, "
+            f"(const int8_t *){s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'int8_t')}, "
+            f"{em.ptr(op.outputs[0])});\n#else"
+        )
     else:
         matrix_weights(em, wn, weights, kp)
     em.body.append(
         f"    {kernel}({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {in_zp}, {m}, {s}, "
         f"{'' if wide else f'{flags}, '}{out.zero_point}, "
-        f"{act_min}, {act_max}, {em.scratch(op, c_type)}, {em.ptr(op.outputs[0])}); }}"
+        f"{act_min}, {act_max}, {em.scratch(op, c_type)}, {em.ptr(op.outputs[0])});"
+        + ("\n#endif\n  }" if wide else " }")
     )
 
 

@@ -115,10 +115,16 @@ def matrix_weights(em: Emitter, name: str, weights: np.ndarray, kp: int) -> None
     outs, k = weights.shape
     padded = np.zeros((outs, kp), dtype=np.int8)
     padded[:, :k] = weights
+    em.consts.append(
+        f"#ifdef TINYOPT_MVE\n{c_array('int8_t', name, mve_matrix(weights))}#else\n"
+        f"{c_array('int8_t', name, padded)}#endif\n"
+    )
+
+
+def mve_matrix(weights: np.ndarray) -> np.ndarray:
+    """matrix_weights' Helium layout: [rows / 4][kp16 / 16][4][16], zero padded."""
+    outs, k = weights.shape
     kp16, outs4 = -(-k // 16) * 16, -(-outs // 4) * 4
     mve = np.zeros((outs4, kp16), dtype=np.int8)
     mve[:outs, :k] = weights
-    mve = mve.reshape(outs4 // 4, 4, kp16 // 16, 16).transpose(0, 2, 1, 3)
-    em.consts.append(
-        f"#ifdef TINYOPT_MVE\n{c_array('int8_t', name, mve)}#else\n{c_array('int8_t', name, padded)}#endif\n"
-    )
+    return mve.reshape(outs4 // 4, 4, kp16 // 16, 16).transpose(0, 2, 1, 3)
