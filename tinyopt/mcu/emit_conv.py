@@ -116,13 +116,14 @@ def emit_conv(em: Emitter, op: Op) -> None:
         matrix_weights(em, wn, weights, kp)
         if strided_1x1:
             em.body.append(
-                f"    to_pointwise_strided({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, "
-                f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+                f"    to_pointwise_strided({em.ptr(op.inputs[0])}, &g, {wn}, {b}, {kp}, {m}, {s}, {flags}, "
+                f"{out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'uint32_t')}, {em.ptr(op.outputs[0])}); }}"
             )
             return
         em.body.append(
             f"    to_pointwise({em.ptr(op.inputs[0])}, {out.shape[1] * out.shape[2]}, {k}, {wn}, {b}, {kp}, {oc}, "
-            f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.ptr(op.outputs[0])}); }}"
+            f"{m}, {s}, {flags}, {out.zero_point}, {act_min}, {act_max}, {em.scratch(op, 'uint32_t')}, "
+            f"{em.ptr(op.outputs[0])}); }}"
         )
         return
     # to_conv16 reads int16 weights in pairs, to_conv int8 weights in fours: rows padded with zeros to that.
@@ -163,13 +164,14 @@ def mve_lanes(values: np.ndarray) -> np.ndarray:
 
 
 def im2col_bytes(g: Graph, op: Op) -> int:
-    """Scratch for im2col: two int8 columns (to_conv's two pixels per pass), or one int16 column for
-    convolutions with few weights (2 bytes a weight covers both). A pointwise convolution reads its input in
-    place; so does a depthwise one over several channels, to_depthwise4 (tap offsets and pad bytes, or with Helium
-    an output row's padded window rows)."""
+    """Scratch for im2col: two int8 columns (to_conv's two pixels per pass) and, for DSP cores without Helium, the
+    two widened (to_rows2w, 4 bytes per 4 inputs per pixel), or one int16 column for convolutions with few
+    weights (covered). A pointwise convolution reads its input in place and widens two pixels at a time; a
+    depthwise one over several channels, to_depthwise4, needs tap offsets and pad bytes, or with Helium an output
+    row's padded window rows."""
     w = g.tensors[op.inputs[1]]
     if op.kind == "CONV_2D" and w.shape[1] == w.shape[2] == 1:
-        return 0  # to_pointwise and to_pointwise_strided read their input in place
+        return 4 * round4(w.shape[3])  # to_pointwise and to_pointwise_strided: two pixels widened
     if op.kind == "CONV_2D":
         k = int(np.prod(w.shape[1:]))
     elif g.tensors[op.inputs[0]].shape[-1] == 1:
@@ -181,4 +183,4 @@ def im2col_bytes(g: Graph, op: Op) -> int:
         return max(4 * kh * kw + round4(ic), kh * width * ic + 16)
     else:
         return 0
-    return 2 * round4(k)
+    return 6 * round4(k)

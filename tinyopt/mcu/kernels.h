@@ -579,12 +579,81 @@ TO_INLINE void to_rows1(const int8_t *x, const int8_t *w, const int32_t *bias, i
     o[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
 }
 
+/* Widened inputs (to_rows2w) take 16 instructions for 16 MACs against 20, but GCC loads them with LDRD and LDM,
+ * which the Cortex-M4 cannot pipeline like single loads: its estimated cycles rose 2-4% on DS-CNN and ResNet-8
+ * (benchmarks/cycles) while its instructions fell 6-7%. So only dual-issue cores (the M7: 64-bit loads, an ALU
+ * pipe beside the MAC) take them, by -DTINYOPT_DUAL_ISSUE. */
+#if defined(TINYOPT_DSP) && !defined(TINYOPT_MVE) && defined(TINYOPT_DUAL_ISSUE)
+#define TINYOPT_WIDEN 1
+/* Two pixels' kp inputs widened once for every output channel (to_rows2w): per group of four int8 values, pixel 0's
+ * SXTB16 halves (bytes 0 and 2, then 1 and 3: the pairs in which a weight word unpacks), then pixel 1's; 4 * kp
+ * bytes, word aligned. */
+TO_INLINE void to_widen2(const int8_t *x0, const int8_t *x1, int kp, uint32_t *xw) {
+  for (int i = 0; i < kp; i += 4, xw += 4) {
+    uint32_t a = to_load32(x0 + i), b = to_load32(x1 + i);
+    xw[0] = __sxtb16(a), xw[1] = to_sxtb16_ror8(a), xw[2] = __sxtb16(b), xw[3] = to_sxtb16_ror8(b);
+  }
+}
+
+/* to_dot4_2x2 on widened inputs: per four inputs, two weight words unpacked once and the two pixels' four input
+ * words (two LDRDs): 16 instructions for 16 MACs, against 20 when every input word is unpacked per channel pair. */
+TO_INLINE void to_dot4_2x2w(const uint32_t *xw, const int8_t *w, int kp, int32_t *s) {
+  int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
+#define TO_STEP_2X2W(i)                                                             \
+  do {                                                                              \
+    uint32_t u = to_load32(w + (i)), ue = __sxtb16(u), uo = to_sxtb16_ror8(u);      \
+    uint32_t v = to_load32(w + kp + (i)), ve = __sxtb16(v), vo = to_sxtb16_ror8(v); \
+    uint32_t e = xw[(i)], o = xw[(i) + 1];                                          \
+    s00 = __smlad(e, ue, s00);                                                      \
+    s00 = __smlad(o, uo, s00);                                                      \
+    s01 = __smlad(e, ve, s01);                                                      \
+    s01 = __smlad(o, vo, s01);                                                      \
+    e = xw[(i) + 2], o = xw[(i) + 3];                                               \
+    s10 = __smlad(e, ue, s10);                                                      \
+    s10 = __smlad(o, uo, s10);                                                      \
+    s11 = __smlad(e, ve, s11);                                                      \
+    s11 = __smlad(o, vo, s11);                                                      \
+  } while (0)
+  const int8_t *end = w + (kp & ~7);
+  for (; w < end; w += 8, xw += 8) {
+    TO_STEP_2X2W(0);
+    __asm__ volatile("" ::: "memory");
+    TO_STEP_2X2W(4);
+  }
+  if (kp & 4) TO_STEP_2X2W(0);
+#undef TO_STEP_2X2W
+  s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
+}
+
+/* to_rows2 with the two pixels widened first into xw (4 * kp bytes of scratch). */
+TO_INLINE void to_rows2w(const int8_t *x0, const int8_t *x1, uint32_t *xw, const int8_t *w, const int32_t *bias,
+                         int kp, int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                         int32_t act_min, int32_t act_max, int8_t *o0, int8_t *o1) {
+  to_widen2(x0, x1, kp, xw);
+  int c = 0;
+  for (; c + 1 < oc; c += 2) {
+    int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
+    to_dot4_2x2w(xw, w + c * kp, kp, s);
+    int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
+    int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+    int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+    int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+    o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
+  }
+  if (c < oc) {
+    o0[c] = to_requant_s(to_dot4(x0, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+    o1[c] = to_requant_s(to_dot4(x1, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+  }
+}
+#endif
+
 /* CONV_2D 1x1, stride 1, no padding: a matrix multiply straight from the NHWC input, two pixels by two output
  * channels per pass (no im2col copy). Rows of weights are padded with zeros to kp = round4(ic), so the up to 3
  * bytes read past a pixel's channels (the next pixel's, or the arena's slack after the last) count for nothing. */
 TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *w, const int32_t *bias, int kp,
                             int oc, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
-                            int32_t act_min, int32_t act_max, int8_t *out) {
+                            int32_t act_min, int32_t act_max, uint32_t *xw, int8_t *out) {
 #ifdef TINYOPT_MVE
   /* Groups of four channels outside, pixel pairs inside: the group's bias, multipliers and shifts stay in vectors. */
   const int kp16 = (kp + 15) & ~15, any_left = flags & TO_ANY_LEFT;
@@ -607,6 +676,15 @@ TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *
                          out + p * oc + c, n);
   }
   return;
+#elif defined(TINYOPT_WIDEN)
+  { /* Pixel pairs outside, widened once into xw (4 * kp bytes), every channel pair inside. */
+    int p = 0;
+    for (; p + 1 < pixels; p += 2)
+      to_rows2w(in + p * ic, in + (p + 1) * ic, xw, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max,
+                out + p * oc, out + (p + 1) * oc);
+    if (p < pixels) to_rows1(in + p * ic, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, out + p * oc);
+    return;
+  }
 #elif defined(TINYOPT_DSP)
   /* Channel pairs outside, pixel pairs inside: the pair's bias, multipliers and shifts stay in registers. */
   if ((oc & 1) == 0) {
@@ -646,20 +724,27 @@ TO_INLINE void to_pointwise(const int8_t *in, int pixels, int ic, const int8_t *
  * pixels the strides pick, two of one output row per pass, no im2col. */
 TO_INLINE void to_pointwise_strided(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
                                     const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
-                                    int32_t act_min, int32_t act_max, int8_t *out) {
+                                    int32_t act_min, int32_t act_max, uint32_t *xw, int8_t *out) {
   const int ic = g->ic, oc = g->oc, dx = g->sw * ic;
   for (int oy = 0; oy < g->oh; oy++) {
     const int8_t *x = in + oy * g->sh * g->iw * ic;
     int8_t *o = out + oy * g->ow * oc;
     int ox = 0;
-    for (; ox + 1 < g->ow; ox += 2, x += 2 * dx, o += 2 * oc)
+    for (; ox + 1 < g->ow; ox += 2, x += 2 * dx, o += 2 * oc) {
+#ifdef TINYOPT_WIDEN
+      to_rows2w(x, x + dx, xw, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o, o + oc);
+#else
+      (void)xw;
       to_rows2(x, dx, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o, o + oc);
+#endif
+    }
     if (ox < g->ow) to_rows1(x, w, bias, kp, oc, mult, shift, flags, out_zp, act_min, act_max, o);
   }
 }
 
 /* CONV_2D (and DEPTHWISE_CONV_2D with one input channel): im2col two pixels at a time into col (2 * kp bytes),
- * then to_rows2's two-by-two blocks; weights are [oc][kp]. */
+ * then to_rows2's two-by-two blocks (on DSP cores without Helium, widened into the next 4 * kp bytes of col first:
+ * to_rows2w); weights are [oc][kp]. */
 TO_INLINE void to_conv(const int8_t *in, const to_geom *g, const int8_t *w, const int32_t *bias, int kp,
                        int8_t pad, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
                        int32_t act_min, int32_t act_max, int8_t *col, int8_t *out) {
@@ -673,8 +758,13 @@ TO_INLINE void to_conv(const int8_t *in, const to_geom *g, const int8_t *w, cons
     }
     to_im2col(in, g, oy, ox, pad, kp, col + kp);
     if (++ox == g->ow) ox = 0, oy++;
+#ifdef TINYOPT_WIDEN
+    to_rows2w(col, col + kp, (uint32_t *)(col + 2 * kp), w, bias, kp, g->oc, mult, shift, flags, out_zp, act_min,
+              act_max, out + p * g->oc, out + (p + 1) * g->oc);
+#else
     to_rows2(col, kp, w, bias, kp, g->oc, mult, shift, flags, out_zp, act_min, act_max, out + p * g->oc,
              out + (p + 1) * g->oc);
+#endif
   }
 }
 

@@ -19,7 +19,8 @@ reference kernels (checked by tinyopt's device benchmark on the test split).
 - `{name}.c`, `{name}.h`, `kernels.h`: add the three files to your firmware's build (C99, no heap, no libc
   calls). Weights and quantization parameters are `const` arrays (flash); the activations live in one
   static buffer of {arena_bytes:,} bytes (RAM). Build with `-O2`; on Cortex-M4/M7/M55 the kernels use the
-  DSP extension (`__ARM_FEATURE_DSP`), elsewhere a portable C path (`-DTINYOPT_PORTABLE` forces it).
+  DSP extension (`__ARM_FEATURE_DSP`), elsewhere a portable C path (`-DTINYOPT_PORTABLE` forces it); for a
+  dual-issue core (Cortex-M7) add `-DTINYOPT_DUAL_ISSUE`, for fewer instructions in the convolutions.
 - Input: {input_elements} elements of `{input_type}`; output: {output_elements} elements of `{output_type}`{io_note}.
 
 ```c

@@ -20,7 +20,7 @@ class Core:
 
 CORE_FLAGS = {
     "cortex-m4": ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
-    "cortex-m7": ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"),
+    "cortex-m7": ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-DTINYOPT_DUAL_ISSUE"),  # kernels.h
     "cortex-m55": ("-mcpu=cortex-m55", "-mfloat-abi=hard"),
 }
 # QEMU machine -> (its core, SysTick clock, flash origin and size, RAM origin and size as QEMU maps them).
