@@ -30,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyopt.mcu.firmware import CFLAGS, FIRMWARE, STACK_RESERVE, Firmware, qemu_command, run_firmware
+from tinyopt.mcu.firmware import (
+    CFLAGS,
+    FIRMWARE,
+    STACK_RESERVE,
+    Firmware,
+    link_script,
+    qemu_command,
+    run_firmware,
+)
 from tinyopt.params import DeviceProfile
 from tinyopt.params.machines import Core
 
@@ -152,11 +160,16 @@ def build(tree: Path, core: Core, jobs: int | None = None) -> Library:
         if _needed(source):
             objects.append(tree / obj)
             if not (tree / obj).exists():
-                chosen.append((line, tree / obj))
+                chosen.append((line.replace(f" -o {obj}", f" -o {obj}.part"), tree / obj))
     for _, obj in chosen:
         obj.parent.mkdir(parents=True, exist_ok=True)
+
+    def compile_one(job: tuple[str, Path]) -> None:  # an interrupted build leaves no object to be reused
+        _sh(job[0], tree)
+        os.replace(f"{job[1]}.part", job[1])
+
     with ThreadPoolExecutor(jobs or os.cpu_count() or 2) as pool:
-        list(pool.map(lambda job: _sh(job[0], tree), chosen))
+        list(pool.map(compile_one, chosen))
     interpreter = next(line for line in commands if " -c tensorflow/lite/micro/micro_interpreter.cc " in line)
     flags = shlex.split(interpreter.split(" -c ")[0])[1:]
     return Library(tree, core, objects, [f for f in flags if f != "-MD"])
@@ -174,15 +187,7 @@ class AnchorFigures:
 
 def _link_script(core: Core, profile: DeviceProfile) -> str:
     """tinyopt's linker script with what a C++ runtime adds: constructors (.init_array) and the arena section."""
-    script = (FIRMWARE / "link.ld.in").read_text()
-    for key, value in {
-        "FLASH_ORIGIN": core.flash_origin,
-        "FLASH_BYTES": min(profile.flash_bytes, core.flash_limit),
-        "RAM_ORIGIN": core.ram_origin,
-        "RAM_BYTES": min(profile.sram_bytes, core.ram_limit),
-        "STACK_BYTES": STACK_RESERVE,
-    }.items():
-        script = script.replace(f"@{key}@", hex(value))
+    script = link_script(core, profile)
     script = script.replace(
         "  _sidata =",
         "  .init_array : { __init_array_start = .; KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array)) "

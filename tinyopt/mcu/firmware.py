@@ -130,6 +130,20 @@ def harness_defines(generated: Generated) -> list[str]:
     return defines + ([f"-DTINYOPT_INPUT_BYTES={generated.input_bytes}"] if generated.reconstructs else [])
 
 
+def link_script(core: Core, profile: DeviceProfile) -> str:
+    """The linker script for the profile's flash and RAM on the core's machine."""
+    script = (FIRMWARE / "link.ld.in").read_text()
+    for key, value in {
+        "FLASH_ORIGIN": core.flash_origin,
+        "FLASH_BYTES": min(profile.flash_bytes, core.flash_limit),
+        "RAM_ORIGIN": core.ram_origin,
+        "RAM_BYTES": min(profile.sram_bytes, core.ram_limit),
+        "STACK_BYTES": STACK_RESERVE,
+    }.items():
+        script = script.replace(f"@{key}@", hex(value))
+    return script
+
+
 def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) -> Firmware:
     """Cross-compile and link the generated model with the measurement firmware for the profile's core."""
     core = core_for(profile)
@@ -139,16 +153,7 @@ def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) 
     fw = resources.files("tinyopt.mcu").joinpath("firmware")
     for name in ("startup.c", "main.c", "semihost.h"):
         (out_dir / name).write_text(fw.joinpath(name).read_text())
-    script = fw.joinpath("link.ld.in").read_text()
-    for key, value in {
-        "FLASH_ORIGIN": core.flash_origin,
-        "FLASH_BYTES": min(profile.flash_bytes, core.flash_limit),
-        "RAM_ORIGIN": core.ram_origin,
-        "RAM_BYTES": min(profile.sram_bytes, core.ram_limit),
-        "STACK_BYTES": STACK_RESERVE,
-    }.items():
-        script = script.replace(f"@{key}@", hex(value))
-    (out_dir / "link.ld").write_text(script)
+    (out_dir / "link.ld").write_text(link_script(core, profile))
     cc = ["arm-none-eabi-gcc", *core.cflags, *CFLAGS, "-I", str(out_dir)]
     objects = []
     for src, extra in (

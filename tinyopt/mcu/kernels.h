@@ -526,6 +526,26 @@ TO_INLINE void to_dot4_2x2(const int8_t *x, int dx, const int8_t *w, int kp, int
 #endif
 }
 
+/* A 2x2 block's sums (s: pixel 0's channels c and c + 1, then pixel 1's) requantized and stored; every result before
+ * any store: int8 stores may alias the int8 shifts, which would be loaded again. */
+TO_INLINE void to_store2x2(const int32_t *s, int c, const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp,
+                           int32_t act_min, int32_t act_max, int8_t *o0, int8_t *o1) {
+  int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
+  int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
+  int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
+  int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
+  int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
+  o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
+}
+
+/* The last channel c of an odd count, for two pixels. */
+TO_INLINE void to_last_channel2(const int8_t *x0, const int8_t *x1, const int8_t *w, const int32_t *bias, int kp, int c,
+                                const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
+                                int32_t act_max, int8_t *o0, int8_t *o1) {
+  o0[c] = to_requant_s(to_dot4(x0, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+  o1[c] = to_requant_s(to_dot4(x1, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
+}
+
 /* Every output channel of two pixels whose kp inputs are at x and x + dx; weights [oc][kp]. */
 TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t *bias, int kp, int oc,
                         const int32_t *mult, const int8_t *shift, int flags, int32_t out_zp, int32_t act_min,
@@ -544,19 +564,9 @@ TO_INLINE void to_rows2(const int8_t *x, int dx, const int8_t *w, const int32_t 
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
     to_dot4_2x2(x, dx, w + c * kp, kp, s);
-    /* every result before any store: int8 stores may alias the int8 shifts, which would be loaded again */
-    int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
-    int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
-    int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
-    int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
-    int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
-    o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
+    to_store2x2(s, c, mult, shift, flags, out_zp, act_min, act_max, o0, o1);
   }
-  if (c < oc) {
-    o0[c] = to_requant_s(to_dot4(x, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o1[c] = to_requant_s(to_dot4(x + dx, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min,
-                         act_max);
-  }
+  if (c < oc) to_last_channel2(x, x + dx, w, bias, kp, c, mult, shift, flags, out_zp, act_min, act_max, o0, o1);
 #endif
 }
 
@@ -634,17 +644,9 @@ TO_INLINE void to_rows2w(const int8_t *x0, const int8_t *x1, uint32_t *xw, const
   for (; c + 1 < oc; c += 2) {
     int32_t s[4] = {bias[c], bias[c + 1], bias[c], bias[c + 1]};
     to_dot4_2x2w(xw, w + c * kp, kp, s);
-    int32_t m0 = mult[c], m1 = mult[c + 1], sh0 = shift[c], sh1 = shift[c + 1];
-    int32_t r00 = to_requant_s(s[0], m0, sh0, flags, out_zp, act_min, act_max);
-    int32_t r10 = to_requant_s(s[2], m0, sh0, flags, out_zp, act_min, act_max);
-    int32_t r01 = to_requant_s(s[1], m1, sh1, flags, out_zp, act_min, act_max);
-    int32_t r11 = to_requant_s(s[3], m1, sh1, flags, out_zp, act_min, act_max);
-    o0[c] = (int8_t)r00, o1[c] = (int8_t)r10, o0[c + 1] = (int8_t)r01, o1[c + 1] = (int8_t)r11;
+    to_store2x2(s, c, mult, shift, flags, out_zp, act_min, act_max, o0, o1);
   }
-  if (c < oc) {
-    o0[c] = to_requant_s(to_dot4(x0, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
-    o1[c] = to_requant_s(to_dot4(x1, w + c * kp, kp, bias[c]), mult[c], shift[c], flags, out_zp, act_min, act_max);
-  }
+  if (c < oc) to_last_channel2(x0, x1, w, bias, kp, c, mult, shift, flags, out_zp, act_min, act_max, o0, o1);
 }
 #endif
 
