@@ -109,6 +109,7 @@ def prepare(sources: Path | None, work: Path) -> Path:
     tree = work / f"tflite-micro-{TFLM[1][:8]}"
     if (tree / ".complete").exists():
         return tree
+    (work / "clones").mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tree, ignore_errors=True)
     _export(_repository(sources, TFLM[0], work), TFLM[1], tree)
     downloads = tree / MAKE_DIR / "downloads"
