@@ -1,7 +1,7 @@
-"""The fast kernels (to_depthwise4, to_depthwise, to_pointwise, to_conv's 2x2 blocks, to_add) bit-exact with TFLM's
-reference kernels: on the host through the portable C, and on emulated Cortex-M4 and M55 through the DSP
-paths. Small models with awkward shapes: channel counts that are not multiples of 4, odd sizes, SAME and VALID
-padding, strides 1 and 2, a 5x3 window, depth multiplier 2, a residual ADD."""
+"""The fast kernels (to_depthwise4, to_depthwise, to_pointwise, to_conv's 2x2 blocks, to_add, max pooling) bit-exact
+with TFLM's reference kernels: on the host through the portable C, and on emulated Cortex-M4, M7 and M55 through
+the DSP, widened and Helium paths. Small models with awkward shapes: channel counts that are not multiples of 4,
+odd sizes, SAME and VALID padding, strides 1 and 2, a 5x3 window, depth multiplier 2, a residual ADD."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ SHAPES = {
         (7, 5, 6),
         [("conv", {"filters": 6, "kernel_size": 1}), ("avgpool", {"pool_size": 3, "strides": 2, "padding": "same"})],
     ),
+    "maxpool_same_odd": (  # six channels: the DSP path's four and two scalar, a predicated Helium vector
+        (7, 5, 6),
+        [("conv", {"filters": 6, "kernel_size": 1}), ("maxpool", {"pool_size": 3, "strides": 2, "padding": "same"})],
+    ),
+    "maxpool_20ch": ((6, 6, 20), [("conv", {"filters": 20, "kernel_size": 1}), ("maxpool", {"pool_size": 2})]),
     "pointwise_add_tail": ((5, 3, 5), [("conv+", {"filters": 5, "kernel_size": 1, "activation": "relu"})]),
     "conv3x3_residual_add": ((8, 7, 6), [("conv+", {"filters": 6, "kernel_size": 3, "padding": "same"})]),
 }
@@ -46,8 +51,8 @@ def _model(name: str):
         if kind == "flatten":
             x = keras.layers.Flatten()(x)
             continue
-        if kind == "avgpool":
-            x = keras.layers.AveragePooling2D(**options)(x)
+        if kind in ("avgpool", "maxpool"):
+            x = {"avgpool": keras.layers.AveragePooling2D, "maxpool": keras.layers.MaxPooling2D}[kind](**options)(x)
             continue
         layer = {"dw": keras.layers.DepthwiseConv2D, "dense": keras.layers.Dense}.get(kind, keras.layers.Conv2D)
         y = layer(bias_initializer="random_normal", **options)(x)
@@ -87,7 +92,7 @@ def test_portable_kernels_bit_exact_with_tflm_on_host(name, blobs):
 
 
 @needs_arm
-@pytest.mark.parametrize("profile", ["nano33ble", "corstone-300"])
+@pytest.mark.parametrize("profile", ["nano33ble", "stm32f746", "corstone-300"])  # M4, M7 (widened inputs), M55
 def test_dsp_kernels_bit_exact_with_tflm_on_emulated_cores(profile, blobs):
     from tinyopt.mcu.codegen import generate
     from tinyopt.mcu.on_device import measure_library

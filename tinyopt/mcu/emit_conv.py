@@ -9,7 +9,6 @@ from tinyopt.core.errors import NotApplicable
 from tinyopt.mcu.arena import round4
 from tinyopt.mcu.emitter import (
     TO_ANY_LEFT,
-    TO_SMALL_ACC,
     Emitter,
     WeightStorage,
     bias,
@@ -18,6 +17,7 @@ from tinyopt.mcu.emitter import (
     mve_matrix,
     requant_flagged,
     require_int8,
+    small_acc_flag,
 )
 from tinyopt.mcu.graph import Graph, Op
 from tinyopt.mcu.literals import c_array
@@ -64,8 +64,7 @@ def emit_conv(em: Emitter, op: Op) -> None:
         m, s = em.const_name(op, "mult"), em.const_name(op, "right")
         em.consts.append(c_array("int32_t", m, mults))
         em.consts.append(c_array("uint8_t", s, [-x for x in shifts]))
-        small = int(np.abs(folded).max(initial=0)) + 128 * 127 * weights.shape[1] < 2**30
-        flags = TO_SMALL_ACC if small else 0
+        flags = small_acc_flag(folded, weights.shape[1])
     else:
         taps = weights.shape[0 if depthwise and inp.shape[-1] != 1 else 1]  # products per accumulator
         m, s, flags = requant_flagged(em, op, mults, shifts, folded, taps)

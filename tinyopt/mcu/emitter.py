@@ -90,13 +90,15 @@ def requant_flagged(
     em: Emitter, op: Op, mults: list[int], shifts: list[int], folded: np.ndarray, taps: int
 ) -> tuple[str, str, int]:
     """The requantization constants of the kernels that take to_requant_s's flags: without any left shift (every
-    multiplier below one) the shifts are stored as right shifts; TO_SMALL_ACC when no accumulator can reach 2^30
-    (the folded bias plus taps products of at most 128 * 127)."""
+    multiplier below one) the shifts are stored as right shifts; TO_SMALL_ACC as small_acc_flag says."""
     any_left = max(shifts) > 0
-    flags = (TO_ANY_LEFT if any_left else 0) | (
-        TO_SMALL_ACC if int(np.abs(folded).max(initial=0)) + 128 * 127 * taps < 2**30 else 0
-    )
+    flags = (TO_ANY_LEFT if any_left else 0) | small_acc_flag(folded, taps)
     return *requant_consts(em, op, mults, shifts if any_left else [-x for x in shifts]), flags
+
+
+def small_acc_flag(folded: np.ndarray, taps: int) -> int:
+    """TO_SMALL_ACC when no accumulator can reach 2^30: the folded bias plus taps products of at most 128 * 127."""
+    return TO_SMALL_ACC if int(np.abs(folded).max(initial=0)) + 128 * 127 * taps < 2**30 else 0
 
 
 def geom(inp: Tensor, out: Tensor, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int) -> str:
