@@ -35,6 +35,7 @@ from tinyopt.mcu.firmware import (
     FIRMWARE,
     STACK_RESERVE,
     Firmware,
+    elf_sizes,
     link_script,
     qemu_command,
     run_firmware,
@@ -246,15 +247,6 @@ def _allocates(elf: Path, core: Core, one_input: np.ndarray) -> tuple[bool, int]
     return done.returncode == 0, int(used.group(1)) if used else 0
 
 
-def _size(elf: Path) -> tuple[int, int, int]:
-    text, data, bss = (
-        subprocess.run(["arm-none-eabi-size", "-B", str(elf)], capture_output=True, text=True, check=True)
-        .stdout.splitlines()[1]
-        .split()[:3]
-    )
-    return int(text), int(data), int(bss)
-
-
 def measure(
     library: Library, blob: bytes, profile: DeviceProfile, inputs: np.ndarray, out: Path, output_dtype: str = "int8"
 ) -> AnchorFigures:
@@ -283,7 +275,7 @@ def measure(
             low = middle
     arena = high * 16
     elf = _link(library, objects, arena, out)
-    text, data, bss = _size(elf)
+    text, data, bss = elf_sizes(elf)
     firmware = Firmware(elf, core, profile, text + data, len(blob), data + bss - STACK_RESERVE, arena)
     run = run_firmware(firmware, inputs, [], output_dtype)
     return AnchorFigures(text + data, run.ram_bytes, arena, run.instructions_per_inference, run.outputs, elf)

@@ -118,7 +118,8 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
         raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s") from None
 
 
-def _size(elf: Path) -> tuple[int, int, int]:
+def elf_sizes(elf: Path) -> tuple[int, int, int]:
+    """text, data and bss of a linked firmware (arm-none-eabi-size, Berkeley format)."""
     out = _run(["arm-none-eabi-size", "-B", str(elf)], elf.parent).stdout.splitlines()[1].split()
     return int(out[0]), int(out[1]), int(out[2])
 
@@ -191,7 +192,7 @@ def build_firmware(generated: Generated, profile: DeviceProfile, out_dir: Path) 
                 f"the firmware does not fit {profile.name}: {region} ({budget:,} bytes) overflowed by {more:,} bytes"
             )
         raise RuntimeError(f"linking the firmware failed: {done.stderr.strip()[-2000:]}")
-    text, data, bss = _size(elf)
+    text, data, bss = elf_sizes(elf)
     model_text, model_data, model_bss = _size_object(objects[0])
     return Firmware(
         elf, core, profile, text + data, model_text + model_data, data + bss - STACK_RESERVE, generated.arena_bytes
