@@ -130,6 +130,79 @@ def test_four_processes_meeting_a_new_mlflow_store_at_once_all_use_it(tmp_path):
         assert pool.map(_first_use_of_store, [uri] * 4) == ["ok"] * 4
 
 
+def _log_one_dataset_in_step(uri: str, meeting: str, log, result: str) -> None:
+    """Log the dataset input to a new run, after every process has looked the dataset up and missed it:
+    the interleaving of two runs at once on a new store, made certain."""
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    import time
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from tinyopt.orchestration import tracking
+
+    run_id = tracking.start_run("tinyopt", "race", {})
+    waited = []
+
+    def meet_after_first_lookup(conn, cursor, statement, *args):
+        if not waited and statement.lstrip().startswith("SELECT") and "FROM datasets" in statement:
+            waited.append(True)
+            Path(meeting, str(os.getpid())).touch()
+            deadline = time.time() + 60
+            while len(os.listdir(meeting)) < 2 and time.time() < deadline:
+                time.sleep(0.01)
+
+    event.listen(Engine, "after_cursor_execute", meet_after_first_lookup)
+    dataset = tracking.dataset_input("fashion-mnist", "ec0372c160db9ccb628b0f57ca841966.dir", "/data", {"n": 1})
+    try:
+        log(run_id, dataset)
+        Path(result).write_text("ok")
+    except Exception as exc:  # what the racing insert raised, to show in the assertion
+        Path(result).write_text(f"{type(exc).__name__}: {str(exc)[:80]}")
+
+
+def _log_inputs_once(run_id, dataset):
+    from tinyopt.orchestration import tracking
+
+    tracking.client().log_inputs(run_id, datasets=[dataset])
+
+
+def _log_dataset(run_id, dataset):
+    from tinyopt.orchestration import tracking
+
+    tracking.log_dataset(run_id, dataset)
+
+
+@pytest.mark.parametrize("log, fails", [(_log_inputs_once, 1), (_log_dataset, 0)], ids=["mlflow-alone", "tinyopt"])
+def test_two_runs_logging_one_new_dataset_at_once_both_record_it(tmp_path, log, fails):
+    """MLflow looks a dataset up, then inserts it: two runs at once on a new store both missed it and the
+    second insert failed its unique key (CI, two runs on one new project). MLflow's call alone fails one of
+    the two; tinyopt's log_dataset records the input on both runs."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(1) as pool:
+        assert pool.apply(_first_use_of_store, (uri,)) == "ok"  # the store made, as the runs' flows find it
+    paths = [tmp_path / f"result-{index}" for index in range(2)]
+    processes = [
+        spawn.Process(target=_log_one_dataset_in_step, args=(uri, str(meeting), log, str(path))) for path in paths
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    results = [path.read_text() for path in paths]
+    assert len(os.listdir(meeting)) == 2  # both looked the dataset up before either inserted it
+    assert sum("UNIQUE constraint failed: datasets" in result for result in results) == fails, results
+    if not fails:
+        from mlflow import MlflowClient
+
+        store = MlflowClient(uri)
+        runs = store.search_runs([store.get_experiment_by_name("tinyopt").experiment_id])
+        assert len(runs) == 2 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
+
+
 def test_a_closed_prefect_api_url_is_one_line_before_any_work(tmp_path):
     root = make_project(tmp_path / "project", **TINY)
     api = f"http://127.0.0.1:{free_port()}/api"

@@ -184,7 +184,17 @@ def dataset_input(name: str, digest: str, source: str, profile: Mapping[str, obj
 
 
 def log_dataset(run_id: str, dataset) -> None:
-    client().log_inputs(run_id, datasets=[dataset])
+    """Log the run's dataset input. MLflow's SQL store looks a dataset up, then inserts it: two runs that
+    start at once on one new store can both miss it and one insert fails its unique key. The second try
+    finds the row the other run wrote."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().log_inputs(run_id, datasets=[dataset])
+    except MlflowException as error:
+        if "UNIQUE constraint failed: datasets" not in str(error) and "duplicate key" not in str(error):
+            raise
+        client().log_inputs(run_id, datasets=[dataset])
 
 
 def log_logged_model(run_id: str, experiment: str, name: str, directory: Path, tags: Mapping[str, str]) -> str:
