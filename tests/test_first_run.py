@@ -130,9 +130,9 @@ def test_four_processes_meeting_a_new_mlflow_store_at_once_all_use_it(tmp_path):
         assert pool.map(_first_use_of_store, [uri] * 4) == ["ok"] * 4
 
 
-def _log_one_dataset_in_step(uri: str, meeting: str, log, result: str) -> None:
-    """Log the dataset input to a new run, after every process has looked the dataset up and missed it:
-    the interleaving of two runs at once on a new store, made certain."""
+def _in_step_with_another_run(uri: str, meeting: str, step, result: str) -> None:
+    """Run `step` after the other process has made its first lookup in `step.table` too, and missed: the
+    interleaving of two runs at once on a new store, made certain. Writes "ok" or what `step` raised."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
     import time
 
@@ -141,11 +141,11 @@ def _log_one_dataset_in_step(uri: str, meeting: str, log, result: str) -> None:
 
     from tinyopt.orchestration import tracking
 
-    run_id = tracking.start_run("tinyopt", "race", {})
+    tracking.client()  # the store's own first queries are not the lookup under test
     waited = []
 
     def meet_after_first_lookup(conn, cursor, statement, *args):
-        if not waited and statement.lstrip().startswith("SELECT") and "FROM datasets" in statement:
+        if not waited and statement.lstrip().startswith("SELECT") and f"FROM {step.table}" in statement:
             waited.append(True)
             Path(meeting, str(os.getpid())).touch()
             deadline = time.time() + 60
@@ -153,49 +153,80 @@ def _log_one_dataset_in_step(uri: str, meeting: str, log, result: str) -> None:
                 time.sleep(0.01)
 
     event.listen(Engine, "after_cursor_execute", meet_after_first_lookup)
-    dataset = tracking.dataset_input("fashion-mnist", "ec0372c160db9ccb628b0f57ca841966.dir", "/data", {"n": 1})
     try:
-        log(run_id, dataset)
+        step()
         Path(result).write_text("ok")
     except Exception as exc:  # what the racing insert raised, to show in the assertion
-        Path(result).write_text(f"{type(exc).__name__}: {str(exc)[:80]}")
+        Path(result).write_text(f"{type(exc).__name__}: {str(exc)[:100]}")
 
 
-def _log_inputs_once(run_id, dataset):
+def _dataset_input():
     from tinyopt.orchestration import tracking
 
-    tracking.client().log_inputs(run_id, datasets=[dataset])
+    return tracking.dataset_input("fashion-mnist", "ec0372c160db9ccb628b0f57ca841966.dir", "/data", {"n": 1})
 
 
-def _log_dataset(run_id, dataset):
+def _mlflow_log_inputs():
     from tinyopt.orchestration import tracking
 
-    tracking.log_dataset(run_id, dataset)
+    tracking.client().log_inputs(tracking.start_run("tinyopt", "race", {}), datasets=[_dataset_input()])
 
 
-@pytest.mark.parametrize("log, fails", [(_log_inputs_once, 1), (_log_dataset, 0)], ids=["mlflow-alone", "tinyopt"])
-def test_two_runs_logging_one_new_dataset_at_once_both_record_it(tmp_path, log, fails):
-    """MLflow looks a dataset up, then inserts it: two runs at once on a new store both missed it and the
-    second insert failed its unique key (CI, two runs on one new project). MLflow's call alone fails one of
-    the two; tinyopt's log_dataset records the input on both runs."""
+def _tinyopt_log_dataset():
+    from tinyopt.orchestration import tracking
+
+    tracking.log_dataset(tracking.start_run("tinyopt", "race", {}), _dataset_input())
+
+
+def _mlflow_get_or_create_experiment():
+    from tinyopt.orchestration import tracking
+
+    if tracking.client().get_experiment_by_name("new") is None:
+        tracking.client().create_experiment("new")
+
+
+def _tinyopt_experiment_id():
+    from tinyopt.orchestration import tracking
+
+    tracking.experiment_id("new")
+
+
+_mlflow_log_inputs.table = _tinyopt_log_dataset.table = "datasets"
+_mlflow_get_or_create_experiment.table = _tinyopt_experiment_id.table = "experiments"
+
+
+@pytest.mark.parametrize(
+    "step, fails, error",
+    [
+        (_mlflow_log_inputs, 1, "UNIQUE constraint failed: datasets"),
+        (_tinyopt_log_dataset, 0, ""),
+        (_mlflow_get_or_create_experiment, 1, "already exists"),
+        (_tinyopt_experiment_id, 0, ""),
+    ],
+    ids=["dataset-mlflow-alone", "dataset-tinyopt", "experiment-mlflow-alone", "experiment-tinyopt"],
+)
+def test_two_runs_meeting_a_new_dataset_or_experiment_at_once_both_go_on(tmp_path, step, fails, error):
+    """MLflow looks a dataset (an experiment) up, then inserts it: two runs at once on a new store both
+    missed it and the second insert failed its unique key (CI, two runs on one new project). MLflow's calls
+    alone fail one of the two; tinyopt's go on with the row the other run wrote."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     meeting = tmp_path / "meeting"
     meeting.mkdir()
     spawn = multiprocessing.get_context("spawn")
     with spawn.Pool(1) as pool:
-        assert pool.apply(_first_use_of_store, (uri,)) == "ok"  # the store made, as the runs' flows find it
+        assert pool.apply(_first_use_of_store, (uri,)) == "ok"
     paths = [tmp_path / f"result-{index}" for index in range(2)]
     processes = [
-        spawn.Process(target=_log_one_dataset_in_step, args=(uri, str(meeting), log, str(path))) for path in paths
+        spawn.Process(target=_in_step_with_another_run, args=(uri, str(meeting), step, str(path))) for path in paths
     ]
     for process in processes:
         process.start()
     for process in processes:
         process.join(timeout=120)
     results = [path.read_text() for path in paths]
-    assert len(os.listdir(meeting)) == 2  # both looked the dataset up before either inserted it
-    assert sum("UNIQUE constraint failed: datasets" in result for result in results) == fails, results
-    if not fails:
+    assert len(os.listdir(meeting)) == 2  # both looked it up before either inserted it
+    assert sum(error in result for result in results) == fails if fails else results == ["ok", "ok"], results
+    if step is _tinyopt_log_dataset:
         from mlflow import MlflowClient
 
         store = MlflowClient(uri)

@@ -123,10 +123,17 @@ def experiment_id(name: str) -> str:
     if tracking_uri().startswith("sqlite:"):
         # Keep a local store's artifacts beside its database, not wherever the process happens to run.
         artifact_location = layout.MLFLOW_ARTIFACTS.resolve().as_uri()
-    # Open it in the UI's model-training view (MLflow 3 would otherwise show its GenAI overview).
-    return mlflow_client.create_experiment(
-        name, artifact_location=artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
-    )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # Open it in the UI's model-training view (MLflow 3 would otherwise show its GenAI overview).
+        return mlflow_client.create_experiment(
+            name, artifact_location=artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow_client.get_experiment_by_name(name).experiment_id  # another run created it meanwhile
 
 
 def log_run_data(
