@@ -28,10 +28,11 @@ from tinyopt.orchestration import tracking
 from tinyopt.orchestration.cache import compute_code_versions
 from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, load_params, with_inputs
-from tinyopt.records.steps import TrialRecord
+from tinyopt.records.steps import StoppedTraining, TrialRecord
 from tinyopt.run import plan
+from tinyopt.search.pruning import ArchitecturePruner, ArchitectureStopped
 from tinyopt.search.report import ReferencePoint, SearchResult, write_search_report
-from tinyopt.search.space import pareto_front, picks, width_of, write_plan
+from tinyopt.search.space import pareto_front, picks, searches_model, width_of, write_plan
 
 
 def reference_points(references: dict[str, Path], prepared: Path, metric: str) -> list[ReferencePoint]:
@@ -90,9 +91,12 @@ class Baselines:
     of tinyopt's architecture trained by the same step and seed, once per width (under artifacts/search/,
     where the task cache finds it again for the next search with the same data and settings)."""
 
-    def __init__(self, params: Params, prepared: Path, run: Submitter, baseline: Path):
-        self.prepared, self.run = prepared, run
+    def __init__(
+        self, params: Params, prepared: Path, run: Submitter, baseline: Path, pruner: ArchitecturePruner | None = None
+    ):
+        self.prepared, self.run, self.pruner = prepared, run, pruner
         self.trained = {self.key(params): baseline}
+        self.stopped: dict[str, str] = {}  # why the pruner stopped an architecture, by key
 
     @staticmethod
     def key(params: Params) -> str:
@@ -131,10 +135,14 @@ class Baselines:
 
     def __call__(self, drawn: Params, curves_to: tuple[str, ...] = ()) -> Path:
         """The baseline of `drawn`'s width; one trained now sends its epochs live to the MLflow runs
-        `curves_to` (the trial's that asked first), as `train.loss`, ..."""
+        `curves_to` (the trial's that asked first), as `train.loss`, ... Raises ArchitectureStopped for one the
+        pruner stopped, now or before."""
         key = self.key(drawn)
+        if key in self.stopped:
+            raise ArchitectureStopped(self.stopped[key])
         if key not in self.trained:
             name = self.name(drawn)
+            watch = self.pruner.watch(name) if self.pruner else None
             record, outcome = self.run.now_told(
                 train_baseline,
                 f"train baseline {name}",
@@ -145,7 +153,13 @@ class Baselines:
                 seed=drawn.seed,
                 out_dir=layout.ARTIFACTS / "search" / "baselines" / name,
                 curves_to=curves_to,
+                stop_early=watch,
             )
+            if isinstance(record, StoppedTraining):
+                self.stopped[key] = record.reason
+                raise ArchitectureStopped(record.reason)
+            if watch:
+                watch.done(record.history)
             if outcome == "cached":  # trained by an earlier search: nothing went live, its record has the curves
                 tracking.log_curves(curves_to, "train", record.history)
             self.trained[key] = Path(record.model_path)
@@ -233,7 +247,11 @@ def run_search(
     latency = unmeasured is None
     trials = Trials(open_study(params, search_id, latency), params, run.progress, parent_run_id, started, latency)
     out_dir = layout.ARTIFACTS / "search" / search_id
-    baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path))
+    pruner = None
+    if budget.prune_architectures and searches_model(params):
+        pruner = ArchitecturePruner(metric, budget.pruner_startup, budget.pruner_warmup_epochs)
+        pruner.add_trained(baseline.history)
+    baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path), pruner)
     trials_started = time.monotonic()
     records = trials.run(
         lambda number, drawn, run_id: run(

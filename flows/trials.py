@@ -18,6 +18,7 @@ from tinyopt.orchestration import tracking
 from tinyopt.params import Params
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run import plan
+from tinyopt.search.pruning import ArchitectureStopped
 from tinyopt.search.space import chain_settings, directions, draw, objective_values
 
 
@@ -111,6 +112,17 @@ class Trials:
                     else:
                         try:
                             pending[launch(trial.number, drawn, run_id)] = (trial, time.monotonic())
+                        except ArchitectureStopped as stopped:  # its baseline, trained in this thread
+                            record = TrialRecord(
+                                number=trial.number,
+                                chain=chain,
+                                settings=settings,
+                                state="pruned",
+                                reason=str(stopped),
+                                metric=self.params.task.score_metric,
+                            )
+                            self.finish(trial, record)
+                            self.progress.finished(trial_name(trial.number, chain), "pruned")
                         except BaseException as exc:  # its baseline, trained in this thread, failed
                             tracking.end_run(self.running.pop(trial.number), exc)
                             raise

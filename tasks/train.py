@@ -11,6 +11,7 @@ from tinyopt.ml.distillation import widened
 from tinyopt.ml.models import check_input_shape, describe, load_model
 from tinyopt.ml.training import (
     TRAINING_LOCK,
+    EpochWatch,
     Fit,
     compile_for_task,
     fit_data,
@@ -21,7 +22,7 @@ from tinyopt.ml.training import (
 from tinyopt.orchestration.steps import step
 from tinyopt.orchestration.tracking import epoch_logger
 from tinyopt.params import ModelParams, TaskParams, TrainParams
-from tinyopt.records.steps import TrainedModel
+from tinyopt.records.steps import StoppedTraining, TrainedModel
 
 
 def build_paper_cnn(input_shape: tuple[int, ...], num_classes: int, params: ModelParams):
@@ -66,10 +67,12 @@ def train_baseline(
     seed: int,
     out_dir: Path,
     curves_to: tuple[str, ...] = (),
-) -> TrainedModel:
+    stop_early: EpochWatch | None = None,
+) -> TrainedModel | StoppedTraining:
     """The baseline, saved as out_dir/model.keras with its figures in model.json: the user's model
     (model.path; fine-tuned first if asked), or the paper's CNN trained from scratch. Each epoch's
-    figures go live to the MLflow runs `curves_to` (as `train.loss`, ...)."""
+    figures go live to the MLflow runs `curves_to` (as `train.loss`, ...). `stop_early` sees them too
+    (a search's pruner): the reason it returns ends the training there, with nothing saved."""
     from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
@@ -98,15 +101,25 @@ def train_baseline(
         fit = Fit(0, 0.0)
         if epochs:
             compile_for_task(model, task, train_params.learning_rate)
-            live = epoch_logger(curves_to, "train")
+            live, stopped = epoch_logger(curves_to, "train"), []
+
+            def on_epoch(epoch: int, figures: dict[str, float]) -> None:
+                if live:
+                    live(epoch, figures)
+                if stop_early and (reason := stop_early(epoch, figures)):
+                    stopped.append(reason)
+                    model.stop_training = True  # Keras ends the fit after this epoch
+
             fit = train_epochs(
                 model,
                 fit_data(task, data, model),
                 epochs,
                 train_params.batch_size,
                 train_params.early_stopping_patience,
-                on_epoch=live,
+                on_epoch=on_epoch,
             )
+            if stopped:
+                return StoppedTraining(reason=stopped[0], epochs_run=fit.epochs_run)
         return save_trained(
             model,
             data,

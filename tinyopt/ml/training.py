@@ -103,6 +103,7 @@ def keras_score(model, x: np.ndarray, y: np.ndarray, task: TaskParams) -> float:
 
 
 EpochSink = Callable[[int, dict[str, float]], None]  # (epoch, Keras's logs): where a fit's curves go live
+EpochWatch = Callable[[int, dict[str, float]], str | None]  # (epoch, Keras's logs): a reason to stop there, or None
 
 
 @dataclass(frozen=True)

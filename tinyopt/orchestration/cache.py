@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import operator
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ import tinyopt
 from tinyopt.core.files import sha256_file, sha256_tree
 
 OWN_PACKAGES = ("tinyopt", "tasks", "flows")
-# Inputs that say where a step reports as it runs (MLflow run ids for live curves), not what it computes:
-# outside the cache key, so a new pipeline run (new run ids) still reuses the step's result.
-REPORTING_INPUTS = ("curves_to",)
+# Inputs that watch a step's epochs as it runs, not what it computes: where they go live (MLflow run ids) and
+# whether to stop there (a search's pruner; a stopped step's record is never served from the cache). Outside
+# the cache key, so a new pipeline run (new run ids, a new pruner) still reuses the step's result.
+WATCHING_INPUTS = ("curves_to", "stop_early")
 _CODE_VERSION_LOCK = threading.Lock()  # one digest at a time: threads asking for the same one wait for it
 STEP_MODULES: set[str] = set()  # modules of the steps tinyopt.orchestration.steps.step declared
 
@@ -125,7 +127,7 @@ class InputFiles(CachePolicy):
     def compute_key(self, task_ctx: Any, inputs: dict, flow_parameters: dict, **kwargs: Any) -> str:
         digest = hashlib.sha256()
         for name in sorted(inputs):
-            if not name.startswith("out") and name not in REPORTING_INPUTS:
+            if not name.startswith("out") and name not in WATCHING_INPUTS:
                 digest.update(f"{name}={_fingerprint(inputs[name])}\n".encode())
         return digest.hexdigest()
 
@@ -150,4 +152,4 @@ class IntactOutputs(CachePolicy):
         return key
 
 
-STEP_CACHE = IntactOutputs(policy=StepCode() + InputFiles() + INPUTS - REPORTING_INPUTS[0])
+STEP_CACHE = IntactOutputs(policy=StepCode() + InputFiles() + functools.reduce(operator.sub, WATCHING_INPUTS, INPUTS))

@@ -159,6 +159,18 @@ class SearchParams(Section):
         "its trial there (pruned), before conversion; null: max_drop (a step before the last one scores lower "
         "than the chain's result: give it room)",
     )
+    prune_architectures: bool = Field(
+        default=True,
+        description="stop training a drawn architecture (blocks, a width, a width multiplier) whose validation "
+        "figure at an epoch is worse than the median of the architectures trained in full, at that epoch "
+        "(Optuna's MedianPruner); its trials are pruned. false: every architecture trains its full schedule",
+    )
+    pruner_startup: int = Field(
+        default=3, ge=0, description="architectures trained in full (the search's own baseline counts) before any stops"
+    )
+    pruner_warmup_epochs: int = Field(
+        default=3, ge=0, description="epochs every architecture trains before it may stop"
+    )
     space: SearchSpace = SearchSpace()
 
     def instruction_budget(self, clock_mhz: float | None) -> float | None:

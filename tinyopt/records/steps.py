@@ -122,6 +122,17 @@ class TrainedModel(StepRecord):
     notes: str = ""
 
 
+class StoppedTraining(StepRecord):
+    """A training a search's pruner stopped (tasks.train's `stop_early`): no model. Never served from the cache,
+    since where it stops depends on the trainings before it."""
+
+    reason: str
+    epochs_run: int
+
+    def intact(self) -> bool:
+        return False
+
+
 class TrialRecord(StepRecord):
     number: int
     chain: list[str]

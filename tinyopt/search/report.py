@@ -79,7 +79,13 @@ def nothing_completed(result: SearchResult) -> str | None:
         return None
     if not result.trials:
         return "no trial ran: the data and the baseline took search.time_budget_s; raise it"
-    pruned = sum(r.state == "pruned" for r in result.trials)
+    stopped = sum(r.state == "pruned" and r.reason.startswith("architecture ") for r in result.trials)
+    pruned = sum(r.state == "pruned" for r in result.trials) - stopped
+    if stopped and not pruned:
+        return (
+            f"no trial completed: the pruner stopped the architectures of all {stopped} early; raise "
+            "search.pruner_startup or search.pruner_warmup_epochs, or set search.prune_architectures: false"
+        )
     if pruned and result.stop_floor is not None:
         drop = abs(result.baseline_val_score - result.stop_floor)
         return (

@@ -1,0 +1,162 @@
+"""The search's architecture pruner: Optuna's MedianPruner over each drawn architecture's baseline, epoch by
+epoch; a stopped training is never served from the step cache; a search whose architecture is stopped prunes
+its trials and says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import make_project, needs_fashion, run_cli
+from tests.flow_helpers import mlflow_client
+from tinyopt.search.pruning import ArchitecturePruner
+
+ACCURACY = [0.60, 0.70, 0.75, 0.78]
+
+
+def test_an_architecture_behind_the_median_stops_after_the_warmup():
+    pruner = ArchitecturePruner("accuracy", startup=2, warmup=1)
+    pruner.add_trained({"val_accuracy": ACCURACY, "val_loss": [1.0] * 4})
+    pruner.add_trained({"val_accuracy": [v + 0.02 for v in ACCURACY], "val_loss": [1.0] * 4})
+    weak = pruner.watch("c1k1")
+    assert weak(0, {"val_accuracy": 0.10, "val_loss": 2.0}) is None  # the warmup epoch
+    reason = weak(1, {"val_accuracy": 0.20, "val_loss": 2.0})
+    assert reason == (
+        "architecture c1k1 stopped training after epoch 2: val_accuracy 0.2000, worse than the median 0.7100 of the "
+        "architectures trained in full, at that epoch (Optuna's MedianPruner)"
+    )
+    strong = pruner.watch("c32k3")
+    assert all(strong(epoch, {"val_accuracy": v + 0.05}) is None for epoch, v in enumerate(ACCURACY))
+    strong.done({})
+    [study] = pruner.studies.values()
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
+
+
+def test_before_startup_architectures_train_in_full_nothing_stops():
+    pruner = ArchitecturePruner("accuracy", startup=2, warmup=0)
+    pruner.add_trained({"val_accuracy": ACCURACY})
+    weak = pruner.watch("c1k1")
+    assert all(weak(epoch, {"val_accuracy": 0.1}) is None for epoch in range(4))
+
+
+def test_without_the_tasks_metric_per_epoch_the_validation_loss_is_watched_lower_better():
+    """An autoencoder's AUC needs labels Keras does not have: its loss is the figure, and lower is better."""
+    pruner = ArchitecturePruner("auc", startup=1, warmup=0)
+    pruner.add_trained({"loss": [0.5, 0.4], "val_loss": [0.5, 0.4]})
+    assert pruner.watch("better")(0, {"loss": 0.3, "val_loss": 0.3}) is None
+    assert pruner.watch("worse")(0, {"loss": 0.9, "val_loss": 0.9}).startswith("architecture worse stopped")
+
+
+STOPPED_STEP = """
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from tinyopt.orchestration.steps import step
+from tinyopt.records.steps import StepRecord, StoppedTraining, outputs_of
+
+root = Path(sys.argv[1])
+
+
+@step()
+def train(source: Path, out: Path, curves_to: tuple = (), stop_early=None) -> StepRecord:
+    with (root / "runs.log").open("a") as log:
+        log.write("ran\\n")
+    if stop_early and (reason := stop_early(0, {})):
+        return StoppedTraining(reason=reason, epochs_run=1)
+    out.write_text(source.read_text().upper())
+    return StepRecord(outputs=outputs_of(out))
+
+
+@flow
+def once(stop_early, curves_to):
+    return train.task(source=root / "in.txt", out=root / "out.txt", curves_to=curves_to, stop_early=stop_early)
+
+
+def runs(stop_early=None, curves_to=()):
+    record = once(stop_early, curves_to)
+    return type(record).__name__, len((root / "runs.log").read_text().splitlines())
+
+
+(root / "in.txt").write_text("hello")
+seen = [runs(lambda epoch, figures: "stop"), runs(lambda epoch, figures: "stop")]  # never served: runs again
+seen.append(runs())  # in full: runs, not given the stopped record
+seen.append(runs(lambda epoch, figures: None, curves_to=("run-1",)))  # watched anew: cached all the same
+print(seen)
+"""
+
+
+def test_a_stopped_training_is_never_served_from_the_step_cache(tmp_path):
+    """The pruner and the live curves stay outside the cache key; the record of a training the pruner stopped
+    is not served again, since where it stops depends on the trainings before it."""
+    script = tmp_path / "stopped_step.py"
+    script.write_text(STOPPED_STEP)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy 2-core machine
+    }
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(
+        [("StoppedTraining", 1), ("StoppedTraining", 2), ("StepRecord", 3), ("StepRecord", 3)]
+    )
+
+
+# One architecture far weaker than the search's own baseline (the paper CNN): a single 1x1 filter.
+WEAK = {"depth": [1, 1], "kinds": ["conv"], "filters": [1], "kernel_size": [1], "stride": [2], "pool": [True],
+        "head": ["average"]}  # fmt: skip
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_search_stops_an_architecture_behind_the_median_and_prunes_its_trials(tmp_path):
+    root = make_project(
+        tmp_path / "project",
+        seed=5,
+        data={"train_limit": 1200, "test_limit": 200},
+        train={"epochs": 4, "early_stopping_patience": 0},
+        reference={"dir": None},
+        search={
+            "trials": 2,
+            "latency": False,
+            "pruner_startup": 1,  # the search's own baseline, trained in full
+            "pruner_warmup_epochs": 1,
+            "space": {"chains": [["int8"]], "blocks": WEAK},
+        },
+    )
+    done = run_cli(["search"], cwd=root, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [report_dir] = (root / "reports").glob("search-*")
+    result = json.loads((report_dir / "search.json").read_text())
+    assert [t["state"] for t in result["trials"]] == ["pruned", "pruned"]
+    first, second = (t["reason"] for t in result["trials"])
+    assert first.startswith("architecture blocks-c1k1s2p stopped training after epoch 2: val_accuracy ")
+    assert second == first  # drawn again: not trained again
+    assert not (root / "artifacts" / "search" / "baselines" / "blocks-c1k1s2p" / "model.keras").exists()
+    widen = next(line for line in done.stdout.splitlines() if line.startswith("no trial completed"))
+    assert widen == (
+        "no trial completed: the pruner stopped the architectures of all 2 early; raise search.pruner_startup or "
+        "search.pruner_warmup_epochs, or set search.prune_architectures: false"
+    )
+    client = mlflow_client(root)
+    trial_runs = client.search_runs(
+        [client.get_experiment_by_name("tinyopt").experiment_id], "tags.`tinyopt.kind` = 'trial'"
+    )
+    assert sorted(r.data.tags["tinyopt.trial_state"] for r in trial_runs) == ["pruned", "pruned"]
+    # Its two epochs went live to the trial that drew it first, as train.val_accuracy.
+    curve = client.get_metric_history(trial_runs[-1].info.run_id, "train.val_accuracy") or client.get_metric_history(
+        trial_runs[0].info.run_id, "train.val_accuracy"
+    )
+    assert len(curve) == 2

@@ -1,0 +1,104 @@
+"""Early stopping of the architectures a search draws: Optuna's MedianPruner over each baseline's per-epoch
+validation figure. Optuna prunes single-objective studies only, so the pruner keeps its own study beside the
+search's multi-objective one: a trial per architecture trained, its epochs reported as they end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinyopt.ml.metrics import HIGHER_IS_BETTER
+
+
+class ArchitectureStopped(Exception):
+    """The pruner stopped the architecture a trial drew: the trial is pruned, with this reason."""
+
+
+class ArchitecturePruner:
+    """A drawn architecture whose validation figure at an epoch is worse than the median of the architectures
+    trained in full before it, at the same epoch, stops training there. Nothing is stopped before `startup`
+    architectures have trained in full (the search's own baseline counts) nor before `warmup` epochs."""
+
+    def __init__(self, metric: str, startup: int, warmup: int):
+        self.metric, self.startup, self.warmup = metric, startup, warmup
+        self.studies: dict[str, Any] = {}  # by the figure watched: the task's metric, else val_loss
+
+    def figure(self, figures: dict[str, float]) -> str:
+        """The task's metric on the validation split where Keras tracks it; else the validation loss."""
+        return f"val_{self.metric}" if f"val_{self.metric}" in figures else "val_loss"
+
+    def study(self, figure: str):
+        import optuna
+
+        if figure not in self.studies:
+            higher = figure != "val_loss" and HIGHER_IS_BETTER[self.metric]
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=self.startup, n_warmup_steps=self.warmup)
+            self.studies[figure] = optuna.create_study(direction="maximize" if higher else "minimize", pruner=pruner)
+        return self.studies[figure]
+
+    def add_trained(self, history: dict[str, list[float]]) -> None:
+        """An architecture trained without the pruner watching (the search's own baseline, or one the task
+        cache gave back): its curve counts as one trained in full."""
+        import optuna
+
+        figure = self.figure({key: 0.0 for key in history})
+        curve = history.get(figure) or []
+        if curve:
+            values = dict(enumerate(curve))
+            direction = self.study(figure).direction
+            best = max(curve) if direction == optuna.study.StudyDirection.MAXIMIZE else min(curve)
+            self.study(figure).add_trial(
+                optuna.trial.create_trial(
+                    value=best, intermediate_values=values, state=optuna.trial.TrialState.COMPLETE
+                )
+            )
+
+    def watch(self, name: str) -> Watch:
+        return Watch(self, name)
+
+
+class Watch:
+    """One architecture's training as the pruner sees it: calling it is tasks.train's `stop_early`; `done`
+    tells the study a training that ran to its end."""
+
+    def __init__(self, pruner: ArchitecturePruner, name: str):
+        self.pruner, self.name = pruner, name
+        self.trial: Any = None  # asked at the first epoch, once the figure watched is known
+        self.curve: list[float] = []
+        self.stopped = False
+
+    def __call__(self, epoch: int, figures: dict[str, float]) -> str | None:
+        import optuna
+
+        if self.trial is None:
+            self.figure = self.pruner.figure(figures)
+            self.study = self.pruner.study(self.figure)
+            self.trial = self.study.ask()
+        value = figures[self.figure]
+        self.curve.append(value)
+        self.trial.report(value, epoch)
+        if not self.trial.should_prune():
+            return None
+        self.study.tell(self.trial, state=optuna.trial.TrialState.PRUNED)
+        self.stopped = True
+        return (
+            f"architecture {self.name} stopped training after epoch {epoch + 1}: {self.figure} {value:.4f}, worse "
+            f"than the median {self.median(epoch):.4f} of the architectures trained in full, at that epoch "
+            "(Optuna's MedianPruner)"
+        )
+
+    def median(self, epoch: int) -> float:
+        import statistics
+
+        import optuna
+
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return statistics.median(t.intermediate_values[epoch] for t in complete if epoch in t.intermediate_values)
+
+    def done(self, history: dict[str, list[float]]) -> None:
+        """The training ran to its end (early stopping included): its curve joins the median. `history`: its
+        record's curves, for a training the task cache gave back (no epoch ran under watch)."""
+        if self.trial is None:
+            self.pruner.add_trained(history)
+        elif not self.stopped:
+            best = max(self.curve) if self.study.direction.name == "MAXIMIZE" else min(self.curve)
+            self.study.tell(self.trial, best)
