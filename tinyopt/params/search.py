@@ -169,7 +169,9 @@ class SearchParams(Section):
         default=3, ge=0, description="architectures trained in full (the search's own baseline counts) before any stops"
     )
     pruner_warmup_epochs: int = Field(
-        default=3, ge=0, description="epochs every architecture trains before it may stop"
+        default=3,
+        ge=0,
+        description="epochs every architecture trains before the pruner judges it (after each next one)",
     )
     space: SearchSpace = SearchSpace()
 
