@@ -171,7 +171,7 @@ class SearchParams(Section):
     pruner_warmup_epochs: int = Field(
         default=3,
         ge=0,
-        description="epochs every architecture trains before the pruner judges it (after each next one)",
+        description="epochs every architecture trains before the pruner first judges it",
     )
     space: SearchSpace = SearchSpace()
 
