@@ -72,9 +72,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--train-limit", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pruner", choices=["on", "off"], nargs="+", default=["on", "off"])
+    parser.add_argument("--keep", type=Path, help="keep the projects here (their baselines' curves, MLflow stores)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        for prune in (True, False):
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or temporary
+        for prune in (setting == "on" for setting in args.pruner):
             root = project(Path(scratch) / f"prune-{prune}", prune, args.trials, args.train_limit, args.seed)
             row = measured(root)
             pick = f"val {row['pick'][0]:.4f}, test {row['pick'][1]:.4f}, {row['pick'][2]}" if row["pick"] else "none"

@@ -32,7 +32,7 @@ from tinyopt.records.steps import StoppedTraining, TrialRecord
 from tinyopt.run import plan
 from tinyopt.search.pruning import ArchitecturePruner, ArchitectureStopped
 from tinyopt.search.report import ReferencePoint, SearchResult, write_search_report
-from tinyopt.search.space import pareto_front, picks, searches_model, width_of, write_plan
+from tinyopt.search.space import pareto_front, picks, same_family, searches_model, width_of, write_plan
 
 
 def reference_points(references: dict[str, Path], prepared: Path, metric: str) -> list[ReferencePoint]:
@@ -250,7 +250,8 @@ def run_search(
     pruner = None
     if budget.prune_architectures and searches_model(params):
         pruner = ArchitecturePruner(metric, budget.pruner_startup, budget.pruner_warmup_epochs)
-        pruner.add_trained(baseline.history)
+        if same_family(params):
+            pruner.add_trained(baseline.history)
     baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path), pruner)
     trials_started = time.monotonic()
     records = trials.run(

@@ -166,10 +166,13 @@ class SearchParams(Section):
         "(Optuna's MedianPruner); its trials are pruned. false: every architecture trains its full schedule",
     )
     pruner_startup: int = Field(
-        default=3, ge=0, description="architectures trained in full (the search's own baseline counts) before any stops"
+        default=3,
+        ge=0,
+        description="architectures trained in full before any stops (the search's own baseline counts, but not the "
+        "paper CNN among blocks)",
     )
     pruner_warmup_epochs: int = Field(
-        default=3,
+        default=5,
         ge=0,
         description="epochs every architecture trains before the pruner first judges it",
     )

@@ -93,6 +93,12 @@ def searches_model(params: Params) -> bool:
     return bool(space.blocks) or any(getattr(space, name) for name in WIDTH)
 
 
+def same_family(params: Params) -> bool:
+    """Whether the search's own baseline is of the family its trials draw: the paper CNN is no blocks
+    architecture (it learns faster in its first epochs than batch-normed blocks, so it is no median for them)."""
+    return not (params.model.path is None and params.search.space.blocks and params.model.architecture != "blocks")
+
+
 def chain_settings(chain: list[str], params: Params) -> dict[str, dict]:
     """The settings section each technique of the chain reads, by section name, and the model's width when
     the search draws it: what a trial is, with its chain."""
