@@ -67,7 +67,14 @@ def search(target: int, seed: int, trials: int, budget: int, scratch: Path) -> d
     else:
         number = result["picks"].get(pick)
     if number is None:
-        return {"seed": seed, "test": None, "what": f"no {pick} pick (no trial met the budget)"}
+        trials = result["trials"]
+        complete = [t for t in trials if t["state"] == "complete"]
+        smallest = min((t["raw_bytes"] for t in complete), default=None)
+        why = (
+            f"{len(trials)} trials: {len(complete)} complete, {sum(t['fits'] for t in complete)} within the budget, "
+            f"{sum(t['state'] == 'pruned' for t in trials)} pruned; smallest complete {smallest} B"
+        )
+        return {"seed": seed, "test": None, "what": f"no {pick} pick ({why})"}
     trial = next(t for t in result["trials"] if t["number"] == number)
     what = f"trial {number} {' > '.join(trial['chain'])} {trial['settings'].get('model', {})}"
     return {
