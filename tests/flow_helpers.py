@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -31,3 +34,24 @@ def mlflow_client(root: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def run_flow_script(source: str, tmp_path: Path) -> str:
+    """Run a Python script holding a Prefect flow in a fresh process with its own Prefect home and result store
+    under tmp_path (its one argument); the last line it printed."""
+    script = tmp_path / "flow_script.py"
+    script.write_text(source)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy 2-core machine
+    }
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]

@@ -5,14 +5,11 @@ its trials and says why."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import make_project, needs_fashion, run_cli
-from tests.flow_helpers import mlflow_client
+from tests.flow_helpers import mlflow_client, run_flow_script
 from tinyopt.params import parse_params
 from tinyopt.search.pruning import ArchitecturePruner
 from tinyopt.search.space import same_family
@@ -106,22 +103,7 @@ print(seen)
 def test_a_stopped_training_is_never_served_from_the_step_cache(tmp_path):
     """The pruner and the live curves stay outside the cache key; the record of a training the pruner stopped
     is not served again, since where it stops depends on the trainings before it."""
-    script = tmp_path / "stopped_step.py"
-    script.write_text(STOPPED_STEP)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy 2-core machine
-    }
-    env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == str(
+    assert run_flow_script(STOPPED_STEP, tmp_path) == str(
         [("StoppedTraining", 1), ("StoppedTraining", 2), ("StepRecord", 3), ("StepRecord", 3)]
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.flow_helpers import run_flow_script
 from tinyopt.orchestration.cache import _fingerprint
 from tinyopt.params import DataParams, ModelParams
 
@@ -71,23 +72,4 @@ print(seen, (root / "out.txt").read_text())
 
 def test_the_step_cache_reruns_a_step_whose_output_or_input_file_changed(tmp_path):
     """A real Prefect flow, run in a fresh process with its own Prefect home."""
-    import os
-    import subprocess
-    import sys
-
-    script = tmp_path / "cached_step.py"
-    script.write_text(CACHED_STEP)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a busy 2-core machine
-    }
-    env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "[1, 1, 2, 3, 3, 4, 5, 5] BYE"
+    assert run_flow_script(CACHED_STEP, tmp_path) == "[1, 1, 2, 3, 3, 4, 5, 5] BYE"

@@ -43,12 +43,12 @@ class ArchitecturePruner:
         figure = self.figure({key: 0.0 for key in history})
         curve = history.get(figure) or []
         if curve:
-            values = dict(enumerate(curve))
-            direction = self.study(figure).direction
-            best = max(curve) if direction == optuna.study.StudyDirection.MAXIMIZE else min(curve)
-            self.study(figure).add_trial(
+            study = self.study(figure)
+            study.add_trial(
                 optuna.trial.create_trial(
-                    value=best, intermediate_values=values, state=optuna.trial.TrialState.COMPLETE
+                    value=best_of(study, curve),
+                    intermediate_values=dict(enumerate(curve)),
+                    state=optuna.trial.TrialState.COMPLETE,
                 )
             )
 
@@ -100,5 +100,9 @@ class Watch:
         if self.trial is None:
             self.pruner.add_trained(history)
         elif not self.stopped:
-            best = max(self.curve) if self.study.direction.name == "MAXIMIZE" else min(self.curve)
-            self.study.tell(self.trial, best)
+            self.study.tell(self.trial, best_of(self.study, self.curve))
+
+
+def best_of(study: Any, curve: list[float]) -> float:
+    """A curve's best value in the study's direction: what a training run in full is told."""
+    return max(curve) if study.direction.name == "MAXIMIZE" else min(curve)
