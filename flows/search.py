@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
-from tasks.train import train_baseline
+from tasks.train import train_baseline, weight_bytes_at_least
 from tasks.trial import latency_searched, run_trial
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
@@ -30,8 +30,8 @@ from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, load_params, with_inputs
 from tinyopt.records.steps import StoppedTraining, TrialRecord
 from tinyopt.run import plan
-from tinyopt.search.pruning import ArchitecturePruner, ArchitectureStopped
-from tinyopt.search.report import ReferencePoint, SearchResult, write_search_report
+from tinyopt.search.pruning import ArchitecturePruner, ArchitectureStopped, ArchitectureTooLarge
+from tinyopt.search.report import TOO_LARGE, ReferencePoint, SearchResult, write_search_report
 from tinyopt.search.space import pareto_front, picks, same_family, searches_model, width_of, write_plan
 
 
@@ -96,7 +96,7 @@ class Baselines:
     ):
         self.prepared, self.run, self.pruner = prepared, run, pruner
         self.trained = {self.key(params): baseline}
-        self.stopped: dict[str, str] = {}  # why the pruner stopped an architecture, by key
+        self.stopped: dict[str, ArchitectureStopped] = {}  # why an architecture did not train in full, by key
 
     @staticmethod
     def key(params: Params) -> str:
@@ -139,9 +139,14 @@ class Baselines:
         pruner stopped, now or before."""
         key = self.key(drawn)
         if key in self.stopped:
-            raise ArchitectureStopped(self.stopped[key])
+            raise self.stopped[key]
         if key not in self.trained:
             name = self.name(drawn)
+            limit = drawn.search.max_model_bytes
+            if limit and (least := weight_bytes_at_least(self.prepared, drawn.model, drawn.task)) > limit:
+                why = f"architecture {name} {TOO_LARGE}: its int8 weights alone take at least {least:,} B, over "
+                self.stopped[key] = ArchitectureTooLarge(why + f"search.max_model_bytes ({limit:,}); not trained")
+                raise self.stopped[key]
             watch = self.pruner.watch(name) if self.pruner else None
             record, outcome = self.run.now_told(
                 train_baseline,
@@ -156,8 +161,8 @@ class Baselines:
                 stop_early=watch,
             )
             if isinstance(record, StoppedTraining):
-                self.stopped[key] = record.reason
-                raise ArchitectureStopped(record.reason)
+                self.stopped[key] = ArchitectureStopped(record.reason)
+                raise self.stopped[key]
             if watch:
                 watch.done(record.history)
             if outcome == "cached":  # trained by an earlier search: nothing went live, its record has the curves

@@ -18,8 +18,10 @@ from tinyopt.orchestration import tracking
 from tinyopt.params import Params
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run import plan
-from tinyopt.search.pruning import ArchitectureStopped
+from tinyopt.search.pruning import ArchitectureStopped, ArchitectureTooLarge
 from tinyopt.search.space import chain_settings, directions, draw, objective_values
+
+DRAWS_PER_TRIAL = 5  # the most architectures drawn per trial counted, the rest rejected as too large
 
 
 def open_study(params: Params, name: str, latency: bool = False):
@@ -84,13 +86,20 @@ class Trials:
         self.walls: list[float] = []  # each finished trial's wall time, from launch to result
         self.run_ids: dict[int, str] = {}  # each trial's nested MLflow run
         self.running: dict[int, str] = {}  # the runs of trials not told yet
+        self.too_large = 0  # trials whose architecture was rejected untrained: not counted in search.trials
 
     def more(self) -> bool:
         """Another trial may start: fewer than search.trials so far, and the typical trial (the median so
         far) would still end within search.time_budget_s."""
         budget = self.params.search
         typical = statistics.median(self.walls) if self.walls else 0.0
-        return len(self.drawn) < budget.trials and time.monotonic() - self.started + typical < budget.time_budget_s
+        counted = len(self.drawn) - self.too_large
+        drawn_at_most = DRAWS_PER_TRIAL * budget.trials  # a space of architectures nearly all too large ends too
+        return (
+            counted < budget.trials
+            and len(self.drawn) < drawn_at_most
+            and time.monotonic() - self.started + typical < budget.time_budget_s
+        )
 
     def run(self, launch: Callable[[int, Params, str], Any]) -> list[TrialRecord]:
         """`launch(number, params, run_id)` submits a trial's task and returns its future; `run_id` is the
@@ -122,7 +131,11 @@ class Trials:
                                 metric=self.params.task.score_metric,
                             )
                             self.finish(trial, record)
-                            self.progress.finished(trial_name(trial.number, chain), "pruned")
+                            if isinstance(stopped, ArchitectureTooLarge):  # no step ran: not in the progress total
+                                self.too_large += 1
+                                self.progress.say(f"{trial_name(trial.number, chain)} pruned: {stopped}")
+                            else:
+                                self.progress.finished(trial_name(trial.number, chain), "pruned")
                         except BaseException as exc:  # its baseline, trained in this thread, failed
                             tracking.end_run(self.running.pop(trial.number), exc)
                             raise
@@ -142,8 +155,13 @@ class Trials:
             for number in list(self.running):
                 tracking.end_run(self.running.pop(number), f"the search stopped: {first}")
             raise
-        untried = self.params.search.trials - len(self.drawn)  # the time budget ended the search first
-        self.progress.skip(f"{untried} trials the time budget left out", untried)
+        untried = self.params.search.trials - (len(self.drawn) - self.too_large)
+        ended_by = (
+            "by the time budget"
+            if len(self.drawn) < DRAWS_PER_TRIAL * self.params.search.trials
+            else "after drawing too many architectures too large"
+        )
+        self.progress.skip(f"{untried} trials left out {ended_by}", untried)
         return sorted(self.records, key=lambda r: r.number)
 
     def start(self, number: int, chain: list[str], settings: dict) -> str:

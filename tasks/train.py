@@ -8,13 +8,14 @@ from pathlib import Path
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.ml.architectures import build_blocks, describe_blocks
 from tinyopt.ml.distillation import widened
-from tinyopt.ml.models import check_input_shape, describe, load_model
+from tinyopt.ml.models import check_input_shape, describe, int8_weight_bytes, load_model
 from tinyopt.ml.training import (
     TRAINING_LOCK,
     EpochWatch,
     Fit,
     compile_for_task,
     fit_data,
+    learning_rate_schedule,
     save_trained,
     set_seeds,
     train_epochs,
@@ -58,6 +59,40 @@ def check_model_fits_data(model, data: dict) -> None:
     check_input_shape(describe(model)["inputs"], data["x_train"].shape[1:])
 
 
+def model_to_train(model_params: ModelParams, train_params: TrainParams, task: TaskParams, data: dict):
+    """The baseline before its training, its epochs to train and a note of what it is: the user's model
+    (model.path; rescaled and re-initialised for a width multiplier), or one of tinyopt's own, initialised."""
+    if model_params.path:
+        model = load_model(model_params.path)
+        check_model_fits_data(model, data)
+        epochs, notes = model_params.fine_tune_epochs, f"your model {model_params.path}"
+        if model_params.width_multiplier != 1:  # a wider or narrower copy of it, trained from scratch
+            model = rescaled(model, model_params.width_multiplier)
+            epochs = train_params.epochs
+            notes += f", every hidden layer's width x {model_params.width_multiplier:g}, trained from scratch"
+        return model, epochs, notes
+    if task.kind != "classification":
+        raise UserError(
+            f"tinyopt's own architectures are classifiers; for a {task.kind} task give your model (model.path)"
+        )
+    num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
+    if model_params.architecture == "blocks":
+        model = build_blocks(data["x_train"].shape[1:], num_classes, model_params)
+        return model, train_params.epochs, f"blocks {describe_blocks(model_params)}"
+    return build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params), train_params.epochs, ""
+
+
+def weight_bytes_at_least(prepared: Path, model_params: ModelParams, task: TaskParams) -> int:
+    """At least the bytes the model's weights take in full int8, untrained (a search rejects an architecture
+    over its byte budget by this, before training it)."""
+    from tinyopt.datasets.prepared import load_prepared
+
+    data = load_prepared(prepared)
+    with TRAINING_LOCK:  # building a model draws initial weights from the seeded generators a training uses
+        model, _, _ = model_to_train(model_params, TrainParams(), task, data)
+        return int8_weight_bytes(model)
+
+
 @step("train")
 def train_baseline(
     prepared: Path,
@@ -78,26 +113,7 @@ def train_baseline(
     data = load_prepared(prepared)
     with TRAINING_LOCK:
         set_seeds(seed)
-        if model_params.path:
-            model = load_model(model_params.path)
-            check_model_fits_data(model, data)
-            epochs, notes = model_params.fine_tune_epochs, f"your model {model_params.path}"
-            if model_params.width_multiplier != 1:  # a wider or narrower copy of it, trained from scratch
-                model = rescaled(model, model_params.width_multiplier)
-                epochs = train_params.epochs
-                notes += f", every hidden layer's width x {model_params.width_multiplier:g}, trained from scratch"
-        else:
-            if task.kind != "classification":
-                raise UserError(
-                    f"tinyopt's own architectures are classifiers; for a {task.kind} task give your model (model.path)"
-                )
-            num_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
-            if model_params.architecture == "blocks":
-                model = build_blocks(data["x_train"].shape[1:], num_classes, model_params)
-                notes = f"blocks {describe_blocks(model_params)}"
-            else:
-                model, notes = build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params), ""
-            epochs = train_params.epochs
+        model, epochs, notes = model_to_train(model_params, train_params, task, data)
         fit = Fit(0, 0.0)
         if epochs:
             compile_for_task(model, task, train_params.learning_rate)
@@ -116,6 +132,7 @@ def train_baseline(
                 epochs,
                 train_params.batch_size,
                 train_params.early_stopping_patience,
+                callbacks=learning_rate_schedule(train_params),
                 on_epoch=on_epoch,
             )
             if stopped:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tasks.convert import convert_model
-from tasks.train import train_baseline
+from tasks.train import train_baseline, weight_bytes_at_least
 from tinyopt.core.errors import UserError
 from tinyopt.mcu.codegen import generate
 from tinyopt.ml.architectures import build_blocks, describe_blocks
@@ -121,3 +121,36 @@ def test_a_users_model_at_another_width_is_rebuilt_and_trained_from_scratch(tmp_
             0,
             tmp_path / "s",
         )
+
+
+def test_the_plateau_schedule_divides_the_learning_rate_by_5_when_validation_loss_stalls_down_to_a_125th(tmp_path):
+    # A rate of 1e-9 changes nothing (and the paper CNN has no batch norm statistics to move), so validation loss
+    # stalls from the first epoch on: every epoch after lr_patience (1) divides the rate, until the floor.
+    data = prepared(tmp_path, (28, 28))
+    params = ModelParams(conv_filters=2)
+    rate = 1e-9
+    train = TrainParams(
+        epochs=6, batch_size=32, learning_rate=rate, early_stopping_patience=0, lr_schedule="plateau", lr_patience=1
+    )
+    record = train_baseline(data, params, train, TaskParams(), 0, tmp_path / "plateau")
+    rates = record.history["lr"]
+    assert rates[0] == pytest.approx(rate) and rates[1] == pytest.approx(rate)  # judged after its epoch
+    assert rates[2:5] == pytest.approx([rate / 5, rate / 25, rate / 125])
+    assert rates[5] == pytest.approx(rate / 125)  # the floor
+    constant = train_baseline(
+        data, params, train.model_copy(update={"lr_schedule": "constant"}), TaskParams(), 0, tmp_path / "constant"
+    )
+    assert "lr" not in constant.history and constant.epochs_run == 6
+
+
+@pytest.mark.parametrize(
+    "params",
+    [ModelParams(architecture="blocks", blocks=BLOCKS, head="flatten"), ModelParams(conv_filters=6, kernel_size=5)],
+    ids=["blocks", "paper-cnn"],
+)
+def test_the_weight_bytes_a_search_rejects_by_are_a_lower_bound_of_the_int8_model(tmp_path, params):
+    data = prepared(tmp_path, (28, 28))
+    least = weight_bytes_at_least(data, params, TaskParams())
+    record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
+    converted = convert_model(Path(record.model_path), "int8", tmp_path / "m.tflite", data)
+    assert 0.4 * converted.raw_bytes < least <= converted.raw_bytes, (least, converted.raw_bytes)  # tensors, ops: more

@@ -155,3 +155,38 @@ def test_a_search_stops_an_architecture_behind_the_median_and_prunes_its_trials(
         trial_runs[0].info.run_id, "train.val_accuracy"
     )
     assert len(curve) == 2
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_search_rejects_architectures_too_large_untrained_without_counting_them(tmp_path):
+    # 512 1x1 filters: 512 weights, 2,048 bias bytes and a 5,120-weight dense layer at least, over 4,000 B.
+    huge = {**WEAK, "filters": [512]}
+    root = make_project(
+        tmp_path / "project",
+        seed=5,
+        data={"train_limit": 600, "test_limit": 200},
+        train={"epochs": 1, "early_stopping_patience": 0},
+        reference={"dir": None},
+        search={
+            "trials": 2,
+            "latency": False,
+            "max_model_bytes": 4000,
+            "space": {"chains": [["int8"]], "blocks": huge},
+        },
+    )
+    done = run_cli(["search"], cwd=root, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(next((root / "reports").glob("search-*/search.json")).read_text())
+    reasons = {t["reason"] for t in result["trials"]}
+    assert len(result["trials"]) == 10 and {t["state"] for t in result["trials"]} == {"pruned"}  # 5 draws a trial
+    assert reasons == {
+        "architecture blocks-c512k1s2p too large: its int8 weights alone take at least 7,720 B, over "
+        "search.max_model_bytes (4,000); not trained"
+    }
+    assert not (root / "artifacts" / "search" / "baselines" / "blocks-c512k1s2p").exists()
+    assert "2 trials left out after drawing too many architectures too large skipped" in done.stderr
+    assert (
+        "no trial completed: all 10 architectures drawn were too large for search.max_model_bytes; give "
+        "search.space.blocks fewer filters or more pooling, or raise search.max_model_bytes"
+    ) in done.stdout

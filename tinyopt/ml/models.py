@@ -178,6 +178,12 @@ def kernels(model) -> dict[str, np.ndarray]:
     return found
 
 
+def int8_weight_bytes(model) -> int:
+    """At least the bytes a full-int8 .tflite of `model` stores for its weights: one per kernel weight, four per
+    bias of each kernel's last axis (batch norm folds into the convolutions), before the flatbuffer's own."""
+    return sum(kernel.size + 4 * kernel.shape[-1] for kernel in kernels(model).values())
+
+
 def weight_stats(model) -> dict:
     """Sparsity (share of exact zeros over all kernels) and unique values per layer kernel."""
     tensors = kernels(model)

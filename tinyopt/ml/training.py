@@ -16,7 +16,7 @@ import numpy as np
 from tinyopt.core.files import atomic_path
 from tinyopt.ml.metrics import HIGHER_IS_BETTER, better, drop, score
 from tinyopt.ml.models import save_model, weight_stats
-from tinyopt.params import TaskParams
+from tinyopt.params import TaskParams, TrainParams
 from tinyopt.records.steps import TrainedModel, outputs_of
 
 # Keras seeds and graph state are process-wide: techniques running in parallel threads train one at a
@@ -115,6 +115,20 @@ class Fit:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
+def learning_rate_schedule(train: TrainParams) -> tuple:
+    """The callbacks that change the baseline's learning rate as it trains: none (constant), or a division by 5
+    whenever validation loss stalls for `lr_patience` epochs, down to 1/125 of the start (plateau)."""
+    if train.lr_schedule == "constant":
+        return ()
+    import tensorflow as tf
+
+    return (
+        tf.keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.2, patience=train.lr_patience, min_lr=train.learning_rate / 125, verbose=0
+        ),
+    )
+
+
 def train_epochs(
     model,
     data: dict,
@@ -150,7 +164,8 @@ def train_epochs(
         callbacks=callbacks,
         verbose=0,
     )
-    curves = {key: [round(float(v), 6) for v in values] for key, values in history.history.items()}
+    # six significant digits: a learning rate of 1e-7 (a fine-tune's, divided on a plateau) stays on the curve
+    curves = {key: [float(f"{float(v):.6g}") for v in values] for key, values in history.history.items()}
     return Fit(len(curves["loss"]), round(time.perf_counter() - started, 2), curves)
 
 

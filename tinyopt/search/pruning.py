@@ -13,6 +13,11 @@ class ArchitectureStopped(Exception):
     """The pruner stopped the architecture a trial drew: the trial is pruned, with this reason."""
 
 
+class ArchitectureTooLarge(ArchitectureStopped):
+    """The architecture's int8 weights alone exceed search.max_model_bytes: rejected untrained, its trial pruned
+    and not counted in search.trials."""
+
+
 class ArchitecturePruner:
     """A drawn architecture whose validation figure at an epoch is worse than the median of the architectures
     trained in full before it, at the same epoch, stops training there. Nothing is stopped before `startup`

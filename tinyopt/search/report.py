@@ -73,14 +73,23 @@ def _row(record: TrialRecord, result: SearchResult) -> list[str]:
     ]
 
 
+TOO_LARGE = "too large"  # a reason's words for an architecture rejected untrained (search.max_model_bytes)
+
+
 def nothing_completed(result: SearchResult) -> str | None:
     """What to widen when no trial completed (one line, for search.md and the console), or None."""
     if any(r.state == "complete" for r in result.trials):
         return None
     if not result.trials:
         return "no trial ran: the data and the baseline took search.time_budget_s; raise it"
-    stopped = sum(r.state == "pruned" and r.reason.startswith("architecture ") for r in result.trials)
-    pruned = sum(r.state == "pruned" for r in result.trials) - stopped
+    too_large = sum(r.state == "pruned" and f" {TOO_LARGE}: " in r.reason for r in result.trials)
+    stopped = sum(r.state == "pruned" and r.reason.startswith("architecture ") for r in result.trials) - too_large
+    pruned = sum(r.state == "pruned" for r in result.trials) - stopped - too_large
+    if too_large and not pruned and not stopped:
+        return (
+            f"no trial completed: all {too_large} architectures drawn were too large for search.max_model_bytes; "
+            "give search.space.blocks fewer filters or more pooling, or raise search.max_model_bytes"
+        )
     if stopped and not pruned:
         return (
             f"no trial completed: the pruner stopped the architectures of all {stopped} early; raise "
