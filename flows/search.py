@@ -19,7 +19,7 @@ from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
 from tasks.train import train_baseline, weight_bytes_at_least
-from tasks.trial import latency_searched, run_trial
+from tasks.trial import latency_searched, run_trial, untrained_instructions
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.ml.architectures import describe_blocks
@@ -30,8 +30,8 @@ from tinyopt.orchestration.steps import Submitter
 from tinyopt.params import Params, load_params, with_inputs
 from tinyopt.records.steps import StoppedTraining, TrialRecord
 from tinyopt.run import plan
-from tinyopt.search.pruning import ArchitecturePruner, ArchitectureStopped, ArchitectureTooLarge
-from tinyopt.search.report import TOO_LARGE, ReferencePoint, SearchResult, write_search_report
+from tinyopt.search.pruning import ArchitectureOverBudget, ArchitecturePruner, ArchitectureStopped
+from tinyopt.search.report import TOO_LARGE, TOO_SLOW, ReferencePoint, SearchResult, write_search_report
 from tinyopt.search.space import pareto_front, picks, same_family, searches_model, width_of, write_plan
 
 
@@ -86,15 +86,26 @@ def conclude(records: list[TrialRecord], trials: Trials, params: Params, params_
     )
 
 
+# Trained weights move an architecture's instruction count by about 1% from its untrained count (measured: 0.01-1.0%
+# on blocks and the paper CNN); one within 5% over the budget trains, and its trial's own count decides.
+UNTRAINED_MARGIN = 1.05
+
+
 class Baselines:
     """The baseline each trial starts from: the search's own, or, for a width the search drew, that width
     of tinyopt's architecture trained by the same step and seed, once per width (under artifacts/search/,
     where the task cache finds it again for the next search with the same data and settings)."""
 
     def __init__(
-        self, params: Params, prepared: Path, run: Submitter, baseline: Path, pruner: ArchitecturePruner | None = None
+        self,
+        params: Params,
+        prepared: Path,
+        run: Submitter,
+        baseline: Path,
+        pruner: ArchitecturePruner | None = None,
+        latency: bool = False,
     ):
-        self.prepared, self.run, self.pruner = prepared, run, pruner
+        self.prepared, self.run, self.pruner, self.latency = prepared, run, pruner, latency
         self.trained = {self.key(params): baseline}
         self.stopped: dict[str, ArchitectureStopped] = {}  # why an architecture did not train in full, by key
 
@@ -142,10 +153,8 @@ class Baselines:
             raise self.stopped[key]
         if key not in self.trained:
             name = self.name(drawn)
-            limit = drawn.search.max_model_bytes
-            if limit and (least := weight_bytes_at_least(self.prepared, drawn.model, drawn.task)) > limit:
-                why = f"architecture {name} {TOO_LARGE}: its int8 weights alone take at least {least:,} B, over "
-                self.stopped[key] = ArchitectureTooLarge(why + f"search.max_model_bytes ({limit:,}); not trained")
+            if over := self.over_budget(drawn, name):
+                self.stopped[key] = ArchitectureOverBudget(f"architecture {name} {over}; not trained")
                 raise self.stopped[key]
             watch = self.pruner.watch(name) if self.pruner else None
             record, outcome = self.run.now_told(
@@ -169,6 +178,28 @@ class Baselines:
                 tracking.log_curves(curves_to, "train", record.history)
             self.trained[key] = Path(record.model_path)
         return self.trained[key]
+
+    def over_budget(self, drawn: Params, name: str) -> str | None:
+        """Why `drawn`'s architecture cannot fit the search's budget whatever its training, or None: its int8
+        weights alone over search.max_model_bytes, or (the latency searched) its untrained int8 model over the
+        instruction budget on search.profile's core."""
+        search = drawn.search
+        if search.max_model_bytes:
+            least = weight_bytes_at_least(self.prepared, drawn.model, drawn.task)
+            if least > search.max_model_bytes:
+                return (
+                    f"{TOO_LARGE}: its int8 weights alone take at least {least:,} B, over search.max_model_bytes "
+                    f"({search.max_model_bytes:,})"
+                )
+        budget = search.instruction_budget(drawn.devices[search.profile].clock_mhz)
+        if self.latency and budget is not None:
+            instructions = untrained_instructions(self.prepared, drawn)
+            if instructions is not None and instructions > UNTRAINED_MARGIN * budget:
+                return (
+                    f"{TOO_SLOW}: its int8 model, untrained, takes {instructions:,.0f} instructions per inference on "
+                    f"{search.profile}, over the budget ({budget:,.0f}) by more than trained weights move a count"
+                )
+        return None
 
 
 def log_search(result: SearchResult, files: list[Path], trial_runs: dict[int, str]) -> None:
@@ -257,7 +288,7 @@ def run_search(
         pruner = ArchitecturePruner(metric, budget.pruner_startup, budget.pruner_warmup_epochs)
         if same_family(params):
             pruner.add_trained(baseline.history)
-    baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path), pruner)
+    baseline_of = Baselines(params, prepared_path, run, Path(baseline.model_path), pruner, latency)
     trials_started = time.monotonic()
     records = trials.run(
         lambda number, drawn, run_id: run(

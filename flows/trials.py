@@ -18,10 +18,10 @@ from tinyopt.orchestration import tracking
 from tinyopt.params import Params
 from tinyopt.records.steps import TrialRecord
 from tinyopt.run import plan
-from tinyopt.search.pruning import ArchitectureStopped, ArchitectureTooLarge
+from tinyopt.search.pruning import ArchitectureOverBudget, ArchitectureStopped
 from tinyopt.search.space import chain_settings, directions, draw, objective_values
 
-DRAWS_PER_TRIAL = 5  # the most architectures drawn per trial counted, the rest rejected as too large
+DRAWS_PER_TRIAL = 5  # the most architectures drawn per trial counted, the rest rejected over budget
 
 
 def open_study(params: Params, name: str, latency: bool = False):
@@ -86,15 +86,15 @@ class Trials:
         self.walls: list[float] = []  # each finished trial's wall time, from launch to result
         self.run_ids: dict[int, str] = {}  # each trial's nested MLflow run
         self.running: dict[int, str] = {}  # the runs of trials not told yet
-        self.too_large = 0  # trials whose architecture was rejected untrained: not counted in search.trials
+        self.over_budget = 0  # trials whose architecture was rejected untrained: not counted in search.trials
 
     def more(self) -> bool:
         """Another trial may start: fewer than search.trials so far, and the typical trial (the median so
         far) would still end within search.time_budget_s."""
         budget = self.params.search
         typical = statistics.median(self.walls) if self.walls else 0.0
-        counted = len(self.drawn) - self.too_large
-        drawn_at_most = DRAWS_PER_TRIAL * budget.trials  # a space of architectures nearly all too large ends too
+        counted = len(self.drawn) - self.over_budget
+        drawn_at_most = DRAWS_PER_TRIAL * budget.trials  # a space of architectures nearly all over budget ends too
         return (
             counted < budget.trials
             and len(self.drawn) < drawn_at_most
@@ -131,8 +131,8 @@ class Trials:
                                 metric=self.params.task.score_metric,
                             )
                             self.finish(trial, record)
-                            if isinstance(stopped, ArchitectureTooLarge):  # no step ran: not in the progress total
-                                self.too_large += 1
+                            if isinstance(stopped, ArchitectureOverBudget):  # no step ran: not in the progress total
+                                self.over_budget += 1
                                 self.progress.say(f"{trial_name(trial.number, chain)} pruned: {stopped}")
                             else:
                                 self.progress.finished(trial_name(trial.number, chain), "pruned")
@@ -155,11 +155,11 @@ class Trials:
             for number in list(self.running):
                 tracking.end_run(self.running.pop(number), f"the search stopped: {first}")
             raise
-        untried = self.params.search.trials - (len(self.drawn) - self.too_large)
+        untried = self.params.search.trials - (len(self.drawn) - self.over_budget)
         ended_by = (
             "by the time budget"
             if len(self.drawn) < DRAWS_PER_TRIAL * self.params.search.trials
-            else "after drawing too many architectures too large"
+            else "after drawing too many architectures over budget"
         )
         self.progress.skip(f"{untried} trials left out {ended_by}", untried)
         return sorted(self.records, key=lambda r: r.number)

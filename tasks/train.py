@@ -82,15 +82,21 @@ def model_to_train(model_params: ModelParams, train_params: TrainParams, task: T
     return build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params), train_params.epochs, ""
 
 
-def weight_bytes_at_least(prepared: Path, model_params: ModelParams, task: TaskParams) -> int:
-    """At least the bytes the model's weights take in full int8, untrained (a search rejects an architecture
-    over its byte budget by this, before training it)."""
+def untrained_model(prepared: Path, model_params: ModelParams, task: TaskParams):
+    """The model as its training would start, initialised and untrained: what a search measures an
+    architecture by before it trains it (bytes and instructions depend on its shapes, not its weights)."""
     from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     with TRAINING_LOCK:  # building a model draws initial weights from the seeded generators a training uses
         model, _, _ = model_to_train(model_params, TrainParams(), task, data)
-        return int8_weight_bytes(model)
+    return model
+
+
+def weight_bytes_at_least(prepared: Path, model_params: ModelParams, task: TaskParams) -> int:
+    """At least the bytes the model's weights take in full int8, untrained (a search rejects an architecture
+    over its byte budget by this, before training it)."""
+    return int8_weight_bytes(untrained_model(prepared, model_params, task))
 
 
 @step("train")

@@ -93,6 +93,28 @@ def latency_searched(params: Params) -> str | None:
     return f"instructions not searched: {problem}" if problem else None
 
 
+def untrained_instructions(prepared: Path, params: Params) -> float | None:
+    """The instructions per inference on search.profile's emulated core of the drawn architecture's full-int8
+    model before any training: counts follow the shapes, not the weights, so a search rejects an architecture
+    over its instruction budget by this, untrained. None where the core cannot run it (its trial says why)."""
+    import tempfile
+
+    from tasks.train import untrained_model
+    from tinyopt.datasets.prepared import load_prepared
+    from tinyopt.ml.models import save_model
+
+    with tempfile.TemporaryDirectory(prefix="tinyopt-untrained-") as scratch:
+        keras_path, tflite = Path(scratch) / "model.keras", Path(scratch) / "model.tflite"
+        save_model(untrained_model(prepared, params.model, params.task), keras_path)
+        try:
+            convert_model(keras_path, "int8", tflite, prepared, params.conversion, params.seed)
+        except NotApplicable:
+            return None
+        x = load_prepared(prepared)["x_val"][: params.search.device_inputs]
+        figures, _ = on_the_core(tflite, "int8", x, params)
+    return figures.get("instructions")
+
+
 def on_the_core(tflite: Path, conversion: str, x, params: Params) -> tuple[dict, dict]:
     """The trial's generated C run on search.profile's emulated core: its instructions per inference, flash and
     RAM (the firmware linked within the profile's), and the verdict they give, the instruction budget included."""

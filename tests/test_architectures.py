@@ -3,6 +3,7 @@ width multiplier: built, trained by the train step, converted to int8 and compil
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ import yaml
 
 from tasks.convert import convert_model
 from tasks.train import train_baseline, weight_bytes_at_least
+from tasks.trial import on_the_core, untrained_instructions
+from tests.test_mcu import needs_arm
 from tinyopt.core.errors import UserError
 from tinyopt.mcu.codegen import generate
 from tinyopt.ml.architectures import build_blocks, describe_blocks
-from tinyopt.params import ModelParams, TaskParams, TrainParams, parse_params
+from tinyopt.params import ModelParams, Params, SearchParams, TaskParams, TrainParams, parse_params
 from tinyopt.search.space import chain_settings, draw, width_of, write_plan
 
 BLOCKS = [
@@ -154,3 +157,29 @@ def test_the_weight_bytes_a_search_rejects_by_are_a_lower_bound_of_the_int8_mode
     record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
     converted = convert_model(Path(record.model_path), "int8", tmp_path / "m.tflite", data)
     assert 0.4 * converted.raw_bytes < least <= converted.raw_bytes, (least, converted.raw_bytes)  # tensors, ops: more
+
+
+@needs_arm
+@pytest.mark.parametrize(
+    "params",
+    [ModelParams(architecture="blocks", blocks=BLOCKS, head="flatten"), ModelParams(conv_filters=6, kernel_size=5)],
+    ids=["blocks", "paper-cnn"],
+)
+def test_an_untrained_architecture_takes_the_instructions_of_its_trained_model_within_the_margin(
+    tmp_path, monkeypatch, params
+):
+    from flows.search import UNTRAINED_MARGIN
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    data = prepared(tmp_path, (28, 28))
+    drawn = Params(model=params, search=SearchParams(max_instructions=100_000))
+    untrained = untrained_instructions(data, drawn)
+    record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
+    convert_model(Path(record.model_path), "int8", tmp_path / "m.tflite", data)
+    figures, verdict = on_the_core(tmp_path / "m.tflite", "int8", np.load(data)["x_val"][:4], drawn)
+    trained = figures["instructions"]
+    assert not verdict["fits"] and "over the budget (100,000)" in verdict["reason"]
+    assert abs(untrained - trained) <= (UNTRAINED_MARGIN - 1) * trained / 2, (untrained, trained)
+    assert not list(scratch.glob("tinyopt-untrained-*"))  # its scratch is gone

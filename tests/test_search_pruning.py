@@ -5,11 +5,13 @@ its trials and says why."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from tests.conftest import make_project, needs_fashion, run_cli
 from tests.flow_helpers import mlflow_client, run_flow_script
+from tinyopt.mcu.firmware import toolchain_missing
 from tinyopt.params import parse_params
 from tinyopt.search.pruning import ArchitecturePruner
 from tinyopt.search.space import same_family
@@ -157,36 +159,47 @@ def test_a_search_stops_an_architecture_behind_the_median_and_prunes_its_trials(
     assert len(curve) == 2
 
 
+# 512 1x1 filters: 512 weights, 2,048 bias bytes and a 5,120-weight dense layer at least, over 4,000 B; and 100,352
+# multiply-accumulates in its first layer alone, far over 10,000 instructions.
+OVER_BUDGET = {
+    "too large": (
+        {"latency": False, "max_model_bytes": 4000},
+        r"its int8 weights alone take at least 7,720 B, over search\.max_model_bytes \(4,000\)",
+        "10 too large for search.max_model_bytes",
+    ),
+    "too slow": (
+        {"latency": True, "max_model_bytes": None, "max_instructions": 10_000, "device_inputs": 1},
+        r"its int8 model, untrained, takes [\d,]+ instructions per inference on nano33ble, over the budget "
+        r"\(10,000\) by more than trained weights move a count",
+        "10 too slow for the instruction budget",
+    ),
+}
+
+
 @pytest.mark.slow
 @needs_fashion
-def test_a_search_rejects_architectures_too_large_untrained_without_counting_them(tmp_path):
-    # 512 1x1 filters: 512 weights, 2,048 bias bytes and a 5,120-weight dense layer at least, over 4,000 B.
-    huge = {**WEAK, "filters": [512]}
+@pytest.mark.parametrize("over", list(OVER_BUDGET))
+def test_a_search_rejects_architectures_over_budget_untrained_without_counting_them(tmp_path, over):
+    if over == "too slow" and (missing := toolchain_missing()):
+        pytest.skip(missing)
+    settings, reason, counted = OVER_BUDGET[over]
     root = make_project(
         tmp_path / "project",
         seed=5,
         data={"train_limit": 600, "test_limit": 200},
         train={"epochs": 1, "early_stopping_patience": 0},
         reference={"dir": None},
-        search={
-            "trials": 2,
-            "latency": False,
-            "max_model_bytes": 4000,
-            "space": {"chains": [["int8"]], "blocks": huge},
-        },
+        search={"trials": 2, **settings, "space": {"chains": [["int8"]], "blocks": {**WEAK, "filters": [512]}}},
     )
     done = run_cli(["search"], cwd=root, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(next((root / "reports").glob("search-*/search.json")).read_text())
-    reasons = {t["reason"] for t in result["trials"]}
     assert len(result["trials"]) == 10 and {t["state"] for t in result["trials"]} == {"pruned"}  # 5 draws a trial
-    assert reasons == {
-        "architecture blocks-c512k1s2p too large: its int8 weights alone take at least 7,720 B, over "
-        "search.max_model_bytes (4,000); not trained"
-    }
+    for trial in result["trials"]:
+        assert re.fullmatch(f"architecture blocks-c512k1s2p {over}: {reason}; not trained", trial["reason"]), trial
     assert not (root / "artifacts" / "search" / "baselines" / "blocks-c512k1s2p").exists()
-    assert "2 trials left out after drawing too many architectures too large skipped" in done.stderr
+    assert "2 trials left out after drawing too many architectures over budget skipped" in done.stderr
     assert (
-        "no trial completed: all 10 architectures drawn were too large for search.max_model_bytes; give "
-        "search.space.blocks fewer filters or more pooling, or raise search.max_model_bytes"
+        f"no trial completed: all 10 architectures drawn were over budget untrained ({counted}); give "
+        "search.space.blocks fewer filters, more strides or pooling, or raise the budget"
     ) in done.stdout

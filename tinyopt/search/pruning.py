@@ -13,9 +13,10 @@ class ArchitectureStopped(Exception):
     """The pruner stopped the architecture a trial drew: the trial is pruned, with this reason."""
 
 
-class ArchitectureTooLarge(ArchitectureStopped):
-    """The architecture's int8 weights alone exceed search.max_model_bytes: rejected untrained, its trial pruned
-    and not counted in search.trials."""
+class ArchitectureOverBudget(ArchitectureStopped):
+    """The architecture is over the search's budget before any training: its int8 weights alone exceed
+    search.max_model_bytes, or its untrained int8 model takes more instructions than the instruction budget.
+    Rejected untrained, its trial pruned and not counted in search.trials."""
 
 
 class ArchitecturePruner:

@@ -73,7 +73,8 @@ def _row(record: TrialRecord, result: SearchResult) -> list[str]:
     ]
 
 
-TOO_LARGE = "too large"  # a reason's words for an architecture rejected untrained (search.max_model_bytes)
+# A reason's words for an architecture rejected untrained: over search.max_model_bytes, or the instruction budget.
+TOO_LARGE, TOO_SLOW = "too large", "too slow"
 
 
 def nothing_completed(result: SearchResult) -> str | None:
@@ -82,13 +83,20 @@ def nothing_completed(result: SearchResult) -> str | None:
         return None
     if not result.trials:
         return "no trial ran: the data and the baseline took search.time_budget_s; raise it"
-    too_large = sum(r.state == "pruned" and f" {TOO_LARGE}: " in r.reason for r in result.trials)
-    stopped = sum(r.state == "pruned" and r.reason.startswith("architecture ") for r in result.trials) - too_large
-    pruned = sum(r.state == "pruned" for r in result.trials) - stopped - too_large
-    if too_large and not pruned and not stopped:
+    too_large, too_slow = (
+        sum(r.state == "pruned" and f" {words}: " in r.reason for r in result.trials) for words in (TOO_LARGE, TOO_SLOW)
+    )
+    over_budget = too_large + too_slow
+    stopped = sum(r.state == "pruned" and r.reason.startswith("architecture ") for r in result.trials) - over_budget
+    pruned = sum(r.state == "pruned" for r in result.trials) - stopped - over_budget
+    if over_budget and not pruned and not stopped:
+        over = [
+            *([f"{too_large} too large for search.max_model_bytes"] if too_large else []),
+            *([f"{too_slow} too slow for the instruction budget"] if too_slow else []),
+        ]
         return (
-            f"no trial completed: all {too_large} architectures drawn were too large for search.max_model_bytes; "
-            "give search.space.blocks fewer filters or more pooling, or raise search.max_model_bytes"
+            f"no trial completed: all {over_budget} architectures drawn were over budget untrained "
+            f"({', '.join(over)}); give search.space.blocks fewer filters, more strides or pooling, or raise the budget"
         )
     if stopped and not pruned:
         return (
