@@ -130,8 +130,9 @@ class Trials:
                                 reason=str(stopped),
                                 metric=self.params.task.score_metric,
                             )
-                            self.finish(trial, record)
-                            if isinstance(stopped, ArchitectureOverBudget):  # no step ran: not in the progress total
+                            over = isinstance(stopped, ArchitectureOverBudget)
+                            self.finish(trial, record, violation=stopped.excess if over else None)
+                            if over:  # no step ran: not in the progress total
                                 self.over_budget += 1
                                 self.progress.say(f"{trial_name(trial.number, chain)} pruned: {stopped}")
                             else:
@@ -170,14 +171,30 @@ class Trials:
         self.running[number] = run_id
         return run_id
 
+    def violation(self, record: TrialRecord) -> float:
+        """0 for a trial that fits; else its greatest relative excess over search.max_model_bytes and the
+        instruction budget, or 1.0 where neither is what fails (flash, RAM, a skip, a pruned trial)."""
+        if record.fits:
+            return 0.0
+        search = self.params.search
+        budget = search.instruction_budget(self.params.devices[search.profile].clock_mhz)
+        excess = [
+            *([record.raw_bytes / search.max_model_bytes - 1] if record.raw_bytes and search.max_model_bytes else []),
+            *([record.instructions / budget - 1] if record.instructions and budget else []),
+        ]
+        return max([e for e in excess if e > 0] or [1.0])
+
     @staticmethod
     def key(chain: list[str], settings: dict) -> str:
         return json.dumps([chain, settings], sort_keys=True)
 
-    def finish(self, trial: Any, record: TrialRecord, reused: bool = False) -> None:
+    def finish(self, trial: Any, record: TrialRecord, reused: bool = False, violation: float | None = None) -> None:
+        """Tell the study `record`'s result. `violation`: how far over the budget its architecture was, measured
+        untrained (relative); else the trial's own excess over the byte and instruction budgets, 1.0 for a
+        trial that fails otherwise, 0 for one that fits. The sampler draws nearer the budget from the least over."""
         import optuna
 
-        trial.set_user_attr("constraints", [0.0 if record.fits else 1.0])
+        trial.set_user_attr("constraints", [self.violation(record) if violation is None else violation])
         if record.state == "complete":
             values = objective_values(record, self.params.search.size, self.latency)
             self.study.tell(trial, [float("inf") if v is None else v for v in values])  # None: not measured

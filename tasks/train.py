@@ -82,13 +82,14 @@ def model_to_train(model_params: ModelParams, train_params: TrainParams, task: T
     return build_paper_cnn(data["x_train"].shape[1:], num_classes, model_params), train_params.epochs, ""
 
 
-def untrained_model(prepared: Path, model_params: ModelParams, task: TaskParams):
-    """The model as its training would start, initialised and untrained: what a search measures an
-    architecture by before it trains it (bytes and instructions depend on its shapes, not its weights)."""
+def untrained_model(prepared: Path, model_params: ModelParams, task: TaskParams, seed: int = 0):
+    """The model as its training with `seed` would start, initialised and untrained: what a search measures an
+    architecture by before it trains it (bytes and instructions follow its shapes, barely its weights)."""
     from tinyopt.datasets.prepared import load_prepared
 
     data = load_prepared(prepared)
     with TRAINING_LOCK:  # building a model draws initial weights from the seeded generators a training uses
+        set_seeds(seed)
         model, _, _ = model_to_train(model_params, TrainParams(), task, data)
     return model
 

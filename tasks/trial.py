@@ -93,10 +93,11 @@ def latency_searched(params: Params) -> str | None:
     return f"instructions not searched: {problem}" if problem else None
 
 
-def untrained_instructions(prepared: Path, params: Params) -> float | None:
-    """The instructions per inference on search.profile's emulated core of the drawn architecture's full-int8
-    model before any training: counts follow the shapes, not the weights, so a search rejects an architecture
-    over its instruction budget by this, untrained. None where the core cannot run it (its trial says why)."""
+def untrained_int8(prepared: Path, params: Params, on_core: bool) -> dict:
+    """The drawn architecture's full-int8 model before any training: its .tflite bytes and, `on_core`, its
+    instructions per inference on search.profile's emulated core. Both follow the shapes, not the weights, so a
+    search rejects an architecture over its budget by them, untrained. Empty where it does not convert, and no
+    instructions where the core cannot run it (its trial says why)."""
     import tempfile
 
     from tasks.train import untrained_model
@@ -105,14 +106,17 @@ def untrained_instructions(prepared: Path, params: Params) -> float | None:
 
     with tempfile.TemporaryDirectory(prefix="tinyopt-untrained-") as scratch:
         keras_path, tflite = Path(scratch) / "model.keras", Path(scratch) / "model.tflite"
-        save_model(untrained_model(prepared, params.model, params.task), keras_path)
+        save_model(untrained_model(prepared, params.model, params.task, params.seed), keras_path)
         try:
-            convert_model(keras_path, "int8", tflite, prepared, params.conversion, params.seed)
+            converted = convert_model(keras_path, "int8", tflite, prepared, params.conversion, params.seed)
         except NotApplicable:
-            return None
-        x = load_prepared(prepared)["x_val"][: params.search.device_inputs]
-        figures, _ = on_the_core(tflite, "int8", x, params)
-    return figures.get("instructions")
+            return {}
+        figures = {"raw_bytes": converted.raw_bytes}
+        if on_core:
+            x = load_prepared(prepared)["x_val"][: params.search.device_inputs]
+            measured, _ = on_the_core(tflite, "int8", x, params)
+            figures["instructions"] = measured.get("instructions")
+    return figures
 
 
 def on_the_core(tflite: Path, conversion: str, x, params: Params) -> tuple[dict, dict]:

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from tasks.convert import convert_model
+from tasks.techniques import technique_call
 from tasks.train import train_baseline, weight_bytes_at_least
-from tasks.trial import on_the_core, untrained_instructions
+from tasks.trial import on_the_core, untrained_int8
 from tests.test_mcu import needs_arm
 from tinyopt.core.errors import UserError
 from tinyopt.mcu.codegen import generate
@@ -165,7 +166,7 @@ def test_the_weight_bytes_a_search_rejects_by_are_a_lower_bound_of_the_int8_mode
     [ModelParams(architecture="blocks", blocks=BLOCKS, head="flatten"), ModelParams(conv_filters=6, kernel_size=5)],
     ids=["blocks", "paper-cnn"],
 )
-def test_an_untrained_architecture_takes_the_instructions_of_its_trained_model_within_the_margin(
+def test_an_untrained_int8_model_takes_the_instructions_of_the_trained_one_and_no_more_bytes(
     tmp_path, monkeypatch, params
 ):
     from flows.search import UNTRAINED_MARGIN
@@ -175,11 +176,19 @@ def test_an_untrained_architecture_takes_the_instructions_of_its_trained_model_w
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     data = prepared(tmp_path, (28, 28))
     drawn = Params(model=params, search=SearchParams(max_instructions=100_000))
-    untrained = untrained_instructions(data, drawn)
-    record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
-    convert_model(Path(record.model_path), "int8", tmp_path / "m.tflite", data)
-    figures, verdict = on_the_core(tmp_path / "m.tflite", "int8", np.load(data)["x_val"][:4], drawn)
-    trained = figures["instructions"]
-    assert not verdict["fits"] and "over the budget (100,000)" in verdict["reason"]
-    assert abs(untrained - trained) <= (UNTRAINED_MARGIN - 1) * trained / 2, (untrained, trained)
+    untrained = untrained_int8(data, drawn, on_core=True)
     assert not list(scratch.glob("tinyopt-untrained-*"))  # its scratch is gone
+    record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
+    trained = {}
+    for chain in (["int8"], ["qat", "int8"]):
+        parent = Path(record.model_path)
+        if chain[0] == "qat":
+            technique_step, arguments = technique_call("qat", parent, data, drawn, tmp_path / "qat")
+            parent = Path(technique_step(**arguments).model_path)
+        converted = convert_model(parent, "int8", tmp_path / f"{chain[0]}.tflite", data)
+        trained[chain[0]] = converted.raw_bytes
+        assert untrained["raw_bytes"] <= converted.raw_bytes, (untrained, trained)  # rejecting by it rejects no fit
+    figures, verdict = on_the_core(tmp_path / "int8.tflite", "int8", np.load(data)["x_val"][:4], drawn)
+    assert not verdict["fits"] and "over the budget (100,000)" in verdict["reason"]
+    measured = figures["instructions"]
+    assert abs(untrained["instructions"] - measured) <= (UNTRAINED_MARGIN - 1) * measured / 2, (untrained, measured)

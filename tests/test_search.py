@@ -73,6 +73,19 @@ def test_the_instruction_budget_is_the_tighter_of_count_and_time():
         parse_params({"search": {"profile": "p", "max_latency_ms": 2}, "devices": {**DEVICES, "p": NO_CLOCK}})
 
 
+def test_the_sampler_is_told_how_far_over_the_budget_a_trial_is():
+    from flows.trials import Trials
+
+    params = parse_params({"search": {"max_model_bytes": 10_000, "max_instructions": 200_000}})
+    trials = Trials(None, params, None, "", 0.0)
+    timed = record(0, 0.9, 12_000, fits=False).model_copy(update={"instructions": 300_000})
+    assert trials.violation(record(0, 0.9, 9_000)) == 0.0
+    assert trials.violation(record(0, 0.9, 12_000, fits=False)) == pytest.approx(0.2)
+    assert trials.violation(timed) == pytest.approx(0.5)  # the greater excess: 50% over the instructions
+    assert trials.violation(record(0, 0.9, 9_000, fits=False)) == 1.0  # fails otherwise (flash, RAM)
+    assert trials.violation(record(0, 0.9, None, state="pruned", fits=False)) == 1.0
+
+
 DEVICES = {name: profile.model_dump() for name, profile in parse_params({}).devices.items()}
 NO_CLOCK = {"name": "a board", "core": "Cortex-M4", "flash_bytes": 1 << 20, "sram_bytes": 1 << 18}
 

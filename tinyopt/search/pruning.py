@@ -16,7 +16,12 @@ class ArchitectureStopped(Exception):
 class ArchitectureOverBudget(ArchitectureStopped):
     """The architecture is over the search's budget before any training: its int8 weights alone exceed
     search.max_model_bytes, or its untrained int8 model takes more instructions than the instruction budget.
-    Rejected untrained, its trial pruned and not counted in search.trials."""
+    Rejected untrained, its trial pruned and not counted in search.trials. `excess`: how far over (0.5: 50% over
+    the budget), which the sampler's constraint takes, so that it draws nearer the budget next."""
+
+    def __init__(self, reason: str, excess: float):
+        super().__init__(reason)
+        self.excess = excess
 
 
 class ArchitecturePruner:
