@@ -192,14 +192,15 @@ class Trials:
         """Tell the study `record`'s result. `violation`: how far over the budget its architecture was, measured
         untrained (relative); else the trial's own excess over the byte and instruction budgets, 1.0 for a
         trial that fails otherwise, 0 for one that fits. The sampler draws nearer the budget from the least over."""
-        import optuna
-
         trial.set_user_attr("constraints", [self.violation(record) if violation is None else violation])
         if record.state == "complete":
             values = objective_values(record, self.params.search.size, self.latency)
             self.study.tell(trial, [float("inf") if v is None else v for v in values])  # None: not measured
         else:
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            # Told complete at the worst values, infeasible by its constraint, rather than pruned: multi-objective
+            # TPE (optuna 4.9) reads the values of every trial in its "below" group and fails on a pruned one's None.
+            worst = [float("-inf") if d.name == "MAXIMIZE" else float("inf") for d in self.study.directions]
+            self.study.tell(trial, worst)
         end_trial_run(self.running.pop(record.number), record)
         self.records.append(record)
         if reused:

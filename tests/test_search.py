@@ -86,6 +86,27 @@ def test_the_sampler_is_told_how_far_over_the_budget_a_trial_is():
     assert trials.violation(record(0, 0.9, None, state="pruned", fits=False)) == 1.0
 
 
+def test_the_sampler_draws_on_after_trials_that_did_not_complete(monkeypatch):
+    # Two feasible trials among 23 that did not complete: multi-objective TPE's "below" group then holds some of
+    # the latter, whose values it reads (optuna 4.9 failed on a pruned trial's None).
+    import flows.trials
+    from flows.trials import Trials, open_study
+
+    monkeypatch.setattr(flows.trials, "end_trial_run", lambda run_id, record: None)  # no MLflow run here
+    params = parse_params({"search": {"trials": 6, "max_instructions": 200_000, "space": {"chains": [["int8"]]}}})
+    study = open_study(params, "a search", latency=True)
+    trials = Trials(study, params, None, "", 0.0, latency=True)
+    for number in range(25):
+        trial = study.ask()
+        draw(trial, params)
+        trials.running[number] = "its run"
+        done = record(number, 0.88, 9_000).model_copy(update={"instructions": 180_000})
+        stopped = record(number, None, None, state="pruned", fits=False)
+        trials.finish(trial, done if number in (3, 7) else stopped, violation=None if number in (3, 7) else 0.5)
+    assert draw(study.ask(), params).plan == [["int8"]]
+    assert [t.user_attrs["constraints"] for t in study.trials[2:4]] == [[0.5], [0.0]]
+
+
 DEVICES = {name: profile.model_dump() for name, profile in parse_params({}).devices.items()}
 NO_CLOCK = {"name": "a board", "core": "Cortex-M4", "flash_bytes": 1 << 20, "sram_bytes": 1 << 18}
 
