@@ -21,7 +21,7 @@ from tinyopt.run import plan
 from tinyopt.search.pruning import ArchitectureOverBudget, ArchitectureStopped
 from tinyopt.search.space import chain_settings, directions, draw, objective_values
 
-DRAWS_PER_TRIAL = 5  # the most architectures drawn per trial counted, the rest rejected over budget
+DRAWS_PER_TRIAL = 5  # the most draws per trial counted: the rest rejected over budget, or drawn before
 
 
 def open_study(params: Params, name: str, latency: bool = False):
@@ -87,19 +87,23 @@ class Trials:
         self.run_ids: dict[int, str] = {}  # each trial's nested MLflow run
         self.running: dict[int, str] = {}  # the runs of trials not told yet
         self.over_budget = 0  # trials whose architecture was rejected untrained: not counted in search.trials
+        self.repeats = 0  # draws made before, told their earlier result: not counted either
 
     def more(self) -> bool:
         """Another trial may start: fewer than search.trials so far, and the typical trial (the median so
         far) would still end within search.time_budget_s."""
         budget = self.params.search
         typical = statistics.median(self.walls) if self.walls else 0.0
-        counted = len(self.drawn) - self.over_budget
-        drawn_at_most = DRAWS_PER_TRIAL * budget.trials  # a space of architectures nearly all over budget ends too
+        drawn_at_most = DRAWS_PER_TRIAL * budget.trials  # a space nearly all over budget, or drawn out, ends too
         return (
-            counted < budget.trials
+            self.counted() < budget.trials
             and len(self.drawn) < drawn_at_most
             and time.monotonic() - self.started + typical < budget.time_budget_s
         )
+
+    def counted(self) -> int:
+        """The trials that count in search.trials: those that ran, not those rejected untrained or repeated."""
+        return len(self.drawn) - self.over_budget - self.repeats
 
     def run(self, launch: Callable[[int, Params, str], Any]) -> list[TrialRecord]:
         """`launch(number, params, run_id)` submits a trial's task and returns its future; `run_id` is the
@@ -117,6 +121,7 @@ class Trials:
                     if earlier:  # a chain with nothing to draw, or a repeat
                         why = f"the same chain and settings as trial {earlier.number}; not run again"
                         reused = earlier.model_copy(update={"number": trial.number, "reason": why})
+                        self.repeats += 1
                         self.finish(trial, reused, reused=True)
                     else:
                         try:
@@ -156,11 +161,11 @@ class Trials:
             for number in list(self.running):
                 tracking.end_run(self.running.pop(number), f"the search stopped: {first}")
             raise
-        untried = self.params.search.trials - (len(self.drawn) - self.over_budget)
+        untried = self.params.search.trials - self.counted()
         ended_by = (
             "by the time budget"
             if len(self.drawn) < DRAWS_PER_TRIAL * self.params.search.trials
-            else "after drawing too many architectures over budget"
+            else "after too many draws over budget or drawn before"
         )
         self.progress.skip(f"{untried} trials left out {ended_by}", untried)
         return sorted(self.records, key=lambda r: r.number)
@@ -203,5 +208,5 @@ class Trials:
             self.study.tell(trial, worst)
         end_trial_run(self.running.pop(record.number), record)
         self.records.append(record)
-        if reused:
-            self.progress.finished(trial_name(record.number, record.chain), "drawn before, reused")
+        if reused:  # nothing ran: not in the progress total
+            self.progress.say(f"{trial_name(record.number, record.chain)}: drawn before, reused; not counted")

@@ -198,7 +198,7 @@ def test_a_search_rejects_architectures_over_budget_untrained_without_counting_t
     for trial in result["trials"]:
         assert re.fullmatch(f"architecture blocks-c512k1s2p {over}: {reason}; not trained", trial["reason"]), trial
     assert not (root / "artifacts" / "search" / "baselines" / "blocks-c512k1s2p").exists()
-    assert "2 trials left out after drawing too many architectures over budget skipped" in done.stderr
+    assert "2 trials left out after too many draws over budget or drawn before skipped" in done.stderr
     assert (
         f"no trial completed: all 10 architectures drawn were over budget untrained ({counted}); give "
         "search.space.blocks fewer filters, more strides or pooling, or raise the budget"
