@@ -61,8 +61,8 @@ _watchdog_owner: int | None = None  # the process that started it: a forked chil
 _watchdog_lock = threading.Lock()
 
 
-def _announce(line: str) -> None:
-    """One line to the watchdog (started on first use); a single write under PIPE_BUF, so threads never mix."""
+def _watchdog_pipe() -> int:
+    """The write end of this process's watchdog's pipe, the watchdog started on first use."""
     global _watchdog, _watchdog_owner
     with _watchdog_lock:
         if _watchdog_owner != os.getpid():
@@ -74,7 +74,12 @@ def _announce(line: str) -> None:
                 start_new_session=True,
             )
             _watchdog_owner = os.getpid()
-        os.write(_watchdog.stdin.fileno(), (line + "\n").encode())
+        return _watchdog.stdin.fileno()
+
+
+def _announce(line: str) -> None:
+    """One line to the watchdog; a single write under PIPE_BUF, so threads never mix."""
+    os.write(_watchdog_pipe(), (line + "\n").encode())
 
 
 def dies_with_us(process: subprocess.Popen, grace: float = 0.0, group: bool = False) -> None:
@@ -90,6 +95,7 @@ def ended(process: subprocess.Popen) -> None:
 
 def start_child(cmd: Sequence[str], grace: float = 0.0, **popen) -> subprocess.Popen:
     """subprocess.Popen(cmd, **popen) in a process group of its own, which dies with tinyopt (see the module)."""
+    _watchdog_pipe()  # started first, so that only one write separates the child's start from its announcement
     process = subprocess.Popen(cmd, start_new_session=True, **popen)
     dies_with_us(process, grace, group=True)
     return process
