@@ -1,7 +1,7 @@
 """The search's trials: Optuna's multi-objective TPE draws each (score against size, infeasible where the
 model does not fit), a Prefect task builds and scores it, its result is told back to the study. Each trial
 is a nested MLflow run from its start (its fine-tunes' epochs go there live) to its result. A draw made
-before is told again, not rebuilt."""
+before is told its result again, not rebuilt, and not counted in search.trials."""
 
 from __future__ import annotations
 
