@@ -18,12 +18,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.optimize import data_stage, new_run_id, train_stage
 from flows.trials import Trials, in_flight, open_study
 from tasks.evaluate import evaluate_tflite
-from tasks.train import train_baseline, weight_bytes_at_least
+from tasks.train import train_baseline, untrained_model
 from tasks.trial import latency_searched, run_trial, untrained_int8
 from tinyopt.core import layout
 from tinyopt.core.console import Progress
 from tinyopt.ml.architectures import describe_blocks
 from tinyopt.ml.metrics import HIGHER_IS_BETTER
+from tinyopt.ml.models import int8_weight_bytes
 from tinyopt.orchestration import tracking
 from tinyopt.orchestration.cache import compute_code_versions
 from tinyopt.orchestration.steps import Submitter
@@ -187,13 +188,14 @@ class Baselines:
         its untrained int8 .tflite over it, or (the latency searched) that model's instructions on
         search.profile's core over the budget."""
         search, limit = drawn.search, drawn.search.max_model_bytes
-        if limit and (least := weight_bytes_at_least(self.prepared, drawn.model, drawn.task)) > limit:
-            why = f"{TOO_LARGE}: its int8 weights alone take at least {least:,} B, over search.max_model_bytes"
-            return f"{why} ({limit:,})", least / limit - 1
         budget = search.instruction_budget(drawn.devices[search.profile].clock_mhz) if self.latency else None
         if not limit and budget is None:
             return None
-        untrained = untrained_int8(self.prepared, drawn, on_core=budget is not None)
+        model = untrained_model(self.prepared, drawn.model, drawn.task, drawn.seed)
+        if limit and (least := int8_weight_bytes(model)) > limit:  # no conversion needed
+            why = f"{TOO_LARGE}: its int8 weights alone take at least {least:,} B, over search.max_model_bytes"
+            return f"{why} ({limit:,})", least / limit - 1
+        untrained = untrained_int8(model, self.prepared, drawn, on_core=budget is not None)
         if limit and (raw_bytes := untrained.get("raw_bytes", 0)) > limit:
             why = f"{TOO_LARGE}: its int8 .tflite, untrained, takes {raw_bytes:,} B (trained, more), over"
             return f"{why} search.max_model_bytes ({limit:,})", raw_bytes / limit - 1

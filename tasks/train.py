@@ -8,7 +8,7 @@ from pathlib import Path
 from tinyopt.core.errors import NotApplicable, UserError
 from tinyopt.ml.architectures import build_blocks, describe_blocks
 from tinyopt.ml.distillation import widened
-from tinyopt.ml.models import check_input_shape, describe, int8_weight_bytes, load_model
+from tinyopt.ml.models import check_input_shape, describe, load_model
 from tinyopt.ml.training import (
     TRAINING_LOCK,
     EpochWatch,
@@ -92,12 +92,6 @@ def untrained_model(prepared: Path, model_params: ModelParams, task: TaskParams,
         set_seeds(seed)
         model, _, _ = model_to_train(model_params, TrainParams(), task, data)
     return model
-
-
-def weight_bytes_at_least(prepared: Path, model_params: ModelParams, task: TaskParams) -> int:
-    """At least the bytes the model's weights take in full int8, untrained (a search rejects an architecture
-    over its byte budget by this, before training it)."""
-    return int8_weight_bytes(untrained_model(prepared, model_params, task))
 
 
 @step("train")

@@ -93,20 +93,19 @@ def latency_searched(params: Params) -> str | None:
     return f"instructions not searched: {problem}" if problem else None
 
 
-def untrained_int8(prepared: Path, params: Params, on_core: bool) -> dict:
-    """The drawn architecture's full-int8 model before any training: its .tflite bytes and, `on_core`, its
-    instructions per inference on search.profile's emulated core. Both follow the shapes, not the weights, so a
-    search rejects an architecture over its budget by them, untrained. Empty where it does not convert to int8 (its
-    chain may not need to), and no instructions where the core cannot run it (its trial says why)."""
+def untrained_int8(model, prepared: Path, params: Params, on_core: bool) -> dict:
+    """The drawn architecture's `model` (tasks.train.untrained_model) in full int8: its .tflite bytes and,
+    `on_core`, its instructions per inference on search.profile's emulated core. Both follow the shapes, not the
+    weights, so a search rejects an architecture over its budget by them, untrained. Empty where it does not convert
+    to int8 (its chain may not need to), and no instructions where the core cannot run it (its trial says why)."""
     import tempfile
 
-    from tasks.train import untrained_model
     from tinyopt.datasets.prepared import load_prepared
     from tinyopt.ml.models import save_model
 
     with tempfile.TemporaryDirectory(prefix="tinyopt-untrained-") as scratch:
         keras_path, tflite = Path(scratch) / "model.keras", Path(scratch) / "model.tflite"
-        save_model(untrained_model(prepared, params.model, params.task, params.seed), keras_path)
+        save_model(model, keras_path)
         try:
             converted = convert_model(keras_path, "int8", tflite, prepared, params.conversion, params.seed)
         except Exception:  # noqa: BLE001 - a check before training: a model int8 cannot take is its trial's to report

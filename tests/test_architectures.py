@@ -12,12 +12,13 @@ import yaml
 
 from tasks.convert import convert_model
 from tasks.techniques import technique_call
-from tasks.train import train_baseline, weight_bytes_at_least
+from tasks.train import train_baseline, untrained_model
 from tasks.trial import on_the_core, untrained_int8
 from tests.test_mcu import needs_arm
 from tinyopt.core.errors import UserError
 from tinyopt.mcu.codegen import generate
 from tinyopt.ml.architectures import build_blocks, describe_blocks
+from tinyopt.ml.models import int8_weight_bytes
 from tinyopt.params import ModelParams, Params, SearchParams, TaskParams, TrainParams, parse_params
 from tinyopt.search.space import chain_settings, draw, width_of, write_plan
 
@@ -154,7 +155,7 @@ def test_the_plateau_schedule_divides_the_learning_rate_by_5_when_validation_los
 )
 def test_the_weight_bytes_a_search_rejects_by_are_a_lower_bound_of_the_int8_model(tmp_path, params):
     data = prepared(tmp_path, (28, 28))
-    least = weight_bytes_at_least(data, params, TaskParams())
+    least = int8_weight_bytes(untrained_model(data, params, TaskParams()))
     record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
     converted = convert_model(Path(record.model_path), "int8", tmp_path / "m.tflite", data)
     assert 0.4 * converted.raw_bytes < least <= converted.raw_bytes, (least, converted.raw_bytes)  # tensors, ops: more
@@ -176,7 +177,7 @@ def test_an_untrained_int8_model_takes_the_instructions_of_the_trained_one_and_n
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     data = prepared(tmp_path, (28, 28))
     drawn = Params(model=params, search=SearchParams(max_instructions=100_000))
-    untrained = untrained_int8(data, drawn, on_core=True)
+    untrained = untrained_int8(untrained_model(data, params, TaskParams(), drawn.seed), data, drawn, on_core=True)
     assert not list(scratch.glob("tinyopt-untrained-*"))  # its scratch is gone
     record = train_baseline(data, params, TRAIN, TaskParams(), 0, tmp_path / "baseline")
     trained = {}
